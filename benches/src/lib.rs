@@ -1,0 +1,1 @@
+//! ferrocorn's load benchmarks against peers (nginx, hyper, gunicorn).

@@ -1,0 +1,4 @@
+//! The pre-fork supervisor.
+//!
+//! **Not built yet.** This crate is a documented skeleton: see issue 6.
+#![deny(missing_docs)]
