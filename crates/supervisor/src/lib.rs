@@ -1,4 +1,225 @@
-//! The pre-fork supervisor.
+//! A single-threaded pre-fork supervisor, gunicorn's arbiter in Rust.
 //!
-//! **Not built yet.** This crate is a documented skeleton: see issue 6.
+//! [`Supervisor`] binds the listeners (TCP v4/v6, unix sockets, inherited
+//! `fd://N` or systemd's `LISTEN_FDS`), forks `workers` processes running
+//! your [`Service`], watches them through shared-memory [`Heartbeat`]s,
+//! respawns the ones that exit, kills the ones that stall, and handles
+//! gunicorn's signals (TERM graceful stop, INT/QUIT quick stop, HUP reload,
+//! TTIN/TTOU, USR1, USR2 binary upgrade, WINCH). With the `metrics` feature it
+//! also serves every worker's metric files merged, plus the listen backlog of
+//! every listener (feature `tcpinfo`).
+//!
+//! The supervisor runs ONE thread: a poll loop over a signal self-pipe, the
+//! metrics exporter's sockets and its timers, so forking is safe. Build
+//! thread pools, pollers and log drains in the worker, after the fork.
+//!
+//! # Brief overview
+//! - [`SupervisorConfig`], [`BindAddr`], [`MetricsConfig`]: what to run.
+//! - [`Service`]: the worker body (runs in the forked child) and `reload`.
+//! - [`WorkerContext`]: what a worker gets: [`InheritedListener`]s, its
+//!   [`Heartbeat`], the supervisor's pid.
+//! - [`Supervisor`]: `new`, hook setters, `run`.
+//!
+//! # Example
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use ferrocorn_supervisor::{
+//!     InheritedListener, Service, Supervisor, SupervisorConfig, WorkerContext,
+//! };
+//!
+//! struct Hello;
+//!
+//! impl Service for Hello {
+//!     fn worker(&self, ctx: WorkerContext) -> i32 {
+//!         let InheritedListener::Tcp(listener) = &ctx.listeners[0] else { return 3 };
+//!         ctx.heartbeat.beat();
+//!         for conn in listener.incoming() {
+//!             let Ok(mut conn) = conn else { continue };
+//!             let mut buf = [0u8; 1024];
+//!             let _ = conn.read(&mut buf);
+//!             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n");
+//!             ctx.heartbeat.beat();
+//!         }
+//!         0
+//!     }
+//!
+//!     fn reload(&mut self) -> Result<SupervisorConfig, String> {
+//!         Ok(config())
+//!     }
+//! }
+//!
+//! fn config() -> SupervisorConfig {
+//!     SupervisorConfig {
+//!         binds: vec!["127.0.0.1:8000".parse().unwrap()],
+//!         workers: 2,
+//!         ..SupervisorConfig::default()
+//!     }
+//! }
+//!
+//! let log = slog::Logger::root(slog::Discard, slog::o!());
+//! let result = Supervisor::new(config(), log)
+//!     .when_ready(|listeners| println!("listening on {listeners:?}"))
+//!     .run(Hello);
+//! if let Err(e) = result {
+//!     eprintln!("error: {e}");
+//!     std::process::exit(1);
+//! }
+//! ```
 #![deny(missing_docs)]
+
+mod arbiter;
+mod config;
+mod error;
+mod heartbeat;
+mod listen;
+mod notify;
+mod service;
+mod sys;
+
+#[cfg_attr(feature = "tcpinfo", path = "backlog/enabled.rs")]
+#[cfg_attr(not(feature = "tcpinfo"), path = "backlog/disabled.rs")]
+mod backlog;
+
+#[cfg_attr(feature = "metrics", path = "metrics/enabled.rs")]
+#[cfg_attr(not(feature = "metrics"), path = "metrics/disabled.rs")]
+mod metrics;
+
+use std::io;
+use std::time::Duration;
+
+pub use config::{BindAddr, MetricsConfig, SupervisorConfig};
+pub use error::SupervisorError;
+pub use heartbeat::Heartbeat;
+pub use service::{ExitReason, InheritedListener, Service, WorkerContext, WorkerExit};
+
+/// Worker exit code: the worker failed to boot (gunicorn's `WORKER_BOOT_ERROR`).
+pub const WORKER_BOOT_ERROR: i32 = 3;
+/// Worker exit code: the application failed to load (gunicorn's `APP_LOAD_ERROR`).
+pub const APP_LOAD_ERROR: i32 = 4;
+
+/// The supervisor's log: a `slog::Logger` plus reopen/flush.
+///
+/// Implemented for `slog::Logger` (reopen does nothing) and for
+/// `ferrocorn_log::Logs` (reopen on SIGUSR1/SIGHUP).
+pub trait SupervisorLogs {
+    /// The error log (`gunicorn.error`).
+    fn logger(&self) -> slog::Logger;
+    /// Reopen log files (SIGUSR1).
+    fn reopen(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Flush buffered lines (before exit and before forking).
+    fn flush(&self) {}
+}
+
+impl SupervisorLogs for slog::Logger {
+    fn logger(&self) -> slog::Logger {
+        self.clone()
+    }
+}
+
+/// The arbiter: binds, forks, watches, respawns; see the crate docs.
+pub struct Supervisor {
+    pub(crate) config: SupervisorConfig,
+    pub(crate) logs: Box<dyn SupervisorLogs>,
+    pub(crate) hooks: service::Hooks,
+    pub(crate) bind_attempts: u32,
+    pub(crate) bind_retry_delay: Duration,
+    pub(crate) unix_socket_mode: u32,
+}
+
+impl Supervisor {
+    /// A supervisor for `config`, logging to `logs` (a `slog::Logger` or
+    /// `ferrocorn_log::Logs`).
+    pub fn new(config: SupervisorConfig, logs: impl SupervisorLogs + 'static) -> Supervisor {
+        Supervisor {
+            config,
+            logs: Box::new(logs),
+            hooks: service::Hooks::default(),
+            bind_attempts: 5,
+            bind_retry_delay: Duration::from_secs(1),
+            unix_socket_mode: 0o777,
+        }
+    }
+
+    /// How often a bind is tried and the pause between tries (gunicorn: 5
+    /// times, 1 s apart).
+    pub fn bind_retries(mut self, attempts: u32, delay: Duration) -> Supervisor {
+        self.bind_attempts = attempts.max(1);
+        self.bind_retry_delay = delay;
+        self
+    }
+
+    /// Permissions of unix socket files (default 0o777: gunicorn's with its
+    /// default umask 0).
+    pub fn unix_socket_mode(mut self, mode: u32) -> Supervisor {
+        self.unix_socket_mode = mode & 0o7777;
+        self
+    }
+
+    /// Called once before anything is bound.
+    pub fn on_starting(mut self, f: impl FnMut(&SupervisorConfig) + 'static) -> Supervisor {
+        self.hooks.on_starting = Some(Box::new(f));
+        self
+    }
+
+    /// Called once the listeners are bound and the first workers forked
+    /// (after sd_notify READY=1), with the listeners as gunicorn prints them
+    /// (`http://127.0.0.1:8000`; a port 0 shows the port the kernel chose).
+    pub fn when_ready(mut self, f: impl FnMut(&[String]) + 'static) -> Supervisor {
+        self.hooks.when_ready = Some(Box::new(f));
+        self
+    }
+
+    /// Called in the supervisor before each fork, with the new worker's id.
+    pub fn pre_fork(mut self, f: impl FnMut(usize) + 'static) -> Supervisor {
+        self.hooks.pre_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Called in the child right after the fork, before [`Service::worker`].
+    pub fn post_fork(mut self, f: impl FnMut(usize) + 'static) -> Supervisor {
+        self.hooks.post_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Called in the child after [`Service::worker`] returned, with the
+    /// worker's id and exit code.
+    pub fn worker_exit(mut self, f: impl FnMut(usize, i32) + 'static) -> Supervisor {
+        self.hooks.worker_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Called in the supervisor when a worker was reaped.
+    pub fn child_exit(mut self, f: impl FnMut(&WorkerExit) + 'static) -> Supervisor {
+        self.hooks.child_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Called after a successful SIGHUP reload with the new configuration.
+    pub fn on_reload(mut self, f: impl FnMut(&SupervisorConfig) + 'static) -> Supervisor {
+        self.hooks.on_reload = Some(Box::new(f));
+        self
+    }
+
+    /// Called just before `run` returns.
+    pub fn on_exit(mut self, f: impl FnMut() + 'static) -> Supervisor {
+        self.hooks.on_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Called when the target worker count changes, with (new, old).
+    pub fn nworkers_changed(mut self, f: impl FnMut(usize, usize) + 'static) -> Supervisor {
+        self.hooks.nworkers_changed = Some(Box::new(f));
+        self
+    }
+
+    /// Bind, fork the workers and supervise them until a stop signal.
+    ///
+    /// Returns `Ok(())` after a TERM/INT/QUIT stop, an error when binding
+    /// fails, a worker fails to boot, or a part asked for is not built.
+    /// Call it from a process with a single thread: it forks.
+    pub fn run<S: Service>(self, service: S) -> Result<(), SupervisorError> {
+        arbiter::run(self, service)
+    }
+}

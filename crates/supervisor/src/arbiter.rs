@@ -1,0 +1,957 @@
+//! The supervisor's loop: one thread, one poll, gunicorn's arbiter.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slog::{Logger, crit, debug, error, info, warn};
+
+use crate::config::{BindAddr, SupervisorConfig};
+use crate::error::SupervisorError;
+use crate::heartbeat::{Heartbeat, Slots, now_ms};
+use crate::listen::{self, BindOptions, Kind, Listener};
+use crate::metrics::Metrics;
+use crate::notify::{self, Pidfile};
+use crate::service::{ExitReason, Hooks, Service, WorkerContext, WorkerExit, signal_name};
+use crate::{APP_LOAD_ERROR, Supervisor, SupervisorLogs, WORKER_BOOT_ERROR, backlog, sys};
+
+const SIGNAL_TOKEN: Token = Token(0);
+const EXPORTER_FIRST_TOKEN: usize = 1;
+/// Env var of a re-executed supervisor: the inherited listener fds.
+pub(crate) const ENV_FDS: &str = "FERROCORN_FDS";
+/// Env var of a re-executed supervisor: the old supervisor's pid.
+pub(crate) const ENV_MASTER_PID: &str = "FERROCORN_MASTER_PID";
+/// A worker that ignores SIGABRT this long after a timeout gets SIGKILL.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// Workers dying before their first heartbeat this many times in a row stop the server.
+const MAX_BOOT_DEATHS: u32 = 5;
+/// The loop's pace while something is in transition.
+const FAST_TICK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WState {
+    Running,
+    /// Asked to stop (TERM or QUIT); SIGKILL after the deadline.
+    Stopping { deadline: Instant, killed: bool },
+    /// Timed out: SIGABRT sent, SIGKILL after ABORT_GRACE.
+    Aborted { at: Instant, killed: bool },
+}
+
+#[derive(Debug)]
+struct WorkerRec {
+    id: usize,
+    slot: usize,
+    spawned_ms: u64,
+    spawned: Instant,
+    generation: u64,
+    booted: bool,
+    state: WState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Graceful stop, step 1: workers keep accepting until the listen queues
+    /// are empty (or `until`); see `Arbiter::drain_step`.
+    Draining { until: Instant },
+    /// Workers were told to stop; wait for them, SIGKILL at the deadline.
+    Stopping { quick: bool, deadline: Instant, killed: bool },
+}
+
+struct Arbiter {
+    cfg: SupervisorConfig,
+    logs: Box<dyn SupervisorLogs>,
+    log: Logger,
+    hooks: Hooks,
+    bind_opts: BindOptions,
+    listeners: Vec<Listener>,
+    /// Listeners came from another process (USR2 parent, systemd, fd://):
+    /// do not unlink their socket files.
+    inherited: bool,
+    slots: Arc<Slots>,
+    free_slots: Vec<usize>,
+    workers: BTreeMap<i32, WorkerRec>,
+    next_id: usize,
+    num_workers: usize,
+    generation: u64,
+    reload_until: Option<Instant>,
+    phase: Phase,
+    poll: Poll,
+    sigpipe: Option<sys::SignalPipe>,
+    metrics: Option<Metrics>,
+    pidfile: Option<Pidfile>,
+    /// Set in a supervisor started by USR2 until its parent exits.
+    master_pid: u32,
+    promote_to: Option<PathBuf>,
+    reexec_child: Option<i32>,
+    boot_deaths: u32,
+    halt: Option<SupervisorError>,
+    halted: Option<SupervisorError>,
+}
+
+pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), SupervisorError> {
+    let Supervisor {
+        config,
+        logs,
+        mut hooks,
+        bind_attempts,
+        bind_retry_delay,
+        unix_socket_mode,
+    } = sup;
+    let log = logs.logger();
+    if let Some(h) = hooks.on_starting.as_mut() {
+        h(&config);
+    }
+    let bind_opts = BindOptions {
+        attempts: bind_attempts,
+        delay: bind_retry_delay,
+        unix_mode: unix_socket_mode,
+    };
+    let mut arbiter = match Arbiter::start(config, logs, log.clone(), hooks, bind_opts) {
+        Ok(a) => a,
+        Err(e) => {
+            error!(log, "{}", e);
+            return Err(e);
+        }
+    };
+    let result = arbiter.main_loop(&mut service);
+    arbiter.finish();
+    if let Err(e) = &result {
+        error!(log, "{}", e);
+    }
+    arbiter.logs.flush();
+    result
+}
+
+impl Arbiter {
+    fn start(
+        cfg: SupervisorConfig,
+        logs: Box<dyn SupervisorLogs>,
+        log: Logger,
+        hooks: Hooks,
+        bind_opts: BindOptions,
+    ) -> Result<Arbiter, SupervisorError> {
+        info!(log, "Starting ferrocorn supervisor {}", env!("CARGO_PKG_VERSION"));
+
+        // A supervisor re-executed by USR2 inherits its listeners.
+        let master_pid: u32 = std::env::var(ENV_MASTER_PID)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let reexec_fds: Option<Vec<RawFd>> = std::env::var(ENV_FDS).ok().map(|v| {
+            v.split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect()
+        });
+        sys::remove_env(ENV_FDS);
+        sys::remove_env(ENV_MASTER_PID);
+        let master_pid = if master_pid != 0 && sys::getppid() == master_pid {
+            master_pid
+        } else {
+            0
+        };
+
+        let (listeners, inherited) = if let Some(fds) = reexec_fds {
+            let mut v = Vec::new();
+            for fd in fds {
+                v.push(listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
+                    addr: format!("fd://{fd} (inherited from pid {master_pid})"),
+                    source: e,
+                })?);
+            }
+            (v, true)
+        } else if let Some(fds) = listen::systemd_fds() {
+            let mut v = Vec::new();
+            for fd in fds {
+                v.push(listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
+                    addr: format!("fd://{fd} (LISTEN_FDS)"),
+                    source: e,
+                })?);
+            }
+            (v, true)
+        } else {
+            let v = listen::bind_all(&cfg, &bind_opts, &log)?;
+            let inherited = v.iter().any(|l| matches!(l.addr, BindAddr::Fd(_)));
+            (v, inherited)
+        };
+        if listeners.is_empty() {
+            return Err(SupervisorError::Config("no listener".to_string()));
+        }
+
+        let (pidfile, promote_to) = match &cfg.pidfile {
+            None => (None, None),
+            Some(p) if master_pid != 0 => {
+                let mut two = p.clone().into_os_string();
+                two.push(".2");
+                let two = PathBuf::from(two);
+                (
+                    Some(Pidfile::create(&two).map_err(SupervisorError::Io)?),
+                    Some(p.clone()),
+                )
+            }
+            Some(p) => (Some(Pidfile::create(p).map_err(SupervisorError::Io)?), None),
+        };
+
+        let capacity = (cfg.workers * 4).max(1024);
+        let slots = Slots::new(capacity)?;
+        let free_slots = (0..capacity).rev().collect();
+
+        let poll = Poll::new()?;
+        let metrics = match &cfg.metrics {
+            None => None,
+            Some(mc) => {
+                // A USR2 child shares the directory with its parent's live
+                // workers: it must not clear their files.
+                let mut m = Metrics::new(mc, master_pid != 0, &log)?;
+                m.register(poll.registry(), EXPORTER_FIRST_TOKEN)?;
+                m.set_listeners(&listeners);
+                Some(m)
+            }
+        };
+        if metrics.is_some() && !backlog::BUILT {
+            warn!(
+                log,
+                "the listen-backlog gauge (feature tcpinfo) is not built into this binary"
+            );
+        }
+
+        let sigpipe = sys::SignalPipe::install()?;
+        poll.registry().register(
+            &mut SourceFd(&sigpipe.read_fd()),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )?;
+
+        listen::log_listening(&listeners, &log);
+        let num_workers = cfg.workers;
+        Ok(Arbiter {
+            cfg,
+            logs,
+            log,
+            hooks,
+            bind_opts,
+            listeners,
+            inherited,
+            slots,
+            free_slots,
+            workers: BTreeMap::new(),
+            next_id: 1,
+            num_workers,
+            generation: 0,
+            reload_until: None,
+            phase: Phase::Running,
+            poll,
+            sigpipe: Some(sigpipe),
+            metrics,
+            pidfile,
+            master_pid,
+            promote_to,
+            reexec_child: None,
+            boot_deaths: 0,
+            halt: None,
+            halted: None,
+        })
+    }
+
+    fn main_loop<S: Service>(&mut self, service: &mut S) -> Result<(), SupervisorError> {
+        self.manage_workers(service);
+        if let Err(e) = notify::sd_notify("READY=1") {
+            warn!(self.log, "sd_notify READY=1 failed: {}", e);
+        }
+        let labels: Vec<String> = self.listeners.iter().map(|l| l.label.clone()).collect();
+        if let Some(h) = self.hooks.when_ready.as_mut() {
+            h(&labels);
+        }
+        let mut events = Events::with_capacity(64);
+        let mut signals = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == SIGNAL_TOKEN {
+                    continue;
+                }
+                if let Some(m) = self.metrics.as_mut() {
+                    if m.owns(ev.token()) {
+                        m.handle(self.poll.registry(), ev);
+                    }
+                }
+            }
+            if let Some(p) = &self.sigpipe {
+                p.drain(&mut signals);
+            }
+            for sig in signals.drain(..) {
+                self.handle_signal(sig, service);
+            }
+            self.reap();
+            if let Some(e) = self.halt.take() {
+                if self.halted.is_none() {
+                    self.halted = Some(e);
+                    self.begin_stop(false);
+                }
+            }
+            self.maybe_promote();
+            self.murder_workers();
+            match self.phase {
+                Phase::Running => self.manage_workers(service),
+                Phase::Draining { until } => {
+                    self.manage_workers(service);
+                    self.drain_step(until);
+                }
+                Phase::Stopping {
+                    quick,
+                    deadline,
+                    killed,
+                } => {
+                    if self.workers.is_empty() {
+                        break;
+                    }
+                    if !killed && Instant::now() >= deadline {
+                        warn!(
+                            self.log,
+                            "{} worker(s) still running after the graceful timeout; sending SIGKILL",
+                            self.workers.len()
+                        );
+                        self.signal_all(libc::SIGKILL);
+                        self.phase = Phase::Stopping {
+                            quick,
+                            deadline,
+                            killed: true,
+                        };
+                    }
+                }
+            }
+            self.update_metrics();
+        }
+        match self.halted.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Duration {
+        let mut t = Duration::from_secs(1);
+        if let Some(m) = self.metrics.as_mut() {
+            t = t.min(m.tick(self.poll.registry()));
+        }
+        let transitional = !matches!(self.phase, Phase::Running)
+            || self.reload_until.is_some()
+            || self.workers.values().any(|w| !w.booted || w.state != WState::Running);
+        if transitional {
+            t = t.min(FAST_TICK);
+        }
+        t
+    }
+
+    // ---------------------------------------------------------------- signals
+
+    fn handle_signal<S: Service>(&mut self, sig: i32, service: &mut S) {
+        if sig == libc::SIGCHLD {
+            return;
+        }
+        let name = signal_name(sig);
+        info!(self.log, "Handling signal: {}", name.trim_start_matches("SIG").to_lowercase());
+        match sig {
+            libc::SIGTERM => {
+                if self.phase == Phase::Running {
+                    self.begin_graceful_stop();
+                }
+            }
+            libc::SIGINT | libc::SIGQUIT => {
+                let already_quick = matches!(self.phase, Phase::Stopping { quick: true, .. });
+                if !already_quick {
+                    self.begin_stop(true);
+                }
+            }
+            libc::SIGHUP if self.phase == Phase::Running => self.reload(service),
+            libc::SIGTTIN if self.phase == Phase::Running => {
+                self.set_num_workers(self.num_workers + 1);
+            }
+            libc::SIGTTOU if self.phase == Phase::Running => {
+                if self.num_workers > 1 {
+                    self.set_num_workers(self.num_workers - 1);
+                }
+            }
+            libc::SIGWINCH if self.phase == Phase::Running => {
+                info!(self.log, "graceful stop of workers");
+                self.set_num_workers(0);
+            }
+            libc::SIGUSR1 => {
+                if let Err(e) = self.logs.reopen() {
+                    error!(self.log, "reopening log files failed: {}", e);
+                }
+                self.signal_all(libc::SIGUSR1);
+            }
+            libc::SIGUSR2 if self.phase == Phase::Running => self.reexec(),
+            _ => {}
+        }
+    }
+
+    fn set_num_workers(&mut self, n: usize) {
+        let old = self.num_workers;
+        self.num_workers = n;
+        if n != old {
+            if let Some(h) = self.hooks.nworkers_changed.as_mut() {
+                h(n, old);
+            }
+        }
+    }
+
+    fn signal_all(&mut self, sig: i32) {
+        for &pid in self.workers.keys() {
+            let _ = sys::kill(pid, sig);
+        }
+    }
+
+    /// TERM: keep the workers accepting until the connections already in the
+    /// listen queues are accepted, then stop them gracefully.
+    fn begin_graceful_stop(&mut self) {
+        let _ = notify::sd_notify("STOPPING=1");
+        self.phase = Phase::Draining {
+            until: Instant::now() + self.cfg.graceful_timeout,
+        };
+        self.drain_step(Instant::now() + self.cfg.graceful_timeout);
+    }
+
+    /// Stop once no TCP listener has a connection waiting for accept().
+    ///
+    /// Workers stop accepting as soon as they get SIGTERM, and the kernel
+    /// resets every connection still queued when the last descriptor of a
+    /// listener closes (gunicorn #3397). So the supervisor first lets the
+    /// workers empty the queues, reading them with TCP_INFO, and only then
+    /// sends SIGTERM and closes its own copies of the listeners. Bounded by
+    /// `graceful_timeout`; without the `tcpinfo` feature (or for unix
+    /// sockets, whose queue TCP_INFO cannot read) the step is skipped.
+    fn drain_step(&mut self, until: Instant) {
+        let alive = self
+            .workers
+            .values()
+            .filter(|w| w.state == WState::Running)
+            .count();
+        let queued: u32 = self
+            .listeners
+            .iter()
+            .filter(|l| l.kind == Kind::Tcp)
+            .filter_map(|l| backlog::listen_queue(&l.sock))
+            .map(|(q, _)| q)
+            .sum();
+        if queued == 0 || alive == 0 || Instant::now() >= until {
+            if queued > 0 {
+                warn!(
+                    self.log,
+                    "{} connection(s) still queued at the graceful timeout", queued
+                );
+            }
+            self.begin_stop(false);
+        }
+    }
+
+    /// Tell every worker to stop (TERM graceful, QUIT quick) and close the
+    /// supervisor's copies of the listeners.
+    fn begin_stop(&mut self, quick: bool) {
+        if self.phase == Phase::Running {
+            let _ = notify::sd_notify("STOPPING=1");
+        }
+        let sig = if quick { libc::SIGQUIT } else { libc::SIGTERM };
+        let deadline = Instant::now() + self.cfg.graceful_timeout;
+        info!(self.log, "Shutting down: Master");
+        for (&pid, w) in self.workers.iter_mut() {
+            let _ = sys::kill(pid, sig);
+            if !matches!(w.state, WState::Stopping { .. } | WState::Aborted { .. }) || quick {
+                w.state = WState::Stopping {
+                    deadline,
+                    killed: false,
+                };
+            }
+        }
+        self.phase = Phase::Stopping {
+            quick,
+            deadline,
+            killed: false,
+        };
+        self.close_listeners();
+    }
+
+    fn close_listeners(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.set_listeners(&[]);
+        }
+        // After a USR2 the new supervisor serves the same socket files.
+        let unlink = !self.inherited && self.reexec_child.is_none() && self.master_pid == 0;
+        for l in self.listeners.drain(..) {
+            if unlink {
+                if let Some(p) = &l.unix_path {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- reload
+
+    fn reload<S: Service>(&mut self, service: &mut S) {
+        info!(self.log, "Hang up: Master");
+        let new = match service.reload() {
+            Ok(c) => c,
+            Err(e) => {
+                error!(self.log, "reload failed, keeping the running workers: {}", e);
+                return;
+            }
+        };
+        if new.binds != self.cfg.binds
+            || new.backlog != self.cfg.backlog
+            || new.reuse_port != self.cfg.reuse_port
+        {
+            if let Err(e) = self.rebind(&new) {
+                error!(self.log, "reload failed, keeping the running workers: {}", e);
+                return;
+            }
+        }
+        if new.metrics != self.cfg.metrics {
+            warn!(self.log, "metrics settings change only with a restart");
+        }
+        if new.pidfile != self.cfg.pidfile {
+            warn!(self.log, "the pidfile changes only with a restart");
+        }
+        if let Err(e) = self.logs.reopen() {
+            error!(self.log, "reopening log files failed: {}", e);
+        }
+        let metrics = self.cfg.metrics.clone();
+        let pidfile = self.cfg.pidfile.clone();
+        self.cfg = new;
+        self.cfg.metrics = metrics;
+        self.cfg.pidfile = pidfile;
+        self.generation += 1;
+        self.reload_until = Some(Instant::now() + self.cfg.graceful_timeout.max(self.cfg.timeout));
+        self.set_num_workers(self.cfg.workers);
+        if let Some(h) = self.hooks.on_reload.as_mut() {
+            h(&self.cfg);
+        }
+    }
+
+    /// Bind the addresses new in `new`, keep the ones still wanted, close
+    /// the others.
+    fn rebind(&mut self, new: &SupervisorConfig) -> Result<(), SupervisorError> {
+        let opts = BindOptions {
+            attempts: 1,
+            delay: Duration::ZERO,
+            unix_mode: self.bind_opts.unix_mode,
+        };
+        let mut old: Vec<Option<Listener>> = self.listeners.drain(..).map(Some).collect();
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for addr in &new.binds {
+            let keep = old.iter_mut().find(|l| {
+                l.as_ref()
+                    .is_some_and(|l| &l.addr == addr || l.label == addr.to_string())
+            });
+            if let Some(slot) = keep {
+                if new.backlog != self.cfg.backlog {
+                    let l = slot.as_ref().map(|l| &l.sock);
+                    if let Some(s) = l {
+                        let _ = s.listen(new.backlog);
+                    }
+                }
+                out.push(slot.take().expect("found above"));
+                continue;
+            }
+            let one = SupervisorConfig {
+                binds: vec![addr.clone()],
+                ..new.clone()
+            };
+            match listen::bind_all(&one, &opts, &self.log) {
+                Ok(mut v) => out.append(&mut v),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            // Put everything back as it was; new sockets are dropped.
+            let mut kept: Vec<Listener> = out
+                .into_iter()
+                .filter(|l| self.cfg.binds.contains(&l.addr) || l.addr.to_string().starts_with("fd://"))
+                .collect();
+            kept.extend(old.into_iter().flatten());
+            self.listeners = kept;
+            return Err(e);
+        }
+        for l in old.into_iter().flatten() {
+            info!(self.log, "Closing listener {}", l.label);
+            if !self.inherited {
+                if let Some(p) = &l.unix_path {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        self.listeners = out;
+        listen::log_listening(&self.listeners, &self.log);
+        if let Some(m) = &self.metrics {
+            m.set_listeners(&self.listeners);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ USR2
+
+    fn reexec(&mut self) {
+        if self.reexec_child.is_some() {
+            warn!(self.log, "USR2 signal ignored. Child exists.");
+            return;
+        }
+        if self.master_pid != 0 {
+            warn!(self.log, "USR2 signal ignored. Parent exists.");
+            return;
+        }
+        let mut args = std::env::args_os();
+        let Some(program) = args.next() else {
+            error!(self.log, "USR2: cannot find the program to re-execute");
+            return;
+        };
+        let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd()).collect();
+        for &fd in &fds {
+            if let Err(e) = sys::set_cloexec(fd, false) {
+                error!(self.log, "USR2: cannot pass fd {}: {}", fd, e);
+            }
+        }
+        let list = fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",");
+        let spawned = std::process::Command::new(&program)
+            .args(args)
+            .env(ENV_FDS, &list)
+            .env(ENV_MASTER_PID, std::process::id().to_string())
+            .spawn();
+        for &fd in &fds {
+            let _ = sys::set_cloexec(fd, true);
+        }
+        match spawned {
+            Ok(child) => {
+                info!(
+                    self.log,
+                    "Re-executed {} as pid {} with listeners {}",
+                    program.to_string_lossy(),
+                    child.id(),
+                    list
+                );
+                self.reexec_child = Some(child.id() as i32);
+            }
+            Err(e) => error!(self.log, "USR2: re-executing {:?} failed: {}", program, e),
+        }
+    }
+
+    fn maybe_promote(&mut self) {
+        if self.master_pid == 0 || sys::getppid() == self.master_pid {
+            return;
+        }
+        info!(self.log, "Master has been promoted.");
+        self.master_pid = 0;
+        if let (Some(p), Some(to)) = (self.pidfile.as_mut(), self.promote_to.take()) {
+            if let Err(e) = p.rename(&to) {
+                error!(self.log, "moving pidfile {} to {}: {}", p.path().display(), to.display(), e);
+            }
+        }
+    }
+
+    // --------------------------------------------------------------- workers
+
+    fn manage_workers<S: Service>(&mut self, service: &mut S) {
+        if self.halt.is_some() || self.halted.is_some() {
+            return;
+        }
+        let current: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.generation == self.generation && w.state == WState::Running)
+            .map(|(&p, _)| p)
+            .collect();
+        if current.len() > self.num_workers {
+            // Oldest first, as gunicorn.
+            let mut by_age: Vec<(usize, i32)> = current
+                .iter()
+                .map(|p| (self.workers[p].id, *p))
+                .collect();
+            by_age.sort();
+            for &(_, pid) in by_age.iter().take(current.len() - self.num_workers) {
+                self.stop_worker(pid);
+            }
+        }
+        for _ in current.len()..self.num_workers {
+            if !self.spawn_worker(service) {
+                break;
+            }
+        }
+        // Reload: stop the old generation once the new one has booted.
+        let old: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.generation != self.generation && w.state == WState::Running)
+            .map(|(&p, _)| p)
+            .collect();
+        if old.is_empty() {
+            self.reload_until = None;
+            return;
+        }
+        let booted = self
+            .workers
+            .values()
+            .filter(|w| w.generation == self.generation && w.booted && w.state == WState::Running)
+            .count();
+        let timed_out = self.reload_until.is_none_or(|t| Instant::now() >= t);
+        if booted >= self.num_workers || timed_out {
+            if timed_out && booted < self.num_workers {
+                warn!(self.log, "new workers did not all boot in time; stopping the old ones anyway");
+            }
+            for pid in old {
+                self.stop_worker(pid);
+            }
+            self.reload_until = None;
+        }
+    }
+
+    fn stop_worker(&mut self, pid: i32) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            debug!(self.log, "Stopping worker (pid:{})", pid);
+            let _ = sys::kill(pid, libc::SIGTERM);
+            w.state = WState::Stopping {
+                deadline: Instant::now() + self.cfg.graceful_timeout,
+                killed: false,
+            };
+        }
+    }
+
+    /// Fork one worker; false when no more can be forked now.
+    fn spawn_worker<S: Service>(&mut self, service: &mut S) -> bool {
+        let Some(slot) = self.free_slots.pop() else {
+            error!(self.log, "no heartbeat slot left for a new worker");
+            return false;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.slots.slot(slot).store(0, Ordering::SeqCst);
+        if let Some(h) = self.hooks.pre_fork.as_mut() {
+            h(id);
+        }
+        self.logs.flush();
+        let mask = sys::block_all();
+        match sys::fork() {
+            Err(e) => {
+                sys::restore_mask(&mask);
+                error!(self.log, "fork failed: {}", e);
+                self.free_slots.push(slot);
+                false
+            }
+            Ok(Some(pid)) => {
+                sys::restore_mask(&mask);
+                info!(self.log, "Booting worker with pid: {}", pid);
+                self.workers.insert(
+                    pid,
+                    WorkerRec {
+                        id,
+                        slot,
+                        spawned_ms: now_ms(),
+                        spawned: Instant::now(),
+                        generation: self.generation,
+                        booted: false,
+                        state: WState::Running,
+                    },
+                );
+                true
+            }
+            Ok(None) => self.become_worker(service, id, slot),
+        }
+    }
+
+    /// In the forked child: shed the supervisor's private state, run the
+    /// service, exit.
+    fn become_worker<S: Service>(&mut self, service: &mut S, id: usize, slot: usize) -> ! {
+        if let Some(p) = &self.sigpipe {
+            p.reset_in_child();
+        }
+        sys::unblock_all();
+        sys::close(self.poll.as_raw_fd());
+        let keep: Vec<RawFd> = self.listeners.iter().map(|l| l.fd()).collect();
+        let metrics_dir = self.metrics.as_ref().map(|m| {
+            m.in_child(&keep);
+            m.dir().to_path_buf()
+        });
+        let listeners = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Listener::into_inherited)
+            .collect();
+        if let Some(h) = self.hooks.post_fork.as_mut() {
+            h(id);
+        }
+        let ctx = WorkerContext {
+            listeners,
+            heartbeat: Heartbeat::new(self.slots.clone(), slot),
+            ppid: sys::getppid(),
+            worker_id: id,
+            metrics_dir,
+        };
+        let service: &S = service;
+        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.worker(ctx))) {
+            Ok(c) => c,
+            Err(_) => 1,
+        };
+        if let Some(h) = self.hooks.worker_exit.as_mut() {
+            h(id, code);
+        }
+        self.logs.flush();
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        sys::exit_now(code)
+    }
+
+    fn reap(&mut self) {
+        while let Some((pid, reason)) = sys::try_wait_any() {
+            if Some(pid) == self.reexec_child {
+                warn!(self.log, "the re-executed supervisor (pid:{}) {}", pid, reason);
+                self.reexec_child = None;
+                continue;
+            }
+            let Some(w) = self.workers.remove(&pid) else {
+                continue;
+            };
+            self.free_slots.push(w.slot);
+            let expected = matches!(w.state, WState::Stopping { .. });
+            let timed_out = matches!(w.state, WState::Aborted { .. });
+            let restart: Option<&'static str> = if expected {
+                None
+            } else if timed_out {
+                Some("timeout")
+            } else {
+                Some(match reason {
+                    ExitReason::Code(0) => "exited",
+                    ExitReason::Code(_) => "error",
+                    ExitReason::Signal(libc::SIGKILL) => "killed",
+                    ExitReason::Signal(_) => "signal",
+                })
+            };
+            match reason {
+                ExitReason::Code(0) if expected => {
+                    info!(self.log, "Worker exiting (pid: {})", pid)
+                }
+                ExitReason::Code(0) => info!(self.log, "Worker (pid:{}) exited with code 0", pid),
+                ExitReason::Code(c) => error!(self.log, "Worker (pid:{}) exited with code {}", pid, c),
+                ExitReason::Signal(libc::SIGKILL) => error!(
+                    self.log,
+                    "Worker (pid:{}) was sent SIGKILL! Perhaps out of memory?", pid
+                ),
+                ExitReason::Signal(s) if expected || (timed_out && s == libc::SIGABRT) => {
+                    info!(self.log, "Worker (pid:{}) was sent {}", pid, signal_name(s))
+                }
+                ExitReason::Signal(s) => {
+                    error!(self.log, "Worker (pid:{}) was sent {}!", pid, signal_name(s))
+                }
+            }
+            if let Some(m) = &self.metrics {
+                let counted = if self.phase == Phase::Running { restart } else { None };
+                m.worker_exited(pid as u32, counted);
+            }
+            if let Some(h) = self.hooks.child_exit.as_mut() {
+                h(&WorkerExit {
+                    pid: pid as u32,
+                    worker_id: w.id,
+                    reason,
+                });
+            }
+            if expected || self.phase != Phase::Running {
+                continue;
+            }
+            match reason {
+                ExitReason::Code(WORKER_BOOT_ERROR) => {
+                    self.halt = Some(SupervisorError::WorkerBootFailed { pid: pid as u32 });
+                }
+                ExitReason::Code(APP_LOAD_ERROR) => {
+                    self.halt = Some(SupervisorError::AppLoadFailed { pid: pid as u32 });
+                }
+                _ if !w.booted && !timed_out && w.spawned.elapsed() < Duration::from_secs(5) => {
+                    self.boot_deaths += 1;
+                    if self.boot_deaths >= MAX_BOOT_DEATHS {
+                        self.halt = Some(SupervisorError::WorkersKeepDying {
+                            count: self.boot_deaths,
+                            last: reason.to_string(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Kill workers whose heartbeat is older than `timeout`; SIGKILL the ones
+    /// that linger after SIGABRT or after the graceful timeout.
+    fn murder_workers(&mut self) {
+        let now = now_ms();
+        let timeout_ms = self.cfg.timeout.as_millis() as u64;
+        for (&pid, w) in self.workers.iter_mut() {
+            let beat = self.slots.slot(w.slot).load(Ordering::Relaxed);
+            if beat != 0 && !w.booted {
+                w.booted = true;
+                self.boot_deaths = 0;
+            }
+            match w.state {
+                WState::Running => {
+                    let last = if beat == 0 { w.spawned_ms } else { beat };
+                    if timeout_ms > 0 && now.saturating_sub(last) > timeout_ms {
+                        crit!(self.log, "WORKER TIMEOUT (pid:{})", pid);
+                        let _ = sys::kill(pid, libc::SIGABRT);
+                        w.state = WState::Aborted {
+                            at: Instant::now(),
+                            killed: false,
+                        };
+                    }
+                }
+                WState::Aborted { at, killed: false } if at.elapsed() >= ABORT_GRACE => {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                    w.state = WState::Aborted { at, killed: true };
+                }
+                WState::Stopping {
+                    deadline,
+                    killed: false,
+                } if Instant::now() >= deadline => {
+                    warn!(self.log, "Worker (pid:{}) did not stop within the graceful timeout; killing it", pid);
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                    w.state = WState::Stopping {
+                        deadline,
+                        killed: true,
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn update_metrics(&self) {
+        if let Some(m) = &self.metrics {
+            let alive = self.workers.len();
+            m.set_workers(alive, self.num_workers);
+        }
+    }
+
+    /// After the loop: listeners, pidfile, metrics directory, hooks.
+    fn finish(&mut self) {
+        self.close_listeners();
+        if let Some(p) = self.sigpipe.take() {
+            p.uninstall();
+        }
+        if let Some(p) = self.pidfile.take() {
+            p.unlink();
+        }
+        if let Some(m) = self.metrics.take() {
+            m.finish();
+        }
+        if let Some(h) = self.hooks.on_exit.as_mut() {
+            h();
+        }
+    }
+}
