@@ -1,0 +1,1167 @@
+//! `just bench`: ferrocorn against nginx, hyper and gunicorn on loopback,
+//! measured in the same run, printed as medians and ratios and written to
+//! `benches/RESULTS.md`.
+//!
+//! Installs nothing: it checks for wrk, nginx and a gunicorn venv and says how
+//! to get them. Flags: `--quick` (1 round of 2 s, for trying the harness),
+//! `--rounds N`, `--duration SECS`, `--only throughput|idle|respawn|scrape`
+//! (repeatable), `--no-write` (do not touch RESULTS.md).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrocorn_benches::{http, procfs, stats, sys, wrk};
+
+/// Connections held open for the idle keep-alive measurement.
+const IDLE_CONNECTIONS: usize = 10_000;
+/// Worker files and series per file for the scrape measurement.
+const SCRAPE_FILES: usize = 64;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("loadbench: {e}");
+        std::process::exit(1);
+    }
+}
+
+struct Options {
+    rounds: usize,
+    duration: Duration,
+    connections: Vec<usize>,
+    only: Vec<String>,
+    write: bool,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let mut o = Options {
+            rounds: 3,
+            duration: Duration::from_secs(5),
+            connections: vec![32, 256],
+            only: Vec::new(),
+            write: true,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+            match a.as_str() {
+                "--quick" => {
+                    o.rounds = 1;
+                    o.duration = Duration::from_secs(2);
+                }
+                "--rounds" => {
+                    o.rounds = value("--rounds")?
+                        .parse()
+                        .map_err(|e| format!("--rounds: {e}"))?
+                }
+                "--duration" => {
+                    o.duration = Duration::from_secs(
+                        value("--duration")?
+                            .parse()
+                            .map_err(|e| format!("--duration: {e}"))?,
+                    )
+                }
+                "--only" => o.only.push(value("--only")?),
+                "--no-write" => o.write = false,
+                "-h" | "--help" => {
+                    println!(
+                        "loadbench [--quick] [--rounds N] [--duration SECS] [--only throughput|idle|respawn|scrape]... [--no-write]"
+                    );
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument {other:?} (try --help)")),
+            }
+        }
+        Ok(o)
+    }
+
+    fn wants(&self, phase: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
+}
+
+/// Where things are.
+struct Paths {
+    root: PathBuf,
+    ferrocorn: PathBuf,
+    hyper: PathBuf,
+    venv: PathBuf,
+    seed_config: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+fn run() -> Result<(), String> {
+    let opts = Options::parse()?;
+    let paths = locate()?;
+    let nofile = sys::raise_nofile(IDLE_CONNECTIONS as u64 * 2 + 1000)
+        .map_err(|e| format!("setrlimit: {e}"))?;
+    let mut report = Report::default();
+    report.notes.push(format!(
+        "RLIMIT_NOFILE raised to {nofile} for the bench and the servers it starts."
+    ));
+
+    // ferrocorn's own `/` answer: the bytes every peer serves.
+    let (body, content_type) = {
+        let probe = Server::ferrocorn(&paths, "probe", &[], &[])?;
+        let resp = http::get(probe.addr, "/", Duration::from_secs(2))
+            .map_err(|e| format!("GET / on ferrocorn: {e}"))?;
+        let content_type = resp
+            .header("content-type")
+            .unwrap_or("text/plain")
+            .to_owned();
+        (
+            String::from_utf8(resp.body).map_err(|_| "ferrocorn's / is not UTF-8".to_owned())?,
+            content_type,
+        )
+    };
+    report.notes.push(format!(
+        "Every server answers `GET /` with ferrocorn's {} bytes ({content_type}).",
+        body.len()
+    ));
+
+    if opts.wants("throughput") {
+        throughput(&opts, &paths, &body, &content_type, &mut report)?;
+    }
+    if opts.wants("idle") {
+        idle(&paths, &body, &content_type, &mut report)?;
+    }
+    if opts.wants("respawn") {
+        respawn(&paths, &mut report)?;
+    }
+    if opts.wants("scrape") {
+        scrape(&paths, &mut report)?;
+    }
+
+    let text = report.render(&paths, &opts);
+    println!("\n{text}");
+    if opts.write {
+        let out = paths.root.join("benches/RESULTS.md");
+        fs::write(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// Finds the binaries and tools, or says how to get them.
+fn locate() -> Result<Paths, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?
+        .to_path_buf();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin_dir = exe.parent().ok_or("no exe dir")?.to_path_buf();
+    let ferrocorn = std::env::var_os("FERROCORN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir.join("ferrocorn"));
+    let hyper = bin_dir.join("hyper-hello");
+    let venv = std::env::var_os("FERROCORN_BENCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-bench"));
+    let seed_config = std::env::var_os("FERROCORN_SEED_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/seed/gunicorn.config.py"));
+
+    let mut missing = Vec::new();
+    if !on_path("wrk") {
+        missing.push("wrk: apt-get install wrk".to_owned());
+    }
+    if !Path::new(NGINX).exists() {
+        missing.push("nginx: apt-get install nginx-light".to_owned());
+    }
+    let venv_ok = Command::new(venv.join("bin/python"))
+        .args(["-c", "import gunicorn, prometheus_client, structlog; assert gunicorn.__version__ == '23.0.0'"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !venv_ok {
+        missing.push(format!(
+            "gunicorn 23 venv at {}: python3 -m venv .venv-bench && .venv-bench/bin/pip install gunicorn==23.0.0 prometheus_client structlog (or set FERROCORN_BENCH_VENV)",
+            venv.display()
+        ));
+    }
+    if !seed_config.exists() {
+        missing.push(format!(
+            "the seed config {} (or set FERROCORN_SEED_CONFIG)",
+            seed_config.display()
+        ));
+    }
+    for (what, p) in [("ferrocorn", &ferrocorn), ("hyper-hello", &hyper)] {
+        if !p.exists() {
+            missing.push(format!(
+                "{what} at {}: cargo build --release -p ferrocorn -p ferrocorn-benches",
+                p.display()
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!("missing:\n  {}", missing.join("\n  ")));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("loadbench")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    Ok(Paths {
+        root,
+        ferrocorn,
+        hyper,
+        venv,
+        seed_config,
+        tmp,
+    })
+}
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// A free loopback port (bound, then released: racy in principle, fine here).
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Which processes do the serving (whose memory counts).
+#[derive(Clone, Copy)]
+enum Workers {
+    /// The process itself (hyper).
+    Itself,
+    /// The children of the process we started (pre-fork servers).
+    Children,
+}
+
+/// A server process we started; killed (with its children) on drop.
+struct Server {
+    name: String,
+    addr: SocketAddr,
+    child: Child,
+    workers: Workers,
+    /// Exporter address, when it has one.
+    metrics: Option<SocketAddr>,
+}
+
+impl Server {
+    fn start(
+        name: &str,
+        mut cmd: Command,
+        addr: SocketAddr,
+        workers: Workers,
+        expect_workers: usize,
+    ) -> Result<Server, String> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {name} ({cmd:?}): {e}"))?;
+        let mut server = Server {
+            name: name.to_owned(),
+            addr,
+            child,
+            workers,
+            metrics: None,
+        };
+        http::wait_ready(addr, "/", Duration::from_secs(20))
+            .map_err(|e| format!("{name} did not answer on {addr}: {e}"))?;
+        // Every worker up, so that memory and kill measurements see them all.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.worker_pids().len() < expect_workers {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name}: expected {expect_workers} workers, found {:?}",
+                    server.worker_pids()
+                ));
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{name} exited: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        match self.workers {
+            Workers::Itself => vec![self.pid()],
+            Workers::Children => procfs::children(self.pid()),
+        }
+    }
+
+    fn ferrocorn(
+        paths: &Paths,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cmd = Command::new(&paths.ferrocorn);
+        cmd.arg("-b").arg(addr.to_string()).args(["-w", "2"]);
+        let mut metrics = None;
+        if !args.contains(&"--no-metrics") {
+            let mport = free_port().map_err(|e| e.to_string())?;
+            metrics = Some(SocketAddr::from(([127, 0, 0, 1], mport)));
+            cmd.args([
+                "--metrics-bind",
+                "127.0.0.1",
+                "--metrics-port",
+                &mport.to_string(),
+            ]);
+        }
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null());
+        let workers = args
+            .windows(2)
+            .find(|w| w[0] == "-w")
+            .map_or(2, |w| w[1].parse().unwrap_or(2));
+        let mut s = Server::start(name, cmd, addr, Workers::Children, workers)?;
+        s.metrics = metrics;
+        let _ = paths;
+        Ok(s)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let workers = self.worker_pids();
+        let _ = sys::kill(self.pid(), libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for w in workers {
+            if procfs::alive(w) {
+                let _ = sys::kill(w, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn start_nginx(paths: &Paths, body: &str, content_type: &str) -> Result<Server, String> {
+    if body.contains('$') {
+        return Err("ferrocorn's body contains '$', which nginx's return would expand".into());
+    }
+    let port = free_port().map_err(|e| e.to_string())?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let prefix = paths.tmp.path().join("nginx");
+    fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+    let quoted = body
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t");
+    let p = prefix.display();
+    let conf = format!(
+        r#"# loadbench: nginx answering ferrocorn's bytes.
+worker_processes 2;
+worker_rlimit_nofile {nofile};
+daemon off;
+master_process on;
+pid {p}/nginx.pid;
+error_log {p}/error.log error;
+events {{ worker_connections {nofile}; }}
+http {{
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 100000000;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    server {{
+        listen {addr};
+        location / {{
+            default_type "{content_type}";
+            return 200 "{quoted}";
+        }}
+    }}
+}}
+"#,
+        nofile = IDLE_CONNECTIONS * 2,
+    );
+    let conf_path = prefix.join("nginx.conf");
+    fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(NGINX);
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(prefix.join("error.log"));
+    Server::start("nginx", cmd, addr, Workers::Children, 2)
+}
+
+fn start_hyper(paths: &Paths, body: &str, content_type: &str) -> Result<Server, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(&paths.hyper);
+    cmd.arg(addr.to_string())
+        .arg("2")
+        .env("BENCH_BODY", body)
+        .env("BENCH_CONTENT_TYPE", content_type)
+        .stdout(Stdio::null());
+    Server::start("hyper", cmd, addr, Workers::Itself, 1)
+}
+
+const WSGI_APP: &str = r#"# loadbench: a WSGI hello app answering ferrocorn's bytes.
+import os
+
+BODY = os.environ["BENCH_BODY"].encode()
+HEADERS = [
+    ("Content-Type", os.environ.get("BENCH_CONTENT_TYPE", "text/plain")),
+    ("Content-Length", str(len(BODY))),
+]
+
+
+def app(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return [BODY]
+"#;
+
+fn start_gunicorn(paths: &Paths, body: &str, content_type: &str) -> Result<Server, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = paths.tmp.path().join("gunicorn");
+    let prom = dir.join("prom");
+    fs::create_dir_all(&prom).map_err(|e| e.to_string())?;
+    fs::write(dir.join("bench_app.py"), WSGI_APP).map_err(|e| e.to_string())?;
+    let metrics_port = free_port().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(paths.venv.join("bin/gunicorn"));
+    cmd.arg("-c")
+        .arg(&paths.seed_config)
+        .args(["-k", "gthread", "-w", "2", "--threads", "4", "-b"])
+        .arg(addr.to_string())
+        .arg("--chdir")
+        .arg(&dir)
+        .arg("bench_app:app")
+        .env("BENCH_BODY", body)
+        .env("BENCH_CONTENT_TYPE", content_type)
+        .env("PROMETHEUS_METRICS_EXPORT_PORT", metrics_port.to_string())
+        .env("PROMETHEUS_MULTIPROC_DIR", &prom)
+        .stdout(Stdio::null());
+    let mut s = Server::start("gunicorn", cmd, addr, Workers::Children, 2)?;
+    s.metrics = Some(([127, 0, 0, 1], metrics_port).into());
+    Ok(s)
+}
+
+/// One cell of the throughput table: a server at a connection count.
+#[derive(Default)]
+struct Cell {
+    rps: Vec<f64>,
+    p50_us: Vec<f64>,
+    p99_us: Vec<f64>,
+    errors: u64,
+}
+
+const FERRO: &str = "ferrocorn";
+const FERRO_OBS: &str = "ferrocorn+metrics+jsonlog";
+
+fn throughput(
+    opts: &Options,
+    paths: &Paths,
+    body: &str,
+    content_type: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    let script = paths.tmp.path().join("done.lua");
+    fs::write(&script, wrk::DONE_SCRIPT).map_err(|e| e.to_string())?;
+    let access_log = paths.tmp.path().join("access.log");
+    let obs_dir = paths.tmp.path().join("ferrocorn-metrics");
+    fs::create_dir_all(&obs_dir).map_err(|e| e.to_string())?;
+
+    println!("== starting servers");
+    let mut servers: Vec<Server> = Vec::new();
+    type Start<'a> = Box<dyn Fn() -> Result<Server, String> + 'a>;
+    let starts: Vec<(&str, Start<'_>)> = vec![
+        ("nginx", Box::new(|| start_nginx(paths, body, content_type))),
+        ("hyper", Box::new(|| start_hyper(paths, body, content_type))),
+        (
+            "gunicorn",
+            Box::new(|| start_gunicorn(paths, body, content_type)),
+        ),
+        (
+            FERRO,
+            Box::new(|| Server::ferrocorn(paths, FERRO, &["--no-metrics"], &[])),
+        ),
+        (
+            FERRO_OBS,
+            Box::new(|| {
+                let log = access_log.to_str().expect("utf-8 temp path");
+                let dir = obs_dir.to_str().expect("utf-8 temp path");
+                Server::ferrocorn(
+                    paths,
+                    FERRO_OBS,
+                    &["--access-logfile", log, "--metrics-dir", dir],
+                    &[("LOGGING_FORMATTER_NAME", "json")],
+                )
+            }),
+        ),
+    ];
+    for (name, start) in &starts {
+        match start() {
+            Ok(s) => {
+                let resp = http::get(s.addr, "/", Duration::from_secs(2))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                if resp.body != body.as_bytes() {
+                    return Err(format!(
+                        "{name} answers {:?}, not ferrocorn's bytes",
+                        String::from_utf8_lossy(&resp.body)
+                    ));
+                }
+                println!(
+                    "   {name:<26} {} (pid {}, workers {:?})",
+                    s.addr,
+                    s.pid(),
+                    s.worker_pids()
+                );
+                servers.push(s);
+            }
+            Err(e) => {
+                println!("   {name}: NOT MEASURED: {e}");
+                report.notes.push(format!("{name} not measured: {e}"));
+            }
+        }
+    }
+
+    println!("== warm-up (1 s each)");
+    for s in &servers {
+        let url = format!("http://{}/", s.addr);
+        wrk::run(&url, 2, 32, Duration::from_secs(1), &script)
+            .map_err(|e| format!("{}: {e}", s.name))?;
+    }
+
+    let mut cells: BTreeMap<(String, usize), Cell> = BTreeMap::new();
+    for round in 0..opts.rounds {
+        for &conns in &opts.connections {
+            // Rotate the order each round so no server always runs first.
+            let n = servers.len();
+            for i in 0..n {
+                let s = &servers[(i + round) % n];
+                let url = format!("http://{}/", s.addr);
+                let r = wrk::run(&url, 2, conns, opts.duration, &script)
+                    .map_err(|e| format!("{}: {e}", s.name))?;
+                println!(
+                    "   round {} c={conns:<4} {:<26} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+                    round + 1,
+                    s.name,
+                    r.requests_per_sec(),
+                    r.p50_us / 1e3,
+                    r.p99_us / 1e3,
+                    r.errors
+                );
+                let cell = cells.entry((s.name.clone(), conns)).or_default();
+                cell.rps.push(r.requests_per_sec());
+                cell.p50_us.push(r.p50_us);
+                cell.p99_us.push(r.p99_us);
+                cell.errors += r.errors;
+            }
+        }
+    }
+    let log_lines = fs::read_to_string(&access_log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    report.notes.push(format!(
+        "{FERRO_OBS}: metrics on (exporter on its own port), JSON logs, access log to a file ({log_lines} lines written)."
+    ));
+    if let Some(first) = fs::read_to_string(&access_log)
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+    {
+        report.notes.push(format!("An access log line: `{first}`"));
+    }
+    report.servers = servers.iter().map(|s| s.name.clone()).collect();
+    report.cells = cells
+        .into_iter()
+        .map(|(k, c)| {
+            (
+                k,
+                Summary {
+                    rps: stats::median(&c.rps),
+                    p50_ms: stats::median(&c.p50_us) / 1e3,
+                    p99_ms: stats::median(&c.p99_us) / 1e3,
+                    errors: c.errors,
+                },
+            )
+        })
+        .collect();
+    report.connections = opts.connections.clone();
+    report.rounds = opts.rounds;
+    report.duration = opts.duration;
+    Ok(())
+}
+
+/// Opens `n` keep-alive connections to `addr`, one request each, and keeps them.
+fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, String> {
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = http::Conn::connect(addr, Duration::from_secs(5))
+            .map_err(|e| format!("connection {i}: {e}"))?;
+        let r = c
+            .get("/")
+            .map_err(|e| format!("request on connection {i}: {e}"))?;
+        if r.status != 200 || r.closes() {
+            return Err(format!(
+                "connection {i}: status {} close={}",
+                r.status,
+                r.closes()
+            ));
+        }
+        conns.push(c.stream().try_clone().map_err(|e| e.to_string())?);
+    }
+    Ok(conns)
+}
+
+fn idle(paths: &Paths, body: &str, content_type: &str, report: &mut Report) -> Result<(), String> {
+    println!("== bytes per idle keep-alive connection ({IDLE_CONNECTIONS} connections)");
+    let limit = IDLE_CONNECTIONS.to_string();
+    let servers: Vec<(&str, Result<Server, String>)> = vec![
+        (
+            FERRO,
+            Server::ferrocorn(paths, FERRO, &["--worker-connections", &limit], &[]),
+        ),
+        ("nginx", start_nginx(paths, body, content_type)),
+        ("hyper", start_hyper(paths, body, content_type)),
+    ];
+    for (name, server) in servers {
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                report.notes.push(format!("idle {name}: not measured: {e}"));
+                continue;
+            }
+        };
+        // Warm: one request on one connection, as every idle one will have had.
+        let _ = http::get(server.addr, "/", Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(300));
+        let pids = server.worker_pids();
+        let before = procfs::rss_sum(&pids);
+        let t = Instant::now();
+        let conns = match open_idle(server.addr, IDLE_CONNECTIONS) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("   {name}: {e}");
+                report.notes.push(format!("idle {name}: {e}"));
+                continue;
+            }
+        };
+        let opened = t.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        let after = procfs::rss_sum(&pids);
+        // Still open? A read would block if the server kept them.
+        let alive = conns
+            .iter()
+            .filter(|c| {
+                c.set_nonblocking(true).is_ok()
+                    && matches!(c.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+            })
+            .count();
+        let per = (after as f64 - before as f64) / IDLE_CONNECTIONS as f64;
+        println!(
+            "   {name:<10} RSS {:.1} MiB -> {:.1} MiB: {per:.0} bytes/connection ({alive} still open; opened in {:.2} s)",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            opened.as_secs_f64()
+        );
+        report.idle.push(IdleResult {
+            name: name.to_owned(),
+            before,
+            after,
+            per_conn: per,
+            alive,
+        });
+        drop(conns);
+        drop(server);
+    }
+    Ok(())
+}
+
+fn respawn(paths: &Paths, report: &mut Report) -> Result<(), String> {
+    println!(
+        "== SIGKILL of a worker to its replacement serving (-w 1: every answer after the kill is the replacement's)"
+    );
+    let server = Server::ferrocorn(paths, "ferrocorn -w 1", &["-w", "1"], &[])?;
+    let mut times = Vec::new();
+    for i in 0..7 {
+        // Exactly one worker, serving.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let worker = loop {
+            let w = server.worker_pids();
+            if w.len() == 1
+                && http::get(server.addr, "/", Duration::from_secs(2))
+                    .is_ok_and(|r| r.status == 200)
+            {
+                break w[0];
+            }
+            if Instant::now() > deadline {
+                return Err(format!("respawn: no single serving worker ({w:?})"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        sys::kill(worker, libc::SIGKILL).map_err(|e| format!("kill {worker}: {e}"))?;
+        // The connection must not reach the dying worker.
+        while procfs::stat(worker).is_some_and(|(_, s)| s != 'Z' && s != 'X') {
+            std::hint::spin_loop();
+        }
+        let served = http::get(server.addr, "/", Duration::from_secs(10));
+        let dt = t0.elapsed();
+        match served {
+            Ok(r) if r.status == 200 => {
+                let new = server.worker_pids();
+                println!(
+                    "   kill {} of {worker}: served by the replacement {new:?} after {:.2} ms",
+                    i + 1,
+                    dt.as_secs_f64() * 1e3
+                );
+                times.push(dt.as_secs_f64() * 1e3);
+            }
+            other => return Err(format!("respawn: after killing {worker}: {other:?}")),
+        }
+    }
+    report.respawn_ms = times;
+    Ok(())
+}
+
+/// Writes 64 workers' files of ~1,000 series each with Python's
+/// prometheus_client in multiprocess mode (each child a real process with its
+/// own pid, so the file names are the ones a real deployment has).
+const GENERATE: &str = r#"
+import os, sys
+d, nproc = sys.argv[1], int(sys.argv[2])
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = d
+from prometheus_client import Counter, Gauge, Histogram
+for _ in range(nproc):
+    pid = os.fork()
+    if pid == 0:
+        c = Counter("app_requests", "Requests served.", ["method", "status", "path"])
+        g = Gauge("app_queue_depth", "Queue depth.", ["queue"], multiprocess_mode="all")
+        h = Histogram("app_request_duration_seconds", "Request duration.", ["route"])
+        for m in ("GET", "POST", "PUT"):
+            for s in ("200", "201", "404", "500", "503"):
+                for p in range(20):
+                    c.labels(m, s, "/path/%d" % p).inc(p + 1)
+        for q in range(100):
+            g.labels("q%d" % q).set(q)
+        for r in range(36):
+            for i in range(10):
+                h.labels("/route/%d" % r).observe(0.001 * (i + 1) * (r + 1))
+        os._exit(0)
+    os.waitpid(pid, 0)
+print(len(os.listdir(d)), "files")
+"#;
+
+const PY_EXPORTER: &str = r#"
+import sys, time
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry, path=sys.argv[1])
+start_http_server(int(sys.argv[2]), addr="127.0.0.1", registry=registry)
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// Time of one scrape over HTTP and the number of samples in it.
+fn timed_scrape(addr: SocketAddr) -> Result<(f64, usize), String> {
+    let t = Instant::now();
+    let r = http::get(addr, "/metrics", Duration::from_secs(60))
+        .map_err(|e| format!("scrape {addr}: {e}"))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if r.status != 200 {
+        return Err(format!("scrape {addr}: status {}", r.status));
+    }
+    let text = String::from_utf8_lossy(&r.body);
+    let samples = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    Ok((ms, samples))
+}
+
+fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
+    println!("== scrape of {SCRAPE_FILES} workers' files, ~1,000 series each");
+    let files = paths.tmp.path().join("scrape-files");
+    fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+    let python = paths.venv.join("bin/python");
+    let out = Command::new(&python)
+        .args(["-c", GENERATE])
+        .arg(&files)
+        .arg(SCRAPE_FILES.to_string())
+        .output()
+        .map_err(|e| format!("generating files: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "generating files: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    println!("   {}", String::from_utf8_lossy(&out.stdout).trim());
+
+    // Python: prometheus_client's own exporter over MultiProcessCollector.
+    let port = free_port().map_err(|e| e.to_string())?;
+    let mut py = Command::new(&python)
+        .args(["-c", PY_EXPORTER])
+        .arg(&files)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python exporter: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(py.stdout.take().ok_or("no stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let py_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut py_ms = Vec::new();
+    let mut py_samples = 0;
+    for _ in 0..5 {
+        let (ms, n) = timed_scrape(py_addr)?;
+        py_ms.push(ms);
+        py_samples = n;
+    }
+    let _ = py.kill();
+    let _ = py.wait();
+    println!(
+        "   python MultiProcessCollector: median {:.1} ms ({py_samples} samples)",
+        stats::median(&py_ms)
+    );
+
+    // ferrocorn: the real binary's exporter, with the files copied into its
+    // metrics directory after it started (it cleans the directory at start).
+    let dir = paths.tmp.path().join("ferrocorn-scrape");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir_s = dir.to_str().ok_or("utf-8 temp path")?.to_owned();
+    let server = Server::ferrocorn(paths, "ferrocorn scrape", &["--metrics-dir", &dir_s], &[])?;
+    let maddr = server.metrics.ok_or("no metrics address")?;
+    let (_, base_samples) = timed_scrape(maddr)?;
+    for e in fs::read_dir(&files).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        fs::copy(e.path(), dir.join(e.file_name())).map_err(|e| e.to_string())?;
+    }
+    let mut rs_ms = Vec::new();
+    let mut rs_samples = 0;
+    for _ in 0..30 {
+        let (ms, n) = timed_scrape(maddr)?;
+        rs_ms.push(ms);
+        rs_samples = n;
+    }
+    println!(
+        "   ferrocorn /metrics: median {:.2} ms ({rs_samples} samples, {base_samples} of them its own before the copy)",
+        stats::median(&rs_ms)
+    );
+    report.scrape = Some(ScrapeResult {
+        python_ms: stats::median(&py_ms),
+        python_samples: py_samples,
+        ferrocorn_ms: stats::median(&rs_ms),
+        ferrocorn_samples: rs_samples,
+        ferrocorn_own_samples: base_samples,
+    });
+    Ok(())
+}
+
+struct Summary {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+struct IdleResult {
+    name: String,
+    before: u64,
+    after: u64,
+    per_conn: f64,
+    alive: usize,
+}
+
+struct ScrapeResult {
+    python_ms: f64,
+    python_samples: usize,
+    ferrocorn_ms: f64,
+    ferrocorn_samples: usize,
+    ferrocorn_own_samples: usize,
+}
+
+#[derive(Default)]
+struct Report {
+    servers: Vec<String>,
+    connections: Vec<usize>,
+    rounds: usize,
+    duration: Duration,
+    cells: BTreeMap<(String, usize), Summary>,
+    idle: Vec<IdleResult>,
+    respawn_ms: Vec<f64>,
+    scrape: Option<ScrapeResult>,
+    notes: Vec<String>,
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.lines().next().unwrap_or("").trim().to_owned()
+        })
+        .unwrap_or_else(|e| format!("? ({e})"))
+}
+
+fn lock_version(root: &Path, package: &str) -> String {
+    let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let needle = format!("name = \"{package}\"\nversion = \"");
+    lock.find(&needle)
+        .and_then(|i| lock[i + needle.len()..].split('"').next())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn goal(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+impl Report {
+    fn cell(&self, name: &str, conns: usize) -> Option<&Summary> {
+        self.cells.get(&(name.to_owned(), conns))
+    }
+
+    fn render(&self, paths: &Paths, opts: &Options) -> String {
+        let mut o = String::new();
+        let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let cpu = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                })
+            })
+            .unwrap_or_else(|| "?".into());
+        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let _ = writeln!(o, "# ferrocorn load benchmark\n");
+        let _ = writeln!(
+            o,
+            "Produced by `just bench` (benches/src/bin/loadbench.rs); all servers on loopback, measured in the same run.\n"
+        );
+        let _ = writeln!(o, "- date: {date}");
+        let _ = writeln!(
+            o,
+            "- machine: {nproc} CPUs ({cpu}), kernel {}",
+            kernel.trim()
+        );
+        let _ = writeln!(
+            o,
+            "- ferrocorn: {}",
+            command_output(
+                paths.ferrocorn.to_str().unwrap_or("ferrocorn"),
+                &["--version"]
+            )
+        );
+        let _ = writeln!(o, "- nginx: {}", command_output(NGINX, &["-v"]));
+        let _ = writeln!(
+            o,
+            "- hyper {} / tokio {} (benches/src/bin/hyper-hello.rs, 2 threads)",
+            lock_version(&paths.root, "hyper"),
+            lock_version(&paths.root, "tokio")
+        );
+        let _ = writeln!(
+            o,
+            "- gunicorn {} gthread 2 workers x 4 threads, seed config; {}",
+            command_output(
+                paths
+                    .venv
+                    .join("bin/gunicorn")
+                    .to_str()
+                    .unwrap_or("gunicorn"),
+                &["--version"]
+            )
+            .trim_start_matches("gunicorn (version ")
+            .trim_end_matches(')'),
+            command_output(
+                paths.venv.join("bin/python").to_str().unwrap_or("python3"),
+                &["--version"]
+            )
+        );
+        let _ = writeln!(
+            o,
+            "- load: {}; {} round(s) x {} s per server and connection count, interleaved, keep-alive, 2 wrk threads",
+            command_output("wrk", &["-v"]),
+            self.rounds,
+            self.duration.as_secs()
+        );
+        let _ = writeln!(o, "- rustc: {}", command_output("rustc", &["-V"]));
+        if opts.rounds < 3 {
+            let _ = writeln!(
+                o,
+                "- NOTE: a quick run (fewer rounds than the default 3): numbers are indicative only."
+            );
+        }
+
+        if !self.cells.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n## Keep-alive throughput and latency (medians of rounds)\n"
+            );
+            let _ = writeln!(
+                o,
+                "| server | connections | req/s | p50 ms | p99 ms | errors |"
+            );
+            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+            for &c in &self.connections {
+                for s in &self.servers {
+                    if let Some(x) = self.cell(s, c) {
+                        let _ = writeln!(
+                            o,
+                            "| {s} | {c} | {:.0} | {:.3} | {:.3} | {} |",
+                            x.rps, x.p50_ms, x.p99_ms, x.errors
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(o, "\n## Ratios\n");
+            let _ = writeln!(o, "| ratio | connections | value | goal | |");
+            let _ = writeln!(o, "|---|---:|---:|---|---|");
+            for &c in &self.connections {
+                let Some(f) = self.cell(FERRO, c) else {
+                    continue;
+                };
+                for (peer, want) in [
+                    ("nginx", Some(1.2)),
+                    ("hyper", Some(1.1)),
+                    ("gunicorn", None),
+                ] {
+                    if let Some(p) = self.cell(peer, c) {
+                        let r = f.rps / p.rps;
+                        let (g, m) = match want {
+                            Some(w) => (format!(">= {w}"), goal(r >= w)),
+                            None => ("".into(), ""),
+                        };
+                        let _ = writeln!(
+                            o,
+                            "| throughput ferrocorn / {peer} | {c} | {r:.2}x | {g} | {m} |"
+                        );
+                    }
+                }
+                if let Some(h) = self.cell("hyper", c) {
+                    let _ = writeln!(
+                        o,
+                        "| p99 ferrocorn / hyper | {c} | {:.2}x ({:.3} vs {:.3} ms) | <= 1 | {} |",
+                        f.p99_ms / h.p99_ms,
+                        f.p99_ms,
+                        h.p99_ms,
+                        goal(f.p99_ms <= h.p99_ms)
+                    );
+                }
+                if let Some(m) = self.cell(FERRO_OBS, c) {
+                    let cost = 1.0 - m.rps / f.rps;
+                    let _ = writeln!(
+                        o,
+                        "| metrics + JSON access log cost (1 - {FERRO_OBS} / {FERRO}) | {c} | {:.1}% | <= 10% | {} |",
+                        cost * 100.0,
+                        goal(cost <= 0.10)
+                    );
+                }
+            }
+        }
+        if !self.idle.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n## Memory per idle keep-alive connection ({IDLE_CONNECTIONS} connections, one request each)\n"
+            );
+            let _ = writeln!(
+                o,
+                "Sum of the serving processes' VmRSS before and after opening the connections (socket buffers are kernel memory and not in it).\n"
+            );
+            let _ = writeln!(
+                o,
+                "| server | RSS before MiB | RSS after MiB | bytes / connection | still open | goal |"
+            );
+            let _ = writeln!(o, "|---|---:|---:|---:|---:|---|");
+            for r in &self.idle {
+                let g = if r.name == FERRO {
+                    format!("<= 512: {}", goal(r.per_conn <= 512.0))
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.1} | {:.1} | {:.0} | {} | {g} |",
+                    r.name,
+                    r.before as f64 / 1048576.0,
+                    r.after as f64 / 1048576.0,
+                    r.per_conn,
+                    r.alive
+                );
+            }
+        }
+        if !self.respawn_ms.is_empty() {
+            let med = stats::median(&self.respawn_ms);
+            let max = self.respawn_ms.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(o, "\n## SIGKILL of a worker to its replacement serving\n");
+            let _ = writeln!(
+                o,
+                "ferrocorn -w 1 (so that any answer after the kill is the replacement's): SIGKILL, then a request on a new connection, timed from the kill to the response. {} kills.\n",
+                self.respawn_ms.len()
+            );
+            let _ = writeln!(
+                o,
+                "| median ms | max ms | goal |\n|---:|---:|---|\n| {med:.1} | {max:.1} | <= 50 ms: {} |",
+                goal(med <= 50.0)
+            );
+        }
+        if let Some(s) = &self.scrape {
+            let ratio = s.python_ms / s.ferrocorn_ms;
+            let _ = writeln!(
+                o,
+                "\n## Scrape of {SCRAPE_FILES} workers' files, ~1,000 series each\n"
+            );
+            let _ = writeln!(
+                o,
+                "Files written by prometheus_client in multiprocess mode (64 processes: 300 counter, 100 `all` gauge and 612 histogram series each). Python: prometheus_client's start_http_server over MultiProcessCollector. ferrocorn: the binary's exporter with the same files copied into its metrics directory. Time of a whole HTTP GET /metrics, median.\n"
+            );
+            let _ = writeln!(o, "| exporter | ms | samples |\n|---|---:|---:|");
+            let _ = writeln!(
+                o,
+                "| Python MultiProcessCollector | {:.1} | {} |",
+                s.python_ms, s.python_samples
+            );
+            let _ = writeln!(
+                o,
+                "| ferrocorn | {:.2} | {} ({} its own) |",
+                s.ferrocorn_ms, s.ferrocorn_samples, s.ferrocorn_own_samples
+            );
+            let _ = writeln!(
+                o,
+                "\nferrocorn is {ratio:.0}x faster (goal >= 50x: {}).",
+                goal(ratio >= 50.0)
+            );
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(o, "\n## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(o, "- {n}");
+            }
+        }
+        let _ = io::stdout().flush();
+        o
+    }
+}
