@@ -69,7 +69,7 @@ pub struct ListenQueue {
     pub queued: u32,
     /// How many may wait: the `listen` backlog as the kernel clamped it
     /// (to `net.core.somaxconn`); `tcpi_sacked` on a listening socket.
-    /// The kernel refuses new connections once `queued` exceeds it.
+    /// The kernel drops new connection attempts once `queued` exceeds it.
     pub capacity: u32,
 }
 
