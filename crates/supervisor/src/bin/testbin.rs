@@ -1,0 +1,298 @@
+//! A tiny supervised HTTP server for the integration tests of
+//! `ferrocorn-supervisor` (the tests run it as a separate process because
+//! the supervisor forks). Not a product binary.
+//!
+//! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
+//! `--graceful-timeout SECS`, `--mode serve|bootfail|crash`,
+//! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
+//! `--pidfile PATH`, `--bind-retries N`, `--reload-file PATH` (on HUP the
+//! worker count is read from it).
+//!
+//! The workers answer `GET /` with their pid, `GET /slow?ms=N` after N ms,
+//! and `GET /stall` by stopping their heartbeat. TERM: stop accepting,
+//! finish in-flight requests, exit; INT/QUIT: exit at once.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrocorn_supervisor::{
+    InheritedListener, MetricsConfig, Service, Supervisor, SupervisorConfig, WorkerContext,
+};
+
+struct Opts {
+    config: SupervisorConfig,
+    mode: String,
+    bind_retries: u32,
+    reload_file: Option<PathBuf>,
+}
+
+fn secs(v: &str) -> Duration {
+    Duration::from_secs_f64(v.parse().expect("seconds"))
+}
+
+fn parse() -> Opts {
+    let mut config = SupervisorConfig {
+        binds: vec![],
+        ..SupervisorConfig::default()
+    };
+    let mut mode = "serve".to_string();
+    let mut bind_retries = 1;
+    let mut reload_file = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--bind" => config.binds.push(v.parse().expect("bind")),
+            "--workers" => config.workers = v.parse().expect("workers"),
+            "--timeout" => config.timeout = secs(&v),
+            "--graceful-timeout" => config.graceful_timeout = secs(&v),
+            "--mode" => mode = v,
+            "--metrics" => {
+                config.metrics.get_or_insert_with(MetricsConfig::default).bind =
+                    v.parse().expect("metrics addr")
+            }
+            "--metrics-dir" => {
+                config.metrics.get_or_insert_with(MetricsConfig::default).dir = Some(v.into())
+            }
+            "--update-interval" => {
+                config
+                    .metrics
+                    .get_or_insert_with(MetricsConfig::default)
+                    .update_interval = secs(&v)
+            }
+            "--pidfile" => config.pidfile = Some(v.into()),
+            "--bind-retries" => bind_retries = v.parse().expect("retries"),
+            "--reload-file" => reload_file = Some(v.into()),
+            _ => panic!("unknown flag {a}"),
+        }
+    }
+    if config.binds.is_empty() {
+        config.binds.push("127.0.0.1:0".parse().unwrap());
+    }
+    Opts {
+        config,
+        mode,
+        bind_retries,
+        reload_file,
+    }
+}
+
+/// A synchronous drain: `[pid] [LEVEL] message` on stderr.
+struct StderrDrain;
+
+impl slog::Drain for StderrDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        let line = format!(
+            "[{}] [{}] {}\n",
+            std::process::id(),
+            r.level().as_str(),
+            r.msg()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        Ok(())
+    }
+}
+
+struct TestService {
+    mode: String,
+    config: SupervisorConfig,
+    reload_file: Option<PathBuf>,
+}
+
+impl Service for TestService {
+    fn worker(&self, ctx: WorkerContext) -> i32 {
+        match self.mode.as_str() {
+            "bootfail" => return ferrocorn_supervisor::WORKER_BOOT_ERROR,
+            "crash" => return 1,
+            _ => {}
+        }
+        serve(ctx)
+    }
+
+    fn reload(&mut self) -> Result<SupervisorConfig, String> {
+        if let Some(p) = &self.reload_file {
+            let s = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+            self.config.workers = s.trim().parse().map_err(|e| format!("{e}"))?;
+        }
+        Ok(self.config.clone())
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn worker_metrics(ctx: &WorkerContext) -> Option<ferrocorn_shm_metrics::Counter> {
+    use ferrocorn_shm_metrics::{GaugeMode, Registry};
+    let dir = ctx.metrics_dir.as_ref()?;
+    let reg = Registry::new(dir);
+    let pid = std::process::id().to_string();
+    reg.gauge("testbin_worker", "A live gauge per worker.", &["pid"], GaugeMode::LiveAll)
+        .with_label_values(&[&pid])
+        .ok()?
+        .set(1.0);
+    reg.counter("testbin_requests", "Requests served.", &[])
+        .with_label_values(&[])
+        .ok()
+}
+
+fn serve(ctx: WorkerContext) -> i32 {
+    use mio::{Events, Interest, Poll, Token};
+    let term = Arc::new(AtomicBool::new(false));
+    let quit = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()).unwrap();
+    for s in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(s, quit.clone()).unwrap();
+    }
+    #[cfg(feature = "metrics")]
+    let requests = worker_metrics(&ctx).map(Arc::new);
+    let stalled = Arc::new(AtomicBool::new(false));
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let mut poll = Poll::new().unwrap();
+    enum L {
+        Tcp(mio::net::TcpListener),
+        Unix(mio::net::UnixListener),
+    }
+    let mut listeners: Vec<L> = Vec::new();
+    for (i, l) in ctx.listeners.into_iter().enumerate() {
+        let mut l = match l {
+            InheritedListener::Tcp(t) => {
+                t.set_nonblocking(true).unwrap();
+                L::Tcp(mio::net::TcpListener::from_std(t))
+            }
+            InheritedListener::Unix(u) => {
+                u.set_nonblocking(true).unwrap();
+                L::Unix(mio::net::UnixListener::from_std(u))
+            }
+        };
+        let r = poll.registry();
+        match &mut l {
+            L::Tcp(t) => r.register(t, Token(i), Interest::READABLE).unwrap(),
+            L::Unix(u) => r.register(u, Token(i), Interest::READABLE).unwrap(),
+        }
+        listeners.push(l);
+    }
+    let mut events = Events::with_capacity(64);
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        if quit.load(Ordering::SeqCst) {
+            return 0;
+        }
+        if !stalled.load(Ordering::SeqCst) {
+            ctx.heartbeat.beat();
+        }
+        if ferrocorn_getppid() != ctx.ppid {
+            return 0;
+        }
+        if term.load(Ordering::SeqCst) && stopping_since.is_none() {
+            // Graceful: stop accepting (close our copies), finish in-flight.
+            listeners.clear();
+            stopping_since = Some(Instant::now());
+        }
+        if stopping_since.is_some() && inflight.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("{e}"),
+        }
+        for ev in events.iter() {
+            let Some(l) = listeners.get(ev.token().0) else {
+                continue;
+            };
+            loop {
+                let conn: Box<dyn ReadWrite> = match l {
+                    L::Tcp(t) => match t.accept() {
+                        Ok((s, _)) => {
+                            let s: std::net::TcpStream = s.into();
+                            s.set_nonblocking(false).unwrap();
+                            Box::new(s)
+                        }
+                        Err(_) => break,
+                    },
+                    L::Unix(u) => match u.accept() {
+                        Ok((s, _)) => {
+                            let s: std::os::unix::net::UnixStream = s.into();
+                            s.set_nonblocking(false).unwrap();
+                            Box::new(s)
+                        }
+                        Err(_) => break,
+                    },
+                };
+                inflight.fetch_add(1, Ordering::SeqCst);
+                let inflight = inflight.clone();
+                let stalled = stalled.clone();
+                #[cfg(feature = "metrics")]
+                let requests = requests.clone();
+                std::thread::spawn(move || {
+                    handle(conn, &stalled);
+                    #[cfg(feature = "metrics")]
+                    if let Some(r) = requests {
+                        r.inc();
+                    }
+                    inflight.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+}
+
+fn ferrocorn_getppid() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+fn handle(mut conn: Box<dyn ReadWrite>, stalled: &AtomicBool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    if let Some(ms) = target.strip_prefix("/slow?ms=") {
+        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(100)));
+    }
+    if target == "/stall" {
+        stalled.store(true, Ordering::SeqCst);
+    }
+    let body = format!("{}\n", std::process::id());
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        body
+    );
+    let _ = conn.write_all(resp.as_bytes());
+}
+
+fn main() {
+    let opts = parse();
+    let log = slog::Logger::root(slog::Fuse(StderrDrain), slog::o!());
+    let service = TestService {
+        mode: opts.mode,
+        config: opts.config.clone(),
+        reload_file: opts.reload_file,
+    };
+    let result = Supervisor::new(opts.config, log)
+        .bind_retries(opts.bind_retries, Duration::from_millis(50))
+        .when_ready(|labels| {
+            println!("READY {} {}", std::process::id(), labels.join(" "));
+            let _ = std::io::stdout().flush();
+        })
+        .nworkers_changed(|new, old| eprintln!("NWORKERS {old} -> {new}"))
+        .on_exit(|| eprintln!("ON_EXIT"))
+        .run(service);
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

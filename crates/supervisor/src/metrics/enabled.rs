@@ -1,0 +1,333 @@
+//! Serving the merged metrics (feature `metrics`).
+//!
+//! The exporter of `ferrocorn-shm-metrics` runs inside the supervisor's poll
+//! loop. Every scrape merges all workers' files and adds the supervisor's
+//! own families: the listen queue of every TCP listener read right now with
+//! TCP_INFO (`gunicorn_pending_connections`), its peak since the previous
+//! scrape sampled every `update_interval`
+//! (`gunicorn_pending_connections_peak`), the effective backlog
+//! (`gunicorn_listen_backlog`), workers alive and wanted, and worker
+//! restarts by reason.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ferrocorn_shm_metrics::{Exporter, MultiProcessCollector, mark_process_dead};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use slog::{Logger, info, warn};
+
+use crate::config::MetricsConfig;
+use crate::error::SupervisorError;
+use crate::listen::{Kind, Listener};
+use crate::{backlog, sys};
+
+struct ListenerStat {
+    label: String,
+    fd: OwnedFd,
+    peak: u32,
+}
+
+#[derive(Default)]
+struct State {
+    listeners: Vec<ListenerStat>,
+    alive: usize,
+    target: usize,
+    restarts: BTreeMap<&'static str, u64>,
+}
+
+/// The supervisor's side of the metrics.
+pub(crate) struct Metrics {
+    dir: PathBuf,
+    private: bool,
+    exporter: Exporter,
+    port: u16,
+    state: Arc<Mutex<State>>,
+    update_interval: Duration,
+    next_sample: Instant,
+    log: Logger,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The supervisor's own families, built with the `prometheus` crate.
+struct Families {
+    registry: prometheus::Registry,
+    pending: IntGaugeVec,
+    peak: IntGaugeVec,
+    capacity: IntGaugeVec,
+    alive: IntGauge,
+    target: IntGauge,
+    restarts: IntCounterVec,
+}
+
+impl Families {
+    fn new() -> prometheus::Result<Families> {
+        let registry = prometheus::Registry::new();
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "gunicorn_pending_connections",
+                "Connections waiting in the listen queue (TCP_INFO), read at scrape time.",
+            ),
+            &["listener"],
+        )?;
+        let peak = IntGaugeVec::new(
+            Opts::new(
+                "gunicorn_pending_connections_peak",
+                "Highest listen-queue length sampled since the previous scrape.",
+            ),
+            &["listener"],
+        )?;
+        let capacity = IntGaugeVec::new(
+            Opts::new(
+                "gunicorn_listen_backlog",
+                "Listen queue capacity (the backlog after the kernel's somaxconn clamp).",
+            ),
+            &["listener"],
+        )?;
+        let alive = IntGauge::new("gunicorn_workers", "Worker processes alive.")?;
+        let target = IntGauge::new("gunicorn_workers_target", "Worker processes wanted.")?;
+        let restarts = IntCounterVec::new(
+            Opts::new(
+                "gunicorn_worker_restarts_total",
+                "Workers replaced after an unexpected exit, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(peak.clone()))?;
+        registry.register(Box::new(capacity.clone()))?;
+        registry.register(Box::new(alive.clone()))?;
+        registry.register(Box::new(target.clone()))?;
+        registry.register(Box::new(restarts.clone()))?;
+        Ok(Families {
+            registry,
+            pending,
+            peak,
+            capacity,
+            alive,
+            target,
+            restarts,
+        })
+    }
+
+    fn gather(&self, st: &mut State) -> Vec<prometheus::proto::MetricFamily> {
+        self.pending.reset();
+        self.peak.reset();
+        self.capacity.reset();
+        for l in st.listeners.iter_mut() {
+            if let Some((queued, cap)) = backlog::listen_queue(&l.fd) {
+                let peak = l.peak.max(queued);
+                l.peak = queued;
+                self.pending.with_label_values(&[&l.label]).set(queued.into());
+                self.peak.with_label_values(&[&l.label]).set(peak.into());
+                self.capacity.with_label_values(&[&l.label]).set(cap.into());
+            }
+        }
+        self.alive.set(st.alive as i64);
+        self.target.set(st.target as i64);
+        for (reason, n) in &st.restarts {
+            let c = self.restarts.with_label_values(&[reason]);
+            let have = c.get();
+            if *n > have {
+                c.inc_by(*n - have);
+            }
+        }
+        self.registry.gather()
+    }
+}
+
+impl Metrics {
+    /// Prepare the directory and bind the exporter.
+    pub(crate) fn new(
+        cfg: &MetricsConfig,
+        keep_files: bool,
+        log: &Logger,
+    ) -> Result<Metrics, SupervisorError> {
+        let (dir, private) = match &cfg.dir {
+            Some(d) => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(d)
+                    .map_err(|e| {
+                        SupervisorError::Config(format!("metrics directory {}: {e}", d.display()))
+                    })?;
+                if !keep_files {
+                    clear_stale(d, log)?;
+                }
+                (d.clone(), false)
+            }
+            None => (private_dir()?, true),
+        };
+        let std_listener = std::net::TcpListener::bind(cfg.bind).map_err(|e| SupervisorError::Bind {
+            addr: format!("metrics exporter {}", cfg.bind),
+            source: e,
+        })?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let families = Families::new().map_err(|e| SupervisorError::Config(e.to_string()))?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let collector = MultiProcessCollector::new(dir.clone());
+        let source_state = state.clone();
+        let source = Box::new(move || {
+            let mut fams = collector.collect_families();
+            let mut st = lock(&source_state);
+            fams.extend(families.gather(&mut st));
+            fams
+        });
+        let exporter = Exporter::new(mio::net::TcpListener::from_std(std_listener), source);
+        info!(
+            log,
+            "Serving metrics at http://{}/metrics from {}",
+            std::net::SocketAddr::new(cfg.bind.ip(), port),
+            dir.display()
+        );
+        Ok(Metrics {
+            dir,
+            private,
+            exporter,
+            port,
+            state,
+            update_interval: cfg.update_interval.max(Duration::from_millis(10)),
+            next_sample: Instant::now(),
+            log: log.clone(),
+        })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn register(&mut self, reg: &mio::Registry, first: usize) -> io::Result<()> {
+        self.exporter.register(reg, first)
+    }
+
+    pub(crate) fn owns(&self, t: mio::Token) -> bool {
+        self.exporter.owns(t)
+    }
+
+    pub(crate) fn handle(&mut self, reg: &mio::Registry, ev: &mio::event::Event) {
+        self.exporter.handle(reg, ev)
+    }
+
+    /// Exporter housekeeping and the peak sample; returns the time until the
+    /// next sample is due.
+    pub(crate) fn tick(&mut self, reg: &mio::Registry) -> Duration {
+        self.exporter.tick(reg);
+        let now = Instant::now();
+        if now >= self.next_sample {
+            let mut st = lock(&self.state);
+            for l in st.listeners.iter_mut() {
+                if let Some((queued, _)) = backlog::listen_queue(&l.fd) {
+                    l.peak = l.peak.max(queued);
+                }
+            }
+            self.next_sample = now + self.update_interval;
+        }
+        self.next_sample.saturating_duration_since(now)
+    }
+
+    /// The listeners whose queues are exported (TCP ones; TCP_INFO cannot
+    /// read a unix socket's queue).
+    pub(crate) fn set_listeners(&self, listeners: &[Listener]) {
+        let mut st = lock(&self.state);
+        let old = std::mem::take(&mut st.listeners);
+        for l in listeners.iter().filter(|l| l.kind == Kind::Tcp) {
+            let peak = old
+                .iter()
+                .find(|o| o.label == l.label)
+                .map_or(0, |o| o.peak);
+            match l.sock.try_clone() {
+                Ok(s) => st.listeners.push(ListenerStat {
+                    label: l.label.clone(),
+                    fd: s.into(),
+                    peak,
+                }),
+                Err(e) => warn!(self.log, "cannot watch the queue of {}: {}", l.label, e),
+            }
+        }
+    }
+
+    pub(crate) fn set_workers(&self, alive: usize, target: usize) {
+        let mut st = lock(&self.state);
+        st.alive = alive;
+        st.target = target;
+    }
+
+    /// A worker was reaped: drop its live series, fold its counters; count
+    /// the restart when it is going to be replaced.
+    pub(crate) fn worker_exited(&self, pid: u32, restart: Option<&'static str>) {
+        if let Err(e) = mark_process_dead(&self.dir, pid) {
+            warn!(self.log, "marking worker {} dead in {}: {}", pid, self.dir.display(), e);
+        }
+        if let Some(reason) = restart {
+            *lock(&self.state).restarts.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// In a forked child: close the exporter's sockets and our copies of the
+    /// listeners, so they close when the supervisor closes them.
+    pub(crate) fn in_child(&self, keep: &[RawFd]) {
+        let fds: Vec<RawFd> = lock(&self.state)
+            .listeners
+            .drain(..)
+            .map(|l| {
+                let fd = l.fd.as_raw_fd();
+                std::mem::forget(l.fd);
+                fd
+            })
+            .collect();
+        for fd in fds {
+            sys::close(fd);
+        }
+        sys::close_sockets_with_local_port(self.port, keep);
+    }
+
+    /// At exit: remove a private directory.
+    pub(crate) fn finish(self) {
+        if self.private {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Remove the `*.db` files of a previous run.
+fn clear_stale(dir: &Path, log: &Logger) -> Result<(), SupervisorError> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| SupervisorError::Config(format!("metrics directory {}: {e}", dir.display())))?;
+    let mut n = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "db") && std::fs::remove_file(&p).is_ok() {
+            n += 1;
+        }
+    }
+    if n > 0 {
+        info!(log, "removed {} stale metric file(s) from {}", n, dir.display());
+    }
+    Ok(())
+}
+
+/// A fresh 0700 directory under the temp dir.
+fn private_dir() -> Result<PathBuf, SupervisorError> {
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for i in 0..100u32 {
+        let p = base.join(format!("ferrocorn-metrics-{}-{:x}{}", std::process::id(), nanos, i));
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(SupervisorError::Io(e)),
+        }
+    }
+    Err(SupervisorError::Config("cannot create a private metrics directory".into()))
+}
