@@ -1,0 +1,505 @@
+//! gunicorn's `access_log_format`: parsed once into a template, rendered per
+//! request into a reused buffer.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::ParseError;
+use crate::escape::push_escaped;
+use crate::time;
+
+/// One finished request, as the access log needs it. Borrowed from the
+/// worker's buffers: building one allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRecord<'a> {
+    /// The peer (`h`); `None` for a Unix socket or when unknown.
+    pub remote: Option<SocketAddr>,
+    /// Request method (`m`).
+    pub method: &'a str,
+    /// The raw request-target as received, query included (in `r`).
+    pub target: &'a str,
+    /// Path without the query (`U`).
+    pub path: &'a str,
+    /// Query string without `?`, empty when none (`q`).
+    pub query: &'a str,
+    /// Protocol, e.g. `HTTP/1.1` (`H`).
+    pub version: &'a str,
+    /// Response status code (`s`).
+    pub status: u16,
+    /// Response body bytes sent; `None` when unknown (`b` renders `-`).
+    pub response_bytes: Option<u64>,
+    /// Time from the start of the request to the end of the response (`T`, `M`, `D`, `L`).
+    pub request_time: Duration,
+    /// Request headers as received (`{name}i`, `u`, `f`, `a`).
+    pub request_headers: &'a [(&'a str, &'a [u8])],
+    /// Response headers as sent (`{name}o`).
+    pub response_headers: &'a [(&'a str, &'a [u8])],
+    /// The worker's process id (`p`).
+    pub pid: u32,
+}
+
+/// A CGI/WSGI environ variable a request provides (`{name}e`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EnvVar {
+    RequestMethod,
+    PathInfo,
+    QueryString,
+    RawUri,
+    ServerProtocol,
+    RemoteAddr,
+    RemotePort,
+    /// `HTTP_*`: a request header, `-` and `_` equal; duplicates joined by `,`.
+    Header(Box<str>),
+    /// Anything else: the process environment when the format was parsed.
+    Process(Option<Box<[u8]>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Atom {
+    RemoteAddr,
+    Ident,
+    User,
+    Time,
+    RequestLine,
+    Status,
+    Method,
+    Path,
+    Query,
+    Protocol,
+    BytesOrDash,
+    Bytes,
+    Referer,
+    UserAgent,
+    Seconds,
+    Millis,
+    Micros,
+    DecimalSeconds,
+    Pid,
+    RequestHeader(Box<str>),
+    ResponseHeader(Box<str>),
+    Env(EnvVar),
+    /// An unknown name: gunicorn renders `-`.
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(Box<str>),
+    Atom(Atom),
+}
+
+/// A compiled `access_log_format`.
+///
+/// The format is Python %-formatting with a mapping, as gunicorn uses it:
+/// `%(name)s` (or `d`/`i`) inserts an atom, `%%` is a literal `%`. Atoms:
+///
+/// | atom | value |
+/// |---|---|
+/// | `h` | remote address (`-` when unknown) |
+/// | `l` | `-` |
+/// | `u` | user name from `Authorization: Basic`, else `-` |
+/// | `t` | local time of the log line, `[25/Nov/2026:09:27:47 +0000]` |
+/// | `r` | `METHOD TARGET PROTOCOL` |
+/// | `s` | status |
+/// | `m`, `U`, `q`, `H` | method, path, query, protocol |
+/// | `b` | response bytes, `-` when unknown |
+/// | `B` | response bytes (`-` when unknown; gunicorn prints `None`) |
+/// | `f`, `a` | `Referer`, `User-Agent` (`-` when absent) |
+/// | `T`, `M`, `D`, `L` | request time in whole seconds, milliseconds, microseconds, decimal seconds |
+/// | `p` | `<pid>` |
+/// | `{name}i`, `{name}o` | request / response header (case-insensitive; `-` when absent) |
+/// | `{name}e` | a WSGI environ variable of the request (`REMOTE_ADDR`, `HTTP_HOST`, ...), else the process environment at parse time |
+///
+/// Unknown atom names render `-`, as in gunicorn. Values from the request are
+/// escaped so that they can never break a line: `"` as `\"` (gunicorn's
+/// escape), `\` as `\\`, control bytes and invalid UTF-8 as `\xNN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogFormat {
+    parts: Vec<Part>,
+    source: String,
+}
+
+impl AccessLogFormat {
+    /// Parses a format once; rendering never parses again.
+    pub fn parse(format: &str) -> Result<AccessLogFormat, ParseError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = format;
+        while let Some(i) = rest.find('%') {
+            lit.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            if let Some(r) = rest.strip_prefix('%') {
+                lit.push('%');
+                rest = r;
+                continue;
+            }
+            let Some(r) = rest.strip_prefix('(') else {
+                return Err(ParseError::new(format!(
+                    "access log format {format:?}: a '%' must be followed by '(name)s' or '%'"
+                )));
+            };
+            let Some(close) = r.find(')') else {
+                return Err(ParseError::new(format!(
+                    "access log format {format:?}: unclosed '%('"
+                )));
+            };
+            let name = &r[..close];
+            let after = &r[close + 1..];
+            let mut chars = after.chars();
+            match chars.next() {
+                Some('s' | 'd' | 'i') => {}
+                other => {
+                    return Err(ParseError::new(format!(
+                        "access log format {format:?}: '%({name})' must be followed by 's' (found {})",
+                        other.map_or_else(|| "the end".to_string(), |c| format!("{c:?}"))
+                    )));
+                }
+            }
+            rest = chars.as_str();
+            if !lit.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut lit).into_boxed_str()));
+            }
+            parts.push(Part::Atom(atom(name)));
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Literal(lit.into_boxed_str()));
+        }
+        Ok(AccessLogFormat {
+            parts,
+            source: format.to_string(),
+        })
+    }
+
+    /// The format string it was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Appends the line for `rec` (without a newline) to `out`. The `t` atom
+    /// takes the current time.
+    pub fn render(&self, rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
+        self.render_at(rec, std::time::SystemTime::now(), out);
+    }
+
+    /// [`render`](Self::render) with the time of the `t` atom given.
+    pub fn render_at(&self, rec: &AccessRecord<'_>, now: std::time::SystemTime, out: &mut Vec<u8>) {
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                Part::Atom(a) => render_atom(a, rec, now, out),
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for AccessLogFormat {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AccessLogFormat::parse(s)
+    }
+}
+
+impl Default for AccessLogFormat {
+    fn default() -> Self {
+        // The default format always parses.
+        AccessLogFormat::parse(crate::config::DEFAULT_ACCESS_LOG_FORMAT)
+            .unwrap_or_else(|_| AccessLogFormat { parts: Vec::new(), source: String::new() })
+    }
+}
+
+fn atom(name: &str) -> Atom {
+    match name {
+        "h" => Atom::RemoteAddr,
+        "l" => Atom::Ident,
+        "u" => Atom::User,
+        "t" => Atom::Time,
+        "r" => Atom::RequestLine,
+        "s" => Atom::Status,
+        "m" => Atom::Method,
+        "U" => Atom::Path,
+        "q" => Atom::Query,
+        "H" => Atom::Protocol,
+        "b" => Atom::BytesOrDash,
+        "B" => Atom::Bytes,
+        "f" => Atom::Referer,
+        "a" => Atom::UserAgent,
+        "T" => Atom::Seconds,
+        "M" => Atom::Millis,
+        "D" => Atom::Micros,
+        "L" => Atom::DecimalSeconds,
+        "p" => Atom::Pid,
+        _ => braced(name).unwrap_or(Atom::Missing),
+    }
+}
+
+/// `{name}i`, `{name}o`, `{name}e` (gunicorn lowercases the whole key).
+fn braced(name: &str) -> Option<Atom> {
+    let inner = name.strip_prefix('{')?;
+    let close = inner.rfind('}')?;
+    let (key, kind) = (&inner[..close], &inner[close + 1..]);
+    let key = key.to_ascii_lowercase().into_boxed_str();
+    match kind.to_ascii_lowercase().as_str() {
+        "i" => Some(Atom::RequestHeader(key)),
+        "o" => Some(Atom::ResponseHeader(key)),
+        "e" => Some(Atom::Env(env_var(&inner[..close]))),
+        _ => None,
+    }
+}
+
+fn env_var(name: &str) -> EnvVar {
+    let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "request_method" => EnvVar::RequestMethod,
+        "path_info" => EnvVar::PathInfo,
+        "query_string" => EnvVar::QueryString,
+        "raw_uri" => EnvVar::RawUri,
+        "server_protocol" => EnvVar::ServerProtocol,
+        "remote_addr" => EnvVar::RemoteAddr,
+        "remote_port" => EnvVar::RemotePort,
+        "content_type" => EnvVar::Header("content_type".into()),
+        "content_length" => EnvVar::Header("content_length".into()),
+        _ => match lower.strip_prefix("http_") {
+            Some(h) => EnvVar::Header(h.into()),
+            None => {
+                let value = std::env::var_os(name)
+                    .or_else(|| std::env::var_os(name.to_ascii_uppercase()))
+                    .map(|v| {
+                        use std::os::unix::ffi::OsStrExt;
+                        v.as_bytes().to_vec().into_boxed_slice()
+                    });
+                EnvVar::Process(value)
+            }
+        },
+    }
+}
+
+/// The last header named `name` (gunicorn builds a dict: the last one wins).
+fn last_header<'a>(headers: &[(&str, &'a [u8])], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .rev()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+/// Header name as a WSGI environ key matches: case-insensitive, `-` == `_`.
+fn environ_name_eq(header: &str, key: &str) -> bool {
+    header.len() == key.len()
+        && header.bytes().zip(key.bytes()).all(|(h, k)| {
+            let h = if h == b'-' { b'_' } else { h.to_ascii_lowercase() };
+            h == k
+        })
+}
+
+/// Every header matching, joined with `,` (gunicorn's environ for `HTTP_*`).
+fn push_environ_header(headers: &[(&str, &[u8])], key: &str, out: &mut Vec<u8>) {
+    let mut found = false;
+    for (n, v) in headers {
+        if environ_name_eq(n, key) {
+            if found {
+                out.push(b',');
+            }
+            push_escaped(out, v);
+            found = true;
+        }
+    }
+    if !found {
+        out.push(b'-');
+    }
+}
+
+fn push_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) => push_escaped(out, v),
+        None => out.push(b'-'),
+    }
+}
+
+fn push_num(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+struct VecFmt<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecFmt<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn render_atom(a: &Atom, rec: &AccessRecord<'_>, now: std::time::SystemTime, out: &mut Vec<u8>) {
+    let t = rec.request_time;
+    match a {
+        Atom::RemoteAddr | Atom::Env(EnvVar::RemoteAddr) => match rec.remote {
+            Some(addr) => {
+                let _ = write!(VecFmt(out), "{}", addr.ip());
+            }
+            None => out.push(b'-'),
+        },
+        Atom::Env(EnvVar::RemotePort) => match rec.remote {
+            Some(addr) => push_num(out, u64::from(addr.port())),
+            None => out.push(b'-'),
+        },
+        Atom::Ident | Atom::Missing => out.push(b'-'),
+        Atom::User => match basic_auth_user(rec.request_headers) {
+            Some((buf, len)) => push_escaped(out, &buf[..len]),
+            None => out.push(b'-'),
+        },
+        Atom::Time => time::push_clf(out, time::Now::from(now).secs),
+        Atom::RequestLine => {
+            push_escaped(out, rec.method.as_bytes());
+            out.push(b' ');
+            push_escaped(out, rec.target.as_bytes());
+            out.push(b' ');
+            push_escaped(out, rec.version.as_bytes());
+        }
+        Atom::Status => push_num(out, u64::from(rec.status)),
+        Atom::Method | Atom::Env(EnvVar::RequestMethod) => push_escaped(out, rec.method.as_bytes()),
+        Atom::Path | Atom::Env(EnvVar::PathInfo) => push_escaped(out, rec.path.as_bytes()),
+        Atom::Query | Atom::Env(EnvVar::QueryString) => push_escaped(out, rec.query.as_bytes()),
+        Atom::Env(EnvVar::RawUri) => push_escaped(out, rec.target.as_bytes()),
+        Atom::Protocol | Atom::Env(EnvVar::ServerProtocol) => {
+            push_escaped(out, rec.version.as_bytes())
+        }
+        Atom::BytesOrDash | Atom::Bytes => match rec.response_bytes {
+            Some(n) => push_num(out, n),
+            None => out.push(b'-'),
+        },
+        Atom::Referer => push_environ_header(rec.request_headers, "referer", out),
+        Atom::UserAgent => push_environ_header(rec.request_headers, "user_agent", out),
+        Atom::Seconds => push_num(out, t.as_secs()),
+        Atom::Millis => push_num(out, t.as_secs() * 1000 + u64::from(t.subsec_micros() / 1000)),
+        Atom::Micros => push_num(out, t.as_secs() * 1_000_000 + u64::from(t.subsec_micros())),
+        Atom::DecimalSeconds => {
+            push_num(out, t.as_secs());
+            out.push(b'.');
+            let us = t.subsec_micros();
+            let _ = write!(VecFmt(out), "{us:06}");
+        }
+        Atom::Pid => {
+            out.push(b'<');
+            push_num(out, u64::from(rec.pid));
+            out.push(b'>');
+        }
+        Atom::RequestHeader(name) => push_opt(out, last_header(rec.request_headers, name)),
+        Atom::ResponseHeader(name) => push_opt(out, last_header(rec.response_headers, name)),
+        Atom::Env(EnvVar::Header(key)) => push_environ_header(rec.request_headers, key, out),
+        Atom::Env(EnvVar::Process(v)) => push_opt(out, v.as_deref()),
+    }
+}
+
+/// The user of `Authorization: Basic <base64(user:password)>`, as gunicorn
+/// finds it: scheme matched case-insensitively, the credentials after the
+/// first space, base64-decoded, cut at the first `:`; `None` when anything
+/// fails (including a user name that is not UTF-8). Decoded on the stack.
+fn basic_auth_user(headers: &[(&str, &[u8])]) -> Option<([u8; 256], usize)> {
+    // gunicorn reads environ HTTP_AUTHORIZATION: duplicates joined with ','.
+    let mut value = None;
+    for (n, v) in headers {
+        if n.eq_ignore_ascii_case("authorization") {
+            if value.is_some() {
+                return None; // joined duplicates never decode cleanly
+            }
+            value = Some(*v);
+        }
+    }
+    let value = value?;
+    if value.len() < 5 || !value[..5].eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let space = value.iter().position(|&b| b == b' ')?;
+    let creds = value[space + 1..].trim_ascii();
+    let mut buf = [0u8; 256];
+    let len = base64_decode(creds, &mut buf)?;
+    let user_len = buf[..len].iter().position(|&b| b == b':').unwrap_or(len);
+    std::str::from_utf8(&buf[..user_len]).ok()?;
+    Some((buf, user_len))
+}
+
+/// Python's `base64.b64decode` (non-validating): characters outside the
+/// alphabet are dropped, the rest must be padded to a multiple of 4.
+fn base64_decode(input: &[u8], out: &mut [u8; 256]) -> Option<usize> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let mut acc = 0u32;
+    let mut nbits = 0u32;
+    let mut n = 0usize;
+    let mut symbols = 0usize;
+    let mut pad = 0usize;
+    for &c in input {
+        if c == b'=' {
+            pad += 1;
+            continue;
+        }
+        let Some(v) = val(c) else { continue };
+        if pad > 0 {
+            return None; // data after padding
+        }
+        symbols += 1;
+        acc = (acc << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            if n == out.len() {
+                return None;
+            }
+            out[n] = (acc >> nbits) as u8;
+            n += 1;
+            acc &= (1 << nbits) - 1;
+        }
+    }
+    if symbols % 4 == 1 || (symbols + pad) % 4 != 0 {
+        return None;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_like_python() {
+        let mut b = [0u8; 256];
+        let n = base64_decode(b"dXNlcjpwYXNz", &mut b).unwrap();
+        assert_eq!(&b[..n], b"user:pass");
+        let n = base64_decode(b"YQ==", &mut b).unwrap();
+        assert_eq!(&b[..n], b"a");
+        assert!(base64_decode(b"YQ", &mut b).is_none(), "missing padding");
+        assert!(base64_decode(b"Y", &mut b).is_none());
+        let n = base64_decode(b"dXNl\ncjpw YXNz", &mut b).unwrap();
+        assert_eq!(&b[..n], b"user:pass", "non-alphabet bytes dropped");
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert!(AccessLogFormat::parse("%(h)").is_err());
+        assert!(AccessLogFormat::parse("%(h").is_err());
+        assert!(AccessLogFormat::parse("100% sure").is_err());
+        assert!(AccessLogFormat::parse("%(h)x").is_err());
+        assert!(AccessLogFormat::parse("100%% %(h)s %(s)d").is_ok());
+    }
+}

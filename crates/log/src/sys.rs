@@ -1,0 +1,86 @@
+//! The crate's only `unsafe`: `write(2)` on the standard descriptors and
+//! `localtime_r(3)`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Writes all of `buf` to `fd` with `write(2)`: one call for a whole line
+/// unless the kernel takes less (then the rest follows), retrying `EINTR`.
+///
+/// std's `Stdout` is line-buffered behind its own lock; writing to the
+/// descriptor directly keeps one line = one `write(2)`, and still follows a
+/// later `dup2` onto fd 1 or 2.
+pub(crate) fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live slice, so its pointer is valid for reads of
+        // `buf.len()` bytes for the duration of the call; `write` does not keep
+        // the pointer. A closed or invalid `fd` only makes it return EBADF.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Local broken-down time of `secs` (Unix time): (year, month 1-12, day,
+/// hour, minute, second, UTC offset in seconds). `None` if the C library
+/// cannot convert it.
+pub(crate) fn local_time(secs: i64) -> Option<LocalTime> {
+    let t: libc::time_t = secs.try_into().ok()?;
+    // SAFETY: `tm` is plain old data; all-zero is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is the
+    // reentrant variant and writes only into `tm`.
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    if r.is_null() {
+        return None;
+    }
+    Some(LocalTime {
+        year: i64::from(tm.tm_year) + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        offset_secs: tm_gmtoff(&tm),
+    })
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+fn tm_gmtoff(tm: &libc::tm) -> i64 {
+    tm.tm_gmtoff as i64
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+fn tm_gmtoff(_tm: &libc::tm) -> i64 {
+    0
+}
+
+/// A local calendar time with its UTC offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LocalTime {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub offset_secs: i64,
+}
+
+/// The calling thread's id as Python's `threading.get_ident()` reports it:
+/// `pthread_self()` as an integer (what the seed's `tid` holds).
+pub(crate) fn thread_ident() -> u64 {
+    // SAFETY: pthread_self has no preconditions and always succeeds.
+    let t = unsafe { libc::pthread_self() };
+    t as usize as u64
+}
