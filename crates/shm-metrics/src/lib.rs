@@ -1,4 +1,75 @@
-//! Prometheus metrics in memory-mapped files compatible with Python's prometheus_client.
+//! Prometheus metrics in memory-mapped files, byte-compatible with Python
+//! prometheus_client's multiprocess mode: write them from many processes,
+//! merge them in one, clean up after dead processes, serve them.
 //!
-//! **Not built yet.** This crate is a documented skeleton: see issue 3.
+//! # Brief overview
+//! - [`Registry`] creates metric families in a directory
+//!   (`PROMETHEUS_MULTIPROC_DIR`): [`CounterVec`], [`GaugeVec`] (all ten
+//!   [`GaugeMode`]s), [`HistogramVec`], [`SummaryVec`]. Their children
+//!   ([`Counter`], [`Gauge`], [`Histogram`], [`Summary`]) update an 8-byte
+//!   value in a shared mapping with one atomic operation: no lock, no
+//!   allocation, no system call. Files are named and laid out exactly as
+//!   prometheus_client 0.26 writes them (`counter_{pid}.db`,
+//!   `gauge_livesum_{pid}.db`, ...), so Python reads ours and we read Python's.
+//! - [`MultiProcessCollector`] merges a directory with prometheus_client's
+//!   rules into `prometheus` [`MetricFamily`](prometheus::proto::MetricFamily)s
+//!   (it is a [`prometheus::core::Collector`]); [`encode_text`] renders them
+//!   with numbers spelled as Python spells them, so a series keeps its
+//!   identity whichever side wrote it. Bad files never fail a scrape: they
+//!   are skipped or read up to their last whole entry, with a [`Warning`].
+//! - [`mark_process_dead`] drops a dead process's live and `all` gauges and
+//!   folds its other files into one aggregate per type, so the number of
+//!   files stays bounded and counters never go backwards.
+//! - [`Exporter`] serves `GET /metrics` from a single-threaded mio loop (or
+//!   its own thread); [`render_dir`] is the whole pipeline for one directory.
+//!
+//! # Processes and fork
+//! A process writes files named after its pid. After `fork()`, every registry
+//! and handle of the child writes the child's own files (a `pthread_atfork`
+//! hook bumps a generation the handles compare on each update). Do not fork
+//! while another thread is creating a series.
+//!
+//! # Example
+//! ```
+//! use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry, encode_text};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let registry = Registry::new(dir.path());
+//! let requests = registry.counter("requests", "Requests served.", &["method"]);
+//! requests.with_label_values(&["GET"])?.inc();
+//! let busy = registry.gauge("busy_threads", "Threads in a request.", &[], GaugeMode::LiveSum);
+//! busy.with_label_values(&[])?.set(3.0);
+//! let latency = registry.histogram("latency_seconds", "Request latency.", &[], &[0.1, 1.0]);
+//! latency.with_label_values(&[])?.observe(0.25);
+//!
+//! // In the supervisor: merge every process's files and render them.
+//! let families = MultiProcessCollector::new(dir.path()).collect_families();
+//! let mut text = Vec::new();
+//! encode_text(&families, &mut text);
+//! let text = String::from_utf8(text).unwrap();
+//! assert!(text.contains("requests_total{method=\"GET\"} 1.0\n"));
+//! assert!(text.contains("busy_threads 3.0\n"));
+//! assert!(text.contains("latency_seconds_bucket{le=\"1.0\"} 1.0\n"));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 #![deny(missing_docs)]
+
+mod aggregate;
+mod exporter;
+mod file;
+mod hash;
+mod pyfmt;
+mod reader;
+mod sys;
+mod text;
+mod writer;
+
+pub use aggregate::mark_process_dead;
+pub use exporter::{Exporter, Source};
+pub use pyfmt::float_to_go_string;
+pub use reader::{MultiProcessCollector, Warning, render_dir};
+pub use text::{TEXT_CONTENT_TYPE, encode_text};
+pub use writer::{
+    Counter, CounterVec, DEFAULT_BUCKETS, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Registry, Summary,
+    SummaryVec,
+};

@@ -1,0 +1,231 @@
+//! `mark_process_dead`: removing a dead process's gauges and folding its
+//! other files into one aggregate file per type, so the number of files stays
+//! bounded however many processes come and go.
+//!
+//! # Folding, and why scrapes stay exact
+//! For each foldable kind (counter, histogram, summary and the non-live
+//! `min`, `max`, `sum`, `mostrecent` gauges) of the dead process `P`:
+//!
+//! 1. read `{kind}_aggregate.db` (if any) and `{kind}_P.db`;
+//! 2. write the combined values to a temporary name that does not end in
+//!    `.db` (so no reader lists it), with a *trailer* after the `used` mark
+//!    saying "this aggregate contains file `P` with inode `I`" (Python reads
+//!    only up to `used` and never sees it);
+//! 3. rename it over `{kind}_aggregate.db` (atomic);
+//! 4. delete `{kind}_P.db`;
+//! 5. rewrite the aggregate once more without the trailer (atomic again), so
+//!    a later process that reuses the pid is never mistaken for `P`.
+//!
+//! Our reader lists the directory, reads aggregates first and skips a file an
+//! aggregate's trailer claims; if a listed file is gone when opened (deleted
+//! in step 4 after the reader saw an older aggregate) it starts the scrape
+//! over. So a concurrent scrape by this crate never counts `P` twice and
+//! never misses it. Python's reader, which knows no trailers, can count `P`
+//! twice for the microseconds between steps 3 and 4. A fold interrupted
+//! between steps 3 and 4 is finished by the next call for the same kind.
+//!
+//! Combining: counters, histogram buckets and `_sum`s, summaries and `sum`
+//! gauges add; `min`/`max` gauges keep the smaller/larger value; `mostrecent`
+//! gauges keep the value with the newer timestamp. That is exactly what
+//! prometheus_client reports for those modes with the dead process's file
+//! kept forever, so the exposition does not change when a process is folded.
+//! The `live*` gauges of `P` are deleted, and so are its `all`-mode gauges
+//! (prometheus_client keeps reporting those forever, issue #495).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::GaugeMode;
+use crate::file::{self, Kind};
+use crate::hash::FastMap;
+use crate::sys;
+
+const MAGIC: &[u8; 8] = b"FCABSORB";
+const AGGREGATE: &str = "aggregate";
+
+/// A file an aggregate already contains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Absorbed {
+    pub id: String,
+    pub ino: u64,
+}
+
+/// The trailer of an aggregate file, if it has one.
+pub(crate) fn parse_trailer(data: &[u8]) -> Option<Vec<Absorbed>> {
+    let used = usize::try_from(i32::from_ne_bytes(data.get(..4)?.try_into().ok()?)).ok()?;
+    let t = data.get(used..)?;
+    let mut rest = t.strip_prefix(MAGIC.as_slice())?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (a, b) = rest.split_at_checked(n)?;
+        rest = b;
+        Some(a)
+    };
+    let count = u32::from_ne_bytes(take(4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = u32::from_ne_bytes(take(4)?.try_into().ok()?) as usize;
+        let id = String::from_utf8(take(len)?.to_vec()).ok()?;
+        let ino = u64::from_ne_bytes(take(8)?.try_into().ok()?);
+        out.push(Absorbed { id, ino });
+    }
+    Some(out)
+}
+
+const FOLDED: [Kind; 7] = [
+    Kind::Counter,
+    Kind::Histogram,
+    Kind::Summary,
+    Kind::Gauge(GaugeMode::Min),
+    Kind::Gauge(GaugeMode::Max),
+    Kind::Gauge(GaugeMode::Sum),
+    Kind::Gauge(GaugeMode::MostRecent),
+];
+
+/// Does the bookkeeping for a process that exited: its `live*` and `all`
+/// gauges vanish, its counters, histograms, summaries and `min`/`max`/`sum`/
+/// `mostrecent` gauges are folded into `{type}_aggregate.db` files (readable
+/// by prometheus_client) and its files deleted. See the module docs of the
+/// crate for the order of operations that keeps concurrent scrapes exact.
+///
+/// Call it after the process was reaped and before its pid can be handed to
+/// a new worker. Calls for one directory are serialized with a lock file
+/// (`.ferrocorn-aggregate.lock`). Unreadable files of the pid are deleted
+/// (nothing in them can be recovered).
+pub fn mark_process_dead(dir: &Path, pid: u32) -> io::Result<()> {
+    mark_id_dead(dir, &pid.to_string())
+}
+
+pub(crate) fn mark_id_dead(dir: &Path, id: &str) -> io::Result<()> {
+    let lock = OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(".ferrocorn-aggregate.lock"))?;
+    sys::lock_exclusive(&lock)?;
+    for mode in GaugeMode::ALL.into_iter().filter(|m| m.is_live() || *m == GaugeMode::All) {
+        remove_if_present(&dir.join(Kind::Gauge(mode).file_name(id)))?;
+    }
+    for kind in FOLDED {
+        fold(dir, kind, id)?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The aggregate's values by raw key, in file order.
+#[derive(Default)]
+struct Values {
+    order: Vec<Box<[u8]>>,
+    map: FastMap<Box<[u8]>, (f64, f64)>,
+}
+
+impl Values {
+    fn combine(&mut self, kind: Kind, key: &[u8], value: f64, ts: f64) {
+        match self.map.get_mut(key) {
+            None => {
+                self.order.push(key.into());
+                self.map.insert(key.into(), (value, ts));
+            }
+            Some(cur) => match kind {
+                Kind::Gauge(GaugeMode::Min) => {
+                    if value < cur.0 {
+                        cur.0 = value;
+                    }
+                }
+                Kind::Gauge(GaugeMode::Max) => {
+                    if value > cur.0 {
+                        cur.0 = value;
+                    }
+                }
+                Kind::Gauge(GaugeMode::MostRecent) => {
+                    if cur.1 < ts {
+                        *cur = (value, ts);
+                    }
+                }
+                _ => cur.0 += value,
+            },
+        }
+    }
+
+    fn encode(&self, absorbed: Option<&super::aggregate::Absorbed>) -> Vec<u8> {
+        let mut out = vec![0u8; 8];
+        for k in &self.order {
+            let (v, ts) = self.map[k];
+            file::encode_entry(&mut out, k, v, ts);
+        }
+        let used = out.len() as i32;
+        out[..4].copy_from_slice(&used.to_ne_bytes());
+        if let Some(a) = absorbed {
+            out.extend_from_slice(MAGIC);
+            out.extend_from_slice(&1u32.to_ne_bytes());
+            out.extend_from_slice(&(a.id.len() as u32).to_ne_bytes());
+            out.extend_from_slice(a.id.as_bytes());
+            out.extend_from_slice(&a.ino.to_ne_bytes());
+        }
+        out
+    }
+}
+
+fn replace(dir: &Path, kind: Kind, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{}_{AGGREGATE}.tmp", kind.prefix()));
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    fs::rename(&tmp, dir.join(kind.file_name(AGGREGATE)))
+}
+
+fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
+    let agg_path = dir.join(kind.file_name(AGGREGATE));
+    let src_path = dir.join(kind.file_name(id));
+    let mut values = Values::default();
+    let mut buf = Vec::new();
+    let mut had_trailer = false;
+    match file::read_file(&agg_path, &mut buf, true) {
+        Ok(_) => {
+            if let Some(absorbed) = parse_trailer(&buf) {
+                // Finish a fold interrupted between renaming and deleting.
+                had_trailer = true;
+                for a in absorbed {
+                    let p = dir.join(kind.file_name(&a.id));
+                    if fs::metadata(&p).is_ok_and(|m| m.ino() == a.ino) {
+                        remove_if_present(&p)?;
+                    }
+                }
+            }
+            // An unreadable aggregate would be lost by overwriting it: stop.
+            let mut entries = Vec::new();
+            file::parse(&buf, &mut entries).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", agg_path.display()))
+            })?;
+            for e in &entries {
+                values.combine(kind, e.key, e.value, e.timestamp);
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let ino = match file::read_file(&src_path, &mut buf, false) {
+        Ok(ino) => ino,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if had_trailer {
+                replace(dir, kind, &values.encode(None))?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    if file::parse(&buf, &mut entries).is_ok() {
+        for e in &entries {
+            values.combine(kind, e.key, e.value, e.timestamp);
+        }
+    }
+    let absorbed = Absorbed { id: id.to_string(), ino };
+    replace(dir, kind, &values.encode(Some(&absorbed)))?;
+    remove_if_present(&src_path)?;
+    replace(dir, kind, &values.encode(None))
+}

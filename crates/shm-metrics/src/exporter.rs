@@ -1,0 +1,317 @@
+//! A small HTTP endpoint for `GET /metrics`, driven by the caller's mio loop.
+
+use std::io::{self, Read, Write};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use prometheus::proto::MetricFamily;
+
+use crate::text::{TEXT_CONTENT_TYPE, encode_text};
+
+/// Where the exporter gets the families to serve, called once per scrape.
+pub type Source = Box<dyn FnMut() -> Vec<MetricFamily> + Send>;
+
+const MAX_CLIENTS: usize = 32;
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// Serves `GET /metrics` (and `HEAD`) in the Prometheus text format, gzip
+/// when the client accepts it; other paths get 404, other methods 405.
+///
+/// Non-blocking, for a single-threaded [`mio`] loop: every client has its own
+/// buffers and a deadline (10 s by default), at most 32 clients are served at
+/// once (more are closed at once), and each response closes the connection.
+/// A scrape runs the source synchronously (a few milliseconds for a large
+/// directory) when a request is complete.
+pub struct Exporter {
+    listener: TcpListener,
+    source: Source,
+    first_token: usize,
+    clients: Vec<Option<Client>>,
+    timeout: Duration,
+}
+
+struct Client {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    deadline: Instant,
+    writing: bool,
+}
+
+enum Progress {
+    Open,
+    Close,
+}
+
+impl Exporter {
+    /// Tokens an exporter uses: its listener's and one per client slot.
+    pub const TOKENS: usize = 1 + MAX_CLIENTS;
+
+    /// An exporter serving families from `source` on `listener`.
+    pub fn new(listener: TcpListener, source: Source) -> Exporter {
+        Exporter {
+            listener,
+            source,
+            first_token: 0,
+            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets how long one client may take from connecting to having read the
+    /// whole response (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Exporter {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Registers the listener; the exporter uses tokens
+    /// `first_token .. first_token + Exporter::TOKENS`.
+    pub fn register(&mut self, registry: &mio::Registry, first_token: usize) -> io::Result<()> {
+        self.first_token = first_token;
+        registry.register(&mut self.listener, Token(first_token), Interest::READABLE)
+    }
+
+    /// Whether `token` is one of this exporter's.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.first_token && token.0 < self.first_token + Self::TOKENS
+    }
+
+    /// Handles a readiness event for one of [`owns`](Self::owns)'s tokens
+    /// (others are ignored).
+    pub fn handle(&mut self, registry: &mio::Registry, event: &mio::event::Event) {
+        let token = event.token();
+        if !self.owns(token) {
+            return;
+        }
+        if token.0 == self.first_token {
+            self.accept(registry);
+            return;
+        }
+        let idx = token.0 - self.first_token - 1;
+        let Some(client) = self.clients[idx].as_mut() else { return };
+        let progress = if client.writing { client.flush(registry, token) } else { client.read(registry, token, &mut self.source) };
+        if let Progress::Close = progress {
+            self.close(registry, idx);
+        }
+    }
+
+    /// Drops clients past their deadline and retries accepting. Call at least
+    /// once a second.
+    pub fn tick(&mut self, registry: &mio::Registry) {
+        let now = Instant::now();
+        for idx in 0..self.clients.len() {
+            if self.clients[idx].as_ref().is_some_and(|c| c.deadline <= now) {
+                self.close(registry, idx);
+            }
+        }
+        self.accept(registry);
+    }
+
+    /// Number of clients being served.
+    pub fn clients(&self) -> usize {
+        self.clients.iter().filter(|c| c.is_some()).count()
+    }
+
+    fn close(&mut self, registry: &mio::Registry, idx: usize) {
+        if let Some(mut c) = self.clients[idx].take() {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+
+    fn accept(&mut self, registry: &mio::Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let Some(idx) = self.clients.iter().position(|c| c.is_none()) else {
+                        // Full: close at once rather than queue behind slow clients.
+                        let _ = stream.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        continue;
+                    };
+                    let token = Token(self.first_token + 1 + idx);
+                    if registry.register(&mut stream, token, Interest::READABLE).is_err() {
+                        continue;
+                    }
+                    self.clients[idx] = Some(Client {
+                        stream,
+                        input: Vec::new(),
+                        output: Vec::new(),
+                        written: 0,
+                        deadline: Instant::now() + self.timeout,
+                        writing: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock, or out of descriptors: try again on the next event or tick.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Serves on `listener` from a thread of its own, forever: for a single
+    /// process that will not fork afterwards (a forked child would not have
+    /// the thread).
+    pub fn spawn_thread(listener: std::net::TcpListener, source: Source) -> io::Result<JoinHandle<()>> {
+        listener.set_nonblocking(true)?;
+        let mut poll = mio::Poll::new()?;
+        let mut exporter = Exporter::new(TcpListener::from_std(listener), source);
+        exporter.register(poll.registry(), 0)?;
+        std::thread::Builder::new().name("metrics-exporter".into()).spawn(move || {
+            let mut events = mio::Events::with_capacity(64);
+            loop {
+                if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500)))
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    return;
+                }
+                for ev in events.iter() {
+                    exporter.handle(poll.registry(), ev);
+                }
+                exporter.tick(poll.registry());
+            }
+        })
+    }
+}
+
+impl Client {
+    fn read(&mut self, registry: &mio::Registry, token: Token, source: &mut Source) -> Progress {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Progress::Close,
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    if self.input.len() > MAX_REQUEST {
+                        return self.respond(registry, token, simple(431, "Request Header Fields Too Large", &[]));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Close,
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let response = match req.parse(&self.input) {
+            Ok(httparse::Status::Partial) => return Progress::Open,
+            Err(_) => simple(400, "Bad Request", &[]),
+            Ok(httparse::Status::Complete(_)) => {
+                let method = req.method.unwrap_or("");
+                let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+                if path != "/metrics" {
+                    simple(404, "Not Found", &[])
+                } else if method != "GET" && method != "HEAD" {
+                    simple(405, "Method Not Allowed", &["Allow: GET, HEAD"])
+                } else {
+                    let gzip = req
+                        .headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
+                        .any(|h| accepts_gzip(h.value));
+                    metrics_response(&source(), gzip, method == "HEAD")
+                }
+            }
+        };
+        self.respond(registry, token, response)
+    }
+
+    fn respond(&mut self, registry: &mio::Registry, token: Token, response: Vec<u8>) -> Progress {
+        self.output = response;
+        self.written = 0;
+        self.writing = true;
+        match self.flush(registry, token) {
+            Progress::Open => {
+                if registry.reregister(&mut self.stream, token, Interest::WRITABLE).is_err() {
+                    return Progress::Close;
+                }
+                Progress::Open
+            }
+            Progress::Close => Progress::Close,
+        }
+    }
+
+    fn flush(&mut self, _registry: &mio::Registry, _token: Token) -> Progress {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Progress::Close,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Close,
+            }
+        }
+        Progress::Close
+    }
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (`gzip`, `x-gzip`, not `q=0`).
+fn accepts_gzip(value: &[u8]) -> bool {
+    let Ok(value) = std::str::from_utf8(value) else { return false };
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q_zero = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")).is_some_and(|q| q.trim().parse::<f64>().ok() == Some(0.0))
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")) && !q_zero
+    })
+}
+
+fn simple(status: u16, reason: &str, extra: &[&str]) -> Vec<u8> {
+    let body = format!("{status} {reason}\n");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for h in extra {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+fn metrics_response(families: &[MetricFamily], gzip: bool, head: bool) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 * 1024);
+    encode_text(families, &mut body);
+    let mut gzipped = false;
+    if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        if enc.write_all(&body).is_ok()
+            && let Ok(z) = enc.finish()
+        {
+            body = z;
+            gzipped = true;
+        }
+    }
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {TEXT_CONTENT_TYPE}\r\nContent-Length: {}\r\n{}Vary: Accept-Encoding\r\nConnection: close\r\n\r\n",
+        body.len(),
+        if gzipped { "Content-Encoding: gzip\r\n" } else { "" }
+    )
+    .into_bytes();
+    if !head {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(b"gzip"));
+        assert!(accepts_gzip(b"deflate, gzip;q=0.5"));
+        assert!(accepts_gzip(b"GZIP"));
+        assert!(!accepts_gzip(b"gzip;q=0"));
+        assert!(!accepts_gzip(b"identity"));
+        assert!(!accepts_gzip(b"br"));
+    }
+}

@@ -1,0 +1,308 @@
+//! The byte layout of one metric file (prometheus_client >= 0.18), its
+//! writer (append-only, grown by adding mappings) and its parser.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::hash::FastMap;
+use crate::sys::{Map, Slot};
+
+/// Size of a new file (sparse), as prometheus_client creates it.
+pub(crate) const INITIAL_SIZE: usize = 1 << 16;
+/// `used` is an `i32`: files cannot grow past it.
+const MAX_SIZE: usize = i32::MAX as usize;
+
+/// Padding after a key of `len` bytes: 1..=8 spaces so the value is 8-aligned.
+#[inline]
+pub(crate) fn padding(len: usize) -> usize {
+    8 - (len + 4) % 8
+}
+
+/// Appends one whole entry (length, key, padding, value, timestamp) to `out`.
+pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: f64, timestamp: f64) {
+    out.extend_from_slice(&(key.len() as i32).to_ne_bytes());
+    out.extend_from_slice(key);
+    out.extend(std::iter::repeat_n(b' ', padding(key.len())));
+    out.extend_from_slice(&value.to_ne_bytes());
+    out.extend_from_slice(&timestamp.to_ne_bytes());
+}
+
+/// One entry of a parsed file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry<'a> {
+    pub key: &'a [u8],
+    pub value: f64,
+    pub timestamp: f64,
+}
+
+/// How a file's bytes were understood.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Layout {
+    /// The current layout, every byte up to `used` understood.
+    Current,
+    /// The current layout, but the last entry is cut off: read up to it.
+    Truncated,
+    /// The layout before prometheus_client 0.18 (no timestamps).
+    Legacy,
+}
+
+fn read_i32(data: &[u8], pos: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(data.get(pos..pos + 4)?.try_into().ok()?))
+}
+
+fn read_f64(data: &[u8], pos: usize) -> Option<f64> {
+    Some(f64::from_ne_bytes(data.get(pos..pos + 8)?.try_into().ok()?))
+}
+
+/// Walks entries of `data[..used]` with `value_len` bytes after the padding
+/// (16 today, 8 before 0.18). Returns whether the walk ended exactly at `used`.
+fn walk<'a>(data: &'a [u8], used: usize, value_len: usize, out: &mut Vec<Entry<'a>>) -> bool {
+    let mut pos = 8;
+    while pos < used {
+        let Some(len) = read_i32(data, pos) else { return false };
+        let Ok(len) = usize::try_from(len) else { return false };
+        let vpos = pos + 4 + len + padding(len);
+        if vpos + value_len > used {
+            return false;
+        }
+        let key = &data[pos + 4..pos + 4 + len];
+        let value = read_f64(data, vpos).unwrap_or(0.0);
+        let timestamp = if value_len == 16 { read_f64(data, vpos + 8).unwrap_or(0.0) } else { 0.0 };
+        out.push(Entry { key, value, timestamp });
+        pos = vpos + value_len;
+    }
+    pos == used
+}
+
+/// Parses the entries of a file's bytes (`data` holds at least the first
+/// `used` bytes, or fewer when the file was cut short).
+pub(crate) fn parse<'a>(data: &'a [u8], out: &mut Vec<Entry<'a>>) -> Result<Layout, String> {
+    out.clear();
+    if data.is_empty() {
+        return Ok(Layout::Current);
+    }
+    let Some(used) = read_i32(data, 0) else {
+        return Err(format!("{} bytes: too short for a header", data.len()));
+    };
+    if used == 0 {
+        // A writer created the file but did not write its header yet.
+        return Ok(Layout::Current);
+    }
+    let Ok(used) = usize::try_from(used) else {
+        return Err(format!("negative used mark {used}"));
+    };
+    if used < 8 {
+        return Err(format!("used mark {used} is smaller than the header"));
+    }
+    let avail = used.min(data.len());
+    let looks_like_keys = |entries: &[Entry<'_>]| entries.iter().all(|e| e.key.first() == Some(&b'['));
+    if walk(data, avail, 16, out) && looks_like_keys(out) {
+        return Ok(if avail == used { Layout::Current } else { Layout::Truncated });
+    }
+    let current_len = out.len();
+    let mut legacy = Vec::new();
+    if avail == used && walk(data, used, 8, &mut legacy) && looks_like_keys(&legacy) && !legacy.is_empty() {
+        *out = legacy;
+        return Ok(Layout::Legacy);
+    }
+    // Keep the whole entries the current layout found before the damage.
+    out.truncate(current_len);
+    let whole = out.iter().take_while(|e| e.key.first() == Some(&b'[')).count();
+    out.truncate(whole);
+    if out.is_empty() && used > 8 {
+        return Err(format!("no valid entry in the first {avail} bytes (used mark {used}): not a metric file"));
+    }
+    Ok(Layout::Truncated)
+}
+
+/// Reads a file once: its header, then up to its `used` mark (or the whole
+/// file when `whole` is set, for aggregate trailers). Returns its inode number.
+pub(crate) fn read_file(path: &Path, buf: &mut Vec<u8>, whole: bool) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let file = File::open(path)?;
+    let ino = file.metadata()?.ino();
+    buf.clear();
+    if whole {
+        use std::io::Read;
+        (&file).read_to_end(buf)?;
+        return Ok(ino);
+    }
+    buf.resize(4096, 0);
+    let n = read_at_most(&file, buf, 0)?;
+    buf.truncate(n);
+    if let Some(used) = read_i32(buf, 0) {
+        let used = usize::try_from(used).unwrap_or(0);
+        if used > n {
+            buf.resize(used, 0);
+            let m = read_at_most(&file, &mut buf[n..], n as u64)?;
+            buf.truncate(n + m);
+        }
+    }
+    Ok(ino)
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// A metric file this process writes: appends under a mutex, values updated
+/// lock-free through [`Slot`]s.
+pub(crate) struct ShmFile {
+    file: File,
+    state: Mutex<State>,
+}
+
+struct State {
+    used: usize,
+    /// Every mapping ever made of the file, smallest first; never unmapped
+    /// while the `ShmFile` lives, so slots handed out stay valid.
+    maps: Vec<Map>,
+    positions: FastMap<Box<[u8]>, usize>,
+}
+
+impl State {
+    fn map(&self) -> &Map {
+        self.maps.last().expect("a file has a mapping")
+    }
+}
+
+impl ShmFile {
+    /// Opens (creating it 0600 if needed) the file at `path`. An existing file
+    /// (a reused pid) is continued, as prometheus_client does.
+    pub(crate) fn open(path: &Path) -> io::Result<ShmFile> {
+        let file = OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(path)?;
+        let mut size = usize::try_from(file.metadata()?.len()).unwrap_or(MAX_SIZE);
+        if size == 0 {
+            file.set_len(INITIAL_SIZE as u64)?;
+            size = INITIAL_SIZE;
+        }
+        if size < 8 || size > MAX_SIZE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: bad size {size}", path.display())));
+        }
+        let map = Map::new(&file, size)?;
+        let mut positions = FastMap::default();
+        let mut used = map.load_i32(0);
+        if used == 0 {
+            used = 8;
+            map.store_i32(0, used);
+        } else {
+            let mut buf = Vec::new();
+            read_file(path, &mut buf, false)?;
+            let mut entries = Vec::new();
+            let layout = parse(&buf, &mut entries)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            if layout != Layout::Current {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: cannot continue a file in a {layout:?} layout", path.display()),
+                ));
+            }
+            let base = buf.as_ptr() as usize;
+            for e in &entries {
+                let key_off = e.key.as_ptr() as usize - base;
+                let vpos = key_off + e.key.len() + padding(e.key.len());
+                positions.insert(e.key.into(), vpos);
+            }
+        }
+        let used = usize::try_from(used).unwrap_or(0);
+        Ok(ShmFile { file, state: Mutex::new(State { used, maps: vec![map], positions }) })
+    }
+
+    /// Returns the slot of `key`, appending a zero entry for it first if the
+    /// file does not have one.
+    pub(crate) fn slot(&self, key: &[u8]) -> io::Result<Slot> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&pos) = st.positions.get(key) {
+            return Ok(st.map().slot(pos));
+        }
+        let mut entry = Vec::with_capacity(key.len() + 32);
+        encode_entry(&mut entry, key, 0.0, 0.0);
+        let end = st.used + entry.len();
+        if end > st.map().len() {
+            let mut cap = st.map().len();
+            while cap < end {
+                cap = cap.saturating_mul(2);
+            }
+            if cap > MAX_SIZE {
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "metric file would exceed 2 GiB"));
+            }
+            self.file.set_len(cap as u64)?;
+            let map = Map::new(&self.file, cap)?;
+            st.maps.push(map);
+        }
+        let start = st.used;
+        st.map().write(start, &entry);
+        // Publish: the whole entry is in place before `used` covers it.
+        st.map().store_i32(0, end as i32);
+        st.used = end;
+        let vpos = end - 16;
+        st.positions.insert(key.into(), vpos);
+        Ok(st.map().slot(vpos))
+    }
+}
+
+/// Parsed file name of a metric file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FileName {
+    /// `counter`, `gauge`, `histogram`, `summary`.
+    pub kind: Kind,
+    /// The file id (normally a pid; `aggregate` for folded files).
+    pub id: String,
+}
+
+/// The type (and gauge mode) a file name carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    Counter,
+    Histogram,
+    Summary,
+    Gauge(crate::GaugeMode),
+}
+
+impl Kind {
+    pub(crate) fn prefix(self) -> String {
+        match self {
+            Kind::Counter => "counter".into(),
+            Kind::Histogram => "histogram".into(),
+            Kind::Summary => "summary".into(),
+            Kind::Gauge(m) => format!("gauge_{}", m.as_str()),
+        }
+    }
+
+    pub(crate) fn file_name(self, id: &str) -> String {
+        format!("{}_{id}.db", self.prefix())
+    }
+}
+
+impl FileName {
+    /// Parses `counter_123.db`, `gauge_livesum_123.db`, ...
+    pub(crate) fn parse(name: &str) -> Option<FileName> {
+        let stem = name.strip_suffix(".db")?;
+        let mut parts = stem.split('_');
+        let typ = parts.next()?;
+        let kind = match typ {
+            "counter" => Kind::Counter,
+            "histogram" => Kind::Histogram,
+            "summary" => Kind::Summary,
+            "gauge" => Kind::Gauge(crate::GaugeMode::from_str_opt(parts.next()?)?),
+            _ => return None,
+        };
+        let id = parts.next()?.to_string();
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(FileName { kind, id })
+    }
+}

@@ -1,0 +1,187 @@
+//! Python-compatible text: `json.dumps(..., sort_keys=True)` for file keys and
+//! `repr(float)` / `floatToGoString` for numbers in the exposition.
+
+use std::fmt::Write as _;
+
+/// Appends `s` as a JSON string the way Python's `json.dumps` does with
+/// `ensure_ascii=True`: `"`, `\` and control characters escaped, everything
+/// outside printable ASCII as `\uXXXX` (surrogate pairs above U+FFFF).
+pub(crate) fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{:04x}", u);
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// The file key of one sample:
+/// `json.dumps([metric_name, sample_name, labels, help], sort_keys=True)`.
+/// `labels` must be sorted by name already.
+pub(crate) fn mmap_key(metric_name: &str, sample_name: &str, labels: &[(&str, &str)], help: &str) -> String {
+    let mut out = String::with_capacity(64);
+    out.push('[');
+    json_string(&mut out, metric_name);
+    out.push_str(", ");
+    json_string(&mut out, sample_name);
+    out.push_str(", {");
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        json_string(&mut out, k);
+        out.push_str(": ");
+        json_string(&mut out, v);
+    }
+    out.push_str("}, ");
+    json_string(&mut out, help);
+    out.push(']');
+    out
+}
+
+/// Appends Python's `repr(x)` of a finite float: shortest round-trip digits,
+/// fixed notation with a trailing `.0` when the decimal exponent is in
+/// -4..16, scientific (`1e+16`, `1.5e-05`) otherwise.
+pub(crate) fn python_repr(out: &mut String, x: f64) {
+    if x.is_nan() {
+        out.push_str("nan");
+        return;
+    }
+    if x.is_infinite() {
+        out.push_str(if x > 0.0 { "inf" } else { "-inf" });
+        return;
+    }
+    let mut sci = String::with_capacity(32);
+    let _ = write!(sci, "{:e}", x);
+    let (neg, body) = match sci.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, sci.as_str()),
+    };
+    let (mantissa, exp) = body.split_once('e').unwrap_or((body, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let decpt = exp + 1;
+    if neg {
+        out.push('-');
+    }
+    if -4 < decpt && decpt <= 16 {
+        let n = digits.len() as i32;
+        if decpt <= 0 {
+            out.push_str("0.");
+            for _ in 0..-decpt {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else if decpt >= n {
+            out.push_str(&digits);
+            for _ in 0..decpt - n {
+                out.push('0');
+            }
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..decpt as usize]);
+            out.push('.');
+            out.push_str(&digits[decpt as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+}
+
+/// Appends prometheus_client's `floatToGoString(x)`: `+Inf`, `-Inf`, `NaN`,
+/// Python's repr otherwise, switched to an exponent for positive values of a
+/// million and more (`1e+06`, `1.5e+07`), as Go prints them.
+pub fn float_to_go_string(out: &mut String, x: f64) {
+    if x == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if x == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else if x.is_nan() {
+        out.push_str("NaN");
+    } else {
+        let start = out.len();
+        python_repr(out, x);
+        let s = &out[start..];
+        let dot = s.find('.');
+        if let Some(dot) = dot.filter(|d| x > 0.0 && *d > 6) {
+            let s = s.to_string();
+            let mut mantissa = format!("{}.{}{}", &s[..1], &s[1..dot], &s[dot + 1..]);
+            let trimmed = mantissa.trim_end_matches(['0', '.']).len();
+            mantissa.truncate(trimmed);
+            out.truncate(start);
+            let _ = write!(out, "{}e+{:02}", mantissa, dot - 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn go(x: f64) -> String {
+        let mut s = String::new();
+        float_to_go_string(&mut s, x);
+        s
+    }
+
+    #[test]
+    fn floats_print_like_python() {
+        let cases = [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (0.005, "0.005"),
+            (2.5, "2.5"),
+            (10.0, "10.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (123456.0, "123456.0"),
+            (1e6, "1e+06"),
+            (1234567.5, "1.2345675e+06"),
+            (123456789012.0, "1.23456789012e+11"),
+            (1e16, "1e+16"),
+            (1e22, "1e+22"),
+            (-1e6, "-1000000.0"),
+            (-1e16, "-1e+16"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (5e-324, "5e-324"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(go(x), want, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn keys_match_python_json_dumps() {
+        let k = mmap_key("m", "m_total", &[("a", "x\"y\\z\n"), ("b", "é😀\u{7f}")], "h");
+        assert_eq!(
+            k,
+            r#"["m", "m_total", {"a": "x\"y\\z\n", "b": "\u00e9\ud83d\ude00\u007f"}, "h"]"#
+        );
+        assert_eq!(mmap_key("g", "g", &[], ""), r#"["g", "g", {}, ""]"#);
+    }
+}

@@ -1,0 +1,586 @@
+//! Reading and merging a directory of metric files with the semantics of
+//! prometheus_client's `MultiProcessCollector`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+
+use crate::GaugeMode;
+use crate::aggregate::{Absorbed, parse_trailer};
+use crate::file::{self, Entry, FileName, Kind, Layout};
+use crate::hash::FastMap;
+
+/// Why (part of) a file was not used in a scrape. Scrapes never fail on a bad
+/// file; they skip it, or read it up to its last whole entry, and say why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Warning {
+    /// The file concerned (or the directory).
+    pub path: PathBuf,
+    /// What was wrong and what was done about it.
+    pub reason: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+type WarningSink = Box<dyn Fn(&Warning) + Send + Sync>;
+
+/// Merges every metric file of a directory, as prometheus_client's
+/// `MultiProcessCollector` does, into [`MetricFamily`]s.
+///
+/// Families come sorted by name, series by labels. Render them with
+/// [`encode_text`](crate::encode_text), which prints numbers exactly as
+/// Python does; the `prometheus` crate's own encoder prints bucket bounds
+/// differently (`le="1"` where Python prints `le="1.0"`).
+pub struct MultiProcessCollector {
+    dir: PathBuf,
+    desc: Desc,
+    on_warning: Option<WarningSink>,
+}
+
+impl fmt::Debug for MultiProcessCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiProcessCollector").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+static COLLECTORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl MultiProcessCollector {
+    /// A collector of the files in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> MultiProcessCollector {
+        // A non-empty, unique descriptor, so several collectors can be
+        // registered with one `prometheus::Registry`.
+        let n = COLLECTORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let desc = Desc::new(
+            format!("ferrocorn_multiprocess_collector_{n}"),
+            "Metrics merged from multiprocess files.".into(),
+            vec![],
+            HashMap::new(),
+        )
+        .expect("a valid descriptor");
+        MultiProcessCollector { dir: dir.into(), desc, on_warning: None }
+    }
+
+    /// Calls `f` with every [`Warning`] of [`collect_families`](Self::collect_families).
+    pub fn on_warning(mut self, f: impl Fn(&Warning) + Send + Sync + 'static) -> MultiProcessCollector {
+        self.on_warning = Some(Box::new(f));
+        self
+    }
+
+    /// The directory read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads and merges the directory (warnings go to the `on_warning` callback).
+    pub fn collect_families(&self) -> Vec<MetricFamily> {
+        let (families, warnings) = self.collect_with_warnings();
+        if let Some(f) = &self.on_warning {
+            warnings.iter().for_each(f);
+        }
+        families
+    }
+
+    /// Reads and merges the directory, returning the warnings too.
+    pub fn collect_with_warnings(&self) -> (Vec<MetricFamily>, Vec<Warning>) {
+        let mut warnings = Vec::new();
+        // A file listed but gone when opened was most likely folded into an
+        // aggregate meanwhile: start over so nothing is lost or counted twice.
+        for attempt in 0..4 {
+            warnings.clear();
+            match merge_dir(&self.dir, &mut warnings, attempt == 3) {
+                Ok(Some(families)) => return (families, warnings),
+                Ok(None) => continue,
+                Err(e) => {
+                    warnings.push(Warning { path: self.dir.clone(), reason: format!("cannot list directory: {e}") });
+                    return (Vec::new(), warnings);
+                }
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+}
+
+impl Collector for MultiProcessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.collect_families()
+    }
+}
+
+/// The merged exposition text of a multiprocess directory (Python's files
+/// included): what `ferrocorn metrics DIR` prints. Bad files are skipped.
+pub fn render_dir(dir: &Path) -> io::Result<Vec<u8>> {
+    if !dir.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} is not a directory", dir.display())));
+    }
+    let families = MultiProcessCollector::new(dir).collect_families();
+    let mut out = Vec::new();
+    crate::encode_text(&families, &mut out);
+    Ok(out)
+}
+
+/// A parsed key: which metric, which sample, which labels.
+struct KeyInfo {
+    metric: u32,
+    sample: Box<str>,
+    /// Sorted by name, without `le`.
+    labels: Vec<(String, String)>,
+    /// The `le` label parsed as Python's `float()` does.
+    le: Option<f64>,
+}
+
+struct MetricInfo {
+    name: String,
+    help: String,
+    kind: Kind,
+    mode: Option<GaugeMode>,
+}
+
+/// Accumulated values of one key over all files.
+#[derive(Clone)]
+struct Acc {
+    seen: bool,
+    sum: f64,
+    min: f64,
+    max: f64,
+    recent: f64,
+    recent_ts: f64,
+    has_recent: bool,
+    /// `all`-mode values: (file id index, value).
+    per_pid: Vec<(u32, f64)>,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc {
+        seen: false,
+        sum: 0.0,
+        min: 0.0,
+        max: 0.0,
+        recent: 0.0,
+        recent_ts: 0.0,
+        has_recent: false,
+        per_pid: Vec::new(),
+    };
+
+    #[inline]
+    fn add(&mut self, value: f64, timestamp: f64) {
+        if !self.seen {
+            self.seen = true;
+            self.min = value;
+            self.max = value;
+        } else {
+            if value < self.min {
+                self.min = value;
+            }
+            if value > self.max {
+                self.max = value;
+            }
+        }
+        self.sum += value;
+        if self.recent_ts < timestamp {
+            self.recent_ts = timestamp;
+            self.recent = value;
+            self.has_recent = true;
+        }
+    }
+
+    fn merge(&mut self, o: &Acc) {
+        if !o.seen {
+            return;
+        }
+        if !self.seen {
+            *self = o.clone();
+            return;
+        }
+        self.min = if o.min < self.min { o.min } else { self.min };
+        self.max = if o.max > self.max { o.max } else { self.max };
+        self.sum += o.sum;
+        if self.recent_ts < o.recent_ts {
+            self.recent_ts = o.recent_ts;
+            self.recent = o.recent;
+            self.has_recent = true;
+        }
+        self.per_pid.extend_from_slice(&o.per_pid);
+    }
+}
+
+/// Reusable merge state: raw key bytes are hashed, each distinct key parsed once.
+#[derive(Default)]
+struct Merger {
+    key_ids: FastMap<Box<[u8]>, u32>,
+    keys: Vec<Option<KeyInfo>>,
+    accs: Vec<Acc>,
+    metric_ids: HashMap<String, u32>,
+    metrics: Vec<MetricInfo>,
+    file_ids: Vec<String>,
+}
+
+impl Merger {
+    fn key_id(&mut self, key: &[u8], kind: Kind) -> u32 {
+        if let Some(&id) = self.key_ids.get(key) {
+            return id;
+        }
+        let info = self.parse_key(key, kind);
+        let id = self.keys.len() as u32;
+        self.keys.push(info);
+        self.accs.push(Acc::EMPTY);
+        self.key_ids.insert(key.into(), id);
+        id
+    }
+
+    fn parse_key(&mut self, key: &[u8], kind: Kind) -> Option<KeyInfo> {
+        let (metric, sample, labels, help): (String, String, BTreeMap<String, String>, String) =
+            serde_json::from_slice(key).ok()?;
+        let metric_id = match self.metric_ids.get(&metric) {
+            Some(&id) => id,
+            None => {
+                let id = self.metrics.len() as u32;
+                self.metrics.push(MetricInfo { name: metric.clone(), help, kind, mode: None });
+                self.metric_ids.insert(metric, id);
+                id
+            }
+        };
+        let mut le = None;
+        let mut pairs = Vec::with_capacity(labels.len());
+        for (k, v) in labels {
+            if k == "le" {
+                le = Some(parse_python_float(&v)?);
+            } else {
+                pairs.push((k, v));
+            }
+        }
+        Some(KeyInfo { metric: metric_id, sample: sample.into(), labels: pairs, le })
+    }
+
+    fn add_file(&mut self, name: &FileName, entries: &[Entry<'_>]) -> usize {
+        let gauge_mode = match name.kind {
+            Kind::Gauge(m) => Some(m),
+            _ => None,
+        };
+        let all_mode = matches!(gauge_mode, Some(GaugeMode::All | GaugeMode::LiveAll));
+        let file_idx = self.file_ids.len() as u32;
+        if all_mode {
+            self.file_ids.push(name.id.clone());
+        }
+        let mut bad = 0;
+        let mut last_metric = u32::MAX;
+        for e in entries {
+            let id = self.key_id(e.key, name.kind) as usize;
+            let Some(info) = &self.keys[id] else {
+                bad += 1;
+                continue;
+            };
+            if let Some(mode) = gauge_mode
+                && info.metric != last_metric
+            {
+                last_metric = info.metric;
+                self.metrics[info.metric as usize].mode = Some(mode);
+            }
+            let acc = &mut self.accs[id];
+            acc.add(e.value, e.timestamp);
+            if all_mode {
+                acc.per_pid.push((file_idx, e.value));
+            }
+        }
+        bad
+    }
+
+    fn families(self) -> Vec<MetricFamily> {
+        // Group keys by metric, then by (sample name, labels): keys differing
+        // only in help text or JSON spelling are the same series.
+        let mut by_metric: Vec<Vec<usize>> = vec![Vec::new(); self.metrics.len()];
+        for (id, k) in self.keys.iter().enumerate() {
+            if let Some(k) = k
+                && self.accs[id].seen
+            {
+                by_metric[k.metric as usize].push(id);
+            }
+        }
+        let mut out = Vec::new();
+        for (m, ids) in self.metrics.iter().zip(by_metric) {
+            if ids.is_empty() {
+                continue;
+            }
+            let fam = match m.kind {
+                Kind::Counter => self.simple_family(m, &ids, MetricType::COUNTER, &format!("{}_total", m.name)),
+                Kind::Summary => self.summary_family(m, &ids),
+                Kind::Histogram => self.histogram_family(m, &ids),
+                Kind::Gauge(_) => self.gauge_family(m, &ids),
+            };
+            if let Some(f) = fam
+                && !f.get_metric().is_empty()
+            {
+                out.push(f);
+            }
+        }
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+
+    fn grouped<'a>(&'a self, ids: &[usize], sample: &str) -> BTreeMap<&'a [(String, String)], Acc> {
+        let mut groups: BTreeMap<&[(String, String)], Acc> = BTreeMap::new();
+        for &id in ids {
+            let k = self.keys[id].as_ref().expect("grouped keys are valid");
+            if &*k.sample == sample && k.le.is_none() {
+                groups.entry(&k.labels).or_insert(Acc::EMPTY).merge(&self.accs[id]);
+            }
+        }
+        groups
+    }
+
+    fn simple_family(&self, m: &MetricInfo, ids: &[usize], t: MetricType, sample: &str) -> Option<MetricFamily> {
+        let metrics = self
+            .grouped(ids, sample)
+            .into_iter()
+            .map(|(labels, acc)| {
+                let mut metric = proto::Metric::from_label(label_pairs(labels, None));
+                let mut c = proto::Counter::default();
+                c.set_value(acc.sum);
+                metric.set_counter(c);
+                metric
+            })
+            .collect();
+        Some(family(sample, &m.help, t, metrics))
+    }
+
+    fn gauge_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
+        let mode = m.mode.unwrap_or(GaugeMode::All);
+        let mut metrics = Vec::new();
+        if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
+            // One series per (labels, pid); the file's id replaces a `pid` label.
+            let mut series: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
+            for &id in ids {
+                let k = self.keys[id].as_ref().expect("valid");
+                if *k.sample != *m.name || k.le.is_some() {
+                    continue;
+                }
+                for &(file, v) in &self.accs[id].per_pid {
+                    let mut labels: Vec<(String, String)> =
+                        k.labels.iter().filter(|(n, _)| n != "pid").cloned().collect();
+                    labels.push(("pid".into(), self.file_ids[file as usize].clone()));
+                    labels.sort();
+                    series.insert(labels, v);
+                }
+            }
+            for (labels, v) in series {
+                metrics.push(gauge_metric(label_pairs(&labels, None), v));
+            }
+        } else {
+            // `pid` labels are dropped and values merged.
+            let mut groups: BTreeMap<Vec<(String, String)>, Acc> = BTreeMap::new();
+            for (labels, acc) in self.grouped(ids, &m.name) {
+                let labels: Vec<(String, String)> = labels.iter().filter(|(n, _)| n != "pid").cloned().collect();
+                groups.entry(labels).or_insert(Acc::EMPTY).merge(&acc);
+            }
+            for (labels, acc) in groups {
+                let v = match mode {
+                    GaugeMode::Min | GaugeMode::LiveMin => acc.min,
+                    GaugeMode::Max | GaugeMode::LiveMax => acc.max,
+                    GaugeMode::Sum | GaugeMode::LiveSum => acc.sum,
+                    _ if acc.has_recent => acc.recent,
+                    // Never set: no sample, as in prometheus_client.
+                    _ => continue,
+                };
+                metrics.push(gauge_metric(label_pairs(&labels, None), v));
+            }
+        }
+        Some(family(&m.name, &m.help, MetricType::GAUGE, metrics))
+    }
+
+    fn summary_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
+        let counts = self.grouped(ids, &format!("{}_count", m.name));
+        let sums = self.grouped(ids, &format!("{}_sum", m.name));
+        let mut all: BTreeMap<&[(String, String)], (f64, f64)> = BTreeMap::new();
+        for (l, a) in counts {
+            all.entry(l).or_default().0 += a.sum;
+        }
+        for (l, a) in sums {
+            all.entry(l).or_default().1 += a.sum;
+        }
+        let metrics = all
+            .into_iter()
+            .map(|(labels, (count, sum))| {
+                let mut metric = proto::Metric::from_label(label_pairs(labels, None));
+                let mut s = proto::Summary::default();
+                s.set_sample_count(count as u64);
+                s.set_sample_sum(sum);
+                metric.set_summary(s);
+                metric
+            })
+            .collect();
+        Some(family(&m.name, &m.help, MetricType::SUMMARY, metrics))
+    }
+
+    fn histogram_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
+        let bucket_name = format!("{}_bucket", m.name);
+        let mut groups: BTreeMap<&[(String, String)], (Vec<(f64, f64)>, f64)> = BTreeMap::new();
+        for (l, a) in self.grouped(ids, &format!("{}_sum", m.name)) {
+            groups.entry(l).or_default().1 += a.sum;
+        }
+        for &id in ids {
+            let k = self.keys[id].as_ref().expect("valid");
+            if let Some(le) = k.le
+                && *k.sample == *bucket_name
+            {
+                groups.entry(&k.labels).or_default().0.push((le, self.accs[id].sum));
+            }
+        }
+        let mut metrics = Vec::new();
+        for (labels, (mut buckets, sum)) in groups {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut acc = 0.0;
+            let mut out = Vec::with_capacity(buckets.len());
+            let mut i = 0;
+            while i < buckets.len() {
+                // Equal bounds spelled differently (`1` and `1.0`) are one bucket.
+                let bound = buckets[i].0;
+                while i < buckets.len() && buckets[i].0 == bound {
+                    acc += buckets[i].1;
+                    i += 1;
+                }
+                if bound.is_finite() || bound < 0.0 {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(bound);
+                    b.set_cumulative_count(acc as u64);
+                    out.push(b);
+                }
+            }
+            let mut h = proto::Histogram::default();
+            h.set_bucket(out);
+            h.set_sample_count(acc as u64);
+            h.set_sample_sum(sum);
+            let mut metric = proto::Metric::from_label(label_pairs(labels, None));
+            metric.set_histogram(h);
+            metrics.push(metric);
+        }
+        Some(family(&m.name, &m.help, MetricType::HISTOGRAM, metrics))
+    }
+}
+
+/// Python's `float()` of a label value (`1.0`, `1e+06`, `+Inf`, `NaN`).
+fn parse_python_float(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok()
+}
+
+fn label_pairs(labels: &[(String, String)], extra: Option<(&str, &str)>) -> Vec<proto::LabelPair> {
+    let mut v: Vec<proto::LabelPair> = labels
+        .iter()
+        .map(|(k, val)| {
+            let mut p = proto::LabelPair::default();
+            p.set_name(k.clone());
+            p.set_value(val.clone());
+            p
+        })
+        .collect();
+    if let Some((k, val)) = extra {
+        let mut p = proto::LabelPair::default();
+        p.set_name(k.into());
+        p.set_value(val.into());
+        v.push(p);
+    }
+    v
+}
+
+fn gauge_metric(labels: Vec<proto::LabelPair>, v: f64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(v);
+    let mut m = proto::Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+fn family(name: &str, help: &str, t: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(t);
+    f.set_metric(metrics);
+    f
+}
+
+/// One pass over the directory. `Ok(None)`: a listed file vanished; retry.
+fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io::Result<Option<Vec<MetricFamily>>> {
+    let mut names: Vec<(FileName, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let fname = entry.file_name();
+        let Some(fname) = fname.to_str() else { continue };
+        if !fname.ends_with(".db") {
+            continue;
+        }
+        match FileName::parse(fname) {
+            Some(n) => names.push((n, entry.path())),
+            None => warnings.push(Warning {
+                path: entry.path(),
+                reason: "not a metric file name ({type}_{id}.db or gauge_{mode}_{id}.db): skipped".into(),
+            }),
+        }
+    }
+    // Aggregates first: their trailers say which files they already contain.
+    names.sort_by(|a, b| (a.0.id != "aggregate", a.0.kind, &a.1).cmp(&(b.0.id != "aggregate", b.0.kind, &b.1)));
+
+    let mut merger = Merger::default();
+    let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
+    let mut buf = Vec::with_capacity(1 << 16);
+    for (name, path) in &names {
+        let is_aggregate = name.id == "aggregate";
+        let ino = match file::read_file(path, &mut buf, is_aggregate) {
+            Ok(ino) => ino,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if last_attempt {
+                    continue;
+                }
+                return Ok(None);
+            }
+            Err(e) => {
+                warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") });
+                continue;
+            }
+        };
+        if !is_aggregate
+            && absorbed.iter().any(|(k, a)| *k == name.kind && a.id == name.id && a.ino == ino)
+        {
+            continue; // already counted in the aggregate
+        }
+        let data: &[u8] = &buf;
+        let mut entries = Vec::with_capacity(1024);
+        let layout = match file::parse(data, &mut entries) {
+            Ok(l) => l,
+            Err(reason) => {
+                warnings.push(Warning { path: path.clone(), reason: format!("{reason}; skipped") });
+                continue;
+            }
+        };
+        match layout {
+            Layout::Current => {}
+            Layout::Truncated => warnings.push(Warning {
+                path: path.clone(),
+                reason: format!("cut short or damaged: read its first {} whole entries", entries.len()),
+            }),
+            Layout::Legacy => warnings.push(Warning {
+                path: path.clone(),
+                reason: "written by prometheus_client < 0.18 (no timestamps): read as such".into(),
+            }),
+        }
+        if is_aggregate && let Some(a) = parse_trailer(data) {
+            absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
+        }
+        let bad = merger.add_file(name, &entries);
+        if bad > 0 {
+            warnings.push(Warning { path: path.clone(), reason: format!("{bad} entries with an unreadable key: skipped") });
+        }
+    }
+    Ok(Some(merger.families()))
+}

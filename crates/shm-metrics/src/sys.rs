@@ -1,0 +1,200 @@
+//! Every `unsafe` block of the crate lives here: shared mappings of metric
+//! files, atomic access to their 8-byte values, the fork hook and `flock`.
+//!
+//! Mapping strategy: a metric file is mapped once at its current size. When an
+//! append does not fit, the file is extended (`ftruncate`) and a *second*,
+//! larger `MAP_SHARED` mapping of the same file is added; the older mappings
+//! stay mapped for as long as the file object lives (and a handle keeps the
+//! file object alive). Shared mappings of one file share the page cache, so a
+//! value written through an old mapping is the same memory a reader sees
+//! through a new one, and a handle's pointer never dangles. The cost is at
+//! most twice the file size in address space.
+
+use std::fs::File;
+use std::io;
+use std::sync::Once;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// One shared, writable mapping of the first `len` bytes of a file.
+pub(crate) struct Map {
+    raw: memmap2::MmapRaw,
+}
+
+impl Map {
+    /// Maps the first `len` bytes of `file` shared and writable. `len` must not
+    /// exceed the file's size (accessing beyond EOF would raise SIGBUS).
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<Map> {
+        let raw = memmap2::MmapOptions::new().len(len).map_raw(file)?;
+        Ok(Map { raw })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Copies `bytes` into the mapping at `offset`.
+    pub(crate) fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset.checked_add(bytes.len()).is_some_and(|end| end <= self.len()));
+        // SAFETY: the range is inside the mapping (asserted above); the mapping
+        // is writable and lives as long as `self`. The bytes written are beyond
+        // the file's `used` mark, so no other thread of this process touches
+        // them (appends hold the file's mutex) and readers ignore them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.raw.as_mut_ptr().add(offset), bytes.len());
+        }
+    }
+
+    /// Reads the `i32` at `offset` (4-aligned) atomically.
+    pub(crate) fn load_i32(&self, offset: usize) -> i32 {
+        self.atomic_i32(offset).load(Ordering::Acquire)
+    }
+
+    /// Stores the `i32` at `offset` (4-aligned) atomically, after every write
+    /// before it (Release): used to publish a new entry.
+    pub(crate) fn store_i32(&self, offset: usize, v: i32) {
+        self.atomic_i32(offset).store(v, Ordering::Release)
+    }
+
+    fn atomic_i32(&self, offset: usize) -> &AtomicI32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        // SAFETY: in bounds and 4-aligned (asserted; mappings are page
+        // aligned); the memory lives as long as `&self`; every access to it
+        // from this process is atomic.
+        unsafe { &*(self.raw.as_ptr().add(offset) as *const AtomicI32) }
+    }
+
+    /// Returns a slot for the 8-byte value at `offset` (8-aligned), followed by
+    /// its 8-byte timestamp.
+    pub(crate) fn slot(&self, offset: usize) -> Slot {
+        assert!(offset % 8 == 0 && offset + 16 <= self.len());
+        // SAFETY: in bounds (asserted), so the pointer stays inside the mapping.
+        Slot(unsafe { self.raw.as_ptr().add(offset) } as *const AtomicU64)
+    }
+}
+
+/// A pointer to a 16-byte (value, timestamp) pair inside a [`Map`], or to a
+/// heap fallback. The owner of the slot keeps the memory alive.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot(*const AtomicU64);
+
+// SAFETY: a Slot is a pointer to two AtomicU64, which are Sync; the memory is
+// kept alive by whoever hands out the slot (a Binding holding its file).
+unsafe impl Send for Slot {}
+// SAFETY: as above; all access through the pointer is atomic.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    /// A slot in leaked heap memory, for updates that have nowhere to go.
+    pub(crate) fn scratch() -> Slot {
+        let b: &'static [AtomicU64; 2] = Box::leak(Box::new([AtomicU64::new(0), AtomicU64::new(0)]));
+        Slot(b.as_ptr())
+    }
+
+    #[inline]
+    pub(crate) fn value(&self) -> &AtomicU64 {
+        // SAFETY: the pointer is 8-aligned, points at live memory (see the
+        // type's doc) and is only ever accessed atomically in this process.
+        unsafe { &*self.0 }
+    }
+
+    #[inline]
+    pub(crate) fn timestamp(&self) -> &AtomicU64 {
+        // SAFETY: the timestamp follows the value in the same 16-byte pair.
+        unsafe { &*self.0.add(1) }
+    }
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static PID: AtomicU32 = AtomicU32::new(0);
+static HOOK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    // Only async-signal-safe work here: two atomic operations and getpid.
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: getpid has no preconditions and is async-signal-safe.
+    PID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+}
+
+/// Installs the fork hook (once per process) and returns nothing; after it,
+/// [`fork_generation`] changes in every child created by `fork()`.
+pub(crate) fn install_fork_hook() {
+    HOOK.call_once(|| {
+        PID.store(std::process::id(), Ordering::Relaxed);
+        // SAFETY: registering a handler that only touches atomics and calls
+        // getpid (async-signal-safe), as required of a child handler.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+}
+
+/// A number that changes in a child process after every `fork()`.
+#[inline]
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// The current pid, cached (refreshed by the fork hook).
+pub(crate) fn pid() -> u32 {
+    install_fork_hook();
+    PID.load(Ordering::Relaxed)
+}
+
+/// Takes an exclusive `flock` on `file`, blocking; released when the file is closed.
+#[cfg(unix)]
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a valid, open descriptor borrowed from `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// A value replaced now and then (after a fork) and read on every update
+/// without a lock. Replaced values are kept until the cell drops, so a
+/// reference obtained from [`SwapCell::get`] stays valid for `&self`'s life.
+pub(crate) struct SwapCell<T> {
+    current: std::sync::atomic::AtomicPtr<T>,
+    all: std::sync::Mutex<Vec<Box<T>>>,
+    // Shared `&T`s cross threads: require `T: Sync` for `SwapCell<T>: Sync`.
+    _marker: std::marker::PhantomData<T>,
+}
+
+impl<T> SwapCell<T> {
+    pub(crate) fn new(value: T) -> SwapCell<T> {
+        let mut b = Box::new(value);
+        let ptr: *mut T = &mut *b;
+        SwapCell {
+            current: std::sync::atomic::AtomicPtr::new(ptr),
+            all: std::sync::Mutex::new(vec![b]),
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> &T {
+        let ptr = self.current.load(Ordering::Acquire);
+        // SAFETY: `ptr` came from a Box stored in `self.all`; boxes are only
+        // pushed, never removed or freed before `self` drops, and a Box's
+        // heap address does not move when the Vec reallocates. The value was
+        // fully written before the Release store that published it.
+        unsafe { &*ptr }
+    }
+
+    /// Publishes `value` as the current one and returns it.
+    pub(crate) fn replace(&self, value: T) -> &T {
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = Box::new(value);
+        let ptr: *mut T = &mut *b;
+        all.push(b);
+        self.current.store(ptr, Ordering::Release);
+        // SAFETY: as in `get`: the box now lives in `self.all` until `self` drops.
+        unsafe { &*ptr }
+    }
+}
