@@ -1,4 +1,362 @@
-//! The mio-based HTTP/1.1 worker.
+//! The mio-based HTTP/1.1 worker of ferrocorn: one event loop over the
+//! listening sockets and their connections, a pool of threads running the
+//! [`App`], and live numbers about both ([`WorkerStats`]).
 //!
-//! **Not built yet.** This crate is a documented skeleton: see issue 5.
+//! # Overview
+//!
+//! - [`App`]: the application, request in, [`Response`] out. It runs on a pool
+//!   thread and may block; a panic becomes a `500` and the worker lives on.
+//! - [`Request`]: method, target, path, query, version, headers, addresses,
+//!   and a [`Body`] that implements [`std::io::Read`], streamed from the
+//!   connection as the app reads it (`100 Continue` is sent on the first read).
+//! - [`Response`]: status, headers, and a body that is bytes or a stream.
+//! - [`Worker`]: takes [`Listener`]s (already bound, maybe shared with other
+//!   processes), a [`WorkerConfig`] and the app; [`Worker::run`] serves until
+//!   stopped (SIGTERM graceful, SIGINT/SIGQUIT quick when
+//!   [`Worker::handle_signals`] is on, or a [`ShutdownHandle`]).
+//! - [`parse`]: the pure request parser the worker uses (and fuzzes).
+//!
+//! The loop holds no read or write buffer for an idle keep-alive connection
+//! (buffers go back to a small per-worker pool), keeps one small struct per
+//! connection in a slab, and times connections with one binary heap holding
+//! at most about one entry per connection.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ferrocorn_worker::{App, Listener, Request, Response, Worker, WorkerConfig};
+//!
+//! struct Hello;
+//!
+//! impl App for Hello {
+//!     fn call(&self, req: &mut Request<'_>) -> Response {
+//!         match req.path() {
+//!             "/" => Response::text(200, "Hello, world!\n"),
+//!             _ => Response::text(404, "not found\n"),
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let listener = std::net::TcpListener::bind("127.0.0.1:8000")?;
+//!     let config = WorkerConfig { threads: 2, ..WorkerConfig::default() };
+//!     Worker::new(config, vec![Listener::Tcp(listener)], Arc::new(Hello))?
+//!         .handle_signals(true)
+//!         .run()
+//! }
+//! ```
+//!
+//! A complete runnable check of the same (not `no_run`): serve one request
+//! on an ephemeral port and stop.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::sync::Arc;
+//! use ferrocorn_worker::{App, Listener, Request, Response, Worker, WorkerConfig};
+//!
+//! struct Hello;
+//! impl App for Hello {
+//!     fn call(&self, _req: &mut Request<'_>) -> Response {
+//!         Response::text(200, "hi")
+//!     }
+//! }
+//!
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let addr = listener.local_addr().unwrap();
+//! let worker = Worker::new(WorkerConfig::default(), vec![Listener::Tcp(listener)], Arc::new(Hello)).unwrap();
+//! let stop = worker.shutdown_handle();
+//! let thread = std::thread::spawn(move || worker.run());
+//!
+//! let mut conn = std::net::TcpStream::connect(addr).unwrap();
+//! conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+//! let mut answer = String::new();
+//! conn.read_to_string(&mut answer).unwrap();
+//! assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(answer.ends_with("\r\n\r\nhi"));
+//!
+//! stop.graceful();
+//! thread.join().unwrap().unwrap();
+//! ```
 #![deny(missing_docs)]
+
+mod access;
+mod buf;
+mod date;
+mod metrics;
+pub mod parse;
+mod pool;
+mod request;
+mod response;
+mod server;
+mod stats;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+pub use parse::Version;
+pub use request::{Body, Request};
+pub use response::{BodyStream, Response, ResponseBody, reason};
+pub use stats::{StatsSnapshot, WorkerStats};
+
+/// An HTTP application: a request in, a response out.
+///
+/// `call` runs on one of the worker's pool threads (or on the event loop when
+/// [`WorkerConfig::inline`] is set) and may block. A panic is caught: the
+/// client gets a `500` and the worker carries on.
+pub trait App: Send + Sync + 'static {
+    /// Answer one request.
+    fn call(&self, req: &mut Request<'_>) -> Response;
+}
+
+impl<F> App for F
+where
+    F: Fn(&mut Request<'_>) -> Response + Send + Sync + 'static,
+{
+    fn call(&self, req: &mut Request<'_>) -> Response {
+        self(req)
+    }
+}
+
+/// A listening socket, already bound and listening, possibly shared with
+/// other worker processes.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A unix stream socket listener.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// The worker's settings, gunicorn's names and defaults except `keepalive`
+/// (120 s, as the seed) and `timeout` (30 s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Threads running the app (gunicorn `threads`, default 1).
+    pub threads: usize,
+    /// Most connections held at once; at the limit the worker stops accepting
+    /// (gunicorn `worker_connections`, default 1000).
+    pub worker_connections: usize,
+    /// Idle keep-alive connections are closed after this long; zero disables
+    /// keep-alive (default 120 s).
+    pub keepalive: Duration,
+    /// A request body or a response write that makes no progress for this
+    /// long is abandoned; a pool whose every thread is stuck in a request
+    /// older than this stops the heartbeat (default 30 s).
+    pub timeout: Duration,
+    /// How long a graceful stop may take (default 30 s).
+    pub graceful_timeout: Duration,
+    /// Stop gracefully after this many requests (0 = never).
+    pub max_requests: u64,
+    /// Add a random 0..=jitter to `max_requests`.
+    pub max_requests_jitter: u64,
+    /// Longest request line (default 4094; 0 or above 8190 = 8190); longer: 400.
+    pub limit_request_line: usize,
+    /// Most header fields (default 100, at most 32768); more: 431.
+    pub limit_request_fields: usize,
+    /// Longest header field line (default 8190; 0 = 8190); longer: 431.
+    pub limit_request_field_size: usize,
+    /// Largest request body in bytes (0 = unlimited, the default as gunicorn);
+    /// larger: 413.
+    pub limit_request_body: u64,
+    /// A request head must arrive within this long of its first byte (and a
+    /// new connection's first byte within this long of the accept): else 408
+    /// (default 30 s).
+    pub header_timeout: Duration,
+    /// Run the app on the event loop thread when the whole request is
+    /// already read (for handlers that never block).
+    pub inline: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            threads: 1,
+            worker_connections: 1000,
+            keepalive: Duration::from_secs(120),
+            timeout: Duration::from_secs(30),
+            graceful_timeout: Duration::from_secs(30),
+            max_requests: 0,
+            max_requests_jitter: 0,
+            limit_request_line: 4094,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            limit_request_body: 0,
+            header_timeout: Duration::from_secs(30),
+            inline: false,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub(crate) fn limits(&self) -> parse::Limits {
+        parse::Limits {
+            request_line: self.limit_request_line,
+            fields: self.limit_request_fields,
+            field_size: self.limit_request_field_size,
+        }
+        .normalized()
+    }
+}
+
+/// A callback without arguments (heartbeat, reopen logs).
+pub type Callback = Arc<dyn Fn() + Send + Sync>;
+
+pub(crate) const CONTROL_GRACEFUL: u8 = 1;
+pub(crate) const CONTROL_QUICK: u8 = 2;
+pub(crate) const CONTROL_REOPEN: u8 = 4;
+
+/// Stops a running [`Worker`] from another thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    control: Arc<AtomicU8>,
+    waker: Arc<mio::Waker>,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle").finish_non_exhaustive()
+    }
+}
+
+impl ShutdownHandle {
+    fn send(&self, bit: u8) {
+        self.control.fetch_or(bit, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+    /// Graceful stop, as SIGTERM: stop accepting, finish what is in flight,
+    /// close idle connections, return within `graceful_timeout`.
+    pub fn graceful(&self) {
+        self.send(CONTROL_GRACEFUL);
+    }
+    /// Quick stop, as SIGINT/SIGQUIT: return now.
+    pub fn quick(&self) {
+        self.send(CONTROL_QUICK);
+    }
+    /// As SIGUSR1: call the `on_reopen_logs` callback.
+    pub fn reopen_logs(&self) {
+        self.send(CONTROL_REOPEN);
+    }
+}
+
+/// A worker: build it (after fork) with [`Worker::new`], set the optional
+/// parts, then [`Worker::run`].
+pub struct Worker {
+    config: WorkerConfig,
+    listeners: Vec<Listener>,
+    app: Arc<dyn App>,
+    poll: mio::Poll,
+    waker: Arc<mio::Waker>,
+    control: Arc<AtomicU8>,
+    logger: slog::Logger,
+    access: Option<access::AccessSink>,
+    heartbeat: Option<Callback>,
+    on_reopen_logs: Option<Callback>,
+    parent_pid: Option<u32>,
+    handle_signals: bool,
+    stats: Arc<WorkerStats>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<ferrocorn_shm_metrics::Registry>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker serving `app` on `listeners`. Creates the poll (call it in
+    /// the process that will run the worker, after any fork).
+    pub fn new(
+        config: WorkerConfig,
+        listeners: Vec<Listener>,
+        app: Arc<dyn App>,
+    ) -> io::Result<Worker> {
+        let poll = mio::Poll::new()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), server::WAKER)?);
+        let stats = Arc::new(WorkerStats::default());
+        stats.set_limits(config.worker_connections, config.threads.max(1));
+        Ok(Worker {
+            config,
+            listeners,
+            app,
+            poll,
+            waker,
+            control: Arc::new(AtomicU8::new(0)),
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            access: None,
+            heartbeat: None,
+            on_reopen_logs: None,
+            parent_pid: None,
+            handle_signals: false,
+            stats,
+            #[cfg(feature = "metrics")]
+            metrics: None,
+        })
+    }
+
+    /// The error logger (default: discard).
+    pub fn logger(mut self, logger: slog::Logger) -> Worker {
+        self.logger = logger;
+        self
+    }
+
+    /// Called when the worker made progress (its loop runs and its pool is
+    /// not entirely stuck); at most a few times a second.
+    pub fn heartbeat(mut self, beat: Callback) -> Worker {
+        self.heartbeat = Some(beat);
+        self
+    }
+
+    /// Called on SIGUSR1 (or [`ShutdownHandle::reopen_logs`]).
+    pub fn on_reopen_logs(mut self, f: Callback) -> Worker {
+        self.on_reopen_logs = Some(f);
+        self
+    }
+
+    /// Stop gracefully when the parent process is no longer this pid
+    /// (checked once a second).
+    pub fn parent_pid(mut self, pid: u32) -> Worker {
+        self.parent_pid = Some(pid);
+        self
+    }
+
+    /// Install signal handling in [`Worker::run`]: SIGTERM graceful stop,
+    /// SIGINT and SIGQUIT quick stop, SIGUSR1 reopen logs. Off by default so
+    /// a worker can run on a thread of a process that handles its signals.
+    pub fn handle_signals(mut self, on: bool) -> Worker {
+        self.handle_signals = on;
+        self
+    }
+
+    /// Write the worker gauges and request metrics into shm metric files.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, registry: ferrocorn_shm_metrics::Registry) -> Worker {
+        self.metrics = Some(registry);
+        self
+    }
+
+    /// The live numbers of this worker.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// A handle to stop the worker from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            control: self.control.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Serve until stopped. Returns `Ok` after a graceful or quick stop.
+    pub fn run(self) -> io::Result<()> {
+        server::run(self)
+    }
+}

@@ -1,0 +1,809 @@
+//! The request parser: pure functions over byte slices, no I/O.
+//!
+//! [`parse_head`] reads a request head (request line and header fields) with
+//! [`httparse`] and then makes the checks httparse leaves to the caller, the
+//! ones request smuggling relies on: conflicting or list-valued
+//! `Content-Length`, `Transfer-Encoding` with `Content-Length`, unknown or
+//! repeated transfer codings, chunked on HTTP/1.0, duplicate `Host`, missing
+//! `Host` on HTTP/1.1, bare LF line endings, malformed request targets and
+//! methods (gunicorn 22-26 hardening, CVE-2024-1135, CVE-2024-6827).
+//! [`ChunkedDecoder`] decodes a chunked body incrementally, strictly.
+//!
+//! Everything here is a pure function of its input so it can be fuzzed
+//! (`fuzz/` at the repository root) and replayed from a corpus in tests.
+
+use std::mem::MaybeUninit;
+
+/// HTTP version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// `HTTP/1.0`
+    Http10,
+    /// `HTTP/1.1`
+    Http11,
+}
+
+impl Version {
+    /// The version as it appears on the request line, `HTTP/1.1`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// Size limits on a request head, gunicorn's `limit_request_*` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line in bytes, without CRLF (0 = 8190, gunicorn's maximum).
+    pub request_line: usize,
+    /// Most header fields.
+    pub fields: usize,
+    /// Longest header field line (`name: value`) in bytes (0 = 8190).
+    pub field_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_line: 4094,
+            fields: 100,
+            field_size: 8190,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits as gunicorn applies them: 0 and values above 8190 mean 8190
+    /// for the line and field size; fields are capped at 32768.
+    pub fn normalized(self) -> Limits {
+        let clamp = |v: usize| if v == 0 || v > 8190 { 8190 } else { v };
+        Limits {
+            request_line: clamp(self.request_line),
+            fields: self.fields.min(32768),
+            field_size: clamp(self.field_size),
+        }
+    }
+
+    /// The largest head these limits allow, in bytes: a buffer holding this
+    /// much without a complete head means the request is too large.
+    pub fn max_head(&self) -> usize {
+        let l = self.normalized();
+        (l.request_line + 2) + l.fields * (l.field_size + 2) + 2
+    }
+}
+
+/// Why a request was refused, with the status code to answer before closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// 400, 413, 431 or 501.
+    pub status: u16,
+    /// A short description for the response body and the log.
+    pub reason: &'static str,
+}
+
+impl ParseError {
+    const fn bad(reason: &'static str) -> ParseError {
+        ParseError {
+            status: 400,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.status)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// A byte range in the buffer a head was parsed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    /// The bytes of this span in `buf`.
+    pub fn get<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Whether the span is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// A header field: name and value spans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderSpan {
+    /// The field name (a token).
+    pub name: Span,
+    /// The field value, without surrounding whitespace.
+    pub value: Span,
+}
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length: n` (n > 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head. Spans point into the parsed buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Bytes taken by the head, including the empty line ending it.
+    pub len: usize,
+    /// The method token.
+    pub method: Span,
+    /// The raw request target.
+    pub target: Span,
+    /// Where the path ends within the target (the `?` or the end).
+    pub path_end: u32,
+    /// The version.
+    pub version: Version,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the client allows the connection to stay open afterwards.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub expect_continue: bool,
+}
+
+const STACK_HEADERS: usize = 64;
+
+fn eq_ic(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' |
+        b'^' | b'_' | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+/// Parse a request head from the start of `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a head that may still
+/// become valid (read more), `Ok(Some(head))` with the header spans in
+/// `headers` (cleared first), or the error to answer.
+pub fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+    headers: &mut Vec<HeaderSpan>,
+) -> Result<Option<Head>, ParseError> {
+    let limits = limits.normalized();
+    headers.clear();
+    // Reject leading empty lines beyond a couple (httparse skips them): a
+    // client may send a stray CRLF after a body (RFC 9112 2.2), no more.
+    let mut skip = 0;
+    while skip < buf.len() && (buf[skip] == b'\r' || buf[skip] == b'\n') {
+        skip += 1;
+        if skip > 4 {
+            return Err(ParseError::bad("invalid request line"));
+        }
+    }
+    let result = if limits.fields < STACK_HEADERS {
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        parse_with(buf, &limits, headers, &mut stack[..limits.fields + 1])
+    } else {
+        let mut heap = Vec::with_capacity(limits.fields + 1);
+        heap.resize_with(limits.fields + 1, MaybeUninit::uninit);
+        parse_with(buf, &limits, headers, &mut heap)
+    };
+    match result {
+        Ok(Some(head)) => Ok(Some(head)),
+        Ok(None) => {
+            // Incomplete: refuse early once a limit is already exceeded.
+            check_partial(buf, &limits)?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    match line_end {
+        None => {
+            if buf.len() > limits.request_line + 1 {
+                return Err(ParseError::bad("request line too long"));
+            }
+        }
+        Some(end) => {
+            let line = trim_cr(&buf[..end]);
+            if line.len() > limits.request_line {
+                return Err(ParseError::bad("request line too long"));
+            }
+            // Header lines seen so far.
+            let mut count = 0;
+            for line in buf[end + 1..].split(|&b| b == b'\n') {
+                let line = trim_cr(line);
+                if line.len() > limits.field_size {
+                    return Err(ParseError {
+                        status: 431,
+                        reason: "request header field too large",
+                    });
+                }
+                count += 1;
+            }
+            // The last piece may be an incomplete line.
+            if count > limits.fields + 1 {
+                return Err(ParseError {
+                    status: 431,
+                    reason: "too many request header fields",
+                });
+            }
+        }
+    }
+    if buf.len() > limits.max_head() {
+        return Err(ParseError {
+            status: 431,
+            reason: "request header fields too large",
+        });
+    }
+    Ok(())
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    match line {
+        [rest @ .., b'\r'] => rest,
+        _ => line,
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    out: &mut Vec<HeaderSpan>,
+    storage: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<Head>, ParseError> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, storage) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ParseError {
+                status: 431,
+                reason: "too many request header fields",
+            });
+        }
+        Err(httparse::Error::Version) => return Err(ParseError::bad("invalid HTTP version")),
+        Err(httparse::Error::Token) => return Err(ParseError::bad("invalid request method")),
+        Err(httparse::Error::HeaderName) => return Err(ParseError::bad("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(ParseError::bad("invalid header value")),
+        Err(_) => return Err(ParseError::bad("invalid request line")),
+    };
+    let head_bytes = &buf[..len];
+    // httparse accepts bare LF as a line ending; a proxy in front may not
+    // (a smuggling vector): require CRLF everywhere in the head.
+    let mut prev = 0u8;
+    for &b in head_bytes {
+        if b == b'\n' && prev != b'\r' {
+            return Err(ParseError::bad("bare LF in request head"));
+        }
+        prev = b;
+    }
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    let version = if req.version == Some(0) {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    // Request line length: from the method to the end of the version.
+    let line_start = method.as_ptr() as usize - buf.as_ptr() as usize;
+    let line_len = head_bytes[line_start..]
+        .iter()
+        .position(|&b| b == b'\r')
+        .unwrap_or(0);
+    if line_len > limits.request_line {
+        return Err(ParseError::bad("request line too long"));
+    }
+    check_method(method.as_bytes())?;
+    check_target(method.as_bytes(), target.as_bytes())?;
+
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut host = false;
+    let mut content_type = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        // name + ": " + value
+        if name.len() + 2 + value.len() > limits.field_size {
+            return Err(ParseError {
+                status: 431,
+                reason: "request header field too large",
+            });
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(ParseError::bad("invalid header value"));
+        }
+        let value = trim_ows(value);
+        out.push(HeaderSpan {
+            name: Span::of(buf, name),
+            value: Span::of(buf, value),
+        });
+        match name.len() {
+            4 if eq_ic(name, "host") => {
+                if host {
+                    return Err(ParseError::bad("duplicate Host header"));
+                }
+                host = true;
+            }
+            6 if eq_ic(name, "expect") => {
+                if eq_ic(value, "100-continue") {
+                    expect_continue = true;
+                }
+            }
+            10 if eq_ic(name, "connection") => {
+                for token in value.split(|&b| b == b',') {
+                    let token = trim_ows(token);
+                    if eq_ic(token, "close") {
+                        conn_close = true;
+                    } else if eq_ic(token, "keep-alive") {
+                        conn_keep_alive = true;
+                    }
+                }
+            }
+            12 if eq_ic(name, "content-type") => {
+                if content_type {
+                    return Err(ParseError::bad("duplicate Content-Type header"));
+                }
+                content_type = true;
+            }
+            14 if eq_ic(name, "content-length") => {
+                if content_length.is_some() {
+                    return Err(ParseError::bad("duplicate Content-Length header"));
+                }
+                content_length = Some(parse_content_length(value)?);
+            }
+            17 if eq_ic(name, "transfer-encoding") => {
+                has_te = true;
+                for coding in value.split(|&b| b == b',') {
+                    let coding = trim_ows(coding);
+                    if chunked {
+                        // Nothing may follow chunked, not even another chunked.
+                        return Err(ParseError::bad("chunked must be the last transfer coding"));
+                    }
+                    if eq_ic(coding, "chunked") {
+                        chunked = true;
+                    } else if ["gzip", "x-gzip", "deflate", "compress", "x-compress"]
+                        .iter()
+                        .any(|c| eq_ic(coding, c))
+                    {
+                        return Err(ParseError {
+                            status: 501,
+                            reason: "unsupported transfer coding",
+                        });
+                    } else {
+                        return Err(ParseError::bad("unknown transfer coding"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if version == Version::Http11 && !host {
+        return Err(ParseError::bad("missing Host header"));
+    }
+    if has_te {
+        if version == Version::Http10 {
+            return Err(ParseError::bad("Transfer-Encoding on HTTP/1.0"));
+        }
+        if content_length.is_some() {
+            return Err(ParseError::bad("both Content-Length and Transfer-Encoding"));
+        }
+        if !chunked {
+            return Err(ParseError::bad("chunked must be the last transfer coding"));
+        }
+    }
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let keep_alive = match version {
+        Version::Http11 => !conn_close,
+        Version::Http10 => conn_keep_alive && !conn_close,
+    };
+    let target_span = Span::of(buf, target.as_bytes());
+    let path_end = target_span.start
+        + target
+            .as_bytes()
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(target.len()) as u32;
+    Ok(Some(Head {
+        len,
+        method: Span::of(buf, method.as_bytes()),
+        target: target_span,
+        path_end,
+        version,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && version == Version::Http11,
+    }))
+}
+
+fn check_method(method: &[u8]) -> Result<(), ParseError> {
+    // gunicorn's default (permit_unconventional_http_method off): 3 to 20
+    // characters, upper case letters, digits and a few punctuation marks.
+    let ok = (3..=20).contains(&method.len())
+        && method
+            .iter()
+            .all(|&b| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'$' | b'_' | b'.' | b'-'))
+        && method.iter().any(|b| b.is_ascii_uppercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::bad("invalid request method"))
+    }
+}
+
+fn check_target(method: &[u8], target: &[u8]) -> Result<(), ParseError> {
+    let bad = || Err(ParseError::bad("invalid request target"));
+    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        return bad();
+    }
+    if method == b"CONNECT" {
+        // authority-form: host:port
+        if target.starts_with(b"/") || !target.contains(&b':') {
+            return bad();
+        }
+        return Ok(());
+    }
+    match target[0] {
+        b'/' => Ok(()),
+        b'*' if target.len() == 1 && method == b"OPTIONS" => Ok(()),
+        _ => {
+            // absolute-form: scheme "://" ...
+            let scheme_end = target.iter().position(|&b| b == b':');
+            match scheme_end {
+                Some(i)
+                    if i > 0
+                        && target[0].is_ascii_alphabetic()
+                        && target[..i]
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+                        && target[i..].starts_with(b"://") =>
+                {
+                    Ok(())
+                }
+                _ => bad(),
+            }
+        }
+    }
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
+    if value.is_empty() || value.len() > 19 {
+        return Err(ParseError::bad("invalid Content-Length"));
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return Err(ParseError::bad("invalid Content-Length"));
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Ok(n)
+}
+
+/// Whether `name` is a valid header field name (an RFC 9110 token).
+pub fn is_token(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&b| is_tchar(b))
+}
+
+/// Whether `value` may be sent as a header field value (no CR, LF, NUL or
+/// other control bytes except HTAB).
+pub fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading hex digits of a chunk size (count of digits read so far).
+    Size { digits: u8 },
+    /// In a chunk extension, until CR.
+    Ext,
+    /// Expecting LF after the size line's CR.
+    SizeLf,
+    /// Chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting CR after chunk data.
+    DataCr,
+    /// Expecting LF after chunk data.
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    /// Expecting LF after a trailer line's CR.
+    TrailerLf,
+    /// Expecting the final LF.
+    EndLf,
+    /// The body is complete.
+    Done,
+}
+
+/// An incremental, strict decoder of a chunked request body.
+///
+/// Chunk sizes are 1 to 16 hex digits (overflow refused), extensions are
+/// skipped (bounded), trailers are validated and dropped, every line ends
+/// with CRLF.
+#[derive(Clone, Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    size: u64,
+    /// Bytes of the current extension or trailer line.
+    line: usize,
+    /// Bytes of trailers so far.
+    trailers: usize,
+    max_line: usize,
+    max_trailers: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new(&Limits::default())
+    }
+}
+
+/// Progress of [`ChunkedDecoder::decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Input bytes consumed.
+    pub consumed: usize,
+    /// The body ended (the last byte consumed is its final byte).
+    pub done: bool,
+}
+
+impl ChunkedDecoder {
+    /// A decoder whose extension and trailer lines are bounded by `limits`.
+    pub fn new(limits: &Limits) -> ChunkedDecoder {
+        let l = limits.normalized();
+        ChunkedDecoder {
+            state: ChunkState::Size { digits: 0 },
+            size: 0,
+            line: 0,
+            trailers: 0,
+            max_line: l.field_size,
+            max_trailers: l.field_size.saturating_mul(l.fields.max(1)),
+        }
+    }
+
+    /// Whether the final chunk and trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decode from `input`, appending body data to `out` until the body ends
+    /// or the input is used up.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Decoded, ParseError> {
+        let bad = |reason| Err(ParseError::bad(reason));
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                ChunkState::Size { digits } => {
+                    let v = match b {
+                        b'0'..=b'9' => b - b'0',
+                        b'a'..=b'f' => b - b'a' + 10,
+                        b'A'..=b'F' => b - b'A' + 10,
+                        b';' if digits > 0 => {
+                            self.state = ChunkState::Ext;
+                            self.line = 0;
+                            i += 1;
+                            continue;
+                        }
+                        b'\r' if digits > 0 => {
+                            self.state = ChunkState::SizeLf;
+                            i += 1;
+                            continue;
+                        }
+                        _ => return bad("invalid chunk size"),
+                    };
+                    if digits >= 16 {
+                        return bad("chunk size too large");
+                    }
+                    self.size = (self.size << 4) | u64::from(v);
+                    self.state = ChunkState::Size { digits: digits + 1 };
+                    i += 1;
+                }
+                ChunkState::Ext => {
+                    match b {
+                        b'\r' => self.state = ChunkState::SizeLf,
+                        b'\n' | 0 => return bad("invalid chunk extension"),
+                        _ => {
+                            self.line += 1;
+                            if self.line > self.max_line {
+                                return bad("chunk extension too long");
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return bad("invalid chunk size line");
+                    }
+                    i += 1;
+                    if self.size == 0 {
+                        self.state = ChunkState::TrailerStart;
+                    } else {
+                        self.state = ChunkState::Data(self.size);
+                    }
+                    self.size = 0;
+                }
+                ChunkState::Data(left) => {
+                    let n = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    out.extend_from_slice(&input[i..i + n]);
+                    i += n;
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataCr
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::DataCr => {
+                    if b != b'\r' {
+                        return bad("missing CRLF after chunk data");
+                    }
+                    self.state = ChunkState::DataLf;
+                    i += 1;
+                }
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return bad("missing CRLF after chunk data");
+                    }
+                    self.state = ChunkState::Size { digits: 0 };
+                    i += 1;
+                }
+                ChunkState::TrailerStart => {
+                    match b {
+                        b'\r' => self.state = ChunkState::EndLf,
+                        b' ' | b'\t' => return bad("obsolete line folding in trailer"),
+                        _ if is_tchar(b) => {
+                            self.state = ChunkState::Trailer;
+                            self.line = 1;
+                            self.trailers += 1;
+                        }
+                        _ => return bad("invalid trailer field"),
+                    }
+                    i += 1;
+                }
+                ChunkState::Trailer => {
+                    match b {
+                        b'\r' => self.state = ChunkState::TrailerLf,
+                        b'\n' | 0 => return bad("invalid trailer field"),
+                        _ => {
+                            self.line += 1;
+                            self.trailers += 1;
+                            if self.line > self.max_line || self.trailers > self.max_trailers {
+                                return Err(ParseError {
+                                    status: 431,
+                                    reason: "trailer fields too large",
+                                });
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                ChunkState::TrailerLf => {
+                    if b != b'\n' {
+                        return bad("invalid trailer field");
+                    }
+                    self.state = ChunkState::TrailerStart;
+                    i += 1;
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return bad("invalid end of chunked body");
+                    }
+                    self.state = ChunkState::Done;
+                    i += 1;
+                    return Ok(Decoded {
+                        consumed: i,
+                        done: true,
+                    });
+                }
+                ChunkState::Done => {
+                    return Ok(Decoded {
+                        consumed: i,
+                        done: true,
+                    });
+                }
+            }
+        }
+        Ok(Decoded {
+            consumed: i,
+            done: self.state == ChunkState::Done,
+        })
+    }
+}
+
+/// Parse one whole request (head and body) from `buf`, as the worker would:
+/// the entry point of the fuzz target and the corpus replay. Returns the
+/// head, the decoded body and the bytes consumed, `Ok(None)` when more
+/// input is needed.
+pub fn parse_request(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(Head, Vec<u8>, usize)>, ParseError> {
+    let mut headers = Vec::new();
+    let Some(head) = parse_head(buf, limits, &mut headers)? else {
+        return Ok(None);
+    };
+    // Every span must lie inside the head.
+    for h in &headers {
+        debug_assert!(h.name.end as usize <= head.len && h.value.end as usize <= head.len);
+    }
+    let rest = &buf[head.len..];
+    match head.framing {
+        Framing::None => Ok(Some((head, Vec::new(), head.len))),
+        Framing::Length(n) => {
+            if (rest.len() as u64) < n {
+                return Ok(None);
+            }
+            let n = n as usize;
+            Ok(Some((head, rest[..n].to_vec(), head.len + n)))
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(limits);
+            let mut body = Vec::new();
+            let d = dec.decode(rest, &mut body)?;
+            if d.done {
+                Ok(Some((head, body, head.len + d.consumed)))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
