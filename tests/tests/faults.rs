@@ -1,0 +1,1035 @@
+//! Faults under load against the real binary (issue 8): while keep-alive
+//! clients drive a steady load, send the supervisor and its workers the
+//! signals an operator (or the kernel) sends, and count every request that
+//! fails. Each test is bounded to seconds, talks to 127.0.0.1 only, prints
+//! what it counted and fails on any loss.
+//!
+//! The load generator retries nothing: a request that gets no complete
+//! response is a failure. Like every pooled HTTP client (urllib3, Go's
+//! transport), it checks that an idle connection is still open before sending
+//! on it, and opens a new one if the server closed it in between; that is not
+//! a retry, since no request was sent on the closed connection.
+//!
+//! The tests run one at a time (a lock): they measure latency and count
+//! failures on a 2-core CI machine.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// One fault test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// The binary and its processes.
+
+/// target/<profile>/ferrocorn, next to the directory of this test executable
+/// (target/<profile>/deps/faults-HASH); `FERROCORN_BIN` overrides.
+fn ferrocorn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROCORN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("ferrocorn");
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo build -p ferrocorn` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Parent pid and state letter from /proc/PID/stat.
+fn proc_stat(pid: u32) -> Option<(u32, char)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    Some((f.next()?.parse().ok()?, state))
+}
+
+fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(_, s)| s != 'Z' && s != 'X')
+}
+
+/// Live children of `pid`.
+fn children(pid: u32) -> BTreeSet<u32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&c| proc_stat(c).is_some_and(|(pp, s)| pp == pid && s != 'Z' && s != 'X'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill() has no memory effects; errors are reported below.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+}
+
+/// The socket inode of the TCP connection local -> remote (/proc/net/tcp).
+fn tcp_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (l, r) = (hex(local), hex(remote));
+    let text = fs::read_to_string("/proc/net/tcp").ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        (f.len() > 9 && f[1] == l && f[2] == r)
+            .then(|| f[9].parse().ok())
+            .flatten()
+    })
+}
+
+/// The socket inodes process `pid` holds.
+fn socket_inodes(pid: u32) -> BTreeSet<u64> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| {
+                let l = fs::read_link(e.ok()?.path()).ok()?;
+                l.to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Connections waiting in the accept queue of the listener on `port`
+/// (rx_queue of the LISTEN entry in /proc/net/tcp).
+fn accept_queue(port: u16) -> Option<u32> {
+    let text = fs::read_to_string("/proc/net/tcp").ok()?;
+    let want = format!(":{port:04X}");
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        if f.len() > 4 && f[1].ends_with(&want) && f[3] == "0A" {
+            u32::from_str_radix(f[4].split(':').nth(1)?, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (the slowloris test holds
+/// over a thousand sockets; servers started afterwards inherit it).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `within` passes.
+fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running supervisor (and whatever it forked or exec'd), killed on drop.
+struct Ferrocorn {
+    child: Child,
+    addr: SocketAddr,
+    tmp: tempfile::TempDir,
+    /// Supervisors started by USR2, to clean up too.
+    others: Vec<u32>,
+}
+
+impl Ferrocorn {
+    /// `ferrocorn -b 127.0.0.1:PORT` plus `args`, metrics on a free loopback
+    /// port and a private directory, logs in the temp dir. Waits until `/`
+    /// answers and `workers` workers run.
+    fn start(args: &[&str], workers: usize) -> Ferrocorn {
+        let tmp = tempfile::Builder::new()
+            .prefix("ferrocorn-faults")
+            .tempdir()
+            .expect("tempdir");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let metrics_dir = tmp.path().join("metrics");
+        fs::create_dir_all(&metrics_dir).expect("metrics dir");
+        let stderr = fs::File::create(tmp.path().join("stderr.log")).expect("stderr log");
+        let child = Command::new(ferrocorn_bin())
+            .arg("-b")
+            .arg(addr.to_string())
+            .args([
+                "--metrics-bind",
+                "127.0.0.1",
+                "--metrics-port",
+                &free_port().to_string(),
+            ])
+            .arg("--metrics-dir")
+            .arg(&metrics_dir)
+            .args(["--log-format", "plain"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn ferrocorn");
+        let mut f = Ferrocorn {
+            child,
+            addr,
+            tmp,
+            others: Vec::new(),
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            get_once(addr, "/").is_ok_and(|r| r.status == 200) && children(f.pid()).len() == workers
+        });
+        if !up {
+            let status = f.child.try_wait();
+            panic!(
+                "ferrocorn {args:?} did not serve with {workers} workers within 10 s (workers {:?}, exit {status:?}); stderr:\n{}",
+                children(f.pid()),
+                f.stderr()
+            );
+        }
+        f
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn workers(&self) -> BTreeSet<u32> {
+        children(self.pid())
+    }
+
+    fn stderr(&self) -> String {
+        let text = fs::read_to_string(self.tmp.path().join("stderr.log")).unwrap_or_default();
+        // The tail is what matters when a test fails.
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits up to `within` for the supervisor to exit; its exit status.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Ferrocorn {
+    fn drop(&mut self) {
+        let mut pids: Vec<u32> = vec![self.pid()];
+        pids.extend(&self.others);
+        let mut all = Vec::new();
+        for p in pids {
+            all.extend(children(p));
+            all.push(p);
+        }
+        for p in all {
+            if alive(p) {
+                // SAFETY: kill() has no memory effects.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A tiny HTTP/1.1 client.
+
+struct Response {
+    status: u16,
+    close: bool,
+}
+
+/// Reads one response (Content-Length framing; the built-in app's answers).
+fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed before the status line",
+        ));
+    }
+    let status = line
+        .split_ascii_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}"))
+        })?;
+    let mut len = 0usize;
+    let mut close = false;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed in the headers",
+            ));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            let (n, v) = (n.trim().to_ascii_lowercase(), v.trim().to_owned());
+            if n == "content-length" {
+                len = v
+                    .parse()
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "content-length"))?;
+            }
+            if n == "connection" && v.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(Response { status, close })
+}
+
+/// A keep-alive connection.
+struct Conn {
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            r: BufReader::new(s),
+        })
+    }
+
+    fn send(&mut self, path: &str) -> io::Result<()> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        self.r.get_mut().write_all(req.as_bytes())
+    }
+
+    fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send(path)?;
+        read_response(&mut self.r)
+    }
+
+    /// True when the server closed (or wrote to) this idle connection: the
+    /// check every pooled client makes before reusing a connection.
+    fn stale(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.r.get_ref().as_raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n != 0 || !self.r.buffer().is_empty()
+    }
+
+    fn local(&self) -> Option<SocketAddr> {
+        self.r.get_ref().local_addr().ok()
+    }
+}
+
+fn get_once(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    Conn::open(addr, Duration::from_secs(2))?.get(path)
+}
+
+// ---------------------------------------------------------------------------
+// The load generator.
+
+#[derive(Default, Debug, Clone)]
+struct ClientStats {
+    ok: u64,
+    failed: u64,
+    /// Idle connections found closed by the server before a request was sent.
+    stale: u64,
+    /// Answers with `Connection: close`.
+    closed_by_server: u64,
+    latencies_us: Vec<u32>,
+    errors: Vec<String>,
+}
+
+/// Keep-alive clients on std threads, each sending `GET path` back to back.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<ClientStats>>,
+    /// Each client's current connection (local address), for finding which
+    /// worker serves it.
+    current: Vec<Arc<Mutex<Option<SocketAddr>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    ok: u64,
+    failed: u64,
+    stale: u64,
+    closed_by_server: u64,
+    per_client: Vec<ClientStats>,
+}
+
+impl Totals {
+    fn latency_percentile_ms(&self, p: f64) -> f64 {
+        let mut all: Vec<u32> = self
+            .per_client
+            .iter()
+            .flat_map(|c| c.latencies_us.iter().copied())
+            .collect();
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        all.sort_unstable();
+        let rank = ((p / 100.0) * all.len() as f64).ceil() as usize;
+        f64::from(all[rank.clamp(1, all.len()) - 1]) / 1e3
+    }
+
+    fn first_errors(&self) -> Vec<&str> {
+        self.per_client
+            .iter()
+            .flat_map(|c| c.errors.iter().map(String::as_str))
+            .take(10)
+            .collect()
+    }
+}
+
+impl Load {
+    /// Starts `clients` clients; each stops at `stop()` or after `bound`.
+    fn start(addr: SocketAddr, clients: usize, path: &'static str, bound: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut current = Vec::new();
+        for _ in 0..clients {
+            let stop = stop.clone();
+            let cur = Arc::new(Mutex::new(None));
+            current.push(cur.clone());
+            threads.push(thread::spawn(move || {
+                client(addr, path, &stop, bound, &cur)
+            }));
+        }
+        // Every client connected and served once, so the load is steady.
+        let started = Instant::now();
+        while current.iter().any(|c| c.lock().unwrap().is_none())
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        Load {
+            stop,
+            threads,
+            current,
+        }
+    }
+
+    fn finish(self) -> Totals {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut t = Totals::default();
+        for h in self.threads {
+            let c = h.join().expect("client thread");
+            t.ok += c.ok;
+            t.failed += c.failed;
+            t.stale += c.stale;
+            t.closed_by_server += c.closed_by_server;
+            t.per_client.push(c);
+        }
+        t
+    }
+}
+
+fn client(
+    addr: SocketAddr,
+    path: &str,
+    stop: &AtomicBool,
+    bound: Duration,
+    current: &Mutex<Option<SocketAddr>>,
+) -> ClientStats {
+    let mut s = ClientStats::default();
+    let start = Instant::now();
+    let mut conn: Option<Conn> = None;
+    let fail = |s: &mut ClientStats, what: String| {
+        s.failed += 1;
+        if s.errors.len() < 5 {
+            s.errors
+                .push(format!("{:.3}s {what}", start.elapsed().as_secs_f64()));
+        }
+    };
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < bound {
+        if conn.as_ref().is_some_and(Conn::stale) {
+            s.stale += 1;
+            conn = None;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(addr, Duration::from_secs(5)) {
+                Ok(c) => {
+                    *current.lock().unwrap() = c.local();
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    fail(&mut s, format!("connect: {e}"));
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        let t = Instant::now();
+        match c.get(path) {
+            Ok(r) if r.status == 200 => {
+                s.ok += 1;
+                s.latencies_us
+                    .push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                if r.close {
+                    s.closed_by_server += 1;
+                    conn = None;
+                }
+            }
+            Ok(r) => {
+                fail(&mut s, format!("status {}", r.status));
+                if r.close {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                fail(&mut s, format!("{:?}: {e}", e.kind()));
+                conn = None;
+            }
+        }
+    }
+    s
+}
+
+fn report(name: &str, t: &Totals) {
+    println!(
+        "{name}: {} requests ok, {} failed, {} idle connections found closed, {} answers with Connection: close; p50 {:.2} ms, p99 {:.2} ms",
+        t.ok,
+        t.failed,
+        t.stale,
+        t.closed_by_server,
+        t.latency_percentile_ms(50.0),
+        t.latency_percentile_ms(99.0)
+    );
+    for e in t.first_errors() {
+        println!("  failure: {e}");
+    }
+}
+
+fn assert_no_loss(name: &str, t: &Totals, f: &Ferrocorn, min_ok: u64) {
+    report(name, t);
+    assert_eq!(
+        t.failed,
+        0,
+        "{name}: {} failed requests (first: {:?}); ferrocorn stderr:\n{}",
+        t.failed,
+        t.first_errors(),
+        f.stderr()
+    );
+    assert!(
+        t.ok >= min_ok,
+        "{name}: only {} requests served (want >= {min_ok})",
+        t.ok
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The faults.
+
+/// SIGHUP every 2 s: workers are replaced gracefully, no request fails.
+#[test]
+fn sighup_every_2s_under_load() {
+    let _serial = serial();
+    let f = Ferrocorn::start(&["-w", "2"], 2);
+    let first = f.workers();
+    let load = Load::start(f.addr, 8, "/", Duration::from_secs(20));
+    let mut generations = vec![first.clone()];
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(500));
+        let before = f.workers();
+        signal(f.pid(), libc::SIGHUP);
+        // New workers serving, old ones gone.
+        let replaced = wait_for(Duration::from_secs(5), || {
+            let now = f.workers();
+            now.len() == 2 && now.is_disjoint(&before)
+        });
+        assert!(
+            replaced,
+            "SIGHUP: workers {before:?} not replaced by 2 new ones ({:?})",
+            f.workers()
+        );
+        generations.push(f.workers());
+        thread::sleep(Duration::from_millis(1500));
+    }
+    let t = load.finish();
+    println!("sighup: worker generations {generations:?}");
+    assert_no_loss("sighup", &t, &f, 1000);
+}
+
+/// SIGTERM with slow requests in flight and connections queued in the
+/// backlog: every request answered, queued connections served, exit within
+/// graceful_timeout.
+#[test]
+fn sigterm_answers_in_flight_and_queued() {
+    let _serial = serial();
+    let graceful = Duration::from_secs(5);
+    let mut f = Ferrocorn::start(
+        &[
+            "-w",
+            "1",
+            "--threads",
+            "2",
+            "--worker-connections",
+            "4",
+            "--graceful-timeout",
+            "5",
+        ],
+        1,
+    );
+    let worker = *f.workers().iter().next().expect("a worker");
+    let baseline = socket_inodes(worker).len();
+    // Four slow requests fill the worker's connections (two on threads,
+    // two pending).
+    let slow: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut c = Conn::open(f.addr, Duration::from_secs(10)).expect("connect");
+            c.send("/delay/1500").expect("send slow request");
+            c
+        })
+        .collect();
+    // Wait for the worker to hold all four, then four more connections queue
+    // in the listen backlog (the worker is at worker_connections).
+    let held = wait_for(Duration::from_secs(3), || {
+        socket_inodes(worker).len() >= baseline + 4
+    });
+    assert!(held, "the worker did not accept the 4 slow connections");
+    let queued: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut c = Conn::open(f.addr, Duration::from_secs(10)).expect("connect");
+            c.send("/").expect("send queued request");
+            c
+        })
+        .collect();
+    let in_backlog = wait_for(Duration::from_secs(2), || {
+        accept_queue(f.addr.port()).unwrap_or(0) >= 4
+    });
+    assert!(
+        in_backlog,
+        "4 connections should wait in the backlog while the worker is at --worker-connections 4 (queue: {:?})",
+        accept_queue(f.addr.port())
+    );
+
+    let t0 = Instant::now();
+    signal(f.pid(), libc::SIGTERM);
+    let readers: Vec<JoinHandle<Result<u16, String>>> = slow
+        .into_iter()
+        .chain(queued)
+        .enumerate()
+        .map(|(i, mut c)| {
+            thread::spawn(move || {
+                read_response(&mut c.r)
+                    .map(|r| r.status)
+                    .map_err(|e| format!("connection {i}: {e}"))
+            })
+        })
+        .collect();
+    let answers: Vec<Result<u16, String>> = readers
+        .into_iter()
+        .map(|h| h.join().expect("reader"))
+        .collect();
+    let exit = f.wait_exit(graceful + Duration::from_secs(2));
+    let took = t0.elapsed();
+    let answered = answers.iter().filter(|a| matches!(a, Ok(200))).count();
+    println!(
+        "sigterm: {answered}/8 answered 200 (4 in flight, 4 queued): {answers:?}; exit {exit:?} after {took:?}"
+    );
+    assert_eq!(
+        answered,
+        8,
+        "sigterm: not every request answered: {answers:?}; stderr:\n{}",
+        f.stderr()
+    );
+    assert!(
+        exit.is_some(),
+        "sigterm: still running {took:?} after SIGTERM (graceful_timeout 5 s)"
+    );
+    assert!(
+        took <= graceful + Duration::from_secs(1),
+        "sigterm: exit took {took:?}"
+    );
+}
+
+/// SIGKILL of a worker: only requests on that worker's connections fail.
+#[test]
+fn sigkill_worker_fails_only_its_connections() {
+    let _serial = serial();
+    let f = Ferrocorn::start(&["-w", "2"], 2);
+    let load = Load::start(f.addr, 12, "/", Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(500));
+    let workers: Vec<u32> = f.workers().into_iter().collect();
+    let victim = workers[0];
+    // Which client is on which worker, right before the kill.
+    let victim_sockets = socket_inodes(victim);
+    let on_victim: Vec<bool> = load
+        .current
+        .iter()
+        .map(|c| {
+            c.lock()
+                .unwrap()
+                .and_then(|local| tcp_inode(f.addr, local))
+                .is_some_and(|inode| victim_sockets.contains(&inode))
+        })
+        .collect();
+    signal(victim, libc::SIGKILL);
+    let replaced = wait_for(Duration::from_secs(5), || {
+        let w = f.workers();
+        w.len() == 2 && !w.contains(&victim)
+    });
+    thread::sleep(Duration::from_millis(1000));
+    let t = load.finish();
+    report("sigkill", &t);
+    let victims = on_victim.iter().filter(|&&v| v).count();
+    let failed_elsewhere: u64 = t
+        .per_client
+        .iter()
+        .zip(&on_victim)
+        .filter(|(_, v)| !**v)
+        .map(|(c, _)| c.failed)
+        .sum();
+    println!(
+        "sigkill: {victims} of {} clients were on the killed worker {victim}",
+        on_victim.len()
+    );
+    assert!(
+        replaced,
+        "sigkill: worker {victim} not replaced ({:?})",
+        f.workers()
+    );
+    assert_eq!(
+        failed_elsewhere,
+        0,
+        "sigkill: clients on the other worker saw failures: {:?}",
+        t.first_errors()
+    );
+    assert!(
+        t.failed <= victims as u64,
+        "sigkill: {} failures but only {victims} connections were on the killed worker",
+        t.failed
+    );
+    assert!(t.ok >= 1000, "sigkill: only {} requests served", t.ok);
+}
+
+/// TTIN twice, TTOU twice under load: no request fails.
+#[test]
+fn ttin_ttou_under_load() {
+    let _serial = serial();
+    let f = Ferrocorn::start(&["-w", "2"], 2);
+    let load = Load::start(f.addr, 8, "/", Duration::from_secs(20));
+    for (sig, want) in [
+        (libc::SIGTTIN, 3),
+        (libc::SIGTTIN, 4),
+        (libc::SIGTTOU, 3),
+        (libc::SIGTTOU, 2),
+    ] {
+        thread::sleep(Duration::from_millis(400));
+        signal(f.pid(), sig);
+        let ok = wait_for(Duration::from_secs(5), || f.workers().len() == want);
+        assert!(
+            ok,
+            "after signal {sig}: {} workers, want {want}",
+            f.workers().len()
+        );
+    }
+    thread::sleep(Duration::from_millis(400));
+    let t = load.finish();
+    assert_no_loss("ttin/ttou", &t, &f, 1000);
+}
+
+/// USR2 (exec a new supervisor inheriting the sockets), then TERM to the old
+/// supervisor: no request fails, the new one keeps serving.
+///
+/// The issue says QUIT, nginx's and unicorn's graceful stop; in gunicorn, and
+/// in ferrocorn's supervisor, QUIT is the quick stop and the documented end of
+/// a binary upgrade is TERM to the old master (gunicorn.org/signals).
+#[test]
+fn usr2_upgrade_then_term_old() {
+    let _serial = serial();
+    let pidfile_dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = pidfile_dir.path().join("ferrocorn.pid");
+    let pidfile_s = pidfile.to_str().expect("utf-8 path").to_owned();
+    let mut f = Ferrocorn::start(&["-w", "2", "--pid", &pidfile_s], 2);
+    let old = f.pid();
+    let load = Load::start(f.addr, 8, "/", Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(500));
+    signal(old, libc::SIGUSR2);
+    // The new supervisor: a child of the old one that has workers of its own.
+    let mut new = None;
+    let found = wait_for(Duration::from_secs(5), || {
+        new = children(old)
+            .into_iter()
+            .find(|&c| children(c).len() == 2 && get_once(f.addr, "/").is_ok());
+        new.is_some()
+    });
+    assert!(
+        found,
+        "USR2: no new supervisor with 2 workers under {old} ({:?}); stderr:\n{}",
+        children(old),
+        f.stderr()
+    );
+    let new = new.expect("found");
+    f.others.push(new);
+    thread::sleep(Duration::from_millis(500));
+    signal(old, libc::SIGTERM);
+    let exited = f.wait_exit(Duration::from_secs(10));
+    assert!(
+        exited.is_some(),
+        "TERM: the old supervisor {old} did not exit"
+    );
+    let new_workers = children(new);
+    thread::sleep(Duration::from_millis(700));
+    let t = load.finish();
+    println!(
+        "usr2: old supervisor {old} exited {exited:?}; new supervisor {new} with workers {new_workers:?}"
+    );
+    if let Ok(text) = fs::read_to_string(&pidfile) {
+        println!("usr2: pidfile says {}", text.trim());
+    }
+    assert!(alive(new), "the new supervisor died");
+    assert_eq!(
+        get_once(f.addr, "/").map(|r| r.status).ok(),
+        Some(200),
+        "the new supervisor does not serve"
+    );
+    assert_no_loss("usr2+term", &t, &f, 1000);
+}
+
+/// 1,000 slowloris connections sending a header byte every second: the other
+/// clients' p99 stays under 10 ms, and the slow ones are cut at the header
+/// timeout.
+#[test]
+fn slowloris_cut_at_header_timeout() {
+    let _serial = serial();
+    raise_nofile();
+    let header_timeout = Duration::from_secs(2);
+    let f = Ferrocorn::start(
+        &[
+            "-w",
+            "2",
+            "--worker-connections",
+            "2000",
+            "--header-timeout",
+            "2",
+        ],
+        2,
+    );
+    const SLOW: usize = 1000;
+    let head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut slow: Vec<(TcpStream, Instant, Option<Duration>)> = Vec::with_capacity(SLOW);
+    for i in 0..SLOW {
+        let s = TcpStream::connect(f.addr).unwrap_or_else(|e| panic!("slow connection {i}: {e}"));
+        s.set_nonblocking(true).expect("nonblocking");
+        let _ = (&s).write(&head[..1]);
+        slow.push((s, Instant::now(), None));
+    }
+    let load = Load::start(f.addr, 4, "/", Duration::from_secs(20));
+    let mut sent = 1;
+    let mut last_byte = Instant::now();
+    let deadline = Instant::now() + header_timeout + Duration::from_secs(3);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline && slow.iter().any(|s| s.2.is_none()) {
+        // One byte a second to every slow connection still open.
+        let byte_due = last_byte.elapsed() >= Duration::from_secs(1);
+        if byte_due {
+            last_byte = Instant::now();
+        }
+        let mut fds: Vec<libc::pollfd> = slow
+            .iter()
+            .map(|(s, _, _)| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
+        for ((s, opened, closed), p) in slow.iter_mut().zip(&fds) {
+            if closed.is_some() {
+                continue;
+            }
+            if p.revents != 0 {
+                // Closed, or an error answer (408) followed by the close.
+                match (&*s).read(&mut buf) {
+                    Ok(0) | Err(_) => *closed = Some(opened.elapsed()),
+                    Ok(_) => {}
+                }
+            } else if byte_due
+                && sent < head.len()
+                && let Err(e) = (&*s).write(&head[sent..sent + 1])
+                && e.kind() != io::ErrorKind::WouldBlock
+            {
+                *closed = Some(opened.elapsed());
+            }
+        }
+        if byte_due {
+            sent += 1;
+        }
+    }
+    let t = load.finish();
+    report("slowloris: other clients", &t);
+    let cut: Vec<Duration> = slow.iter().filter_map(|s| s.2).collect();
+    let earliest = cut.iter().min().copied().unwrap_or_default();
+    let latest = cut.iter().max().copied().unwrap_or_default();
+    println!(
+        "slowloris: {}/{SLOW} slow connections cut, after {earliest:?} .. {latest:?} (header timeout {header_timeout:?})",
+        cut.len()
+    );
+    assert_eq!(
+        t.failed,
+        0,
+        "slowloris: other clients failed: {:?}",
+        t.first_errors()
+    );
+    assert!(
+        t.ok >= 500,
+        "slowloris: only {} requests of the other clients served",
+        t.ok
+    );
+    let p99 = t.latency_percentile_ms(99.0);
+    assert!(
+        p99 < 10.0,
+        "slowloris: other clients' p99 {p99:.2} ms >= 10 ms"
+    );
+    assert_eq!(
+        cut.len(),
+        SLOW,
+        "slowloris: {} slow connections still open 3 s past the header timeout",
+        SLOW - cut.len()
+    );
+    assert!(
+        earliest >= header_timeout.mul_f64(0.9),
+        "slowloris: a slow connection was cut after {earliest:?}, before the header timeout {header_timeout:?}"
+    );
+    assert!(
+        latest <= header_timeout + Duration::from_millis(1500),
+        "slowloris: a slow connection lived {latest:?}"
+    );
+}
+
+/// Workers restarting at max_requests under load: no request fails.
+#[test]
+fn max_requests_under_load() {
+    let _serial = serial();
+    let f = Ferrocorn::start(
+        &[
+            "-w",
+            "2",
+            "--max-requests",
+            "1000",
+            "--max-requests-jitter",
+            "200",
+        ],
+        2,
+    );
+    let first = f.workers();
+    let load = Load::start(f.addr, 8, "/", Duration::from_secs(20));
+    let mut seen: BTreeSet<u32> = first.clone();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        seen.extend(f.workers());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let t = load.finish();
+    let restarts = seen.len() - first.len();
+    println!(
+        "max_requests: {restarts} worker restarts seen ({} workers in all)",
+        seen.len()
+    );
+    assert!(
+        restarts >= 2,
+        "max_requests: only {restarts} restarts in 4 s with --max-requests 1000 ({} requests)",
+        t.ok
+    );
+    assert_no_loss("max_requests", &t, &f, 2000);
+}
+
+/// The stale check and the response reader agree with a real socket: a
+/// server that answers once with `Connection: close` and closes is seen as
+/// closed before the next request, not as a failure.
+#[test]
+fn load_generator_sees_server_close_as_stale_not_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = thread::spawn(move || {
+        let mut served = 0;
+        for stream in listener.incoming().take(2) {
+            let mut s = stream.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .expect("write");
+            served += 1;
+            // Dropping `s` closes the idle connection after the answer, as a
+            // graceful stop does.
+        }
+        served
+    });
+    let mut c = Conn::open(addr, Duration::from_secs(2)).expect("connect");
+    assert_eq!(c.get("/").expect("first").status, 200);
+    assert!(
+        wait_for(Duration::from_secs(2), || c.stale()),
+        "a closed idle connection must look stale"
+    );
+    let mut c = Conn::open(addr, Duration::from_secs(2)).expect("reconnect");
+    assert!(!c.stale(), "a fresh connection is not stale");
+    assert_eq!(c.get("/").expect("second").status, 200);
+    assert_eq!(server.join().expect("server"), 2);
+}
