@@ -14,9 +14,13 @@ lint:
     cargo clippy --workspace --all-targets --all-features -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
-# Micro benchmarks (criterion) of every crate.
-bench:
-    cargo bench --workspace
+# Load benchmark against nginx, hyper and gunicorn on loopback (needs wrk,
+# nginx-light and .venv-bench; it says how to get them), written to
+# benches/RESULTS.md. `just bench --quick` tries the harness. Micro benchmarks
+# (criterion) of every crate: `cargo bench --workspace`.
+bench *ARGS:
+    cargo build --release -p ferrocorn -p ferrocorn-benches
+    cargo run --release -p ferrocorn-benches --bin loadbench -- {{ARGS}}
 
 # End-to-end tests of the built binary only.
 e2e:
