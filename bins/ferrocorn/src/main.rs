@@ -1,9 +1,102 @@
-//! ferrocorn: a pre-fork HTTP application server.
+//! ferrocorn: a pre-fork HTTP application server with gunicorn's model.
+//!
+//! `main` parses the command line, loads one validated [`config::Config`]
+//! and maps every failure to one line on stderr and an exit code:
+//! 0 success, 1 a runtime failure (bind, permission, a worker that cannot
+//! boot), 2 a bad command line or configuration.
 
-fn main() {
-    eprintln!(
-        "ferrocorn {}: the worker and supervisor are not built yet; nothing to serve.",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(1);
+mod cli;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, ServeArgs};
+use crate::config::Config;
+
+/// Why the process stops with a non-zero exit code.
+#[derive(Debug)]
+enum Failure {
+    /// A bad command line, config file, or environment variable: exit 2.
+    Config(String),
+    /// Anything failing at run time (bind, permission, ...): exit 1.
+    Runtime(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) => 2,
+            Failure::Runtime(_) => 1,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Config(m) | Failure::Runtime(m) => m,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help, version and usage errors itself (exit 0 or 2).
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("ferrocorn: error: {}", f.message());
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Some(Command::Metrics { dir }) => metrics_command(&dir),
+        None => serve(cli.serve),
+    }
+}
+
+fn load(args: &ServeArgs) -> Result<Config, Failure> {
+    Config::load_from_process(args).map_err(|e| Failure::Config(e.0))
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let config = load(&args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    if args.check_config {
+        println!("{}", check_line(&config));
+        return Ok(());
+    }
+    Err(Failure::Runtime(
+        "the worker and supervisor are not built yet; nothing to serve".into(),
+    ))
+}
+
+/// The line `--check-config` prints for a valid configuration.
+fn check_line(config: &Config) -> String {
+    let binds: Vec<String> = config.binds.iter().map(|b| b.to_string()).collect();
+    let from = match &config.config_file {
+        Some(p) => format!(" ({})", p.display()),
+        None => String::new(),
+    };
+    format!(
+        "config OK{from}: {} worker(s) x {} thread(s) on {}",
+        config.workers,
+        config.threads,
+        binds.join(", ")
+    )
+}
+
+fn metrics_command(_dir: &std::path::Path) -> Result<(), Failure> {
+    Err(Failure::Runtime(
+        "metrics are not built into this binary (feature `metrics`)".into(),
+    ))
 }
