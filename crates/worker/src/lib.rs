@@ -259,6 +259,8 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     #[cfg(feature = "metrics")]
     metrics: Option<ferrocorn_shm_metrics::Registry>,
+    #[cfg(feature = "metrics")]
+    metrics_prefix: String,
 }
 
 impl std::fmt::Debug for Worker {
@@ -298,6 +300,8 @@ impl Worker {
             stats,
             #[cfg(feature = "metrics")]
             metrics: None,
+            #[cfg(feature = "metrics")]
+            metrics_prefix: "gunicorn".to_owned(),
         })
     }
 
@@ -335,10 +339,23 @@ impl Worker {
         self
     }
 
-    /// Write the worker gauges and request metrics into shm metric files.
+    /// Write the worker gauges and request metrics into shm metric files:
+    /// gauges `gunicorn_active_worker_connections`,
+    /// `gunicorn_max_worker_connections`, `gunicorn_max_worker_threads`,
+    /// `gunicorn_active_worker_threads`, `gunicorn_pending_requests` (mode
+    /// `liveall`: one series per worker pid, gone when it dies), the counter
+    /// `gunicorn_requests_total{method,status}` and the histogram
+    /// `gunicorn_request_duration_seconds{method}`.
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, registry: ferrocorn_shm_metrics::Registry) -> Worker {
         self.metrics = Some(registry);
+        self
+    }
+
+    /// The metric name prefix in place of `gunicorn` (default `gunicorn`).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Worker {
+        self.metrics_prefix = prefix.into();
         self
     }
 

@@ -1,15 +1,181 @@
-//! Shm metrics of the worker (feature `metrics`): pending until the
-//! ferrocorn-shm-metrics crate provides its writer API.
+//! The worker's shm metrics (feature `metrics`): the seed's worker gauges,
+//! written as they change, and a request counter and latency histogram.
+//! Without the feature every call is a no-op.
 
-use std::time::Duration;
+/// Methods that get their own label value; anything else counts as `other`
+/// (a client must not be able to create series at will).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
 
-/// The worker's metric handles; no-op without the `metrics` feature.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+fn method_index(method: &str) -> usize {
+    METHODS
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(METHODS.len())
+}
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use ferrocorn_shm_metrics::{
+        Counter, CounterVec, DEFAULT_BUCKETS, Gauge, GaugeMode, Histogram, Registry,
+    };
+
+    use super::{METHODS, method_index};
+
+    pub(crate) struct Inner {
+        active_connections: Gauge,
+        active_threads: Gauge,
+        pending_requests: Gauge,
+        requests: CounterVec,
+        counters: Mutex<HashMap<(usize, u16), Counter>>,
+        durations: Vec<Histogram>,
+    }
+
+    /// The worker's metric handles.
+    #[derive(Clone, Default)]
+    pub(crate) struct Metrics {
+        inner: Option<Arc<Inner>>,
+    }
+
+    impl Metrics {
+        pub(crate) fn new(
+            registry: Option<&Registry>,
+            prefix: &str,
+            config: &crate::WorkerConfig,
+            logger: &slog::Logger,
+        ) -> Metrics {
+            let Some(registry) = registry else {
+                return Metrics::default();
+            };
+            match Self::build(registry, prefix, config) {
+                Ok(inner) => Metrics {
+                    inner: Some(Arc::new(inner)),
+                },
+                Err(e) => {
+                    slog::error!(logger, "cannot create the worker metrics: {}", e);
+                    Metrics::default()
+                }
+            }
+        }
+
+        fn build(
+            registry: &Registry,
+            prefix: &str,
+            config: &crate::WorkerConfig,
+        ) -> std::io::Result<Inner> {
+            // LiveAll: one series per worker pid, gone when the worker dies.
+            let gauge = |name: &str, help: &str| {
+                registry
+                    .gauge(&format!("{prefix}_{name}"), help, &[], GaugeMode::LiveAll)
+                    .with_label_values(&[])
+            };
+            let max_conns = gauge(
+                "max_worker_connections",
+                "Maximum number of connections a worker holds.",
+            )?;
+            max_conns.set(config.worker_connections as f64);
+            let max_threads = gauge(
+                "max_worker_threads",
+                "Number of threads running the application in a worker.",
+            )?;
+            max_threads.set(config.threads.max(1) as f64);
+            let active_connections = gauge(
+                "active_worker_connections",
+                "Connections a worker holds now.",
+            )?;
+            active_connections.set(0.0);
+            let active_threads = gauge(
+                "active_worker_threads",
+                "Worker threads running a request now.",
+            )?;
+            active_threads.set(0.0);
+            let pending_requests = gauge(
+                "pending_requests",
+                "Requests read by a worker and not yet answered.",
+            )?;
+            pending_requests.set(0.0);
+            let requests = registry.counter(
+                &format!("{prefix}_requests"),
+                "Requests answered, by method and status.",
+                &["method", "status"],
+            );
+            let hist = registry.histogram(
+                &format!("{prefix}_request_duration_seconds"),
+                "Time to answer a request, by method.",
+                &["method"],
+                &DEFAULT_BUCKETS,
+            );
+            let mut durations = Vec::with_capacity(METHODS.len() + 1);
+            for m in METHODS.iter().copied().chain(["other"]) {
+                durations.push(hist.with_label_values(&[m])?);
+            }
+            Ok(Inner {
+                active_connections,
+                active_threads,
+                pending_requests,
+                requests,
+                counters: Mutex::new(HashMap::new()),
+                durations,
+            })
+        }
+
+        pub(crate) fn active_connections(&self, n: usize) {
+            if let Some(i) = &self.inner {
+                i.active_connections.set(n as f64);
+            }
+        }
+        pub(crate) fn active_threads(&self, n: usize) {
+            if let Some(i) = &self.inner {
+                i.active_threads.set(n as f64);
+            }
+        }
+        pub(crate) fn pending_requests(&self, n: usize) {
+            if let Some(i) = &self.inner {
+                i.pending_requests.set(n as f64);
+            }
+        }
+        pub(crate) fn request(&self, method: &str, status: u16, took: Duration) {
+            let Some(i) = &self.inner else {
+                return;
+            };
+            let m = method_index(method);
+            i.durations[m].observe(took.as_secs_f64());
+            let mut counters = i.counters.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = counters.get(&(m, status)) {
+                c.inc();
+                return;
+            }
+            let name = METHODS.get(m).copied().unwrap_or("other");
+            if let Ok(c) = i
+                .requests
+                .with_label_values(&[name, &status.to_string()])
+            {
+                c.inc();
+                counters.insert((m, status), c);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use enabled::Metrics;
+
+/// The worker's metric handles: no-op without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
 #[derive(Clone, Default)]
 pub(crate) struct Metrics {}
 
+#[cfg(not(feature = "metrics"))]
 impl Metrics {
     pub(crate) fn active_connections(&self, _n: usize) {}
     pub(crate) fn active_threads(&self, _n: usize) {}
     pub(crate) fn pending_requests(&self, _n: usize) {}
-    pub(crate) fn request(&self, _method: &str, _status: u16, _took: Duration) {}
+    pub(crate) fn request(&self, _method: &str, _status: u16, _took: std::time::Duration) {}
 }

@@ -227,7 +227,7 @@ impl Server {
         let epoch = Instant::now();
         let threads = w.config.threads.max(1);
         #[cfg(feature = "metrics")]
-        let metrics = Metrics::new(w.metrics.as_ref(), &w.config, &w.logger);
+        let metrics = Metrics::new(w.metrics.as_ref(), &w.metrics_prefix, &w.config, &w.logger);
         #[cfg(not(feature = "metrics"))]
         let metrics = Metrics::default();
         let shared = Arc::new(Shared::new(

@@ -1,0 +1,479 @@
+//! HTTP/1.1 behaviour on real sockets: keep-alive, pipelining, bodies,
+//! 100-continue, HEAD, streaming, slow clients, real clients (curl, Python).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Client, TestApp, TestServer, wait_for};
+use ferrocorn_worker::{Request, Response, WorkerConfig};
+
+fn server() -> TestServer {
+    TestServer::start(
+        WorkerConfig {
+            threads: 2,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    )
+}
+
+#[test]
+fn answers_with_date_server_and_length() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.version, "HTTP/1.1");
+    assert_eq!(r.body_str(), "hello\n");
+    assert_eq!(r.header("content-length"), Some("6"));
+    assert_eq!(r.header("server"), Some("ferrocorn"));
+    let date = r.header("date").expect("Date header");
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    assert!(!r.closes());
+}
+
+#[test]
+fn request_accessors() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /info?a=1&b=2 HTTP/1.1\r\nHost: example\r\nX-Thing:  spaced value \r\n\r\n");
+    let r = c.response();
+    let body = r.body_str();
+    assert!(body.contains("method=GET target=/info?a=1&b=2 path=/info query=a=1&b=2 version=HTTP/1.1"), "{body}");
+    assert!(body.contains("peer=127.0.0.1"), "{body}");
+    assert!(body.contains(&format!("local={}", s.addr)), "{body}");
+    assert!(body.contains("Host=example,X-Thing=spaced value"), "{body}");
+}
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    for i in 0..50 {
+        c.send(format!("GET /echo?{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-query"), Some(i.to_string().as_str()));
+    }
+    assert_eq!(s.stats.active_connections(), 1);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    let mut batch = Vec::new();
+    // A slow first request must not let the fast second overtake it.
+    batch.extend_from_slice(b"GET /sleep?150 HTTP/1.1\r\nHost: x\r\n\r\n");
+    for i in 0..20 {
+        batch.extend_from_slice(format!("POST /echo?{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab{}", i % 10).as_bytes());
+    }
+    batch.extend_from_slice(b"GET /stream?2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    batch.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.send(&batch);
+    assert_eq!(c.response().body_str(), "slept\n");
+    for i in 0..20 {
+        let r = c.response();
+        assert_eq!(r.header("x-query"), Some(i.to_string().as_str()));
+        assert_eq!(r.body_str(), format!("ab{}", i % 10));
+    }
+    assert_eq!(c.response().body_str(), "part 0\npart 1\n");
+    let last = c.response();
+    assert_eq!(last.body_str(), "hello\n");
+    assert!(last.closes());
+    c.assert_closed();
+}
+
+#[test]
+fn http10_closes_unless_keep_alive_asked() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.0\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert!(r.closes());
+    c.assert_closed();
+
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn http10_stream_is_close_delimited() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /stream?3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response();
+    assert!(r.closes());
+    assert!(r.header("transfer-encoding").is_none());
+    assert_eq!(r.body_str(), "part 0\npart 1\npart 2\n");
+}
+
+#[test]
+fn connection_close_from_client_and_from_app() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(c.response().closes());
+    c.assert_closed();
+
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert!(r.closes());
+    assert_eq!(r.body_str(), "bye\n");
+    c.assert_closed();
+}
+
+#[test]
+fn head_has_length_but_no_body() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response_to(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("6"));
+    // The next response follows directly: no body bytes in between.
+    c.send(b"GET /echo?after HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().header("x-query"), Some("after"));
+}
+
+#[test]
+fn no_body_statuses() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    for status in [204u16, 304] {
+        c.send(format!("GET /status?{status} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!(r.status, status);
+        assert!(r.header("content-length").is_none());
+    }
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn content_length_body_in_one_piece_and_streamed() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(c.response().body_str(), "hello");
+    // A body larger than any buffer, sent in pieces while the app reads.
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    c.send(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    let mut w = c.stream.try_clone().unwrap();
+    let b2 = body.clone();
+    let writer = std::thread::spawn(move || {
+        for piece in b2.chunks(70_000) {
+            w.write_all(piece).unwrap();
+        }
+    });
+    let r = c.response();
+    writer.join().unwrap();
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body);
+    // And the connection is still usable.
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn chunked_body_with_extensions_and_trailers() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: yes\r\n\r\n");
+    assert_eq!(c.response().body_str(), "hello 0123456789");
+    // Streamed: the chunks arrive one by one, with pauses.
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for part in ["3\r\nabc\r\n", "2\r\nde\r\n", "0\r\n", "\r\n"] {
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(part.as_bytes());
+    }
+    assert_eq!(c.response().body_str(), "abcde");
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn body_is_streamed_not_buffered_before_the_app_runs() {
+    // The app sees the first bytes while the client has not sent the rest.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    let app = move |req: &mut Request<'_>| {
+        let mut buf = [0u8; 5];
+        req.body().read_exact(&mut buf).unwrap();
+        seen2.store(1, Ordering::SeqCst);
+        let rest = req.body().read_all().unwrap();
+        Response::text(200, &format!("{}+{}", String::from_utf8_lossy(&buf), rest.len()))
+    };
+    let s = TestServer::start(WorkerConfig::default(), app);
+    let mut c = Client::new(s.connect());
+    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst");
+    wait_for(Duration::from_secs(5), "the app to read the first part", || seen.load(Ordering::SeqCst) == 1);
+    c.send(b"12345");
+    assert_eq!(c.response().body_str(), "first+5");
+}
+
+#[test]
+fn expect_100_continue_is_sent_on_first_read() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    let interim = c.response();
+    assert_eq!(interim.status, 100);
+    c.send(b"data");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "data");
+
+    // An app that answers without reading: no 100, and the connection closes
+    // (the body was never sent).
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert!(r.closes());
+    c.assert_closed();
+}
+
+#[test]
+fn unread_body_in_buffer_keeps_the_connection() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd");
+    let r = c.response();
+    assert!(!r.closes());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn slow_client_one_byte_at_a_time() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    let req = b"POST /echo?slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nslow\r\n0\r\n\r\n";
+    for b in req.iter() {
+        c.send(&[*b]);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let r = c.response();
+    assert_eq!(r.body_str(), "slow");
+    assert_eq!(r.header("x-query"), Some("slow"));
+}
+
+#[test]
+fn streamed_response_is_chunked() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /stream?5 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.body_str(), "part 0\npart 1\npart 2\npart 3\npart 4\n");
+    c.send(b"GET /stream-len HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.header("content-length"), Some("6"));
+    assert_eq!(r.body_str(), "abcdef");
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn large_response_under_backpressure() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = 8 << 20;
+    c.send(format!("GET /big?{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    // Let the server fill the socket and wait for writability.
+    std::thread::sleep(Duration::from_millis(100));
+    let r = c.response();
+    assert_eq!(r.body.len(), n);
+    assert!(r.body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn panicking_handler_gets_500_and_worker_lives() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 500);
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn invalid_response_header_is_a_500_not_a_split() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /badheader HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 500);
+    assert!(r.header("injected").is_none());
+}
+
+#[test]
+fn keep_alive_expires() {
+    let s = TestServer::start(
+        WorkerConfig {
+            keepalive: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    let start = Instant::now();
+    c.assert_closed();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(150), "closed too early: {took:?}");
+    assert!(took < Duration::from_secs(2), "closed too late: {took:?}");
+    wait_for(Duration::from_secs(2), "connection count to drop", || s.stats.active_connections() == 0);
+}
+
+#[test]
+fn keepalive_zero_closes_after_each_response() {
+    let s = TestServer::start(
+        WorkerConfig {
+            keepalive: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.response().closes());
+    c.assert_closed();
+}
+
+#[test]
+fn inline_mode_serves_and_still_streams_bodies() {
+    let s = TestServer::start(
+        WorkerConfig {
+            inline: true,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n");
+    assert_eq!(c.response().body_str(), "hello\n");
+    std::thread::sleep(Duration::from_millis(20));
+    c.send(b"abc");
+    assert_eq!(c.response().body_str(), "abc");
+    c.send(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 500);
+}
+
+#[test]
+fn unix_socket_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let worker = ferrocorn_worker::Worker::new(
+        WorkerConfig::default(),
+        vec![ferrocorn_worker::Listener::Unix(listener)],
+        Arc::new(TestApp),
+    )
+    .unwrap();
+    let stop = worker.shutdown_handle();
+    let t = std::thread::spawn(move || worker.run());
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("peer= local="), "{out}");
+    stop.quick();
+    t.join().unwrap().unwrap();
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd).arg("--version").output().is_ok()
+}
+
+#[test]
+fn curl_get_post_and_chunked_upload() {
+    assert!(have("curl"), "curl is needed for this test");
+    let s = server();
+    let url = format!("http://{}/echo?c=1", s.addr);
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--data-binary", "posted by curl", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("posted by curl"), "{text}");
+    // Chunked upload with Expect: 100-continue, two requests on one connection.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "chunky",
+            &url,
+            "--next",
+            &format!("http://{}/stream?2", s.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "chunkypart 0\npart 1\n");
+}
+
+fn python() -> String {
+    std::env::var("FERROCORN_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[test]
+fn python_http_client_keep_alive() {
+    let s = server();
+    let script = r#"
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
+for i in range(5):
+    c.request("POST", "/echo?" + str(i), body=b"x" * (i * 1000))
+    r = c.getresponse()
+    body = r.read()
+    assert r.status == 200, r.status
+    assert len(body) == i * 1000, len(body)
+    if i == 0:
+        sock = c.sock
+    assert c.sock is sock, "the connection was not kept alive"
+c.request("HEAD", "/")
+r = c.getresponse(); r.read()
+assert r.getheader("Content-Length") == "6"
+c.request("GET", "/stream?4")
+r = c.getresponse()
+assert r.read() == b"part 0\npart 1\npart 2\npart 3\n"
+c.request("GET", "/nope")
+r = c.getresponse(); r.read()
+assert r.status == 404
+print("ok")
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &s.addr.ip().to_string(), &s.addr.port().to_string()])
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
