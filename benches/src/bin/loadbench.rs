@@ -769,6 +769,21 @@ for _ in range(nproc):
 print(len(os.listdir(d)), "files")
 "#;
 
+/// Python's in-process merge and encoding of the same files, timed: median ms.
+const PY_INPROCESS: &str = r#"
+import sys, time
+from prometheus_client import CollectorRegistry, multiprocess, generate_latest
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry, path=sys.argv[1])
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    generate_latest(registry)
+    times.append((time.perf_counter() - t) * 1e3)
+times.sort()
+print(times[len(times) // 2])
+"#;
+
 const PY_EXPORTER: &str = r#"
 import sys, time
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -843,6 +858,32 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
         "   python MultiProcessCollector: median {:.1} ms ({py_samples} samples)",
         stats::median(&py_ms)
     );
+    let out = Command::new(&python)
+        .args(["-c", PY_INPROCESS])
+        .arg(&files)
+        .output()
+        .map_err(|e| format!("python in-process: {e}"))?;
+    let py_inproc_ms: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| {
+            format!(
+                "python in-process: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let mut lib_ms = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let text =
+            ferrocorn_shm_metrics::render_dir(&files).map_err(|e| format!("render_dir: {e}"))?;
+        lib_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(text);
+    }
+    println!(
+        "   in-process merge + encode: python generate_latest {py_inproc_ms:.1} ms, ferrocorn_shm_metrics::render_dir {:.2} ms",
+        stats::median(&lib_ms)
+    );
 
     // ferrocorn: the real binary's exporter, with the files copied into its
     // metrics directory after it started (it cleans the directory at start).
@@ -868,6 +909,8 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
         stats::median(&rs_ms)
     );
     report.scrape = Some(ScrapeResult {
+        python_inproc_ms: py_inproc_ms,
+        lib_ms: stats::median(&lib_ms),
         python_ms: stats::median(&py_ms),
         python_samples: py_samples,
         ferrocorn_ms: stats::median(&rs_ms),
@@ -893,6 +936,8 @@ struct IdleResult {
 }
 
 struct ScrapeResult {
+    python_inproc_ms: f64,
+    lib_ms: f64,
     python_ms: f64,
     python_samples: usize,
     ferrocorn_ms: f64,
@@ -1141,18 +1186,29 @@ impl Report {
             let _ = writeln!(o, "| exporter | ms | samples |\n|---|---:|---:|");
             let _ = writeln!(
                 o,
-                "| Python MultiProcessCollector | {:.1} | {} |",
+                "| Python MultiProcessCollector (HTTP GET) | {:.1} | {} |",
                 s.python_ms, s.python_samples
             );
             let _ = writeln!(
                 o,
-                "| ferrocorn | {:.2} | {} ({} its own) |",
+                "| ferrocorn /metrics (HTTP GET) | {:.2} | {} ({} its own) |",
                 s.ferrocorn_ms, s.ferrocorn_samples, s.ferrocorn_own_samples
             );
             let _ = writeln!(
                 o,
-                "\nferrocorn is {ratio:.0}x faster (goal >= 50x: {}).",
-                goal(ratio >= 50.0)
+                "| Python generate_latest, in process | {:.1} | |",
+                s.python_inproc_ms
+            );
+            let _ = writeln!(
+                o,
+                "| ferrocorn_shm_metrics::render_dir, in process | {:.2} | |",
+                s.lib_ms
+            );
+            let _ = writeln!(
+                o,
+                "\nferrocorn's scrape is {ratio:.0}x faster over HTTP (goal >= 50x: {}), {:.0}x in process.",
+                goal(ratio >= 50.0),
+                s.python_inproc_ms / s.lib_ms
             );
         }
         if !self.notes.is_empty() {
