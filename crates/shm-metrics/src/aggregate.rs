@@ -83,6 +83,11 @@ const FOLDED: [Kind; 7] = [
     Kind::Gauge(GaugeMode::MostRecent),
 ];
 
+/// Whether files of `kind` are folded into aggregates (not simply deleted).
+pub(crate) fn is_folded(kind: Kind) -> bool {
+    FOLDED.contains(&kind)
+}
+
 /// Does the bookkeeping for a process that exited: its `live*` and `all`
 /// gauges vanish, its counters, histograms, summaries and `min`/`max`/`sum`/
 /// `mostrecent` gauges are folded into `{type}_aggregate.db` files (readable

@@ -94,9 +94,10 @@ impl MultiProcessCollector {
         let mut warnings = Vec::new();
         // A file listed but gone when opened was most likely folded into an
         // aggregate meanwhile: start over so nothing is lost or counted twice.
-        for attempt in 0..4 {
+        const ATTEMPTS: usize = 10;
+        for attempt in 0..ATTEMPTS {
             warnings.clear();
-            match merge_dir(&self.dir, &mut warnings, attempt == 3) {
+            match merge_dir(&self.dir, &mut warnings, attempt == ATTEMPTS - 1) {
                 Ok(Some(families)) => return (families, warnings),
                 Ok(None) => continue,
                 Err(e) => {
@@ -528,31 +529,56 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
             }),
         }
     }
-    // Aggregates first: their trailers say which files they already contain.
-    names.sort_by(|a, b| (a.0.id != "aggregate", a.0.kind, &a.1).cmp(&(b.0.id != "aggregate", b.0.kind, &b.1)));
+    // Values are added in directory order, as Python's glob sees the files,
+    // so float sums come out bit for bit the same. Aggregates are read
+    // first, though: their trailers say which files they already contain.
+    let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
+    let mut aggregates: Vec<Option<(u64, Vec<u8>)>> = vec![None; names.len()];
+    for (i, (name, path)) in names.iter().enumerate() {
+        if name.id != "aggregate" {
+            continue;
+        }
+        let mut data = Vec::new();
+        match file::read_file(path, &mut data, true) {
+            Ok(ino) => {
+                if let Some(a) = parse_trailer(&data) {
+                    absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
+                }
+                aggregates[i] = Some((ino, data));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(None),
+            Err(e) => warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") }),
+        }
+    }
 
     let mut merger = Merger::default();
-    let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
     let mut buf = Vec::with_capacity(1 << 16);
-    for (name, path) in &names {
+    for (i, (name, path)) in names.iter().enumerate() {
         let is_aggregate = name.id == "aggregate";
-        let ino = match file::read_file(path, &mut buf, is_aggregate) {
-            Ok(ino) => ino,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if last_attempt {
+        if is_aggregate {
+            match aggregates[i].take() {
+                Some((_, data)) => buf = data,
+                None => continue,
+            }
+        } else {
+            let ino = match file::read_file(path, &mut buf, false) {
+                Ok(ino) => ino,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A deleted gauge file is simply gone; a folded file may
+                    // be in an aggregate read before the fold: start over.
+                    if last_attempt || !crate::aggregate::is_folded(name.kind) {
+                        continue;
+                    }
+                    return Ok(None);
+                }
+                Err(e) => {
+                    warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") });
                     continue;
                 }
-                return Ok(None);
+            };
+            if absorbed.iter().any(|(k, a)| *k == name.kind && a.id == name.id && a.ino == ino) {
+                continue; // already counted in the aggregate
             }
-            Err(e) => {
-                warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") });
-                continue;
-            }
-        };
-        if !is_aggregate
-            && absorbed.iter().any(|(k, a)| *k == name.kind && a.id == name.id && a.ino == ino)
-        {
-            continue; // already counted in the aggregate
         }
         let data: &[u8] = &buf;
         let mut entries = Vec::with_capacity(1024);
@@ -573,9 +599,6 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
                 path: path.clone(),
                 reason: "written by prometheus_client < 0.18 (no timestamps): read as such".into(),
             }),
-        }
-        if is_aggregate && let Some(a) = parse_trailer(data) {
-            absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
         }
         let bad = merger.add_file(name, &entries);
         if bad > 0 {
