@@ -205,8 +205,12 @@ impl std::str::FromStr for AccessLogFormat {
 impl Default for AccessLogFormat {
     fn default() -> Self {
         // The default format always parses.
-        AccessLogFormat::parse(crate::config::DEFAULT_ACCESS_LOG_FORMAT)
-            .unwrap_or_else(|_| AccessLogFormat { parts: Vec::new(), source: String::new() })
+        AccessLogFormat::parse(crate::config::DEFAULT_ACCESS_LOG_FORMAT).unwrap_or_else(|_| {
+            AccessLogFormat {
+                parts: Vec::new(),
+                source: String::new(),
+            }
+        })
     }
 }
 
@@ -289,7 +293,11 @@ fn last_header<'a>(headers: &[(&str, &'a [u8])], name: &str) -> Option<&'a [u8]>
 fn environ_name_eq(header: &str, key: &str) -> bool {
     header.len() == key.len()
         && header.bytes().zip(key.bytes()).all(|(h, k)| {
-            let h = if h == b'-' { b'_' } else { h.to_ascii_lowercase() };
+            let h = if h == b'-' {
+                b'_'
+            } else {
+                h.to_ascii_lowercase()
+            };
             h == k
         })
 }
@@ -383,7 +391,7 @@ fn render_atom(a: &Atom, rec: &AccessRecord<'_>, now: std::time::SystemTime, out
         Atom::Referer => push_environ_header(rec.request_headers, "referer", out),
         Atom::UserAgent => push_environ_header(rec.request_headers, "user_agent", out),
         Atom::Seconds => push_num(out, t.as_secs()),
-        Atom::Millis => push_num(out, t.as_secs() * 1000 + u64::from(t.subsec_micros() / 1000)),
+        Atom::Millis => push_num(out, t.as_secs() * 1000 + u64::from(t.subsec_millis())),
         Atom::Micros => push_num(out, t.as_secs() * 1_000_000 + u64::from(t.subsec_micros())),
         Atom::DecimalSeconds => {
             push_num(out, t.as_secs());
@@ -428,6 +436,9 @@ fn basic_auth_user(headers: &[(&str, &[u8])]) -> Option<([u8; 256], usize)> {
     let len = base64_decode(creds, &mut buf)?;
     let user_len = buf[..len].iter().position(|&b| b == b':').unwrap_or(len);
     std::str::from_utf8(&buf[..user_len]).ok()?;
+    if user_len == 0 {
+        return None; // gunicorn: `user or '-'`
+    }
     Some((buf, user_len))
 }
 
@@ -471,7 +482,7 @@ fn base64_decode(input: &[u8], out: &mut [u8; 256]) -> Option<usize> {
             acc &= (1 << nbits) - 1;
         }
     }
-    if symbols % 4 == 1 || (symbols + pad) % 4 != 0 {
+    if symbols % 4 == 1 || !(symbols + pad).is_multiple_of(4) {
         return None;
     }
     Some(n)

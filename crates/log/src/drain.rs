@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
-use slog::{Key, OwnedKVList, Record, KV};
+use slog::{KV, Key, OwnedKVList, Record};
 
 use crate::config::Level;
 use crate::escape::{needs_repr, push_message, push_py_repr};
@@ -200,7 +200,10 @@ impl LineDrain {
         style(s, BRIGHT);
         let start = s.line.len();
         push_msg(s, record.msg());
-        let width = s.line[start..].iter().filter(|&&b| b & 0xc0 != 0x80).count();
+        let width = s.line[start..]
+            .iter()
+            .filter(|&&b| b & 0xc0 != 0x80)
+            .count();
         pad(&mut s.line, width, 30);
         style(s, RESET);
         s.line.extend_from_slice(b" [");
@@ -271,8 +274,14 @@ fn collect(s: &mut Scratch, record: &Record<'_>, values: &OwnedKVList, ids: bool
         let _ = c.emit_u32("pid", std::process::id());
         let _ = c.emit_u64("tid", sys::thread_ident());
     }
+    // slog hands out each list last-declared first; put them back in the
+    // order they were written (the logger's context, then the call site's).
+    let start = c.entries.len();
     let _ = values.serialize(record, &mut c);
+    c.entries[start..].reverse();
+    let start = c.entries.len();
     let _ = record.kv().serialize(record, &mut c);
+    c.entries[start..].reverse();
 }
 
 struct Collector<'a> {
@@ -284,6 +293,8 @@ struct Collector<'a> {
 impl Collector<'_> {
     fn entry(&mut self, key: Key, value: impl FnOnce(&mut Vec<u8>)) -> slog::Result {
         let k0 = self.kv.len();
+        // `Key` is `&'static str` unless slog's `dynamic-keys` feature is on.
+        #[allow(clippy::useless_asref)]
         let key: &str = key.as_ref();
         push_message(self.kv, key);
         let k1 = self.kv.len();
@@ -332,7 +343,9 @@ impl slog::Serializer for Collector<'_> {
     }
 
     fn emit_bool(&mut self, key: Key, val: bool) -> slog::Result {
-        self.entry(key, |o| o.extend_from_slice(if val { b"True" } else { b"False" }))
+        self.entry(key, |o| {
+            o.extend_from_slice(if val { b"True" } else { b"False" })
+        })
     }
 
     fn emit_none(&mut self, key: Key) -> slog::Result {

@@ -51,8 +51,9 @@ pub(crate) fn push_message(out: &mut Vec<u8>, s: &str) {
 /// (it does when the string holds a space, tab, `=`, CR, LF or a quote); we
 /// also do for any other control character.
 pub(crate) fn needs_repr(s: &str) -> bool {
-    s.bytes()
-        .any(|b| matches!(b, b' ' | b'\t' | b'=' | b'\r' | b'\n' | b'"' | b'\'') || b < 0x20 || b == 0x7f)
+    s.bytes().any(|b| {
+        matches!(b, b' ' | b'\t' | b'=' | b'\r' | b'\n' | b'"' | b'\'') || b < 0x20 || b == 0x7f
+    })
 }
 
 /// Python's `repr()` of a `str`: single quotes unless the string holds `'`
@@ -84,7 +85,12 @@ pub(crate) fn push_py_repr(out: &mut Vec<u8>, s: &str) {
 
 fn push_hex(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    out.extend_from_slice(&[
+        b'\\',
+        b'x',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 15)],
+    ]);
 }
 
 #[cfg(test)]

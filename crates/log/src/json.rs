@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::{Mutex, PoisonError};
 
-use slog::{o, Drain as _, OwnedKVList, PushFnValue, Record};
+use slog::{Drain as _, OwnedKVList, PushFnValue, Record, o};
 
 use crate::config::Level;
 use crate::sink::Sink;
@@ -44,13 +44,16 @@ impl JsonFormat {
         let json = slog_json::Json::new(ThreadLine)
             .set_newlines(true)
             .set_flush(false)
+            // slog serializes an `o!` list last entry first: listed in
+            // reverse so that lines read event, level, logger, pid, tid,
+            // timestamp as structlog's event dict does.
             .add_key_value(o!(
-                "event" => PushFnValue(|r: &Record<'_>, s| s.emit(r.msg())),
-                "level" => PushFnValue(|r: &Record<'_>, s| s.emit(Level::from_slog(r.level()).as_str())),
-                "logger" => name,
-                "pid" => PushFnValue(|_: &Record<'_>, s| s.emit(std::process::id())),
-                "tid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::thread_ident())),
                 "timestamp" => PushFnValue(|_: &Record<'_>, s| s.emit(time::iso_utc(Now::get()).as_str())),
+                "tid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::thread_ident())),
+                "pid" => PushFnValue(|_: &Record<'_>, s| s.emit(std::process::id())),
+                "logger" => name,
+                "level" => PushFnValue(|r: &Record<'_>, s| s.emit(Level::from_slog(r.level()).as_str())),
+                "event" => PushFnValue(|r: &Record<'_>, s| s.emit(r.msg())),
             ))
             .build();
         JsonFormat {

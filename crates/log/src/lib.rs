@@ -307,12 +307,13 @@ impl AccessLog {
             // Every atom escapes what is not UTF-8, so this never fails.
             let line = std::str::from_utf8(buf).unwrap_or("<access line not UTF-8>");
             if self.inner.typed_keys {
+                // Listed in reverse: slog serializes the last key first.
                 slog::info!(self.inner.logger, "{}", line;
-                    "method" => rec.method,
-                    "path" => rec.path,
-                    "status" => rec.status,
-                    "bytes" => rec.response_bytes,
                     "duration_s" => rec.request_time.as_secs_f64(),
+                    "bytes" => rec.response_bytes,
+                    "status" => rec.status,
+                    "path" => rec.path,
+                    "method" => rec.method,
                 );
             } else {
                 slog::info!(self.inner.logger, "{}", line);

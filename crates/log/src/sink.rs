@@ -97,7 +97,7 @@ impl Sink {
     }
 
     /// Whether the destination is a terminal (for `ColorChoice::Auto`).
-#[cfg_attr(not(feature = "structured"), allow(dead_code))]
+    #[cfg_attr(not(feature = "structured"), allow(dead_code))]
     pub(crate) fn is_terminal(&self) -> bool {
         match self.dest {
             Destination::Stdout => io::stdout().is_terminal(),
@@ -152,7 +152,12 @@ fn open_append(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display())))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open log file {}: {e}", path.display()),
+            )
+        })
 }
 
 /// The sinks of one `Logs`: destinations named twice share one sink.

@@ -35,6 +35,8 @@ pub(crate) fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
 /// hour, minute, second, UTC offset in seconds). `None` if the C library
 /// cannot convert it.
 pub(crate) fn local_time(secs: i64) -> Option<LocalTime> {
+    // time_t is 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
     let t: libc::time_t = secs.try_into().ok()?;
     // SAFETY: `tm` is plain old data; all-zero is a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -56,6 +58,7 @@ pub(crate) fn local_time(secs: i64) -> Option<LocalTime> {
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+#[allow(clippy::unnecessary_cast)] // c_long is 32 bits on some targets
 fn tm_gmtoff(tm: &libc::tm) -> i64 {
     tm.tm_gmtoff as i64
 }
