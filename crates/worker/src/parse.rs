@@ -218,12 +218,12 @@ pub fn parse_head(
             return Err(ParseError::bad("invalid request line"));
         }
     }
-    let result = if limits.fields < STACK_HEADERS {
+    let result = if limits.fields <= STACK_HEADERS {
         let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        parse_with(buf, &limits, headers, &mut stack[..limits.fields + 1])
+        parse_with(buf, &limits, headers, &mut stack[..limits.fields])
     } else {
-        let mut heap = Vec::with_capacity(limits.fields + 1);
-        heap.resize_with(limits.fields + 1, MaybeUninit::uninit);
+        let mut heap = Vec::with_capacity(limits.fields);
+        heap.resize_with(limits.fields, MaybeUninit::uninit);
         parse_with(buf, &limits, headers, &mut heap)
     };
     match result {
@@ -562,7 +562,9 @@ enum ChunkState {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line.
+    /// Inside a trailer field name.
+    TrailerName,
+    /// Inside a trailer field value.
     Trailer,
     /// Expecting LF after a trailer line's CR.
     TrailerLf,
@@ -649,7 +651,8 @@ impl ChunkedDecoder {
                         }
                         _ => return bad("invalid chunk size"),
                     };
-                    if digits >= 16 {
+                    // Leading zeros are allowed (a few), overflow is not.
+                    if self.size > (u64::MAX >> 4) || digits >= 32 {
                         return bad("chunk size too large");
                     }
                     self.size = (self.size << 4) | u64::from(v);
@@ -711,7 +714,7 @@ impl ChunkedDecoder {
                         b'\r' => self.state = ChunkState::EndLf,
                         b' ' | b'\t' => return bad("obsolete line folding in trailer"),
                         _ if is_tchar(b) => {
-                            self.state = ChunkState::Trailer;
+                            self.state = ChunkState::TrailerName;
                             self.line = 1;
                             self.trailers += 1;
                         }
@@ -719,10 +722,27 @@ impl ChunkedDecoder {
                     }
                     i += 1;
                 }
+                ChunkState::TrailerName => {
+                    match b {
+                        b':' => self.state = ChunkState::Trailer,
+                        _ if is_tchar(b) => {}
+                        _ => return bad("invalid trailer field"),
+                    }
+                    self.line += 1;
+                    self.trailers += 1;
+                    if self.line > self.max_line || self.trailers > self.max_trailers {
+                        return Err(ParseError {
+                            status: 431,
+                            reason: "trailer fields too large",
+                        });
+                    }
+                    i += 1;
+                }
                 ChunkState::Trailer => {
                     match b {
                         b'\r' => self.state = ChunkState::TrailerLf,
-                        b'\n' | 0 => return bad("invalid trailer field"),
+                        b'\t' => {}
+                        _ if b < 0x20 || b == 0x7f => return bad("invalid trailer field"),
                         _ => {
                             self.line += 1;
                             self.trailers += 1;
