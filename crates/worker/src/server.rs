@@ -729,42 +729,38 @@ impl Server {
         }
         slog::debug!(self.logger, "worker stopping gracefully ({})", why);
         self.shared.draining.store(true, Relaxed);
-        // Take what is already in the backlog: those clients connected
-        // before the stop and are served (with Connection: close).
-        if self.listening {
-            for i in 0..self.listeners.len() {
-                self.listeners[i].ready = true;
-                while self.listeners[i].ready
-                    && self.nconns < self.config.worker_connections
-                    && self.accept_pause_until <= self.now
-                {
-                    if !self.accept_one(i) {
-                        break;
-                    }
+        self.drain_deadline = Some(self.now + ms(self.config.graceful_timeout));
+        // Close idle keep-alive connections first (making room), then take
+        // what is already in the backlog: those clients connected before the
+        // stop and are served (with Connection: close).
+        for idx in 0..self.conns.len() {
+            if self.conns[idx]
+                .as_ref()
+                .is_some_and(|c| c.flags & SERVED != 0 && is_idle(c))
+            {
+                self.close(idx);
+            }
+        }
+        for i in 0..self.listeners.len() {
+            self.listeners[i].ready = true;
+            while self.listeners[i].ready
+                && self.nconns < self.config.worker_connections
+                && self.accept_pause_until <= self.now
+            {
+                if !self.accept_one(i) {
+                    break;
                 }
             }
         }
-        self.drain_deadline = Some(self.now + ms(self.config.graceful_timeout));
         self.stop_listening();
+        // Connections that have not sent a request yet get a moment for it.
         for idx in 0..self.conns.len() {
-            let Some(c) = self.conns[idx].as_mut() else {
+            let Some(c) = self.conns[idx].as_ref() else {
                 continue;
             };
-            let idle = c.flags & (IN_APP | PULLING) == 0
-                && c.stream.is_none()
-                && c.wbuf.is_none()
-                && c.rbuf.as_ref().is_none_or(|b| b.is_empty());
-            if !idle {
-                continue;
-            }
-            if c.flags & SERVED != 0 {
-                self.close(idx);
-            } else {
-                let d = (self.now + DRAIN_FRESH_MS).min(if c.deadline == 0 {
-                    u64::MAX
-                } else {
-                    c.deadline
-                });
+            if c.flags & SERVED == 0 && is_idle(c) {
+                let limit = self.now + DRAIN_FRESH_MS;
+                let d = if c.deadline == 0 { limit } else { c.deadline.min(limit) };
                 self.set_deadline(idx, d);
             }
         }
@@ -1363,6 +1359,14 @@ impl Server {
         self.set_deadline(idx, now + timeout_ms);
         Step::Continue
     }
+}
+
+/// No request in progress, nothing to write, nothing buffered.
+fn is_idle(c: &Conn) -> bool {
+    c.flags & (IN_APP | PULLING | CLOSE_AFTER | LINGER) == 0
+        && c.stream.is_none()
+        && c.wbuf.is_none()
+        && c.rbuf.as_ref().is_none_or(|b| b.is_empty())
 }
 
 fn fail_feed(feed: &Feed, e: BodyError) {

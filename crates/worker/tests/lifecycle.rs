@@ -1,0 +1,275 @@
+//! Stopping, limits on connections, max_requests, live numbers, heartbeat.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Client, TestApp, TestServer, wait_for};
+use ferrocorn_worker::WorkerConfig;
+
+/// An slog drain that keeps messages for assertions.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<String>>>);
+
+impl slog::Drain for Collect {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        self.0.lock().unwrap().push(r.msg().to_string());
+        Ok(())
+    }
+}
+
+impl Collect {
+    fn logger(&self) -> slog::Logger {
+        slog::Logger::root(self.clone(), slog::o!())
+    }
+    fn contains(&self, s: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|m| m.contains(s))
+    }
+}
+
+#[test]
+fn graceful_stop_finishes_in_flight_and_closes_idle() {
+    let mut s = TestServer::start(
+        WorkerConfig {
+            threads: 2,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut idle = Client::new(s.connect());
+    idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.response().status, 200);
+    let mut busy = Client::new(s.connect());
+    busy.send(b"GET /sleep?400 HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    let start = Instant::now();
+    s.stop.graceful();
+    // The idle connection is closed at once.
+    idle.assert_closed();
+    assert!(start.elapsed() < Duration::from_millis(300));
+    // The request in flight is answered, with Connection: close.
+    let r = busy.response();
+    assert_eq!(r.body_str(), "slept\n");
+    assert!(r.closes());
+    busy.assert_closed();
+    s.join_within(Duration::from_secs(2)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn graceful_stop_serves_connections_waiting_in_the_backlog() {
+    let mut s = TestServer::start(
+        WorkerConfig {
+            worker_connections: 1,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut first = Client::new(s.connect());
+    first.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(first.response().status, 200);
+    // At the limit: the second connection waits in the backlog.
+    let mut second = Client::new(s.connect());
+    second.send(b"GET /echo?queued HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(s.stats.active_connections(), 1);
+    s.stop.graceful();
+    first.assert_closed();
+    let r = second.response();
+    assert_eq!(r.header("x-query"), Some("queued"));
+    assert!(r.closes());
+    s.join_within(Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn worker_connections_limit_stops_accepting() {
+    let s = TestServer::start(
+        WorkerConfig {
+            worker_connections: 2,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut a = Client::new(s.connect());
+    let mut b = Client::new(s.connect());
+    for c in [&mut a, &mut b] {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.response().status, 200);
+    }
+    let mut third = Client::new(s.connect());
+    third.send(b"GET /echo?third HTTP/1.1\r\nHost: x\r\n\r\n");
+    third.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(third.response_to(false).is_err(), "served beyond worker_connections");
+    assert_eq!(s.stats.active_connections(), 2);
+    drop(a);
+    third.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(third.response().header("x-query"), Some("third"));
+}
+
+#[test]
+fn graceful_timeout_bounds_the_stop() {
+    let mut s = TestServer::start(
+        WorkerConfig {
+            graceful_timeout: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /sleep?3000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    let start = Instant::now();
+    s.stop.graceful();
+    s.join_within(Duration::from_secs(2)).unwrap();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn quick_stop_returns_at_once() {
+    let mut s = TestServer::start(WorkerConfig::default(), TestApp);
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /sleep?3000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    let start = Instant::now();
+    s.stop.quick();
+    s.join_within(Duration::from_secs(1)).unwrap();
+    assert!(start.elapsed() < Duration::from_millis(500));
+    c.assert_closed();
+}
+
+#[test]
+fn max_requests_restarts_gracefully() {
+    let log = Collect::default();
+    let logger = log.logger();
+    let mut s = TestServer::start_with(
+        WorkerConfig {
+            max_requests: 3,
+            ..WorkerConfig::default()
+        },
+        Arc::new(TestApp),
+        move |w| w.logger(logger),
+    );
+    let mut c = Client::new(s.connect());
+    for i in 0..3 {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.closes(), i == 2, "request {i}");
+    }
+    c.assert_closed();
+    s.join_within(Duration::from_secs(2)).unwrap();
+    assert!(log.contains("Autorestarting worker after current request."));
+    assert_eq!(s.stats.requests_served(), 3);
+}
+
+#[test]
+fn max_requests_jitter_stays_in_range() {
+    let mut s = TestServer::start(
+        WorkerConfig {
+            max_requests: 2,
+            max_requests_jitter: 2,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut served = 0;
+    let mut c = Client::new(s.connect());
+    loop {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.response();
+        served += 1;
+        if r.closes() {
+            break;
+        }
+        assert!(served < 5);
+    }
+    assert!((2..=4).contains(&served), "{served}");
+    s.join_within(Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn stats_follow_requests() {
+    let s = TestServer::start(
+        WorkerConfig {
+            threads: 3,
+            worker_connections: 7,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    assert_eq!(s.stats.max_threads(), 3);
+    assert_eq!(s.stats.max_connections(), 7);
+    let mut clients: Vec<Client> = (0..2).map(|_| Client::new(s.connect())).collect();
+    for c in &mut clients {
+        c.send(b"GET /sleep?300 HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    wait_for(Duration::from_secs(2), "two busy threads", || {
+        let st = s.stats.snapshot();
+        st.active_threads == 2 && st.pending_requests == 2 && st.active_connections == 2
+    });
+    for c in &mut clients {
+        assert_eq!(c.response().status, 200);
+    }
+    wait_for(Duration::from_secs(2), "idle pool", || {
+        let st = s.stats.snapshot();
+        st.active_threads == 0 && st.pending_requests == 0 && st.requests_served == 2
+    });
+    drop(clients);
+    wait_for(Duration::from_secs(2), "connections closed", || s.stats.active_connections() == 0);
+}
+
+#[test]
+fn heartbeat_beats_and_stops_when_the_pool_is_stuck() {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let b = beats.clone();
+    let s = TestServer::start_with(
+        WorkerConfig {
+            threads: 1,
+            timeout: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        },
+        Arc::new(TestApp),
+        move |w| {
+            w.heartbeat(Arc::new(move || {
+                b.fetch_add(1, Ordering::SeqCst);
+            }))
+        },
+    );
+    // Idle worker: beats although nothing happens (a few per second).
+    let start = beats.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1100));
+    let idle_beats = beats.load(Ordering::SeqCst) - start;
+    assert!((2..=12).contains(&idle_beats), "{idle_beats} beats in 1.1 s");
+    // The only thread is stuck longer than timeout: no beats.
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /sleep?1500 HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = beats.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(beats.load(Ordering::SeqCst), before, "beat while the pool was stuck");
+    assert_eq!(c.response().status, 200);
+    let after = beats.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(2), "beats to resume", || beats.load(Ordering::SeqCst) > after);
+}
+
+#[test]
+fn reopen_logs_and_parent_change() {
+    let reopened = Arc::new(AtomicUsize::new(0));
+    let r = reopened.clone();
+    let mut s = TestServer::start_with(WorkerConfig::default(), Arc::new(TestApp), move |w| {
+        w.on_reopen_logs(Arc::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }))
+        // Not our parent: the worker stops within about a second.
+        .parent_pid(u32::MAX)
+    });
+    s.stop.reopen_logs();
+    wait_for(Duration::from_secs(2), "reopen", || reopened.load(Ordering::SeqCst) == 1);
+    s.join_within(Duration::from_secs(3)).unwrap();
+}
