@@ -14,7 +14,7 @@ use slog::{Logger, crit, debug, error, info, warn};
 use crate::config::{BindAddr, SupervisorConfig};
 use crate::error::SupervisorError;
 use crate::heartbeat::{Heartbeat, Slots, now_ms};
-use crate::listen::{self, BindOptions, Kind, Listener};
+use crate::listen::{self, BindOptions, Listener};
 use crate::metrics::Metrics;
 use crate::notify::{self, Pidfile};
 use crate::service::{ExitReason, Hooks, Service, WorkerContext, WorkerExit, signal_name};
@@ -37,9 +37,15 @@ const FAST_TICK: Duration = Duration::from_millis(20);
 enum WState {
     Running,
     /// Asked to stop (TERM or QUIT); SIGKILL after the deadline.
-    Stopping { deadline: Instant, killed: bool },
+    Stopping {
+        deadline: Instant,
+        killed: bool,
+    },
     /// Timed out: SIGABRT sent, SIGKILL after ABORT_GRACE.
-    Aborted { at: Instant, killed: bool },
+    Aborted {
+        at: Instant,
+        killed: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -58,9 +64,15 @@ enum Phase {
     Running,
     /// Graceful stop, step 1: workers keep accepting until the listen queues
     /// are empty (or `until`); see `Arbiter::drain_step`.
-    Draining { until: Instant },
+    Draining {
+        until: Instant,
+    },
     /// Workers were told to stop; wait for them, SIGKILL at the deadline.
-    Stopping { quick: bool, deadline: Instant, killed: bool },
+    Stopping {
+        quick: bool,
+        deadline: Instant,
+        killed: bool,
+    },
 }
 
 struct Arbiter {
@@ -136,18 +148,20 @@ impl Arbiter {
         hooks: Hooks,
         bind_opts: BindOptions,
     ) -> Result<Arbiter, SupervisorError> {
-        info!(log, "Starting ferrocorn supervisor {}", env!("CARGO_PKG_VERSION"));
+        info!(
+            log,
+            "Starting ferrocorn supervisor {}",
+            env!("CARGO_PKG_VERSION")
+        );
 
         // A supervisor re-executed by USR2 inherits its listeners.
         let master_pid: u32 = std::env::var(ENV_MASTER_PID)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let reexec_fds: Option<Vec<RawFd>> = std::env::var(ENV_FDS).ok().map(|v| {
-            v.split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .collect()
-        });
+        let reexec_fds: Option<Vec<RawFd>> = std::env::var(ENV_FDS)
+            .ok()
+            .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
         sys::remove_env(ENV_FDS);
         sys::remove_env(ENV_MASTER_PID);
         let master_pid = if master_pid != 0 && sys::getppid() == master_pid {
@@ -159,19 +173,23 @@ impl Arbiter {
         let (listeners, inherited) = if let Some(fds) = reexec_fds {
             let mut v = Vec::new();
             for fd in fds {
-                v.push(listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
-                    addr: format!("fd://{fd} (inherited from pid {master_pid})"),
-                    source: e,
-                })?);
+                v.push(
+                    listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
+                        addr: format!("fd://{fd} (inherited from pid {master_pid})"),
+                        source: e,
+                    })?,
+                );
             }
             (v, true)
         } else if let Some(fds) = listen::systemd_fds() {
             let mut v = Vec::new();
             for fd in fds {
-                v.push(listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
-                    addr: format!("fd://{fd} (LISTEN_FDS)"),
-                    source: e,
-                })?);
+                v.push(
+                    listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
+                        addr: format!("fd://{fd} (LISTEN_FDS)"),
+                        source: e,
+                    })?,
+                );
             }
             (v, true)
         } else {
@@ -271,19 +289,19 @@ impl Arbiter {
         let mut signals = Vec::new();
         loop {
             let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e.into());
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(e.into());
             }
             for ev in events.iter() {
                 if ev.token() == SIGNAL_TOKEN {
                     continue;
                 }
-                if let Some(m) = self.metrics.as_mut() {
-                    if m.owns(ev.token()) {
-                        m.handle(self.poll.registry(), ev);
-                    }
+                if let Some(m) = self.metrics.as_mut()
+                    && m.owns(ev.token())
+                {
+                    m.handle(self.poll.registry(), ev);
                 }
             }
             if let Some(p) = &self.sigpipe {
@@ -293,11 +311,11 @@ impl Arbiter {
                 self.handle_signal(sig, service);
             }
             self.reap();
-            if let Some(e) = self.halt.take() {
-                if self.halted.is_none() {
-                    self.halted = Some(e);
-                    self.begin_stop(false);
-                }
+            if let Some(e) = self.halt.take()
+                && self.halted.is_none()
+            {
+                self.halted = Some(e);
+                self.begin_stop(false);
             }
             self.maybe_promote();
             self.murder_workers();
@@ -345,7 +363,7 @@ impl Arbiter {
         }
         let transitional = !matches!(self.phase, Phase::Running)
             || self.reload_until.is_some()
-            || self.workers.values().any(|w| !w.booted || w.state != WState::Running);
+            || self.workers.values().any(|w| w.state != WState::Running);
         if transitional {
             t = t.min(FAST_TICK);
         }
@@ -359,12 +377,14 @@ impl Arbiter {
             return;
         }
         let name = signal_name(sig);
-        info!(self.log, "Handling signal: {}", name.trim_start_matches("SIG").to_lowercase());
+        info!(
+            self.log,
+            "Handling signal: {}",
+            name.trim_start_matches("SIG").to_lowercase()
+        );
         match sig {
-            libc::SIGTERM => {
-                if self.phase == Phase::Running {
-                    self.begin_graceful_stop();
-                }
+            libc::SIGTERM if self.phase == Phase::Running => {
+                self.begin_graceful_stop();
             }
             libc::SIGINT | libc::SIGQUIT => {
                 let already_quick = matches!(self.phase, Phase::Stopping { quick: true, .. });
@@ -376,10 +396,8 @@ impl Arbiter {
             libc::SIGTTIN if self.phase == Phase::Running => {
                 self.set_num_workers(self.num_workers + 1);
             }
-            libc::SIGTTOU if self.phase == Phase::Running => {
-                if self.num_workers > 1 {
-                    self.set_num_workers(self.num_workers - 1);
-                }
+            libc::SIGTTOU if self.phase == Phase::Running && self.num_workers > 1 => {
+                self.set_num_workers(self.num_workers - 1);
             }
             libc::SIGWINCH if self.phase == Phase::Running => {
                 info!(self.log, "graceful stop of workers");
@@ -399,10 +417,10 @@ impl Arbiter {
     fn set_num_workers(&mut self, n: usize) {
         let old = self.num_workers;
         self.num_workers = n;
-        if n != old {
-            if let Some(h) = self.hooks.nworkers_changed.as_mut() {
-                h(n, old);
-            }
+        if n != old
+            && let Some(h) = self.hooks.nworkers_changed.as_mut()
+        {
+            h(n, old);
         }
     }
 
@@ -422,33 +440,34 @@ impl Arbiter {
         self.drain_step(Instant::now() + self.cfg.graceful_timeout);
     }
 
-    /// Stop once no TCP listener has a connection waiting for accept().
+    /// Stop once no listener has a connection waiting for accept().
     ///
     /// Workers stop accepting as soon as they get SIGTERM, and the kernel
     /// resets every connection still queued when the last descriptor of a
-    /// listener closes (gunicorn #3397). So the supervisor first lets the
-    /// workers empty the queues, reading them with TCP_INFO, and only then
-    /// sends SIGTERM and closes its own copies of the listeners. Bounded by
-    /// `graceful_timeout`; without the `tcpinfo` feature (or for unix
-    /// sockets, whose queue TCP_INFO cannot read) the step is skipped.
+    /// listener closes (gunicorn #3397). So the supervisor keeps the workers
+    /// accepting until the listen queues are empty (a listening socket polls
+    /// readable exactly when its queue is not), and only then sends SIGTERM
+    /// and closes its own copies of the listeners. Connections that arrive
+    /// after that moment are refused or reset, as with gunicorn. Bounded by
+    /// `graceful_timeout`.
     fn drain_step(&mut self, until: Instant) {
         let alive = self
             .workers
             .values()
             .filter(|w| w.state == WState::Running)
             .count();
-        let queued: u32 = self
+        let busy: Vec<&str> = self
             .listeners
             .iter()
-            .filter(|l| l.kind == Kind::Tcp)
-            .filter_map(|l| backlog::listen_queue(&l.sock))
-            .map(|(q, _)| q)
-            .sum();
-        if queued == 0 || alive == 0 || Instant::now() >= until {
-            if queued > 0 {
+            .filter(|l| sys::has_pending(l.fd()))
+            .map(|l| l.label.as_str())
+            .collect();
+        if busy.is_empty() || alive == 0 || Instant::now() >= until {
+            if !busy.is_empty() {
                 warn!(
                     self.log,
-                    "{} connection(s) still queued at the graceful timeout", queued
+                    "connections still queued on {} at the graceful timeout",
+                    busy.join(", ")
                 );
             }
             self.begin_stop(false);
@@ -488,10 +507,8 @@ impl Arbiter {
         // After a USR2 the new supervisor serves the same socket files.
         let unlink = !self.inherited && self.reexec_child.is_none() && self.master_pid == 0;
         for l in self.listeners.drain(..) {
-            if unlink {
-                if let Some(p) = &l.unix_path {
-                    let _ = std::fs::remove_file(p);
-                }
+            if unlink && let Some(p) = &l.unix_path {
+                let _ = std::fs::remove_file(p);
             }
         }
     }
@@ -503,18 +520,23 @@ impl Arbiter {
         let new = match service.reload() {
             Ok(c) => c,
             Err(e) => {
-                error!(self.log, "reload failed, keeping the running workers: {}", e);
+                error!(
+                    self.log,
+                    "reload failed, keeping the running workers: {}", e
+                );
                 return;
             }
         };
-        if new.binds != self.cfg.binds
+        if (new.binds != self.cfg.binds
             || new.backlog != self.cfg.backlog
-            || new.reuse_port != self.cfg.reuse_port
+            || new.reuse_port != self.cfg.reuse_port)
+            && let Err(e) = self.rebind(&new)
         {
-            if let Err(e) = self.rebind(&new) {
-                error!(self.log, "reload failed, keeping the running workers: {}", e);
-                return;
-            }
+            error!(
+                self.log,
+                "reload failed, keeping the running workers: {}", e
+            );
+            return;
         }
         if new.metrics != self.cfg.metrics {
             warn!(self.log, "metrics settings change only with a restart");
@@ -580,7 +602,9 @@ impl Arbiter {
             // Put everything back as it was; new sockets are dropped.
             let mut kept: Vec<Listener> = out
                 .into_iter()
-                .filter(|l| self.cfg.binds.contains(&l.addr) || l.addr.to_string().starts_with("fd://"))
+                .filter(|l| {
+                    self.cfg.binds.contains(&l.addr) || l.addr.to_string().starts_with("fd://")
+                })
                 .collect();
             kept.extend(old.into_iter().flatten());
             self.listeners = kept;
@@ -588,10 +612,10 @@ impl Arbiter {
         }
         for l in old.into_iter().flatten() {
             info!(self.log, "Closing listener {}", l.label);
-            if !self.inherited {
-                if let Some(p) = &l.unix_path {
-                    let _ = std::fs::remove_file(p);
-                }
+            if !self.inherited
+                && let Some(p) = &l.unix_path
+            {
+                let _ = std::fs::remove_file(p);
             }
         }
         self.listeners = out;
@@ -624,7 +648,11 @@ impl Arbiter {
                 error!(self.log, "USR2: cannot pass fd {}: {}", fd, e);
             }
         }
-        let list = fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",");
+        let list = fds
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let spawned = std::process::Command::new(&program)
             .args(args)
             .env(ENV_FDS, &list)
@@ -654,10 +682,16 @@ impl Arbiter {
         }
         info!(self.log, "Master has been promoted.");
         self.master_pid = 0;
-        if let (Some(p), Some(to)) = (self.pidfile.as_mut(), self.promote_to.take()) {
-            if let Err(e) = p.rename(&to) {
-                error!(self.log, "moving pidfile {} to {}: {}", p.path().display(), to.display(), e);
-            }
+        if let (Some(p), Some(to)) = (self.pidfile.as_mut(), self.promote_to.take())
+            && let Err(e) = p.rename(&to)
+        {
+            error!(
+                self.log,
+                "moving pidfile {} to {}: {}",
+                p.path().display(),
+                to.display(),
+                e
+            );
         }
     }
 
@@ -675,10 +709,8 @@ impl Arbiter {
             .collect();
         if current.len() > self.num_workers {
             // Oldest first, as gunicorn.
-            let mut by_age: Vec<(usize, i32)> = current
-                .iter()
-                .map(|p| (self.workers[p].id, *p))
-                .collect();
+            let mut by_age: Vec<(usize, i32)> =
+                current.iter().map(|p| (self.workers[p].id, *p)).collect();
             by_age.sort();
             for &(_, pid) in by_age.iter().take(current.len() - self.num_workers) {
                 self.stop_worker(pid);
@@ -708,7 +740,10 @@ impl Arbiter {
         let timed_out = self.reload_until.is_none_or(|t| Instant::now() >= t);
         if booted >= self.num_workers || timed_out {
             if timed_out && booted < self.num_workers {
-                warn!(self.log, "new workers did not all boot in time; stopping the old ones anyway");
+                warn!(
+                    self.log,
+                    "new workers did not all boot in time; stopping the old ones anyway"
+                );
             }
             for pid in old {
                 self.stop_worker(pid);
@@ -798,10 +833,8 @@ impl Arbiter {
             metrics_dir,
         };
         let service: &S = service;
-        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.worker(ctx))) {
-            Ok(c) => c,
-            Err(_) => 1,
-        };
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.worker(ctx)))
+            .unwrap_or(1);
         if let Some(h) = self.hooks.worker_exit.as_mut() {
             h(id, code);
         }
@@ -814,7 +847,10 @@ impl Arbiter {
     fn reap(&mut self) {
         while let Some((pid, reason)) = sys::try_wait_any() {
             if Some(pid) == self.reexec_child {
-                warn!(self.log, "the re-executed supervisor (pid:{}) {}", pid, reason);
+                warn!(
+                    self.log,
+                    "the re-executed supervisor (pid:{}) {}", pid, reason
+                );
                 self.reexec_child = None;
                 continue;
             }
@@ -841,7 +877,9 @@ impl Arbiter {
                     info!(self.log, "Worker exiting (pid: {})", pid)
                 }
                 ExitReason::Code(0) => info!(self.log, "Worker (pid:{}) exited with code 0", pid),
-                ExitReason::Code(c) => error!(self.log, "Worker (pid:{}) exited with code {}", pid, c),
+                ExitReason::Code(c) => {
+                    error!(self.log, "Worker (pid:{}) exited with code {}", pid, c)
+                }
                 ExitReason::Signal(libc::SIGKILL) => error!(
                     self.log,
                     "Worker (pid:{}) was sent SIGKILL! Perhaps out of memory?", pid
@@ -850,11 +888,20 @@ impl Arbiter {
                     info!(self.log, "Worker (pid:{}) was sent {}", pid, signal_name(s))
                 }
                 ExitReason::Signal(s) => {
-                    error!(self.log, "Worker (pid:{}) was sent {}!", pid, signal_name(s))
+                    error!(
+                        self.log,
+                        "Worker (pid:{}) was sent {}!",
+                        pid,
+                        signal_name(s)
+                    )
                 }
             }
             if let Some(m) = &self.metrics {
-                let counted = if self.phase == Phase::Running { restart } else { None };
+                let counted = if self.phase == Phase::Running {
+                    restart
+                } else {
+                    None
+                };
                 m.worker_exited(pid as u32, counted);
             }
             if let Some(h) = self.hooks.child_exit.as_mut() {
@@ -919,7 +966,10 @@ impl Arbiter {
                     deadline,
                     killed: false,
                 } if Instant::now() >= deadline => {
-                    warn!(self.log, "Worker (pid:{}) did not stop within the graceful timeout; killing it", pid);
+                    warn!(
+                        self.log,
+                        "Worker (pid:{}) did not stop within the graceful timeout; killing it", pid
+                    );
                     let _ = sys::kill(pid, libc::SIGKILL);
                     w.state = WState::Stopping {
                         deadline,

@@ -167,10 +167,10 @@ impl MetricsConfig {
                 .map_err(|_| format!("PROMETHEUS_METRICS_EXPORT_PORT={p:?} is not a port"))?;
             c.bind.set_port(port);
         }
-        if let Some(d) = std::env::var_os("PROMETHEUS_MULTIPROC_DIR") {
-            if !d.is_empty() {
-                c.dir = Some(PathBuf::from(d));
-            }
+        if let Some(d) = std::env::var_os("PROMETHEUS_MULTIPROC_DIR")
+            && !d.is_empty()
+        {
+            c.dir = Some(PathBuf::from(d));
         }
         if let Ok(s) = std::env::var("GUNICORN_METRICS_UPDATE_SECONDS") {
             let secs: f64 = s
@@ -178,7 +178,9 @@ impl MetricsConfig {
                 .parse()
                 .ok()
                 .filter(|v: &f64| v.is_finite() && *v > 0.0)
-                .ok_or_else(|| format!("GUNICORN_METRICS_UPDATE_SECONDS={s:?} is not a positive number"))?;
+                .ok_or_else(|| {
+                    format!("GUNICORN_METRICS_UPDATE_SECONDS={s:?} is not a positive number")
+                })?;
             c.update_interval = Duration::from_secs_f64(secs);
         }
         Ok(c)
@@ -192,12 +194,18 @@ mod tests {
     #[test]
     fn parses_gunicorn_forms() {
         let p = |s: &str| s.parse::<BindAddr>();
-        assert_eq!(p("127.0.0.1:8000"), Ok(BindAddr::Tcp("127.0.0.1:8000".into())));
+        assert_eq!(
+            p("127.0.0.1:8000"),
+            Ok(BindAddr::Tcp("127.0.0.1:8000".into()))
+        );
         assert_eq!(p("[::1]:9000"), Ok(BindAddr::Tcp("[::1]:9000".into())));
         assert_eq!(p("[::1]"), Ok(BindAddr::Tcp("[::1]:8000".into())));
         assert_eq!(p("localhost"), Ok(BindAddr::Tcp("localhost:8000".into())));
         assert_eq!(p(":8080"), Ok(BindAddr::Tcp("0.0.0.0:8080".into())));
-        assert_eq!(p("unix:/tmp/x.sock"), Ok(BindAddr::Unix("/tmp/x.sock".into())));
+        assert_eq!(
+            p("unix:/tmp/x.sock"),
+            Ok(BindAddr::Unix("/tmp/x.sock".into()))
+        );
         assert_eq!(p("fd://3"), Ok(BindAddr::Fd(3)));
         assert!(p("fd://x").is_err());
         assert!(p("::1:80").is_err());

@@ -44,7 +44,10 @@ impl fmt::Display for SupervisorError {
         match self {
             SupervisorError::Bind { addr, source } => write!(f, "can't listen on {addr}: {source}"),
             SupervisorError::WorkerBootFailed { pid } => {
-                write!(f, "worker (pid:{pid}) failed to boot (exit code 3); shutting down")
+                write!(
+                    f,
+                    "worker (pid:{pid}) failed to boot (exit code 3); shutting down"
+                )
             }
             SupervisorError::AppLoadFailed { pid } => write!(
                 f,

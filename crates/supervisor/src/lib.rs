@@ -118,6 +118,20 @@ impl SupervisorLogs for slog::Logger {
     }
 }
 
+impl SupervisorLogs for ferrocorn_log::Logs {
+    fn logger(&self) -> slog::Logger {
+        self.error().clone()
+    }
+
+    fn reopen(&self) -> io::Result<()> {
+        ferrocorn_log::Logs::reopen(self)
+    }
+
+    fn flush(&self) {
+        ferrocorn_log::Logs::flush(self)
+    }
+}
+
 /// The arbiter: binds, forks, watches, respawns; see the crate docs.
 pub struct Supervisor {
     pub(crate) config: SupervisorConfig,

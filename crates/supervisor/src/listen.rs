@@ -84,10 +84,13 @@ pub(crate) fn bind_all(
 
 /// Log when the kernel will clamp the configured backlog.
 pub(crate) fn report_backlog(backlog: i32, log: &Logger) {
-    if let Some(max) = somaxconn() {
-        if backlog > max {
-            warn!(log, "backlog {} is clamped by the kernel to net.core.somaxconn = {}", backlog, max);
-        }
+    if let Some(max) = somaxconn()
+        && backlog > max
+    {
+        warn!(
+            log,
+            "backlog {} is clamped by the kernel to net.core.somaxconn = {}", backlog, max
+        );
     }
 }
 
@@ -197,7 +200,11 @@ pub(crate) fn adopt(fd: RawFd, addr: BindAddr) -> io::Result<Listener> {
         ));
     }
     let local = sock.local_addr()?;
-    let kind = if local.is_unix() { Kind::Unix } else { Kind::Tcp };
+    let kind = if local.is_unix() {
+        Kind::Unix
+    } else {
+        Kind::Tcp
+    };
     sock.set_nonblocking(false)?;
     let label = label_of(&sock).unwrap_or_else(|| addr.to_string());
     Ok(Listener {

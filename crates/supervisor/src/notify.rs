@@ -41,15 +41,18 @@ pub(crate) struct Pidfile {
 impl Pidfile {
     /// Write our pid to `path`; refuse when it names another live process.
     pub(crate) fn create(path: &Path) -> io::Result<Pidfile> {
-        if let Ok(old) = std::fs::read_to_string(path) {
-            if let Ok(pid) = old.trim().parse::<i32>() {
-                let ours = std::process::id() as i32;
-                if pid != ours && pid > 0 && crate::sys::kill(pid, 0).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("already running on PID {pid} (or pid file {} is stale)", path.display()),
-                    ));
-                }
+        if let Ok(old) = std::fs::read_to_string(path)
+            && let Ok(pid) = old.trim().parse::<i32>()
+        {
+            let ours = std::process::id() as i32;
+            if pid != ours && pid > 0 && crate::sys::kill(pid, 0).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "already running on PID {pid} (or pid file {} is stale)",
+                        path.display()
+                    ),
+                ));
             }
         }
         std::fs::write(path, format!("{}\n", std::process::id()))?;
@@ -71,10 +74,10 @@ impl Pidfile {
 
     /// Remove it if it still holds our pid.
     pub(crate) fn unlink(self) {
-        if let Ok(s) = std::fs::read_to_string(&self.path) {
-            if s.trim() == std::process::id().to_string() {
-                let _ = std::fs::remove_file(&self.path);
-            }
+        if let Ok(s) = std::fs::read_to_string(&self.path)
+            && s.trim() == std::process::id().to_string()
+        {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }

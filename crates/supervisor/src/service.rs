@@ -125,12 +125,13 @@ pub(crate) fn signal_name(sig: i32) -> String {
 }
 
 type Hook<A> = Option<Box<A>>;
+type Labels<'a> = &'a [String];
 
 /// Optional callbacks at gunicorn's hook points (all default to nothing).
 #[derive(Default)]
 pub(crate) struct Hooks {
     pub(crate) on_starting: Hook<dyn FnMut(&SupervisorConfig)>,
-    pub(crate) when_ready: Hook<dyn FnMut(&[String])>,
+    pub(crate) when_ready: Hook<dyn for<'a> FnMut(Labels<'a>)>,
     pub(crate) pre_fork: Hook<dyn FnMut(usize)>,
     pub(crate) post_fork: Hook<dyn FnMut(usize)>,
     pub(crate) worker_exit: Hook<dyn FnMut(usize, i32)>,

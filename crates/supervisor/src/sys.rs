@@ -3,7 +3,7 @@
 //! `heartbeat.rs` is here.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::service::ExitReason;
@@ -63,11 +63,11 @@ pub(crate) fn try_wait_any() -> Option<(i32, ExitReason)> {
 
 /// Send `sig` to `pid`.
 pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
-    // SAFETY: plain syscall with integer arguments; pid > 0 is checked so a
-    // bug can never signal a process group.
     if pid <= 0 {
+        // Never signal a process group (0) or everyone (-1) by mistake.
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad pid"));
     }
+    // SAFETY: a plain syscall with integer arguments.
     cvt(unsafe { libc::kill(pid, sig) }).map(drop)
 }
 
@@ -107,6 +107,20 @@ pub(crate) fn close(fd: RawFd) {
     }
 }
 
+/// Does the listening socket `fd` have a connection waiting for accept()?
+/// (A listening socket polls readable exactly when its accept queue is not
+/// empty; works for TCP and unix sockets alike.)
+pub(crate) fn has_pending(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
 /// Is `fd` an open socket? (for `fd://N` and LISTEN_FDS checks)
 pub(crate) fn is_socket(fd: RawFd) -> bool {
     // SAFETY: fstat into a zeroed stat buffer; a bad fd just fails.
@@ -135,6 +149,7 @@ pub(crate) fn adopt_socket(fd: RawFd) -> io::Result<socket2::Socket> {
 /// In a forked child: close every TCP socket bound to `port` on the local
 /// side (the metrics exporter's listener and its client connections, which
 /// must close when the supervisor closes them).
+#[cfg(feature = "metrics")]
 pub(crate) fn close_sockets_with_local_port(port: u16, keep: &[RawFd]) {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
@@ -148,12 +163,12 @@ pub(crate) fn close_sockets_with_local_port(port: u16, keep: &[RawFd]) {
         }
         // SAFETY: `fd` was listed as open just now and we only borrow it for
         // the getsockname below; nothing else runs in this child meanwhile.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let local = socket2::SockRef::from(&borrowed).local_addr();
-        if let Ok(addr) = local {
-            if addr.as_socket().map(|a| a.port()) == Some(port) {
-                close(fd);
-            }
+        if let Ok(addr) = local
+            && addr.as_socket().map(|a| a.port()) == Some(port)
+        {
+            close(fd);
         }
     }
 }
@@ -225,7 +240,8 @@ impl SignalPipe {
         let mut buf = [0u8; 64];
         loop {
             // SAFETY: reading into a local buffer of the given length.
-            let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 out.extend(buf[..n as usize].iter().map(|&b| b as i32));
                 continue;

@@ -98,6 +98,21 @@ impl Server {
         }
     }
 
+    /// Wait until these workers have installed their signal handlers.
+    fn wait_ready(&self, workers: &[i32]) {
+        wait_for(
+            "the workers' signal handlers",
+            Duration::from_secs(10),
+            || {
+                let err = self.stderr();
+                workers
+                    .iter()
+                    .all(|p| err.contains(&format!("WORKER_READY {p}\n")))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", self.stderr()));
+    }
+
     /// Wait until the worker set satisfies `f`; returns it.
     fn wait_workers(&self, what: &str, f: impl Fn(&[i32]) -> bool) -> Vec<i32> {
         let mut last = Vec::new();
@@ -160,7 +175,12 @@ fn request(mut s: impl Read + Write, path: &str) -> std::io::Result<String> {
     if !out.starts_with("HTTP/1.1 200 ") {
         return Err(std::io::Error::other(format!("bad response {out:?}")));
     }
-    Ok(out.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_string())
+    Ok(out
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
 }
 
 /// GET `path`; the body (the worker's pid).
@@ -182,6 +202,7 @@ fn free_port() -> u16 {
 fn serves_with_n_workers_and_stops_on_term() {
     let mut s = Server::start(&["--workers", "3"]);
     let w = s.wait_workers("3 workers", |w| w.len() == 3);
+    s.wait_ready(&w);
     let body = get(&s.addr(0), "/").unwrap();
     assert!(w.contains(&body.parse().unwrap()), "{body} not in {w:?}");
     s.signal(libc::SIGTERM);
@@ -222,9 +243,7 @@ fn sigkill_worker_is_replaced() {
     }
     let t0 = Instant::now();
     send(victim, libc::SIGKILL);
-    let after = s.wait_workers("a replacement", |w| {
-        w.len() == 2 && !w.contains(&victim)
-    });
+    let after = s.wait_workers("a replacement", |w| w.len() == 2 && !w.contains(&victim));
     let new = *after.iter().find(|p| !before.contains(p)).unwrap();
     // Until the replacement answers a request itself.
     wait_for("the replacement to serve", Duration::from_secs(5), || {
@@ -233,16 +252,35 @@ fn sigkill_worker_is_replaced() {
     .unwrap();
     eprintln!("SIGKILL to replacement serving: {:?}", t0.elapsed());
     let err = s.stderr();
+    // Hooks: in the supervisor and in the child.
     assert!(
-        err.contains(&format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?")),
+        err.contains("ON_STARTING 2") && err.contains("PRE_FORK 3"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("POST_FORK 3 {new}")), "{err}");
+    assert!(
+        err.contains(&format!("CHILD_EXIT 1 {victim} was sent SIGKILL"))
+            || err.contains(&format!("CHILD_EXIT 2 {victim} was sent SIGKILL")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?"
+        )),
         "{err}"
     );
     #[cfg(feature = "metrics")]
     {
         let text = scrape(&metrics_addr);
         assert!(!text.contains(&format!("pid=\"{victim}\"")), "{text}");
-        assert!(text.contains(&format!("testbin_worker{{pid=\"{new}\"}} 1.0")), "{text}");
-        assert!(text.contains("gunicorn_worker_restarts_total{reason=\"killed\"} 1"), "{text}");
+        assert!(
+            text.contains(&format!("testbin_worker{{pid=\"{new}\"}} 1.0")),
+            "{text}"
+        );
+        assert!(
+            text.contains("gunicorn_worker_restarts_total{reason=\"killed\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("gunicorn_workers 2"), "{text}");
     }
 }
@@ -273,7 +311,10 @@ fn stalled_worker_is_killed_after_timeout() {
     eprintln!("stall to replacement: {took:?}");
     assert!(took >= Duration::from_millis(800), "{took:?}");
     let err = s.stderr();
-    assert!(err.contains(&format!("WORKER TIMEOUT (pid:{})", before[0])), "{err}");
+    assert!(
+        err.contains(&format!("WORKER TIMEOUT (pid:{})", before[0])),
+        "{err}"
+    );
     get(&s.addr(0), "/").unwrap();
 }
 
@@ -297,7 +338,10 @@ fn ttin_and_ttou_change_the_worker_count() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.workers().len(), 1);
     let err = s.stderr();
-    assert!(err.contains("NWORKERS 1 -> 2") && err.contains("NWORKERS 2 -> 1"), "{err}");
+    assert!(
+        err.contains("NWORKERS 1 -> 2") && err.contains("NWORKERS 2 -> 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -343,7 +387,10 @@ fn hup_under_load_loses_no_request() {
         ok += o;
         failed.extend(f);
     }
-    eprintln!("requests during two reloads: {ok} ok, {} failed", failed.len());
+    eprintln!(
+        "requests during two reloads: {ok} ok, {} failed",
+        failed.len()
+    );
     assert!(failed.is_empty(), "{failed:?}");
     assert!(ok > 50, "{ok}");
 }
@@ -351,7 +398,8 @@ fn hup_under_load_loses_no_request() {
 #[test]
 fn term_finishes_in_flight_requests() {
     let mut s = Server::start(&["--workers", "2", "--graceful-timeout", "10"]);
-    s.wait_workers("2 workers", |w| w.len() == 2);
+    let w = s.wait_workers("2 workers", |w| w.len() == 2);
+    s.wait_ready(&w);
     let (tx, rx) = mpsc::channel();
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -383,15 +431,22 @@ fn term_finishes_in_flight_requests() {
 
 /// gunicorn #3397: on TERM, connections already in the listen queue are
 /// accepted and served before the listeners close.
-#[cfg(feature = "tcpinfo")]
 #[test]
 fn term_serves_connections_queued_in_the_backlog() {
-    let mut s = Server::start(&["--workers", "1", "--graceful-timeout", "10", "--timeout", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("q.sock");
+    let unix = format!("unix:{}", sock.display());
+    #[rustfmt::skip]
+    let mut s = Server::start(&[
+        "--workers", "1", "--graceful-timeout", "10", "--timeout", "0",
+        "--bind", "127.0.0.1:0", "--bind", &unix,
+    ]);
     let w = s.wait_workers("1 worker", |w| w.len() == 1);
-    // Freeze the worker so that connections wait in the queue.
+    s.wait_ready(&w);
+    // Freeze the worker so that connections wait in the queues.
     send(w[0], libc::SIGSTOP);
     let addr = s.addr(0);
-    let clients: Vec<_> = (0..5)
+    let mut clients: Vec<_> = (0..5)
         .map(|_| {
             let addr = addr.clone();
             std::thread::spawn(move || get(&addr, "/"))
@@ -401,16 +456,40 @@ fn term_serves_connections_queued_in_the_backlog() {
         recv_q(&addr) == Some(5)
     })
     .unwrap();
+    for _ in 0..2 {
+        let c = UnixStream::connect(&sock).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        clients.push(std::thread::spawn(move || request(c, "/")));
+    }
     s.signal(libc::SIGTERM);
-    wait_for("the supervisor to handle TERM", Duration::from_secs(5), || {
-        s.stderr().contains("Handling signal: term")
-    })
+    wait_for(
+        "the supervisor to handle TERM",
+        Duration::from_secs(5),
+        || s.stderr().contains("Handling signal: term"),
+    )
     .unwrap();
+    // The supervisor must not tell the frozen worker to stop while its
+    // queue holds connections: no SIGTERM becomes pending for it.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        assert!(!term_pending(w[0]), "worker got SIGTERM with a full queue");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     send(w[0], libc::SIGCONT);
     for c in clients {
         c.join().unwrap().expect("a queued connection is served");
     }
     assert!(s.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// Is SIGTERM pending for the (stopped) process `pid`?
+fn term_pending(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }
 
 /// `ss -ltn` Recv-Q of the listener on `addr` (the accept queue length).
@@ -428,12 +507,24 @@ fn recv_q(addr: &str) -> Option<u32> {
 fn backlog_gauge_equals_the_real_queue() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let s = Server::start(&[
-        "--workers", "2", "--timeout", "0", "--metrics", &metrics_addr,
-        "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0", "--update-interval", "0.05",
+        "--workers",
+        "2",
+        "--timeout",
+        "0",
+        "--metrics",
+        &metrics_addr,
+        "--bind",
+        "127.0.0.1:0",
+        "--bind",
+        "127.0.0.1:0",
+        "--update-interval",
+        "0.05",
     ]);
     let w = s.wait_workers("2 workers", |w| w.len() == 2);
     let (a, b) = (s.addr(0), s.addr(1));
-    let series = |addr: &str, k: u32| format!("gunicorn_pending_connections{{listener=\"http://{addr}\"}} {k}");
+    let series = |addr: &str, k: u32| {
+        format!("gunicorn_pending_connections{{listener=\"http://{addr}\"}} {k}")
+    };
     wait_for("an empty queue", Duration::from_secs(5), || {
         scrape(&metrics_addr).contains(&series(&a, 0))
     })
@@ -443,7 +534,10 @@ fn backlog_gauge_equals_the_real_queue() {
     }
     let k = 4;
     let conns: Vec<TcpStream> = (0..k).map(|_| TcpStream::connect(&a).unwrap()).collect();
-    wait_for("ss to show the queue", Duration::from_secs(5), || recv_q(&a) == Some(k)).unwrap();
+    wait_for("ss to show the queue", Duration::from_secs(5), || {
+        recv_q(&a) == Some(k)
+    })
+    .unwrap();
     // Let the sampler see the peak, then drain one connection's worth? No:
     // read it while the workers are stopped.
     let text = scrape(&metrics_addr);
@@ -452,7 +546,11 @@ fn backlog_gauge_equals_the_real_queue() {
     }
     assert!(text.contains(&series(&a, k)), "{text}");
     assert!(text.contains(&series(&b, 0)), "{text}");
-    assert_eq!(text.matches("gunicorn_pending_connections{").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("gunicorn_pending_connections{").count(),
+        2,
+        "{text}"
+    );
     let peak = format!("gunicorn_pending_connections_peak{{listener=\"http://{a}\"}} {k}");
     assert!(text.contains(&peak), "{text}");
     let somax: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
@@ -460,7 +558,10 @@ fn backlog_gauge_equals_the_real_queue() {
         .trim()
         .parse()
         .unwrap();
-    let cap = format!("gunicorn_listen_backlog{{listener=\"http://{a}\"}} {}", somax.min(2048));
+    let cap = format!(
+        "gunicorn_listen_backlog{{listener=\"http://{a}\"}} {}",
+        somax.min(2048)
+    );
     assert!(text.contains(&cap), "{text}");
     drop(conns);
 }
@@ -504,7 +605,10 @@ fn systemd_listen_fds() {
     let addr = l.local_addr().unwrap().to_string();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN} --bind 127.0.0.1:1")]);
+    cmd.args([
+        "-c",
+        &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN} --bind 127.0.0.1:1"),
+    ]);
     use std::os::unix::process::CommandExt;
     // SAFETY: only dup2 and fcntl, both async-signal-safe, run between fork
     // and exec.
@@ -534,9 +638,19 @@ fn bind_conflict_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches("Connection in use: http://").count(), 3, "{err}");
-    assert!(err.contains(&format!("error: can't listen on http://{addr}: ")), "{err}");
-    assert!(err.to_lowercase().contains("address already in use"), "{err}");
+    assert_eq!(
+        err.matches("Connection in use: http://").count(),
+        3,
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("error: can't listen on http://{addr}: ")),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("address already in use"),
+        "{err}"
+    );
     assert!(t0.elapsed() >= Duration::from_millis(100));
 }
 
@@ -556,7 +670,10 @@ fn workers_that_fail_to_boot_stop_the_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("5 workers in a row died before serving"), "{err}");
+    assert!(
+        err.contains("5 workers in a row died before serving"),
+        "{err}"
+    );
     assert_eq!(err.matches("Booting worker").count(), 5, "{err}");
 }
 
@@ -592,17 +709,23 @@ fn usr2_reexecs_with_inherited_listeners() {
     old.signal(libc::SIGUSR2);
     let two = dir.path().join("p.pid.2");
     let mut new_pid = 0;
-    wait_for("the new supervisor's pidfile", Duration::from_secs(10), || {
-        read_pid(&two).is_some_and(|p| {
-            new_pid = p;
-            true
-        })
-    })
+    wait_for(
+        "the new supervisor's pidfile",
+        Duration::from_secs(10),
+        || {
+            read_pid(&two).is_some_and(|p| {
+                new_pid = p;
+                true
+            })
+        },
+    )
     .unwrap();
     assert_ne!(new_pid, old.pid);
-    wait_for("the new supervisor's worker", Duration::from_secs(10), || {
-        children(new_pid).len() == 1
-    })
+    wait_for(
+        "the new supervisor's worker",
+        Duration::from_secs(10),
+        || children(new_pid).len() == 1,
+    )
     .unwrap();
     let new_worker = children(new_pid)[0];
     // The old supervisor stops; the new one serves on, promoted.
@@ -614,9 +737,11 @@ fn usr2_reexecs_with_inherited_listeners() {
     .unwrap_or_else(|e| panic!("{e}: {}", old.stderr()));
     assert_eq!(get(&addr, "/").unwrap(), new_worker.to_string());
     send(new_pid, libc::SIGTERM);
-    wait_for("the new supervisor to exit", Duration::from_secs(10), || {
-        is_zombie_or_gone(new_pid)
-    })
+    wait_for(
+        "the new supervisor to exit",
+        Duration::from_secs(10),
+        || is_zombie_or_gone(new_pid),
+    )
     .unwrap();
     assert!(!pidfile.exists());
 }
@@ -630,5 +755,34 @@ fn metrics_not_built_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("metrics are not built into this binary"), "{err}");
+    assert!(
+        err.contains("metrics are not built into this binary"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usr1_is_forwarded_and_winch_stops_the_workers() {
+    let mut s = Server::start(&["--workers", "2"]);
+    let w = s.wait_workers("2 workers", |w| w.len() == 2);
+    s.wait_ready(&w);
+    s.signal(libc::SIGUSR1);
+    wait_for("both workers to get USR1", Duration::from_secs(5), || {
+        let err = s.stderr();
+        w.iter().all(|p| err.contains(&format!("USR1 {p}")))
+    })
+    .unwrap();
+    assert_eq!(s.workers(), w);
+    s.signal(libc::SIGWINCH);
+    s.wait_workers("no worker", |w| w.is_empty());
+    let err = s.stderr();
+    for p in &w {
+        // Graceful: the worker's own exit path ran (worker_exit hook, code 0).
+        assert!(err.contains(&format!(" {p} 0\n")), "{err}");
+    }
+    s.signal(libc::SIGTTIN);
+    s.wait_workers("1 worker", |w| w.len() == 1);
+    get(&s.addr(0), "/").unwrap();
+    s.signal(libc::SIGQUIT);
+    assert!(s.wait_exit(Duration::from_secs(5)).success());
 }

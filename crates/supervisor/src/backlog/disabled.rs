@@ -1,4 +1,6 @@
 //! Without the `tcpinfo` feature the listen queue cannot be read.
+// Read by the metrics exporter only.
+#![cfg_attr(not(feature = "metrics"), allow(dead_code))]
 
 use std::os::fd::AsFd;
 

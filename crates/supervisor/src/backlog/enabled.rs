@@ -1,4 +1,6 @@
 //! The listen queue of a TCP listener, read with TCP_INFO (feature `tcpinfo`).
+// Read by the metrics exporter only.
+#![cfg_attr(not(feature = "metrics"), allow(dead_code))]
 
 use std::os::fd::AsFd;
 

@@ -22,6 +22,15 @@ use ferrocorn_supervisor::{
     InheritedListener, MetricsConfig, Service, Supervisor, SupervisorConfig, WorkerContext,
 };
 
+/// One line on stderr in a single write(2), so lines of several processes
+/// sharing the pipe do not interleave.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let line = format!("{}\n", format_args!($($t)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 struct Opts {
     config: SupervisorConfig,
     mode: String,
@@ -51,11 +60,16 @@ fn parse() -> Opts {
             "--graceful-timeout" => config.graceful_timeout = secs(&v),
             "--mode" => mode = v,
             "--metrics" => {
-                config.metrics.get_or_insert_with(MetricsConfig::default).bind =
-                    v.parse().expect("metrics addr")
+                config
+                    .metrics
+                    .get_or_insert_with(MetricsConfig::default)
+                    .bind = v.parse().expect("metrics addr")
             }
             "--metrics-dir" => {
-                config.metrics.get_or_insert_with(MetricsConfig::default).dir = Some(v.into())
+                config
+                    .metrics
+                    .get_or_insert_with(MetricsConfig::default)
+                    .dir = Some(v.into())
             }
             "--update-interval" => {
                 config
@@ -77,25 +91,6 @@ fn parse() -> Opts {
         mode,
         bind_retries,
         reload_file,
-    }
-}
-
-/// A synchronous drain: `[pid] [LEVEL] message` on stderr.
-struct StderrDrain;
-
-impl slog::Drain for StderrDrain {
-    type Ok = ();
-    type Err = slog::Never;
-
-    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
-        let line = format!(
-            "[{}] [{}] {}\n",
-            std::process::id(),
-            r.level().as_str(),
-            r.msg()
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        Ok(())
     }
 }
 
@@ -130,10 +125,15 @@ fn worker_metrics(ctx: &WorkerContext) -> Option<ferrocorn_shm_metrics::Counter>
     let dir = ctx.metrics_dir.as_ref()?;
     let reg = Registry::new(dir);
     let pid = std::process::id().to_string();
-    reg.gauge("testbin_worker", "A live gauge per worker.", &["pid"], GaugeMode::LiveAll)
-        .with_label_values(&[&pid])
-        .ok()?
-        .set(1.0);
+    reg.gauge(
+        "testbin_worker",
+        "A live gauge per worker.",
+        &["pid"],
+        GaugeMode::LiveAll,
+    )
+    .with_label_values(&[&pid])
+    .ok()?
+    .set(1.0);
     reg.counter("testbin_requests", "Requests served.", &[])
         .with_label_values(&[])
         .ok()
@@ -142,6 +142,8 @@ fn worker_metrics(ctx: &WorkerContext) -> Option<ferrocorn_shm_metrics::Counter>
 fn serve(ctx: WorkerContext) -> i32 {
     use mio::{Events, Interest, Poll, Token};
     let term = Arc::new(AtomicBool::new(false));
+    let usr1 = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone()).unwrap();
     let quit = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()).unwrap();
     for s in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGINT] {
@@ -176,10 +178,14 @@ fn serve(ctx: WorkerContext) -> i32 {
         listeners.push(l);
     }
     let mut events = Events::with_capacity(64);
+    say!("WORKER_READY {}", std::process::id());
     let mut stopping_since: Option<Instant> = None;
     loop {
         if quit.load(Ordering::SeqCst) {
             return 0;
+        }
+        if usr1.swap(false, Ordering::SeqCst) {
+            say!("USR1 {}", std::process::id());
         }
         if !stalled.load(Ordering::SeqCst) {
             ctx.heartbeat.beat();
@@ -204,7 +210,9 @@ fn serve(ctx: WorkerContext) -> i32 {
             let Some(l) = listeners.get(ev.token().0) else {
                 continue;
             };
-            loop {
+            // Like a real worker, stop accepting the moment TERM arrives
+            // (the supervisor drains the listen queue before sending it).
+            while !term.load(Ordering::SeqCst) {
                 let conn: Box<dyn ReadWrite> = match l {
                     L::Tcp(t) => match t.accept() {
                         Ok((s, _)) => {
@@ -276,7 +284,11 @@ fn handle(mut conn: Box<dyn ReadWrite>, stalled: &AtomicBool) {
 
 fn main() {
     let opts = parse();
-    let log = slog::Logger::root(slog::Fuse(StderrDrain), slog::o!());
+    let log = ferrocorn_log::Logs::new(&ferrocorn_log::LogConfig {
+        format: ferrocorn_log::Format::Plain,
+        ..ferrocorn_log::LogConfig::default()
+    })
+    .expect("plain logs");
     let service = TestService {
         mode: opts.mode,
         config: opts.config.clone(),
@@ -288,11 +300,17 @@ fn main() {
             println!("READY {} {}", std::process::id(), labels.join(" "));
             let _ = std::io::stdout().flush();
         })
-        .nworkers_changed(|new, old| eprintln!("NWORKERS {old} -> {new}"))
-        .on_exit(|| eprintln!("ON_EXIT"))
+        .nworkers_changed(|new, old| say!("NWORKERS {old} -> {new}"))
+        .on_starting(|c| say!("ON_STARTING {}", c.workers))
+        .pre_fork(|id| say!("PRE_FORK {id}"))
+        .post_fork(|id| say!("POST_FORK {id} {}", std::process::id()))
+        .worker_exit(|id, code| say!("WORKER_EXIT {id} {} {code}", std::process::id()))
+        .child_exit(|e| say!("CHILD_EXIT {} {} {}", e.worker_id, e.pid, e.reason))
+        .on_reload(|c| say!("ON_RELOAD {}", c.workers))
+        .on_exit(|| say!("ON_EXIT"))
         .run(service);
     if let Err(e) = result {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         std::process::exit(1);
     }
 }

@@ -125,7 +125,9 @@ impl Families {
             if let Some((queued, cap)) = backlog::listen_queue(&l.fd) {
                 let peak = l.peak.max(queued);
                 l.peak = queued;
-                self.pending.with_label_values(&[&l.label]).set(queued.into());
+                self.pending
+                    .with_label_values(&[&l.label])
+                    .set(queued.into());
                 self.peak.with_label_values(&[&l.label]).set(peak.into());
                 self.capacity.with_label_values(&[&l.label]).set(cap.into());
             }
@@ -166,10 +168,11 @@ impl Metrics {
             }
             None => (private_dir()?, true),
         };
-        let std_listener = std::net::TcpListener::bind(cfg.bind).map_err(|e| SupervisorError::Bind {
-            addr: format!("metrics exporter {}", cfg.bind),
-            source: e,
-        })?;
+        let std_listener =
+            std::net::TcpListener::bind(cfg.bind).map_err(|e| SupervisorError::Bind {
+                addr: format!("metrics exporter {}", cfg.bind),
+                source: e,
+            })?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let families = Families::new().map_err(|e| SupervisorError::Config(e.to_string()))?;
@@ -265,7 +268,13 @@ impl Metrics {
     /// the restart when it is going to be replaced.
     pub(crate) fn worker_exited(&self, pid: u32, restart: Option<&'static str>) {
         if let Err(e) = mark_process_dead(&self.dir, pid) {
-            warn!(self.log, "marking worker {} dead in {}: {}", pid, self.dir.display(), e);
+            warn!(
+                self.log,
+                "marking worker {} dead in {}: {}",
+                pid,
+                self.dir.display(),
+                e
+            );
         }
         if let Some(reason) = restart {
             *lock(&self.state).restarts.entry(reason).or_default() += 1;
@@ -300,8 +309,9 @@ impl Metrics {
 
 /// Remove the `*.db` files of a previous run.
 fn clear_stale(dir: &Path, log: &Logger) -> Result<(), SupervisorError> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| SupervisorError::Config(format!("metrics directory {}: {e}", dir.display())))?;
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        SupervisorError::Config(format!("metrics directory {}: {e}", dir.display()))
+    })?;
     let mut n = 0;
     for e in rd.flatten() {
         let p = e.path();
@@ -310,7 +320,12 @@ fn clear_stale(dir: &Path, log: &Logger) -> Result<(), SupervisorError> {
         }
     }
     if n > 0 {
-        info!(log, "removed {} stale metric file(s) from {}", n, dir.display());
+        info!(
+            log,
+            "removed {} stale metric file(s) from {}",
+            n,
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -322,12 +337,19 @@ fn private_dir() -> Result<PathBuf, SupervisorError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     for i in 0..100u32 {
-        let p = base.join(format!("ferrocorn-metrics-{}-{:x}{}", std::process::id(), nanos, i));
+        let p = base.join(format!(
+            "ferrocorn-metrics-{}-{:x}{}",
+            std::process::id(),
+            nanos,
+            i
+        ));
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(SupervisorError::Io(e)),
         }
     }
-    Err(SupervisorError::Config("cannot create a private metrics directory".into()))
+    Err(SupervisorError::Config(
+        "cannot create a private metrics directory".into(),
+    ))
 }
