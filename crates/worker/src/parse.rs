@@ -827,3 +827,91 @@ pub fn parse_request(
         }
     }
 }
+
+/// Run the parser over arbitrary input and check its invariants (panics on a
+/// violation): the fuzz target's body, and what the corpus replay test runs.
+///
+/// - a parsed head lies within the input, its spans within the head, its
+///   method and target are ASCII, and parsing just the head gives the same;
+/// - a chunked body decodes the same in one piece and byte by byte;
+/// - tighter limits never turn a refusal into an acceptance.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    let limits = Limits::default();
+    let mut headers = Vec::new();
+    let full = parse_head(data, &limits, &mut headers);
+    if let Ok(Some(head)) = &full {
+        assert!(head.len <= data.len());
+        for s in [head.method, head.target] {
+            assert!(s.end as usize <= head.len && s.start <= s.end);
+            assert!(s.get(data).is_ascii());
+        }
+        assert!(head.path_end >= head.target.start && head.path_end <= head.target.end);
+        for h in &headers {
+            assert!(h.name.end as usize <= head.len && h.value.end as usize <= head.len);
+            assert!(is_token(h.name.get(data)));
+            assert!(is_field_value(h.value.get(data)));
+        }
+        let mut again = Vec::new();
+        assert_eq!(parse_head(&data[..head.len], &limits, &mut again), Ok(Some(*head)));
+        assert_eq!(again, headers);
+        if head.framing == Framing::Chunked {
+            check_chunked(&data[head.len..], &limits);
+        }
+    }
+    // Tighter limits: a refusal stays a refusal (maybe another one).
+    let tight = Limits {
+        request_line: 64,
+        fields: 4,
+        field_size: 64,
+    };
+    let tight_result = parse_head(data, &tight, &mut headers);
+    if full.is_err() {
+        assert!(tight_result.is_err(), "{full:?} vs {tight_result:?}");
+    }
+    let _ = parse_request(data, &limits);
+    // Any input as a chunked body.
+    check_chunked(data, &limits);
+}
+
+fn check_chunked(body: &[u8], limits: &Limits) {
+    let mut whole = ChunkedDecoder::new(limits);
+    let mut out_whole = Vec::new();
+    let r_whole = whole.decode(body, &mut out_whole);
+    let mut bytewise = ChunkedDecoder::new(limits);
+    let mut out_bytes = Vec::new();
+    let mut consumed = 0;
+    let mut r_bytes = Ok(Decoded {
+        consumed: 0,
+        done: false,
+    });
+    for b in body {
+        match bytewise.decode(std::slice::from_ref(b), &mut out_bytes) {
+            Ok(d) => {
+                consumed += d.consumed;
+                r_bytes = Ok(Decoded {
+                    consumed,
+                    done: d.done,
+                });
+                if d.done {
+                    break;
+                }
+            }
+            Err(e) => {
+                r_bytes = Err(e);
+                break;
+            }
+        }
+    }
+    match (&r_whole, &r_bytes) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.done, b.done);
+            if a.done {
+                assert_eq!(a.consumed, b.consumed);
+            }
+            assert_eq!(out_whole, out_bytes);
+        }
+        (Err(a), Err(b)) => assert_eq!(a.status, b.status),
+        _ => panic!("chunked decoding differs: {r_whole:?} vs {r_bytes:?}"),
+    }
+}
