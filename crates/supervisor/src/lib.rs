@@ -75,6 +75,7 @@ mod listen;
 mod notify;
 mod service;
 mod sys;
+mod unixdiag;
 
 #[cfg_attr(feature = "tcpinfo", path = "backlog/enabled.rs")]
 #[cfg_attr(not(feature = "tcpinfo"), path = "backlog/disabled.rs")]

@@ -121,6 +121,15 @@ pub(crate) fn has_pending(fd: RawFd) -> bool {
     n == 1 && p.revents & libc::POLLIN != 0
 }
 
+/// The inode number of `fd`.
+pub(crate) fn inode(fd: RawFd) -> Option<u64> {
+    // SAFETY: fstat into a zeroed stat buffer; a bad fd just fails.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some(st.st_ino)
+    }
+}
+
 /// Is `fd` an open socket? (for `fd://N` and LISTEN_FDS checks)
 pub(crate) fn is_socket(fd: RawFd) -> bool {
     // SAFETY: fstat into a zeroed stat buffer; a bad fd just fails.

@@ -278,10 +278,10 @@ fn sigkill_worker_is_replaced() {
             "{text}"
         );
         assert!(
-            text.contains("gunicorn_worker_restarts_total{reason=\"killed\"} 1"),
+            text.contains("gunicorn_worker_restarts_total{reason=\"killed\"} 1.0\n"),
             "{text}"
         );
-        assert!(text.contains("gunicorn_workers 2"), "{text}");
+        assert!(text.contains("gunicorn_workers 2.0\n"), "{text}");
     }
 }
 
@@ -505,65 +505,109 @@ fn recv_q(addr: &str) -> Option<u32> {
 #[cfg(all(feature = "metrics", feature = "tcpinfo"))]
 #[test]
 fn backlog_gauge_equals_the_real_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("m.sock");
+    let unix = format!("unix:{}", sock.display());
     let metrics_addr = format!("127.0.0.1:{}", free_port());
+    #[rustfmt::skip]
     let s = Server::start(&[
-        "--workers",
-        "2",
-        "--timeout",
-        "0",
-        "--metrics",
-        &metrics_addr,
-        "--bind",
-        "127.0.0.1:0",
-        "--bind",
-        "127.0.0.1:0",
-        "--update-interval",
-        "0.05",
+        "--workers", "2", "--timeout", "0", "--metrics", &metrics_addr,
+        "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0", "--bind", &unix,
+        "--update-interval", "0.05",
     ]);
     let w = s.wait_workers("2 workers", |w| w.len() == 2);
+    s.wait_ready(&w);
     let (a, b) = (s.addr(0), s.addr(1));
-    let series = |addr: &str, k: u32| {
-        format!("gunicorn_pending_connections{{listener=\"http://{addr}\"}} {k}")
-    };
+    let (la, lb) = (format!("http://{a}"), format!("http://{b}"));
+    let gauge = |name: &str, label: &str, v: u32| format!("{name}{{listener=\"{label}\"}} {v}.0\n");
+    let pending = |label: &str, v: u32| gauge("gunicorn_pending_connections", label, v);
+    let peak = |label: &str, v: u32| gauge("gunicorn_pending_connections_peak", label, v);
     wait_for("an empty queue", Duration::from_secs(5), || {
-        scrape(&metrics_addr).contains(&series(&a, 0))
+        scrape(&metrics_addr).contains(&pending(&la, 0))
     })
     .unwrap();
-    for p in &w {
-        send(*p, libc::SIGSTOP);
-    }
+    let stop = |sig| {
+        for p in &w {
+            send(*p, sig);
+        }
+    };
+
+    // Frozen workers: k connections wait on `a`, 2 on the unix socket.
+    stop(libc::SIGSTOP);
     let k = 4;
-    let conns: Vec<TcpStream> = (0..k).map(|_| TcpStream::connect(&a).unwrap()).collect();
+    let tcp: Vec<TcpStream> = (0..k).map(|_| TcpStream::connect(&a).unwrap()).collect();
+    let unix_conns: Vec<UnixStream> = (0..2)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
     wait_for("ss to show the queue", Duration::from_secs(5), || {
-        recv_q(&a) == Some(k)
+        recv_q(&a) == Some(k) && recv_q_unix(&sock) == Some(2)
     })
     .unwrap();
-    // Let the sampler see the peak, then drain one connection's worth? No:
-    // read it while the workers are stopped.
     let text = scrape(&metrics_addr);
-    for p in &w {
-        send(*p, libc::SIGCONT);
-    }
-    assert!(text.contains(&series(&a, k)), "{text}");
-    assert!(text.contains(&series(&b, 0)), "{text}");
+    stop(libc::SIGCONT);
+    assert!(text.contains(&pending(&la, k)), "{text}");
+    assert!(text.contains(&pending(&lb, 0)), "{text}");
+    assert!(text.contains(&pending(&unix, 2)), "{text}");
+    // Exactly one series per listener.
     assert_eq!(
         text.matches("gunicorn_pending_connections{").count(),
-        2,
+        3,
         "{text}"
     );
-    let peak = format!("gunicorn_pending_connections_peak{{listener=\"http://{a}\"}} {k}");
-    assert!(text.contains(&peak), "{text}");
+    assert!(text.contains(&peak(&la, k)), "{text}");
     let somax: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let cap = format!(
-        "gunicorn_listen_backlog{{listener=\"http://{a}\"}} {}",
-        somax.min(2048)
-    );
+    let cap = gauge("gunicorn_listen_backlog", &la, somax.min(2048));
     assert!(text.contains(&cap), "{text}");
-    drop(conns);
+
+    // The queue empties; the peak since the last scrape still shows k once.
+    wait_for("the queue to drain", Duration::from_secs(5), || {
+        recv_q(&a) == Some(0)
+    })
+    .unwrap();
+    let text = scrape(&metrics_addr);
+    assert!(
+        text.contains(&pending(&la, 0)) && text.contains(&peak(&la, k)),
+        "{text}"
+    );
+    let text = scrape(&metrics_addr);
+    assert!(text.contains(&peak(&la, 0)), "{text}");
+
+    // A queue that builds up and drains between two scrapes shows in the
+    // peak (sampled every 50 ms).
+    stop(libc::SIGSTOP);
+    let more: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&a).unwrap()).collect();
+    wait_for("ss to show 2", Duration::from_secs(5), || {
+        recv_q(&a) == Some(2)
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop(libc::SIGCONT);
+    wait_for("the queue to drain", Duration::from_secs(5), || {
+        recv_q(&a) == Some(0)
+    })
+    .unwrap();
+    let text = scrape(&metrics_addr);
+    assert!(
+        text.contains(&pending(&la, 0)) && text.contains(&peak(&la, 2)),
+        "{text}"
+    );
+    drop((tcp, unix_conns, more));
+}
+
+/// `ss -lx` Recv-Q of the unix listener at `path`.
+#[cfg(all(feature = "metrics", feature = "tcpinfo"))]
+fn recv_q_unix(path: &std::path::Path) -> Option<u32> {
+    let out = Command::new("ss").args(["-lxnH"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let path = path.to_str()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 5 && f[4] == path).then(|| f[2].parse().ok())?
+    })
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,12 +24,24 @@ use slog::{Logger, info, warn};
 use crate::config::MetricsConfig;
 use crate::error::SupervisorError;
 use crate::listen::{Kind, Listener};
-use crate::{backlog, sys};
+use crate::{backlog, sys, unixdiag};
 
 struct ListenerStat {
     label: String,
+    kind: Kind,
     fd: OwnedFd,
     peak: u32,
+}
+
+impl ListenerStat {
+    /// `(queued, capacity)`: TCP_INFO for TCP (feature `tcpinfo`),
+    /// sock_diag for unix sockets.
+    fn queue(&self) -> Option<(u32, u32)> {
+        match self.kind {
+            Kind::Tcp => backlog::listen_queue(&self.fd),
+            Kind::Unix => unixdiag::listen_queue(&self.fd),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -56,6 +68,9 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The `reason` label values of `gunicorn_worker_restarts_total`.
+const RESTART_REASONS: [&str; 5] = ["timeout", "killed", "signal", "error", "exited"];
+
 /// The supervisor's own families, built with the `prometheus` crate.
 struct Families {
     registry: prometheus::Registry,
@@ -73,7 +88,7 @@ impl Families {
         let pending = IntGaugeVec::new(
             Opts::new(
                 "gunicorn_pending_connections",
-                "Connections waiting in the listen queue (TCP_INFO), read at scrape time.",
+                "Connections waiting in the listen queue (TCP_INFO; sock_diag for unix sockets), read at scrape time.",
             ),
             &["listener"],
         )?;
@@ -100,6 +115,10 @@ impl Families {
             ),
             &["reason"],
         )?;
+        // Every reason from the start, so that rate() sees the first one.
+        for reason in RESTART_REASONS {
+            restarts.with_label_values(&[reason]);
+        }
         registry.register(Box::new(pending.clone()))?;
         registry.register(Box::new(peak.clone()))?;
         registry.register(Box::new(capacity.clone()))?;
@@ -122,7 +141,7 @@ impl Families {
         self.peak.reset();
         self.capacity.reset();
         for l in st.listeners.iter_mut() {
-            if let Some((queued, cap)) = backlog::listen_queue(&l.fd) {
+            if let Some((queued, cap)) = l.queue() {
                 let peak = l.peak.max(queued);
                 l.peak = queued;
                 self.pending
@@ -228,7 +247,7 @@ impl Metrics {
         if now >= self.next_sample {
             let mut st = lock(&self.state);
             for l in st.listeners.iter_mut() {
-                if let Some((queued, _)) = backlog::listen_queue(&l.fd) {
+                if let Some((queued, _)) = l.queue() {
                     l.peak = l.peak.max(queued);
                 }
             }
@@ -237,12 +256,11 @@ impl Metrics {
         self.next_sample.saturating_duration_since(now)
     }
 
-    /// The listeners whose queues are exported (TCP ones; TCP_INFO cannot
-    /// read a unix socket's queue).
+    /// The listeners whose queues are exported.
     pub(crate) fn set_listeners(&self, listeners: &[Listener]) {
         let mut st = lock(&self.state);
         let old = std::mem::take(&mut st.listeners);
-        for l in listeners.iter().filter(|l| l.kind == Kind::Tcp) {
+        for l in listeners {
             let peak = old
                 .iter()
                 .find(|o| o.label == l.label)
@@ -250,6 +268,7 @@ impl Metrics {
             match l.sock.try_clone() {
                 Ok(s) => st.listeners.push(ListenerStat {
                     label: l.label.clone(),
+                    kind: l.kind,
                     fd: s.into(),
                     peak,
                 }),
@@ -284,18 +303,7 @@ impl Metrics {
     /// In a forked child: close the exporter's sockets and our copies of the
     /// listeners, so they close when the supervisor closes them.
     pub(crate) fn in_child(&self, keep: &[RawFd]) {
-        let fds: Vec<RawFd> = lock(&self.state)
-            .listeners
-            .drain(..)
-            .map(|l| {
-                let fd = l.fd.as_raw_fd();
-                std::mem::forget(l.fd);
-                fd
-            })
-            .collect();
-        for fd in fds {
-            sys::close(fd);
-        }
+        lock(&self.state).listeners.clear();
         sys::close_sockets_with_local_port(self.port, keep);
     }
 
