@@ -20,6 +20,32 @@
 //!   [`Heartbeat`], the supervisor's pid.
 //! - [`Supervisor`]: `new`, hook setters, `run`.
 //!
+//! # Signals
+//! | signal | supervisor |
+//! |---|---|
+//! | TERM | graceful stop: drain the listen queues, SIGTERM the workers, wait up to `graceful_timeout`, SIGKILL |
+//! | INT, QUIT | quick stop: SIGQUIT the workers (also during a graceful stop) |
+//! | HUP | [`Service::reload`], new workers first, then the old ones stopped gracefully |
+//! | TTIN / TTOU | one worker more / less (never below one) |
+//! | USR1 | reopen logs, forwarded to the workers |
+//! | USR2 | re-exec the program with the listeners inherited (`FERROCORN_FDS`) |
+//! | WINCH | stop all workers gracefully, keep the supervisor |
+//!
+//! # Graceful stop and the listen queue
+//! Workers stop accepting when they get SIGTERM, and the kernel resets the
+//! connections still queued on a listener when its last descriptor closes
+//! (gunicorn #3397). So on TERM the supervisor keeps its listeners open and
+//! lets the workers accept until every listen queue is empty (a listening
+//! socket polls readable exactly when its queue is not), and only then
+//! sends SIGTERM and closes its own copies. Both steps are bounded by
+//! `graceful_timeout`.
+//!
+//! # Features
+//! - `metrics`: serve the workers' `ferrocorn-shm-metrics` files merged, plus
+//!   the supervisor's gauges (see [`MetricsConfig`]). Without it, a config
+//!   with `metrics` fails with "metrics are not built into this binary".
+//! - `tcpinfo`: the TCP listeners' queue gauges, read with TCP_INFO.
+//!
 //! # Example
 //! ```no_run
 //! use std::io::{Read, Write};

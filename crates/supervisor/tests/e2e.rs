@@ -830,3 +830,42 @@ fn usr1_is_forwarded_and_winch_stops_the_workers() {
     s.signal(libc::SIGQUIT);
     assert!(s.wait_exit(Duration::from_secs(5)).success());
 }
+
+#[test]
+fn hup_rebinds_changed_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let reload = dir.path().join("conf");
+    let s = Server::start(&["--workers", "1", "--reload-file", reload.to_str().unwrap()]);
+    let w = s.wait_workers("1 worker", |w| w.len() == 1);
+    let a = s.addr(0);
+    let b = format!("127.0.0.1:{}", free_port());
+    // Add a listener; the first one is kept (same address), not rebound.
+    std::fs::write(&reload, format!("2 {a} {b}")).unwrap();
+    s.signal(libc::SIGHUP);
+    let w2 = s.wait_workers("2 new workers", |n| n.len() == 2 && !n.contains(&w[0]));
+    s.wait_ready(&w2);
+    get(&a, "/").unwrap();
+    get(&b, "/").unwrap();
+    let err = s.stderr();
+    assert!(err.contains(&format!("Listening at: http://{b}")), "{err}");
+    assert!(err.contains("ON_RELOAD 2"), "{err}");
+    // Drop the first one: it closes once the old workers are gone.
+    std::fs::write(&reload, format!("1 {b}")).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_workers("1 newer worker", |n| n.len() == 1 && !w2.contains(&n[0]));
+    wait_for("the old listener to close", Duration::from_secs(5), || {
+        TcpStream::connect(&a).is_err()
+    })
+    .unwrap();
+    get(&b, "/").unwrap();
+    // A bad configuration keeps the running workers.
+    std::fs::write(&reload, "x").unwrap();
+    let before = s.workers();
+    s.signal(libc::SIGHUP);
+    wait_for("the reload error", Duration::from_secs(5), || {
+        s.stderr()
+            .contains("reload failed, keeping the running workers")
+    })
+    .unwrap();
+    assert_eq!(s.workers(), before);
+}

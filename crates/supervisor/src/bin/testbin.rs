@@ -112,8 +112,15 @@ impl Service for TestService {
 
     fn reload(&mut self) -> Result<SupervisorConfig, String> {
         if let Some(p) = &self.reload_file {
+            // "WORKERS [BIND...]"
             let s = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
-            self.config.workers = s.trim().parse().map_err(|e| format!("{e}"))?;
+            let mut words = s.split_whitespace();
+            let n = words.next().ok_or("empty reload file")?;
+            self.config.workers = n.parse().map_err(|e| format!("{e}"))?;
+            let binds: Vec<_> = words.map(|w| w.parse()).collect::<Result<_, _>>()?;
+            if !binds.is_empty() {
+                self.config.binds = binds;
+            }
         }
         Ok(self.config.clone())
     }
