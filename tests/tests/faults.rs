@@ -18,10 +18,10 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -38,23 +38,48 @@ fn serial() -> MutexGuard<'static, ()> {
 // The binary and its processes.
 
 /// target/<profile>/ferrocorn, next to the directory of this test executable
-/// (target/<profile>/deps/faults-HASH); `FERROCORN_BIN` overrides.
+/// (target/<profile>/deps/faults-HASH), brought up to date once per run with
+/// `cargo build -p ferrocorn` (a no-op when fresh; `cargo test` does not build
+/// another package's binary). `FERROCORN_BIN` overrides both.
 fn ferrocorn_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROCORN_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("ferrocorn");
-    assert!(
-        bin.exists(),
-        "{} is not built: run `cargo build -p ferrocorn` first (scripts/test does)",
-        bin.display()
-    );
-    bin
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("FERROCORN_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
+        if profile_dir.ends_with("deps") {
+            profile_dir.pop();
+        }
+        let target_dir = profile_dir.parent().expect("target dir");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "ferrocorn", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(root);
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd.output().expect("running cargo build -p ferrocorn");
+        assert!(
+            out.status.success(),
+            "cargo build -p ferrocorn failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("ferrocorn");
+        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        bin
+    })
+    .clone()
 }
 
 fn free_port() -> u16 {
