@@ -311,6 +311,13 @@ impl Worker {
         self
     }
 
+    /// Write one access-log line per answered request (on the pool thread
+    /// that built the response; for a streamed body, when it ends).
+    pub fn access_log(mut self, log: ferrocorn_log::AccessLog) -> Worker {
+        self.access = Some(log);
+        self
+    }
+
     /// Called when the worker made progress (its loop runs and its pool is
     /// not entirely stuck); at most a few times a second.
     pub fn heartbeat(mut self, beat: Callback) -> Worker {

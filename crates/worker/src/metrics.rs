@@ -153,10 +153,7 @@ mod enabled {
                 return;
             }
             let name = METHODS.get(m).copied().unwrap_or("other");
-            if let Ok(c) = i
-                .requests
-                .with_label_values(&[name, &status.to_string()])
-            {
+            if let Ok(c) = i.requests.with_label_values(&[name, &status.to_string()]) {
                 c.inc();
                 counters.insert((m, status), c);
             }

@@ -371,10 +371,8 @@ fn parse_with<'b>(
                 }
                 host = true;
             }
-            6 if eq_ic(name, "expect") => {
-                if eq_ic(value, "100-continue") {
-                    expect_continue = true;
-                }
+            6 if eq_ic(name, "expect") && eq_ic(value, "100-continue") => {
+                expect_continue = true;
             }
             10 if eq_ic(name, "connection") => {
                 for token in value.split(|&b| b == b',') {
@@ -853,7 +851,10 @@ pub fn fuzz_one(data: &[u8]) {
             assert!(is_field_value(h.value.get(data)));
         }
         let mut again = Vec::new();
-        assert_eq!(parse_head(&data[..head.len], &limits, &mut again), Ok(Some(*head)));
+        assert_eq!(
+            parse_head(&data[..head.len], &limits, &mut again),
+            Ok(Some(*head))
+        );
         assert_eq!(again, headers);
         if head.framing == Framing::Chunked {
             check_chunked(&data[head.len..], &limits);

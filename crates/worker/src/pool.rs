@@ -54,6 +54,9 @@ struct Tasks {
     stop: bool,
 }
 
+// A job moves through the queue by value: boxing it would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Task {
     Call(Job),
     Pull(Pull),

@@ -760,7 +760,11 @@ impl Server {
             };
             if c.flags & SERVED == 0 && is_idle(c) {
                 let limit = self.now + DRAIN_FRESH_MS;
-                let d = if c.deadline == 0 { limit } else { c.deadline.min(limit) };
+                let d = if c.deadline == 0 {
+                    limit
+                } else {
+                    c.deadline.min(limit)
+                };
                 self.set_deadline(idx, d);
             }
         }

@@ -45,7 +45,10 @@ fn request_accessors() {
     c.send(b"GET /info?a=1&b=2 HTTP/1.1\r\nHost: example\r\nX-Thing:  spaced value \r\n\r\n");
     let r = c.response();
     let body = r.body_str();
-    assert!(body.contains("method=GET target=/info?a=1&b=2 path=/info query=a=1&b=2 version=HTTP/1.1"), "{body}");
+    assert!(
+        body.contains("method=GET target=/info?a=1&b=2 path=/info query=a=1&b=2 version=HTTP/1.1"),
+        "{body}"
+    );
     assert!(body.contains("peer=127.0.0.1"), "{body}");
     assert!(body.contains(&format!("local={}", s.addr)), "{body}");
     assert!(body.contains("Host=example,X-Thing=spaced value"), "{body}");
@@ -72,7 +75,13 @@ fn pipelined_requests_are_answered_in_order() {
     // A slow first request must not let the fast second overtake it.
     batch.extend_from_slice(b"GET /sleep?150 HTTP/1.1\r\nHost: x\r\n\r\n");
     for i in 0..20 {
-        batch.extend_from_slice(format!("POST /echo?{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab{}", i % 10).as_bytes());
+        batch.extend_from_slice(
+            format!(
+                "POST /echo?{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab{}",
+                i % 10
+            )
+            .as_bytes(),
+        );
     }
     batch.extend_from_slice(b"GET /stream?2 HTTP/1.1\r\nHost: x\r\n\r\n");
     batch.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -170,7 +179,13 @@ fn content_length_body_in_one_piece_and_streamed() {
     assert_eq!(c.response().body_str(), "hello");
     // A body larger than any buffer, sent in pieces while the app reads.
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    c.send(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    c.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     let mut w = c.stream.try_clone().unwrap();
     let b2 = body.clone();
     let writer = std::thread::spawn(move || {
@@ -214,12 +229,19 @@ fn body_is_streamed_not_buffered_before_the_app_runs() {
         req.body().read_exact(&mut buf).unwrap();
         seen2.store(1, Ordering::SeqCst);
         let rest = req.body().read_all().unwrap();
-        Response::text(200, &format!("{}+{}", String::from_utf8_lossy(&buf), rest.len()))
+        Response::text(
+            200,
+            &format!("{}+{}", String::from_utf8_lossy(&buf), rest.len()),
+        )
     };
     let s = TestServer::start(WorkerConfig::default(), app);
     let mut c = Client::new(s.connect());
     c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst");
-    wait_for(Duration::from_secs(5), "the app to read the first part", || seen.load(Ordering::SeqCst) == 1);
+    wait_for(
+        Duration::from_secs(5),
+        "the app to read the first part",
+        || seen.load(Ordering::SeqCst) == 1,
+    );
     c.send(b"12345");
     assert_eq!(c.response().body_str(), "first+5");
 }
@@ -239,7 +261,9 @@ fn expect_100_continue_is_sent_on_first_read() {
     // An app that answers without reading: no 100, and the connection closes
     // (the body was never sent).
     let mut c = Client::new(s.connect());
-    c.send(b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    c.send(
+        b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    );
     let r = c.response();
     assert_eq!(r.status, 200);
     assert!(r.closes());
@@ -291,14 +315,21 @@ fn streamed_response_is_chunked() {
 fn large_response_under_backpressure() {
     let s = server();
     let mut c = Client::new(s.connect());
-    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let n = 8 << 20;
     c.send(format!("GET /big?{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     // Let the server fill the socket and wait for writability.
     std::thread::sleep(Duration::from_millis(100));
     let r = c.response();
     assert_eq!(r.body.len(), n);
-    assert!(r.body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    assert!(
+        r.body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8)
+    );
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().status, 200);
 }
@@ -340,9 +371,14 @@ fn keep_alive_expires() {
     let start = Instant::now();
     c.assert_closed();
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(150), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(150),
+        "closed too early: {took:?}"
+    );
     assert!(took < Duration::from_secs(2), "closed too late: {took:?}");
-    wait_for(Duration::from_secs(2), "connection count to drop", || s.stats.active_connections() == 0);
+    wait_for(Duration::from_secs(2), "connection count to drop", || {
+        s.stats.active_connections() == 0
+    });
 }
 
 #[test]
@@ -394,7 +430,8 @@ fn unix_socket_listener() {
     let t = std::thread::spawn(move || worker.run());
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
@@ -416,7 +453,11 @@ fn curl_get_post_and_chunked_upload() {
         .args(["-sS", "-i", "--data-binary", "posted by curl", &url])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.ends_with("posted by curl"), "{text}");
@@ -436,8 +477,15 @@ fn curl_get_post_and_chunked_upload() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "chunkypart 0\npart 1\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "chunkypart 0\npart 1\n"
+    );
 }
 
 fn python() -> String {
@@ -471,9 +519,18 @@ assert r.status == 404
 print("ok")
 "#;
     let out = Command::new(python())
-        .args(["-c", script, &s.addr.ip().to_string(), &s.addr.port().to_string()])
+        .args([
+            "-c",
+            script,
+            &s.addr.ip().to_string(),
+            &s.addr.port().to_string(),
+        ])
         .output()
         .expect("python3 is needed for this test");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

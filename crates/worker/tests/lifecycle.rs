@@ -45,7 +45,9 @@ fn graceful_stop_finishes_in_flight_and_closes_idle() {
     assert_eq!(idle.response().status, 200);
     let mut busy = Client::new(s.connect());
     busy.send(b"GET /sleep?400 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "the request to start", || {
+        s.stats.active_threads() == 1
+    });
     let start = Instant::now();
     s.stop.graceful();
     // The idle connection is closed at once.
@@ -102,11 +104,20 @@ fn worker_connections_limit_stops_accepting() {
     }
     let mut third = Client::new(s.connect());
     third.send(b"GET /echo?third HTTP/1.1\r\nHost: x\r\n\r\n");
-    third.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    assert!(third.response_to(false).is_err(), "served beyond worker_connections");
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        third.response_to(false).is_err(),
+        "served beyond worker_connections"
+    );
     assert_eq!(s.stats.active_connections(), 2);
     drop(a);
-    third.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     assert_eq!(third.response().header("x-query"), Some("third"));
 }
 
@@ -121,12 +132,17 @@ fn graceful_timeout_bounds_the_stop() {
     );
     let mut c = Client::new(s.connect());
     c.send(b"GET /sleep?3000 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "the request to start", || {
+        s.stats.active_threads() == 1
+    });
     let start = Instant::now();
     s.stop.graceful();
     s.join_within(Duration::from_secs(2)).unwrap();
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_millis(1500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -134,7 +150,9 @@ fn quick_stop_returns_at_once() {
     let mut s = TestServer::start(WorkerConfig::default(), TestApp);
     let mut c = Client::new(s.connect());
     c.send(b"GET /sleep?3000 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "the request to start", || {
+        s.stats.active_threads() == 1
+    });
     let start = Instant::now();
     s.stop.quick();
     s.join_within(Duration::from_secs(1)).unwrap();
@@ -220,7 +238,9 @@ fn stats_follow_requests() {
         st.active_threads == 0 && st.pending_requests == 0 && st.requests_served == 2
     });
     drop(clients);
-    wait_for(Duration::from_secs(2), "connections closed", || s.stats.active_connections() == 0);
+    wait_for(Duration::from_secs(2), "connections closed", || {
+        s.stats.active_connections() == 0
+    });
 }
 
 #[test]
@@ -244,18 +264,29 @@ fn heartbeat_beats_and_stops_when_the_pool_is_stuck() {
     let start = beats.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(1100));
     let idle_beats = beats.load(Ordering::SeqCst) - start;
-    assert!((2..=12).contains(&idle_beats), "{idle_beats} beats in 1.1 s");
+    assert!(
+        (2..=12).contains(&idle_beats),
+        "{idle_beats} beats in 1.1 s"
+    );
     // The only thread is stuck longer than timeout: no beats.
     let mut c = Client::new(s.connect());
     c.send(b"GET /sleep?1500 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "the request to start", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "the request to start", || {
+        s.stats.active_threads() == 1
+    });
     std::thread::sleep(Duration::from_millis(500));
     let before = beats.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(beats.load(Ordering::SeqCst), before, "beat while the pool was stuck");
+    assert_eq!(
+        beats.load(Ordering::SeqCst),
+        before,
+        "beat while the pool was stuck"
+    );
     assert_eq!(c.response().status, 200);
     let after = beats.load(Ordering::SeqCst);
-    wait_for(Duration::from_secs(2), "beats to resume", || beats.load(Ordering::SeqCst) > after);
+    wait_for(Duration::from_secs(2), "beats to resume", || {
+        beats.load(Ordering::SeqCst) > after
+    });
 }
 
 #[test]
@@ -270,6 +301,8 @@ fn reopen_logs_and_parent_change() {
         .parent_pid(u32::MAX)
     });
     s.stop.reopen_logs();
-    wait_for(Duration::from_secs(2), "reopen", || reopened.load(Ordering::SeqCst) == 1);
+    wait_for(Duration::from_secs(2), "reopen", || {
+        reopened.load(Ordering::SeqCst) == 1
+    });
     s.join_within(Duration::from_secs(3)).unwrap();
 }

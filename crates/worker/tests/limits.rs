@@ -118,7 +118,12 @@ fn accepted_forms() {
         let mut c = Client::new(s.connect());
         c.send(req);
         let r = c.response();
-        assert!(r.status == 200 || r.status == 404, "{:?}: {}", String::from_utf8_lossy(req), r.status);
+        assert!(
+            r.status == 200 || r.status == 404,
+            "{:?}: {}",
+            String::from_utf8_lossy(req),
+            r.status
+        );
     }
 }
 
@@ -150,7 +155,9 @@ fn truncated_chunked_body_gets_400() {
     c.assert_closed();
     // Truncated before the final CRLF.
     let mut c = Client::new(s.connect());
-    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n");
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
+    );
     std::thread::sleep(Duration::from_millis(30));
     c.stream.shutdown(std::net::Shutdown::Write).unwrap();
     let r = c.response();
@@ -190,7 +197,10 @@ fn header_limits_get_431() {
     }
     many.push_str("\r\n");
     expect_refused(&s, many.as_bytes(), 431);
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "v".repeat(8190));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(8190)
+    );
     expect_refused(&s, big.as_bytes(), 431);
     // Incomplete but already over the limit.
     let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}", "v".repeat(9000));
@@ -217,9 +227,21 @@ fn configured_limits_apply() {
         },
         TestApp,
     );
-    expect_refused(&s, format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100)).as_bytes(), 400);
-    expect_refused(&s, b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431);
-    expect_refused(&s, format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n", "b".repeat(50)).as_bytes(), 431);
+    expect_refused(
+        &s,
+        format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100)).as_bytes(),
+        400,
+    );
+    expect_refused(
+        &s,
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        431,
+    );
+    expect_refused(
+        &s,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n", "b".repeat(50)).as_bytes(),
+        431,
+    );
     let mut c = Client::new(s.connect());
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n");
     assert_eq!(c.response().status, 200);
@@ -228,7 +250,11 @@ fn configured_limits_apply() {
 #[test]
 fn body_limit_gets_413() {
     let s = server();
-    expect_refused(&s, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413);
+    expect_refused(
+        &s,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+        413,
+    );
     // Chunked, all in the buffer.
     let mut req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     req.extend_from_slice(format!("3e9\r\n{}\r\n0\r\n\r\n", "x".repeat(1001)).as_bytes());
@@ -246,7 +272,13 @@ fn body_limit_gets_413() {
     c.assert_closed();
     // At the limit: fine.
     let mut c = Client::new(s.connect());
-    c.send(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{}", "z".repeat(1000)).as_bytes());
+    c.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{}",
+            "z".repeat(1000)
+        )
+        .as_bytes(),
+    );
     assert_eq!(c.response().body.len(), 1000);
 }
 
@@ -274,7 +306,10 @@ fn header_timeout_gets_408_and_silent_clients_are_closed() {
     let start = Instant::now();
     c.assert_closed();
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
 }
 
 #[test]

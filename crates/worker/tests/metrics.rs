@@ -34,7 +34,9 @@ fn worker_gauges_and_request_metrics() {
     let pid = std::process::id();
     let mut c = Client::new(s.connect());
     c.send(b"GET /sleep?300 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "busy thread", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "busy thread", || {
+        s.stats.active_threads() == 1
+    });
     let text = scrape(dir.path());
     for line in [
         format!("gunicorn_max_worker_connections{{pid=\"{pid}\"}} 50.0"),
@@ -50,7 +52,9 @@ fn worker_gauges_and_request_metrics() {
     assert_eq!(c.response().status, 404);
     c.send(b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().status, 200);
-    wait_for(Duration::from_secs(2), "idle", || s.stats.pending_requests() == 0);
+    wait_for(Duration::from_secs(2), "idle", || {
+        s.stats.pending_requests() == 0
+    });
     let text = scrape(dir.path());
     for line in [
         format!("gunicorn_active_worker_threads{{pid=\"{pid}\"}} 0.0"),

@@ -24,11 +24,15 @@ fn usr1_reopens_term_stops_gracefully_quit_stops_at_once() {
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().status, 200);
     raise(SIGUSR1).unwrap();
-    wait_for(Duration::from_secs(2), "USR1 handled", || reopened.load(Ordering::SeqCst) == 1);
+    wait_for(Duration::from_secs(2), "USR1 handled", || {
+        reopened.load(Ordering::SeqCst) == 1
+    });
     // TERM: in-flight request finished, then exit.
     let mut busy = Client::new(s.connect());
     busy.send(b"GET /sleep?200 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "request started", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "request started", || {
+        s.stats.active_threads() == 1
+    });
     raise(SIGTERM).unwrap();
     let r = busy.response();
     assert_eq!(r.status, 200);
@@ -36,10 +40,14 @@ fn usr1_reopens_term_stops_gracefully_quit_stops_at_once() {
     s.join_within(Duration::from_secs(2)).unwrap();
 
     // QUIT: out at once, although a request is in flight.
-    let mut s = TestServer::start_with(WorkerConfig::default(), Arc::new(TestApp), |w| w.handle_signals(true));
+    let mut s = TestServer::start_with(WorkerConfig::default(), Arc::new(TestApp), |w| {
+        w.handle_signals(true)
+    });
     let mut busy = Client::new(s.connect());
     busy.send(b"GET /sleep?3000 HTTP/1.1\r\nHost: x\r\n\r\n");
-    wait_for(Duration::from_secs(2), "request started", || s.stats.active_threads() == 1);
+    wait_for(Duration::from_secs(2), "request started", || {
+        s.stats.active_threads() == 1
+    });
     let start = Instant::now();
     raise(SIGQUIT).unwrap();
     s.join_within(Duration::from_secs(1)).unwrap();

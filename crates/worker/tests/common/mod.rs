@@ -55,7 +55,10 @@ impl TestServer {
         let t = self.thread.take().expect("joined once");
         let start = Instant::now();
         while !t.is_finished() {
-            assert!(start.elapsed() < limit, "worker did not stop within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "worker did not stop within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         t.join().unwrap()
@@ -219,11 +222,18 @@ impl Client {
 
     /// The server closed the connection: EOF (or a reset) with no more bytes.
     pub fn assert_closed(&mut self) {
-        assert!(self.buf.is_empty(), "unexpected bytes {:?}", String::from_utf8_lossy(&self.buf));
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
         let mut tmp = [0u8; 1024];
         match self.stream.read(&mut tmp) {
             Ok(0) => {}
-            Ok(n) => panic!("expected close, got {:?}", String::from_utf8_lossy(&tmp[..n])),
+            Ok(n) => panic!(
+                "expected close, got {:?}",
+                String::from_utf8_lossy(&tmp[..n])
+            ),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
             Err(e) => panic!("expected close, got {e}"),
         }
@@ -284,7 +294,9 @@ impl App for TestApp {
                         req.path(),
                         req.query(),
                         req.version().as_str(),
-                        req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                        req.peer_addr()
+                            .map(|a| a.ip().to_string())
+                            .unwrap_or_default(),
                         req.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                         headers.join(",")
                     ),
@@ -303,7 +315,9 @@ impl App for TestApp {
                 Response::new(200).stream(Box::new(it))
             }
             "/stream-len" => {
-                let it = ["abc", "def"].into_iter().map(|s| Ok(s.as_bytes().to_vec()));
+                let it = ["abc", "def"]
+                    .into_iter()
+                    .map(|s| Ok(s.as_bytes().to_vec()));
                 Response::new(200)
                     .header("Content-Length", "6")
                     .stream(Box::new(it))

@@ -1,0 +1,46 @@
+//! One access-log line per answered request, in gunicorn's format.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, TestApp, TestServer, wait_for};
+use ferrocorn_log::{Destination, Format, LogConfig, Logs, MemoryLog};
+use ferrocorn_worker::WorkerConfig;
+
+#[test]
+fn access_lines_for_plain_and_streamed_responses() {
+    let access = MemoryLog::new();
+    let logs = Logs::new(&LogConfig {
+        format: Format::Plain,
+        error_log: Destination::Memory(MemoryLog::new()),
+        access_log: Some(Destination::Memory(access.clone())),
+        access_log_format: r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %({x-query}o)s %(p)s"#.to_string(),
+        ..LogConfig::default()
+    })
+    .unwrap();
+    let log = logs.access().unwrap().clone();
+    let s = TestServer::start_with(WorkerConfig::default(), Arc::new(TestApp), move |w| {
+        w.access_log(log).logger(logs.error().clone())
+    });
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /echo?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent\r\nContent-Length: 4\r\n\r\nbody");
+    assert_eq!(c.response().status, 200);
+    c.send(b"GET /stream?2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    c.send(b"HEAD / HTTP/1.0\r\n\r\n");
+    c.response_to(true).unwrap();
+    wait_for(Duration::from_secs(2), "three access lines", || {
+        access.lines().len() == 3
+    });
+    let pid = std::process::id();
+    assert_eq!(
+        access.lines(),
+        [
+            format!(r#"127.0.0.1 "POST /echo?q=1 HTTP/1.1" 200 4 "test-agent" q=1 <{pid}>"#),
+            format!(r#"127.0.0.1 "GET /stream?2 HTTP/1.1" 200 14 "-" - <{pid}>"#),
+            format!(r#"127.0.0.1 "HEAD / HTTP/1.0" 200 0 "-" - <{pid}>"#),
+        ]
+    );
+}
