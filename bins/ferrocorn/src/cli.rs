@@ -119,7 +119,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "INT")]
     pub max_requests_jitter: Option<u64>,
 
-    /// Maximum size of the request line in bytes; 0 = unlimited (max 8190). [default: 4094]
+    /// Maximum size of the request line in bytes; 0 = the maximum, 8190. [default: 4094]
     #[arg(long, value_name = "INT")]
     pub limit_request_line: Option<u64>,
 
@@ -127,7 +127,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "INT")]
     pub limit_request_fields: Option<u64>,
 
-    /// Maximum size of a header field in bytes; 0 = unlimited. [default: 8190]
+    /// Maximum size of a header field line in bytes; 0 = 8190. [default: 8190]
     #[arg(long, value_name = "INT")]
     pub limit_request_field_size: Option<u64>,
 
@@ -237,7 +237,7 @@ mod tests {
     fn metrics_subcommand() {
         let cli = Cli::try_parse_from(["ferrocorn", "metrics", "/tmp/m"]).unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Metrics { dir }) if dir == PathBuf::from("/tmp/m"))
+            matches!(cli.command, Some(Command::Metrics { dir }) if dir == std::path::Path::new("/tmp/m"))
         );
     }
 

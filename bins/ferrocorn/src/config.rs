@@ -564,6 +564,10 @@ impl Bind {
         if s.is_empty() {
             return Err("empty address".into());
         }
+        let s = s
+            .strip_prefix("tcp://")
+            .or_else(|| s.strip_prefix("http://"))
+            .unwrap_or(s);
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let Some((host, after)) = rest.split_once(']') else {
                 return Err(format!("{s:?}: missing `]`"));
@@ -587,11 +591,8 @@ impl Bind {
                 None => (s, None),
             }
         };
-        if host.is_empty() {
-            return Err(format!(
-                "{s:?}: missing host (use 0.0.0.0 for every address)"
-            ));
-        }
+        // gunicorn: `:PORT` listens on every IPv4 address.
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
         let port = match port {
             None => 8000,
             Some(p) => p
@@ -659,8 +660,7 @@ pub struct MetricsSettings {
 }
 
 /// gunicorn's default access log format.
-pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
-    r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub use ferrocorn_log::DEFAULT_ACCESS_LOG_FORMAT;
 
 /// ferrocorn's limit on a request body when none is configured: 1 GiB.
 /// gunicorn has no limit (gunicorn #1659); 0 turns the limit off.
@@ -691,11 +691,11 @@ pub struct Config {
     pub max_requests: u64,
     /// Random extra requests before a restart.
     pub max_requests_jitter: u64,
-    /// Longest request line (0 = unlimited).
+    /// Longest request line (0 = the maximum, 8190).
     pub limit_request_line: usize,
     /// Most header fields.
     pub limit_request_fields: usize,
-    /// Longest header field (0 = unlimited).
+    /// Longest header field (0 = 8190).
     pub limit_request_field_size: usize,
     /// Largest request body (0 = unlimited).
     pub limit_request_body: u64,
@@ -754,6 +754,7 @@ impl Config {
     }
 
     /// The source of a setting set explicitly (not a default), if any.
+    #[cfg(test)]
     pub fn source_of(&self, name: &str) -> Option<&Source> {
         self.explicit
             .iter()
@@ -988,8 +989,7 @@ impl Layer {
             .value;
 
         let v = r.take("limit_request_line", self.limit_request_line, 4094);
-        let limit_request_line =
-            count("limit_request_line", &v, 0, 8190, " (0 = unlimited)")? as usize;
+        let limit_request_line = count("limit_request_line", &v, 0, 8190, " (0 = 8190)")? as usize;
         let v = r.take("limit_request_fields", self.limit_request_fields, 100);
         let limit_request_fields = count("limit_request_fields", &v, 0, 32768, "")? as usize;
         let v = r.take(
@@ -1002,7 +1002,7 @@ impl Layer {
             &v,
             0,
             u32::MAX as u64,
-            " (0 = unlimited)",
+            " (0 = 8190)",
         )? as usize;
         let limit_request_body = r
             .take(
@@ -1037,13 +1037,15 @@ impl Layer {
             }
             None => None,
         };
-        let access_log_format = r
-            .take(
-                "access_log_format",
-                self.access_log_format,
-                DEFAULT_ACCESS_LOG_FORMAT.to_owned(),
-            )
-            .value;
+        let v = r.take(
+            "access_log_format",
+            self.access_log_format,
+            DEFAULT_ACCESS_LOG_FORMAT.to_owned(),
+        );
+        if let Err(e) = ferrocorn_log::AccessLogFormat::parse(&v.value) {
+            return bad("access_log_format", &v.source, e);
+        }
+        let access_log_format = v.value;
         let v = r.take(
             "log_format",
             self.log_format,
@@ -1373,7 +1375,8 @@ mod tests {
 
     #[test]
     fn values_are_validated_naming_the_setting() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             (
                 &["--threads", "0"],
                 &[],
@@ -1507,7 +1510,11 @@ mod tests {
         );
         assert!(Bind::parse("unix:").is_err());
         assert!(Bind::parse("fd://x").is_err());
-        assert!(Bind::parse(":80").is_err());
+        assert_eq!(Bind::parse(":80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(
+            Bind::parse("tcp://127.0.0.1:81").unwrap().to_string(),
+            "127.0.0.1:81"
+        );
         assert!(Bind::parse("[::1]80").is_err());
     }
 }

@@ -5,8 +5,20 @@
 //! 0 success, 1 a runtime failure (bind, permission, a worker that cannot
 //! boot), 2 a bad command line or configuration.
 
+mod app;
 mod cli;
+mod compose;
 mod config;
+
+// Optional parts: a module each, with the same signatures whether built in
+// or not (ripgrep's pattern); the disabled variants fail clearly.
+#[cfg_attr(feature = "supervisor", path = "serve/enabled.rs")]
+#[cfg_attr(not(feature = "supervisor"), path = "serve/disabled.rs")]
+mod serve;
+
+#[cfg_attr(feature = "metrics", path = "metrics/enabled.rs")]
+#[cfg_attr(not(feature = "metrics"), path = "metrics/disabled.rs")]
+mod metrics;
 
 use std::process::ExitCode;
 
@@ -22,6 +34,8 @@ enum Failure {
     Config(String),
     /// Anything failing at run time (bind, permission, ...): exit 1.
     Runtime(String),
+    /// A failure the error log already showed on stderr: only the exit code.
+    Logged(u8),
 }
 
 impl Failure {
@@ -29,12 +43,14 @@ impl Failure {
         match self {
             Failure::Config(_) => 2,
             Failure::Runtime(_) => 1,
+            Failure::Logged(code) => *code,
         }
     }
 
-    fn message(&self) -> &str {
+    fn message(&self) -> Option<&str> {
         match self {
-            Failure::Config(m) | Failure::Runtime(m) => m,
+            Failure::Config(m) | Failure::Runtime(m) => Some(m),
+            Failure::Logged(_) => None,
         }
     }
 }
@@ -48,7 +64,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("ferrocorn: error: {}", f.message());
+            if let Some(m) = f.message() {
+                eprintln!("ferrocorn: error: {m}");
+            }
             ExitCode::from(f.exit_code())
         }
     }
@@ -67,6 +85,7 @@ fn load(args: &ServeArgs) -> Result<Config, Failure> {
 
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load(&args)?;
+    compose::log_config(&config).map_err(Failure::Config)?;
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
@@ -75,9 +94,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         println!("{}", check_line(&config));
         return Ok(());
     }
-    Err(Failure::Runtime(
-        "the worker and supervisor are not built yet; nothing to serve".into(),
-    ))
+    serve::serve(args, config)
 }
 
 /// The line `--check-config` prints for a valid configuration.
@@ -95,8 +112,10 @@ fn check_line(config: &Config) -> String {
     )
 }
 
-fn metrics_command(_dir: &std::path::Path) -> Result<(), Failure> {
-    Err(Failure::Runtime(
-        "metrics are not built into this binary (feature `metrics`)".into(),
-    ))
+fn metrics_command(dir: &std::path::Path) -> Result<(), Failure> {
+    let text = metrics::render_dir(dir).map_err(Failure::Runtime)?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&text)
+        .map_err(|e| Failure::Runtime(format!("writing the metrics: {e}")))
 }

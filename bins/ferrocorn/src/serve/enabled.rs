@@ -1,0 +1,142 @@
+//! Serving with the supervisor: one supervisor process forking `workers`
+//! worker processes that share the listeners (gunicorn's model).
+
+use std::sync::Arc;
+
+use ferrocorn_log::Logs;
+use ferrocorn_supervisor::{
+    BindAddr, InheritedListener, MetricsConfig, Service, Supervisor, SupervisorConfig,
+    SupervisorError, WORKER_BOOT_ERROR, WorkerContext,
+};
+use ferrocorn_worker::Listener;
+
+use crate::Failure;
+use crate::cli::ServeArgs;
+use crate::compose;
+use crate::config::Config;
+use crate::metrics;
+
+/// The supervisor's settings.
+fn supervisor_config(c: &Config) -> Result<SupervisorConfig, String> {
+    let binds = c
+        .binds
+        .iter()
+        .map(|b| b.to_string().parse::<BindAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid value for `bind`: {e}"))?;
+    Ok(SupervisorConfig {
+        binds,
+        backlog: c.backlog,
+        reuse_port: c.reuse_port,
+        workers: c.workers,
+        timeout: c.timeout,
+        graceful_timeout: c.graceful_timeout,
+        pidfile: c.pidfile.clone(),
+        metrics: c.metrics.as_ref().map(|m| MetricsConfig {
+            bind: m.bind,
+            dir: m.dir.clone(),
+            update_interval: m.update_interval,
+        }),
+    })
+}
+
+/// What the supervisor forks: a worker with the current config, and the
+/// reload that re-reads the config file and the environment.
+struct Ferrocorn {
+    args: ServeArgs,
+    config: Config,
+}
+
+impl Service for Ferrocorn {
+    fn worker(&self, ctx: WorkerContext) -> i32 {
+        // In the forked child: logs, poll and thread pool are built here.
+        let logs = match compose::open_logs(&self.config) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ferrocorn: error: worker (pid:{}): {e}", std::process::id());
+                return WORKER_BOOT_ERROR;
+            }
+        };
+        let log = logs.error().clone();
+        let listeners = ctx
+            .listeners
+            .into_iter()
+            .map(|l| match l {
+                InheritedListener::Tcp(t) => Listener::Tcp(t),
+                InheritedListener::Unix(u) => Listener::Unix(u),
+            })
+            .collect();
+        let worker = match compose::build_worker(&self.config, listeners, &logs) {
+            Ok(w) => w,
+            Err(e) => {
+                slog::error!(log, "Exception in worker process: {}", e);
+                logs.flush();
+                return WORKER_BOOT_ERROR;
+            }
+        };
+        let heartbeat = ctx.heartbeat.clone();
+        let mut worker = worker
+            .heartbeat(Arc::new(move || heartbeat.beat()))
+            .parent_pid(ctx.ppid);
+        if let Some(dir) = &ctx.metrics_dir {
+            worker = metrics::attach(worker, dir, &self.config.prefix);
+        }
+        ctx.heartbeat.beat();
+        let code = match worker.run() {
+            Ok(()) => 0,
+            Err(e) => {
+                slog::error!(log, "Worker (pid:{}) failed: {}", std::process::id(), e);
+                1
+            }
+        };
+        logs.flush();
+        code
+    }
+
+    fn reload(&mut self) -> Result<SupervisorConfig, String> {
+        let config = Config::load_from_process(&self.args).map_err(|e| e.0)?;
+        compose::log_config(&config)?;
+        let sc = supervisor_config(&config)?;
+        self.config = config;
+        Ok(sc)
+    }
+}
+
+/// The supervisor's logs: reopened on USR1 and HUP, flushed before forks.
+struct SupervisorLogs(Logs);
+
+impl ferrocorn_supervisor::SupervisorLogs for SupervisorLogs {
+    fn logger(&self) -> slog::Logger {
+        self.0.error().clone()
+    }
+    fn reopen(&self) -> std::io::Result<()> {
+        self.0.reopen()
+    }
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
+/// Runs the supervisor until a stop signal.
+pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
+    let sc = supervisor_config(&config).map_err(Failure::Config)?;
+    let logs: Logs = compose::open_logs(&config).map_err(Failure::Runtime)?;
+    // The supervisor logs its own errors to the error log; repeat the line
+    // on stderr only when the error log would not show it there.
+    let logged_on_stderr = config.errorlog == "-" && config.loglevel != "critical";
+    let service = Ferrocorn { args, config };
+    match Supervisor::new(sc, SupervisorLogs(logs)).run(service) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let failure = match e {
+                SupervisorError::Config(m) => Failure::Config(m),
+                e => Failure::Runtime(e.to_string()),
+            };
+            if logged_on_stderr {
+                Err(Failure::Logged(failure.exit_code()))
+            } else {
+                Err(failure)
+            }
+        }
+    }
+}
