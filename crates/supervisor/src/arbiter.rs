@@ -26,6 +26,8 @@ const EXPORTER_FIRST_TOKEN: usize = 1;
 pub(crate) const ENV_FDS: &str = "FERROCORN_FDS";
 /// Env var of a re-executed supervisor: the old supervisor's pid.
 pub(crate) const ENV_MASTER_PID: &str = "FERROCORN_MASTER_PID";
+/// Env var of a re-executed supervisor: the metrics exporter's listener fd.
+pub(crate) const ENV_METRICS_FD: &str = "FERROCORN_METRICS_FD";
 /// A worker that ignores SIGABRT this long after a timeout gets SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// Workers dying before their first heartbeat this many times in a row stop the server.
@@ -162,8 +164,12 @@ impl Arbiter {
         let reexec_fds: Option<Vec<RawFd>> = std::env::var(ENV_FDS)
             .ok()
             .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
+        let metrics_fd: Option<RawFd> = std::env::var(ENV_METRICS_FD)
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
         sys::remove_env(ENV_FDS);
         sys::remove_env(ENV_MASTER_PID);
+        sys::remove_env(ENV_METRICS_FD);
         let master_pid = if master_pid != 0 && sys::getppid() == master_pid {
             master_pid
         } else {
@@ -201,20 +207,6 @@ impl Arbiter {
             return Err(SupervisorError::Config("no listener".to_string()));
         }
 
-        let (pidfile, promote_to) = match &cfg.pidfile {
-            None => (None, None),
-            Some(p) if master_pid != 0 => {
-                let mut two = p.clone().into_os_string();
-                two.push(".2");
-                let two = PathBuf::from(two);
-                (
-                    Some(Pidfile::create(&two).map_err(SupervisorError::Io)?),
-                    Some(p.clone()),
-                )
-            }
-            Some(p) => (Some(Pidfile::create(p).map_err(SupervisorError::Io)?), None),
-        };
-
         let capacity = (cfg.workers * 4).max(1024);
         let slots = Slots::new(capacity)?;
         let free_slots = (0..capacity).rev().collect();
@@ -225,7 +217,8 @@ impl Arbiter {
             Some(mc) => {
                 // A USR2 child shares the directory with its parent's live
                 // workers: it must not clear their files.
-                let mut m = Metrics::new(mc, master_pid != 0, &log)?;
+                let inherited = metrics_fd.filter(|_| master_pid != 0);
+                let mut m = Metrics::new(mc, master_pid != 0, inherited, &log)?;
                 m.register(poll.registry(), EXPORTER_FIRST_TOKEN)?;
                 m.set_listeners(&listeners);
                 Some(m)
@@ -244,6 +237,21 @@ impl Arbiter {
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+
+        // Last: nothing after this can fail and leave a stale pidfile.
+        let (pidfile, promote_to) = match &cfg.pidfile {
+            None => (None, None),
+            Some(p) if master_pid != 0 => {
+                let mut two = p.clone().into_os_string();
+                two.push(".2");
+                let two = PathBuf::from(two);
+                (
+                    Some(Pidfile::create(&two).map_err(SupervisorError::Io)?),
+                    Some(p.clone()),
+                )
+            }
+            Some(p) => (Some(Pidfile::create(p).map_err(SupervisorError::Io)?), None),
+        };
 
         listen::log_listening(&listeners, &log);
         let num_workers = cfg.workers;
@@ -653,12 +661,20 @@ impl Arbiter {
             .map(|f| f.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let spawned = std::process::Command::new(&program)
-            .args(args)
+        let mut cmd = std::process::Command::new(&program);
+        cmd.args(args)
             .env(ENV_FDS, &list)
-            .env(ENV_MASTER_PID, std::process::id().to_string())
-            .spawn();
-        for &fd in &fds {
+            .env(ENV_MASTER_PID, std::process::id().to_string());
+        // The exporter's socket too: the port stays ours, both supervisors
+        // answer scrapes until the old one exits.
+        let metrics_fd = self.metrics.as_ref().map(|m| m.listener_fd());
+        if let Some(fd) = metrics_fd
+            && sys::set_cloexec(fd, false).is_ok()
+        {
+            cmd.env(ENV_METRICS_FD, fd.to_string());
+        }
+        let spawned = cmd.spawn();
+        for &fd in fds.iter().chain(metrics_fd.iter()) {
             let _ = sys::set_cloexec(fd, true);
         }
         match spawned {

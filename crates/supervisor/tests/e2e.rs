@@ -743,7 +743,13 @@ fn quick_stop_on_int_and_sd_notify() {
 fn usr2_reexecs_with_inherited_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("p.pid");
-    let mut old = Server::start(&["--workers", "1", "--pidfile", pidfile.to_str().unwrap()]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--workers", "1", "--pidfile", pidfile.to_str().unwrap()];
+    if cfg!(feature = "metrics") {
+        // The exporter's socket is handed over too.
+        args.extend(["--metrics", &metrics_addr]);
+    }
+    let mut old = Server::start(&args);
     old.wait_workers("1 worker", |w| w.len() == 1);
     let addr = old.addr(0);
     let read_pid = |p: &std::path::Path| -> Option<i32> {
@@ -780,6 +786,14 @@ fn usr2_reexecs_with_inherited_listeners() {
     })
     .unwrap_or_else(|e| panic!("{e}: {}", old.stderr()));
     assert_eq!(get(&addr, "/").unwrap(), new_worker.to_string());
+    #[cfg(feature = "metrics")]
+    {
+        let text = scrape(&metrics_addr);
+        assert!(
+            text.contains(&format!("testbin_worker{{pid=\"{new_worker}\"}} 1.0")),
+            "{text}"
+        );
+    }
     send(new_pid, libc::SIGTERM);
     wait_for(
         "the new supervisor to exit",

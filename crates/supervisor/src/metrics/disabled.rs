@@ -16,9 +16,14 @@ impl Metrics {
     pub(crate) fn new(
         _cfg: &MetricsConfig,
         _keep_files: bool,
+        _inherited: Option<std::os::fd::RawFd>,
         _log: &Logger,
     ) -> Result<Metrics, SupervisorError> {
         Err(SupervisorError::NotBuilt("metrics are"))
+    }
+
+    pub(crate) fn listener_fd(&self) -> std::os::fd::RawFd {
+        match *self {}
     }
 
     pub(crate) fn dir(&self) -> &Path {

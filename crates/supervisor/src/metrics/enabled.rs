@@ -58,6 +58,7 @@ pub(crate) struct Metrics {
     private: bool,
     exporter: Exporter,
     port: u16,
+    listener_fd: RawFd,
     state: Arc<Mutex<State>>,
     update_interval: Duration,
     next_sample: Instant,
@@ -169,6 +170,7 @@ impl Metrics {
     pub(crate) fn new(
         cfg: &MetricsConfig,
         keep_files: bool,
+        inherited: Option<RawFd>,
         log: &Logger,
     ) -> Result<Metrics, SupervisorError> {
         let (dir, private) = match &cfg.dir {
@@ -187,13 +189,18 @@ impl Metrics {
             }
             None => (private_dir()?, true),
         };
-        let std_listener =
-            std::net::TcpListener::bind(cfg.bind).map_err(|e| SupervisorError::Bind {
-                addr: format!("metrics exporter {}", cfg.bind),
-                source: e,
-            })?;
+        let std_listener = match inherited {
+            // A supervisor re-executed by USR2 takes over the exporter's socket.
+            Some(fd) => sys::adopt_socket(fd).map(std::net::TcpListener::from),
+            None => std::net::TcpListener::bind(cfg.bind),
+        }
+        .map_err(|e| SupervisorError::Bind {
+            addr: format!("metrics exporter {}", cfg.bind),
+            source: e,
+        })?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
+        let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&std_listener);
         let families = Families::new().map_err(|e| SupervisorError::Config(e.to_string()))?;
         let state = Arc::new(Mutex::new(State::default()));
         let collector = MultiProcessCollector::new(dir.clone());
@@ -216,11 +223,17 @@ impl Metrics {
             private,
             exporter,
             port,
+            listener_fd,
             state,
             update_interval: cfg.update_interval.max(Duration::from_millis(10)),
             next_sample: Instant::now(),
             log: log.clone(),
         })
+    }
+
+    /// The exporter's listening socket (passed on by USR2).
+    pub(crate) fn listener_fd(&self) -> RawFd {
+        self.listener_fd
     }
 
     pub(crate) fn dir(&self) -> &Path {
