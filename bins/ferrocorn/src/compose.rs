@@ -76,7 +76,7 @@ pub fn worker_config(c: &Config) -> WorkerConfig {
 pub fn build_worker(c: &Config, listeners: Vec<Listener>, logs: &Logs) -> std::io::Result<Worker> {
     let reopen = logs.clone();
     let log = logs.error().clone();
-    let worker = Worker::new(worker_config(c), listeners, app::builtin(c.app))?
+    let mut worker = Worker::new(worker_config(c), listeners, app::builtin(c.app))?
         .logger(logs.error().clone())
         .handle_signals(true)
         .on_reopen_logs(Arc::new(move || {
@@ -84,5 +84,8 @@ pub fn build_worker(c: &Config, listeners: Vec<Listener>, logs: &Logs) -> std::i
                 slog::error!(log, "reopening log files failed: {}", e);
             }
         }));
+    if let Some(access) = logs.access() {
+        worker = worker.access_log(access.clone());
+    }
     Ok(worker)
 }

@@ -18,8 +18,8 @@ pub fn render_dir(dir: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Makes `worker` write its gauges and request metrics into `dir`.
-pub fn attach(worker: Worker, dir: &Path, _prefix: &str) -> Worker {
-    worker.metrics(Registry::new(dir))
+pub fn attach(worker: Worker, dir: &Path, prefix: &str) -> Worker {
+    worker.metrics(Registry::new(dir)).metrics_prefix(prefix)
 }
 
 /// The single-process mode's exporter: a thread serving the directory
