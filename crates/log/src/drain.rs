@@ -134,7 +134,7 @@ impl LineDrain {
                 // [2026-11-25 09:27:47 +0000] [1234] [INFO] message key=value
                 time::push_plain(&mut s.line, Now::get().secs);
                 s.line.extend_from_slice(b" [");
-                let _ = write!(VecFmt(&mut s.line), "{}", std::process::id());
+                let _ = write!(VecFmt(&mut s.line), "{}", sys::pid());
                 s.line.extend_from_slice(b"] [");
                 s.line.extend_from_slice(level.as_upper_str().as_bytes());
                 s.line.extend_from_slice(b"] ");
@@ -271,7 +271,7 @@ fn collect(s: &mut Scratch, record: &Record<'_>, values: &OwnedKVList, ids: bool
     };
     use slog::Serializer as _;
     if ids {
-        let _ = c.emit_u32("pid", std::process::id());
+        let _ = c.emit_u32("pid", sys::pid());
         let _ = c.emit_u64("tid", sys::thread_ident());
     }
     // slog hands out each list last-declared first; put them back in the

@@ -50,7 +50,7 @@ impl JsonFormat {
             .add_key_value(o!(
                 "timestamp" => PushFnValue(|_: &Record<'_>, s| s.emit(time::iso_utc(Now::get()).as_str())),
                 "tid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::thread_ident())),
-                "pid" => PushFnValue(|_: &Record<'_>, s| s.emit(std::process::id())),
+                "pid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::pid())),
                 "logger" => name,
                 "level" => PushFnValue(|r: &Record<'_>, s| s.emit(Level::from_slog(r.level()).as_str())),
                 "event" => PushFnValue(|r: &Record<'_>, s| s.emit(r.msg())),

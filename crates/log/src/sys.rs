@@ -1,8 +1,10 @@
-//! The crate's only `unsafe`: `write(2)` on the standard descriptors and
-//! `localtime_r(3)`.
+//! The crate's only `unsafe`: `write(2)` on the standard descriptors,
+//! `localtime_r(3)`, `pthread_self(3)` and a `pthread_atfork(3)` handler.
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Writes all of `buf` to `fd` with `write(2)`: one call for a whole line
 /// unless the kernel takes less (then the rest follows), retrying `EINTR`.
@@ -86,4 +88,35 @@ pub(crate) fn thread_ident() -> u64 {
     // SAFETY: pthread_self has no preconditions and always succeeds.
     let t = unsafe { libc::pthread_self() };
     t as usize as u64
+}
+
+/// The process id, cached: `getpid(2)` is a real system call (no libc
+/// caches it any more) and every JSON and console line carries the pid.
+static PID: AtomicU32 = AtomicU32::new(0);
+static AT_FORK: Once = Once::new();
+
+/// Runs in the child of every `fork(3)`: forget the parent's pid.
+extern "C" fn forget_pid() {
+    // An atomic store is async-signal-safe, as a fork child handler must be.
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// `std::process::id()` without a system call per line, correct across
+/// `fork(3)` (a child handler clears the cache in the child).
+pub(crate) fn pid() -> u32 {
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only performs an atomic store,
+        // which is async-signal-safe as required in a fork child. The
+        // handler is a plain `extern "C" fn` with 'static lifetime.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forget_pid));
+        }
+    });
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
 }
