@@ -207,7 +207,7 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
                 io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", agg_path.display()))
             })?;
             for e in &entries {
-                values.combine(kind, e.key, e.value, e.timestamp);
+                values.combine(kind, e.key(&buf), e.value, e.timestamp);
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -226,7 +226,7 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
     let mut entries = Vec::new();
     if file::parse(&buf, &mut entries).is_ok() {
         for e in &entries {
-            values.combine(kind, e.key, e.value, e.timestamp);
+            values.combine(kind, e.key(&buf), e.value, e.timestamp);
         }
     }
     let absorbed = Absorbed { id: id.to_string(), ino };

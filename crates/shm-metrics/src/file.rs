@@ -30,12 +30,27 @@ pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: f64, timestamp:
     out.extend_from_slice(&timestamp.to_ne_bytes());
 }
 
-/// One entry of a parsed file.
+/// One entry of a parsed file: where its key is, and its numbers.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Entry<'a> {
-    pub key: &'a [u8],
+pub(crate) struct Entry {
+    key_start: u32,
+    key_len: u32,
     pub value: f64,
     pub timestamp: f64,
+}
+
+impl Entry {
+    /// The key's bytes in the file's `data`.
+    #[inline]
+    pub(crate) fn key<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        &data[self.key_start as usize..(self.key_start + self.key_len) as usize]
+    }
+
+    /// Offset of the value in the file.
+    pub(crate) fn value_offset(&self) -> usize {
+        let len = self.key_len as usize;
+        self.key_start as usize + len + padding(len)
+    }
 }
 
 /// How a file's bytes were understood.
@@ -59,7 +74,7 @@ fn read_f64(data: &[u8], pos: usize) -> Option<f64> {
 
 /// Walks entries of `data[..used]` with `value_len` bytes after the padding
 /// (16 today, 8 before 0.18). Returns whether the walk ended exactly at `used`.
-fn walk<'a>(data: &'a [u8], used: usize, value_len: usize, out: &mut Vec<Entry<'a>>) -> bool {
+fn walk(data: &[u8], used: usize, value_len: usize, out: &mut Vec<Entry>) -> bool {
     let mut pos = 8;
     while pos < used {
         let Some(len) = read_i32(data, pos) else { return false };
@@ -68,10 +83,9 @@ fn walk<'a>(data: &'a [u8], used: usize, value_len: usize, out: &mut Vec<Entry<'
         if vpos + value_len > used {
             return false;
         }
-        let key = &data[pos + 4..pos + 4 + len];
         let value = read_f64(data, vpos).unwrap_or(0.0);
         let timestamp = if value_len == 16 { read_f64(data, vpos + 8).unwrap_or(0.0) } else { 0.0 };
-        out.push(Entry { key, value, timestamp });
+        out.push(Entry { key_start: (pos + 4) as u32, key_len: len as u32, value, timestamp });
         pos = vpos + value_len;
     }
     pos == used
@@ -79,7 +93,7 @@ fn walk<'a>(data: &'a [u8], used: usize, value_len: usize, out: &mut Vec<Entry<'
 
 /// Parses the entries of a file's bytes (`data` holds at least the first
 /// `used` bytes, or fewer when the file was cut short).
-pub(crate) fn parse<'a>(data: &'a [u8], out: &mut Vec<Entry<'a>>) -> Result<Layout, String> {
+pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String> {
     out.clear();
     if data.is_empty() {
         return Ok(Layout::Current);
@@ -98,7 +112,7 @@ pub(crate) fn parse<'a>(data: &'a [u8], out: &mut Vec<Entry<'a>>) -> Result<Layo
         return Err(format!("used mark {used} is smaller than the header"));
     }
     let avail = used.min(data.len());
-    let looks_like_keys = |entries: &[Entry<'_>]| entries.iter().all(|e| e.key.first() == Some(&b'['));
+    let looks_like_keys = |entries: &[Entry]| entries.iter().all(|e| e.key(data).first() == Some(&b'['));
     if walk(data, avail, 16, out) && looks_like_keys(out) {
         return Ok(if avail == used { Layout::Current } else { Layout::Truncated });
     }
@@ -110,7 +124,7 @@ pub(crate) fn parse<'a>(data: &'a [u8], out: &mut Vec<Entry<'a>>) -> Result<Layo
     }
     // Keep the whole entries the current layout found before the damage.
     out.truncate(current_len);
-    let whole = out.iter().take_while(|e| e.key.first() == Some(&b'[')).count();
+    let whole = out.iter().take_while(|e| e.key(data).first() == Some(&b'[')).count();
     out.truncate(whole);
     if out.is_empty() && used > 8 {
         return Err(format!("no valid entry in the first {avail} bytes (used mark {used}): not a metric file"));
@@ -209,11 +223,8 @@ impl ShmFile {
                     format!("{}: cannot continue a file in a {layout:?} layout", path.display()),
                 ));
             }
-            let base = buf.as_ptr() as usize;
             for e in &entries {
-                let key_off = e.key.as_ptr() as usize - base;
-                let vpos = key_off + e.key.len() + padding(e.key.len());
-                positions.insert(e.key.into(), vpos);
+                positions.insert(e.key(&buf).into(), e.value_offset());
             }
         }
         let used = usize::try_from(used).unwrap_or(0);

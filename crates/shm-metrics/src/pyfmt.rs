@@ -53,9 +53,27 @@ pub(crate) fn mmap_key(metric_name: &str, sample_name: &str, labels: &[(&str, &s
     out
 }
 
-/// Appends Python's `repr(x)` of a finite float: shortest round-trip digits,
-/// fixed notation with a trailing `.0` when the decimal exponent is in
-/// -4..16, scientific (`1e+16`, `1.5e-05`) otherwise.
+/// A small buffer on the stack for formatting one float without allocating.
+struct StackBuf {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl std::fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Appends Python's `repr(x)` of a float: shortest round-trip digits, fixed
+/// notation with a trailing `.0` when the decimal exponent is in -4..16,
+/// scientific (`1e+16`, `1.5e-05`) otherwise.
 pub(crate) fn python_repr(out: &mut String, x: f64) {
     if x.is_nan() {
         out.push_str("nan");
@@ -65,29 +83,33 @@ pub(crate) fn python_repr(out: &mut String, x: f64) {
         out.push_str(if x > 0.0 { "inf" } else { "-inf" });
         return;
     }
-    let mut sci = String::with_capacity(32);
-    let _ = write!(sci, "{:e}", x);
-    let (neg, body) = match sci.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, sci.as_str()),
-    };
-    let (mantissa, exp) = body.split_once('e').unwrap_or((body, "0"));
+    // Rust's `{:e}` prints the same shortest round-trip digits as Python.
+    let mut sci = StackBuf { buf: [0; 64], len: 0 };
+    let _ = write!(sci, "{:e}", x.abs());
+    let sci = std::str::from_utf8(&sci.buf[..sci.len]).unwrap_or("0e0");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digit_buf = [0u8; 40];
+    let mut n = 0;
+    for b in mantissa.bytes().filter(|b| *b != b'.') {
+        digit_buf[n] = b;
+        n += 1;
+    }
+    let digits = std::str::from_utf8(&digit_buf[..n]).unwrap_or("0");
     let decpt = exp + 1;
-    if neg {
+    if x.is_sign_negative() {
         out.push('-');
     }
     if -4 < decpt && decpt <= 16 {
-        let n = digits.len() as i32;
+        let n = n as i32;
         if decpt <= 0 {
             out.push_str("0.");
             for _ in 0..-decpt {
                 out.push('0');
             }
-            out.push_str(&digits);
+            out.push_str(digits);
         } else if decpt >= n {
-            out.push_str(&digits);
+            out.push_str(digits);
             for _ in 0..decpt - n {
                 out.push('0');
             }
@@ -120,15 +142,16 @@ pub fn float_to_go_string(out: &mut String, x: f64) {
     } else {
         let start = out.len();
         python_repr(out, x);
-        let s = &out[start..];
-        let dot = s.find('.');
+        let dot = out[start..].find('.');
         if let Some(dot) = dot.filter(|d| x > 0.0 && *d > 6) {
-            let s = s.to_string();
-            let mut mantissa = format!("{}.{}{}", &s[..1], &s[1..dot], &s[dot + 1..]);
-            let trimmed = mantissa.trim_end_matches(['0', '.']).len();
-            mantissa.truncate(trimmed);
+            let mut m = StackBuf { buf: [0; 64], len: 0 };
+            let s = &out[start..];
+            let _ = write!(m, "{}.{}{}", &s[..1], &s[1..dot], &s[dot + 1..]);
+            let mantissa = std::str::from_utf8(&m.buf[..m.len]).unwrap_or("0").trim_end_matches(['0', '.']);
+            let mut e = StackBuf { buf: [0; 64], len: 0 };
+            let _ = write!(e, "{mantissa}e+{:02}", dot - 1);
             out.truncate(start);
-            let _ = write!(out, "{}e+{:02}", mantissa, dot - 1);
+            out.push_str(std::str::from_utf8(&e.buf[..e.len]).unwrap_or(""));
         }
     }
 }

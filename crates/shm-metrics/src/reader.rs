@@ -221,6 +221,13 @@ impl Acc {
 #[derive(Default)]
 struct Merger {
     key_ids: FastMap<Box<[u8]>, u32>,
+    /// Raw bytes of each key id.
+    raw_keys: Vec<Box<[u8]>>,
+    /// Per file kind, the key ids of the last file of that kind in order:
+    /// processes of one program write the same keys in the same order, so
+    /// most lookups are one comparison, no hashing.
+    hints: FastMap<Kind, Vec<u32>>,
+    hint_scratch: Vec<u32>,
     keys: Vec<Option<KeyInfo>>,
     accs: Vec<Acc>,
     metric_ids: HashMap<String, u32>,
@@ -238,6 +245,7 @@ impl Merger {
         self.keys.push(info);
         self.accs.push(Acc::EMPTY);
         self.key_ids.insert(key.into(), id);
+        self.raw_keys.push(key.into());
         id
     }
 
@@ -265,7 +273,7 @@ impl Merger {
         Some(KeyInfo { metric: metric_id, sample: sample.into(), labels: pairs, le })
     }
 
-    fn add_file(&mut self, name: &FileName, entries: &[Entry<'_>]) -> usize {
+    fn add_file(&mut self, name: &FileName, data: &[u8], entries: &[Entry]) -> usize {
         let gauge_mode = match name.kind {
             Kind::Gauge(m) => Some(m),
             _ => None,
@@ -277,8 +285,17 @@ impl Merger {
         }
         let mut bad = 0;
         let mut last_metric = u32::MAX;
-        for e in entries {
-            let id = self.key_id(e.key, name.kind) as usize;
+        let prev = self.hints.remove(&name.kind).unwrap_or_default();
+        let mut ids = std::mem::take(&mut self.hint_scratch);
+        ids.clear();
+        for (i, e) in entries.iter().enumerate() {
+            let key = e.key(data);
+            let id = match prev.get(i) {
+                Some(&id) if *self.raw_keys[id as usize] == *key => id,
+                _ => self.key_id(key, name.kind),
+            };
+            ids.push(id);
+            let id = id as usize;
             let Some(info) = &self.keys[id] else {
                 bad += 1;
                 continue;
@@ -295,6 +312,8 @@ impl Merger {
                 acc.per_pid.push((file_idx, e.value));
             }
         }
+        self.hints.insert(name.kind, ids);
+        self.hint_scratch = prev;
         bad
     }
 
@@ -553,6 +572,7 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
 
     let mut merger = Merger::default();
     let mut buf = Vec::with_capacity(1 << 16);
+    let mut entries = Vec::with_capacity(1024);
     for (i, (name, path)) in names.iter().enumerate() {
         let is_aggregate = name.id == "aggregate";
         if is_aggregate {
@@ -581,7 +601,6 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
             }
         }
         let data: &[u8] = &buf;
-        let mut entries = Vec::with_capacity(1024);
         let layout = match file::parse(data, &mut entries) {
             Ok(l) => l,
             Err(reason) => {
@@ -600,7 +619,7 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
                 reason: "written by prometheus_client < 0.18 (no timestamps): read as such".into(),
             }),
         }
-        let bad = merger.add_file(name, &entries);
+        let bad = merger.add_file(name, data, &entries);
         if bad > 0 {
             warnings.push(Warning { path: path.clone(), reason: format!("{bad} entries with an unreadable key: skipped") });
         }

@@ -1,0 +1,163 @@
+//! Benchmarks: one update; a scrape of 64 processes x ~1,000 series, with
+//! the ratio against Python's MultiProcessCollector on the same files; and a
+//! scrape after 10,000 processes came and went (`FC_BENCH_CHURN` to change).
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry, encode_text, mark_process_dead};
+
+fn updates(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::new(dir.path());
+    let counter = r.counter("bench", "Bench.", &["a"]).with_label_values(&["x"]).unwrap();
+    let gauge = r.gauge("bench_gauge", "Bench.", &[], GaugeMode::LiveSum).with_label_values(&[]).unwrap();
+    let hist = r.histogram("bench_hist", "Bench.", &[], &[]).with_label_values(&[]).unwrap();
+    let mut g = c.benchmark_group("update");
+    g.bench_function("counter_inc", |b| b.iter(|| black_box(&counter).inc()));
+    g.bench_function("gauge_set", |b| b.iter(|| black_box(&gauge).set(black_box(3.0))));
+    g.bench_function("histogram_observe", |b| b.iter(|| black_box(&hist).observe(black_box(0.3))));
+    g.finish();
+}
+
+/// Writes one process's ~1,000 series into `scratch`, then moves its files
+/// into `dir` under the id `id` (as if process `id` had written them).
+fn write_process(scratch: &Path, dir: &Path, id: u32) {
+    let r = Registry::new(scratch);
+    let k = f64::from(id % 97);
+    let methods = ["GET", "POST", "PUT", "DELETE"];
+    let statuses = ["200", "201", "404", "500", "503"];
+    let requests = r.counter("http_requests", "Requests by method, status and route.", &["method", "status", "route"]);
+    let latency = r.histogram("http_request_duration_seconds", "Latency.", &["method", "route"], &[]);
+    let events = r.counter("app_events", "Application events.", &["event"]);
+    for route in 0..10 {
+        let route = format!("/api/v1/resource{route}");
+        for m in methods {
+            for s in statuses {
+                requests.with_label_values(&[m, s, &route]).unwrap().inc_by(k + 1.0);
+            }
+        }
+        for m in &methods[..2] {
+            latency.with_label_values(&[m, &route]).unwrap().observe(k / 100.0);
+        }
+    }
+    for e in 0..300 {
+        events.with_label_values(&[&format!("event_{e}")]).unwrap().inc();
+    }
+    for name in ["active_connections", "max_connections", "active_threads", "max_threads", "pending_requests"] {
+        r.gauge(name, "Worker gauge.", &["pid"], GaugeMode::LiveAll).with_label_values(&[&id.to_string()]).unwrap().set(k);
+    }
+    let inflight = r.gauge("inflight", "In flight.", &["route"], GaugeMode::LiveSum);
+    let peak = r.gauge("peak", "Peak.", &["route"], GaugeMode::Max);
+    for i in 0..50 {
+        inflight.with_label_values(&[&i.to_string()]).unwrap().set(k);
+        peak.with_label_values(&[&i.to_string()]).unwrap().set(k * 2.0);
+    }
+    let sizes = r.summary("response_size_bytes", "Sizes.", &["route"]);
+    for i in 0..20 {
+        sizes.with_label_values(&[&i.to_string()]).unwrap().observe(k * 10.0);
+    }
+    let pid = std::process::id().to_string();
+    for entry in std::fs::read_dir(scratch).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if let Some(prefix) = name.strip_suffix(&format!("_{pid}.db")) {
+            std::fs::rename(scratch.join(&name), dir.join(format!("{prefix}_{id}.db"))).unwrap();
+        }
+    }
+}
+
+fn render(dir: &Path) -> Vec<u8> {
+    let families = MultiProcessCollector::new(dir).collect_families();
+    let mut out = Vec::with_capacity(1 << 20);
+    encode_text(&families, &mut out);
+    out
+}
+
+fn mean_time(iterations: u32, mut f: impl FnMut()) -> Duration {
+    f();
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    start.elapsed() / iterations
+}
+
+fn python_scrape(dir: &Path) -> Option<Duration> {
+    let py = std::env::var_os("FERROCORN_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py_scrape.py");
+    let out = Command::new(&py).arg(script).arg(dir).arg("5").output().ok()?;
+    if !out.status.success() {
+        eprintln!("python scrape failed (prometheus_client missing?): {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn scrapes(c: &mut Criterion) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("live");
+    std::fs::create_dir(&dir).unwrap();
+    for id in 0..64 {
+        let scratch = root.path().join(format!("scratch{id}"));
+        write_process(&scratch, &dir, 100_000 + id);
+    }
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    let lines = String::from_utf8(render(&dir)).unwrap().lines().count();
+
+    let ours = mean_time(50, || drop(black_box(render(&dir))));
+    let collect_only = mean_time(50, || drop(black_box(MultiProcessCollector::new(&dir).collect_families())));
+    match python_scrape(&dir) {
+        Some(py) => eprintln!(
+            "scrape 64 processes ({files} files, {lines} lines): ours {:.2} ms (merge {:.2} ms), \
+             Python MultiProcessCollector {:.1} ms, ratio {:.0}x",
+            ours.as_secs_f64() * 1e3,
+            collect_only.as_secs_f64() * 1e3,
+            py.as_secs_f64() * 1e3,
+            py.as_secs_f64() / ours.as_secs_f64()
+        ),
+        None => eprintln!("scrape 64 processes: ours {:.2} ms; Python not measured", ours.as_secs_f64() * 1e3),
+    }
+
+    let mut g = c.benchmark_group("scrape");
+    g.sample_size(30);
+    g.bench_function("64_processes_x_1000_series", |b| b.iter(|| black_box(render(&dir))));
+
+    // 10,000 processes come and go: their files are folded away.
+    let churn: u32 = std::env::var("FC_BENCH_CHURN").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let template = root.path().join("template");
+    std::fs::create_dir(&template).unwrap();
+    write_process(&root.path().join("scratch_t"), &template, 1);
+    let template_files: Vec<_> = std::fs::read_dir(&template).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let start = Instant::now();
+    let mut fold_time = Duration::ZERO;
+    for n in 0..churn {
+        let id = 1_000_000 + n;
+        for f in &template_files {
+            let f = f.to_str().unwrap();
+            let to = f.replace("_1.db", &format!("_{id}.db"));
+            std::fs::copy(template.join(f), dir.join(to)).unwrap();
+        }
+        let t = Instant::now();
+        mark_process_dead(&dir, id).unwrap();
+        fold_time += t.elapsed();
+    }
+    let files_after = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".db")).count();
+    let after = mean_time(50, || drop(black_box(render(&dir))));
+    eprintln!(
+        "after {churn} processes came and went ({:.1} s, mark_process_dead {:.2} ms each): {files_after} files \
+         (was {files}), scrape {:.2} ms (was {:.2} ms)",
+        start.elapsed().as_secs_f64(),
+        fold_time.as_secs_f64() * 1e3 / f64::from(churn.max(1)),
+        after.as_secs_f64() * 1e3,
+        ours.as_secs_f64() * 1e3,
+    );
+    g.bench_function("64_processes_after_churn", |b| b.iter(|| black_box(render(&dir))));
+    g.finish();
+}
+
+criterion_group!(benches, updates, scrapes);
+criterion_main!(benches);
