@@ -65,9 +65,11 @@ struct WorkerRec {
 enum Phase {
     Running,
     /// Graceful stop, step 1: workers keep accepting until the listen queues
-    /// are empty (or `until`); see `Arbiter::drain_step`.
+    /// are empty (or `until`); see `Arbiter::drain_step`. `deadline` ends
+    /// the whole stop.
     Draining {
         until: Instant,
+        deadline: Instant,
     },
     /// Workers were told to stop; wait for them, SIGKILL at the deadline.
     Stopping {
@@ -323,15 +325,15 @@ impl Arbiter {
                 && self.halted.is_none()
             {
                 self.halted = Some(e);
-                self.begin_stop(false);
+                self.begin_stop(false, Instant::now() + self.cfg.graceful_timeout);
             }
             self.maybe_promote();
             self.murder_workers();
             match self.phase {
                 Phase::Running => self.manage_workers(service),
-                Phase::Draining { until } => {
+                Phase::Draining { until, deadline } => {
                     self.manage_workers(service);
-                    self.drain_step(until);
+                    self.drain_step(until, deadline);
                 }
                 Phase::Stopping {
                     quick,
@@ -397,7 +399,7 @@ impl Arbiter {
             libc::SIGINT | libc::SIGQUIT => {
                 let already_quick = matches!(self.phase, Phase::Stopping { quick: true, .. });
                 if !already_quick {
-                    self.begin_stop(true);
+                    self.begin_stop(true, Instant::now() + self.cfg.graceful_timeout);
                 }
             }
             libc::SIGHUP if self.phase == Phase::Running => self.reload(service),
@@ -440,12 +442,16 @@ impl Arbiter {
 
     /// TERM: keep the workers accepting until the connections already in the
     /// listen queues are accepted, then stop them gracefully.
+    ///
+    /// The whole stop takes at most `graceful_timeout` (then SIGKILL): the
+    /// drain at most half of it, the workers' own graceful exit the rest.
     fn begin_graceful_stop(&mut self) {
         let _ = notify::sd_notify("STOPPING=1");
-        self.phase = Phase::Draining {
-            until: Instant::now() + self.cfg.graceful_timeout,
-        };
-        self.drain_step(Instant::now() + self.cfg.graceful_timeout);
+        let now = Instant::now();
+        let until = now + self.cfg.graceful_timeout / 2;
+        let deadline = now + self.cfg.graceful_timeout;
+        self.phase = Phase::Draining { until, deadline };
+        self.drain_step(until, deadline);
     }
 
     /// Stop once no listener has a connection waiting for accept().
@@ -457,8 +463,8 @@ impl Arbiter {
     /// readable exactly when its queue is not), and only then sends SIGTERM
     /// and closes its own copies of the listeners. Connections that arrive
     /// after that moment are refused or reset, as with gunicorn. Bounded by
-    /// `graceful_timeout`.
-    fn drain_step(&mut self, until: Instant) {
+    /// half the `graceful_timeout`.
+    fn drain_step(&mut self, until: Instant, deadline: Instant) {
         let alive = self
             .workers
             .values()
@@ -474,22 +480,22 @@ impl Arbiter {
             if !busy.is_empty() {
                 warn!(
                     self.log,
-                    "connections still queued on {} at the graceful timeout",
+                    "connections still queued on {} after half the graceful timeout",
                     busy.join(", ")
                 );
             }
-            self.begin_stop(false);
+            self.begin_stop(false, deadline);
         }
     }
 
     /// Tell every worker to stop (TERM graceful, QUIT quick) and close the
     /// supervisor's copies of the listeners.
-    fn begin_stop(&mut self, quick: bool) {
+    /// SIGKILL for whatever still runs at `deadline`.
+    fn begin_stop(&mut self, quick: bool, deadline: Instant) {
         if self.phase == Phase::Running {
             let _ = notify::sd_notify("STOPPING=1");
         }
         let sig = if quick { libc::SIGQUIT } else { libc::SIGTERM };
-        let deadline = Instant::now() + self.cfg.graceful_timeout;
         info!(self.log, "Shutting down: Master");
         for (&pid, w) in self.workers.iter_mut() {
             let _ = sys::kill(pid, sig);

@@ -37,8 +37,8 @@
 //! (gunicorn #3397). So on TERM the supervisor keeps its listeners open and
 //! lets the workers accept until every listen queue is empty (a listening
 //! socket polls readable exactly when its queue is not), and only then
-//! sends SIGTERM and closes its own copies. Both steps are bounded by
-//! `graceful_timeout`.
+//! sends SIGTERM and closes its own copies. The whole stop takes at most
+//! `graceful_timeout`, then SIGKILL: the drain at most half of it.
 //!
 //! # Features
 //! - `metrics`: serve the workers' `ferrocorn-shm-metrics` files merged, plus

@@ -883,3 +883,148 @@ fn hup_rebinds_changed_addresses() {
     .unwrap();
     assert_eq!(s.workers(), before);
 }
+
+#[test]
+fn graceful_timeout_bounds_the_stop() {
+    let mut cmd = Command::new(BIN);
+    cmd.env("TESTBIN_VERBOSE", "1");
+    cmd.args([
+        "--workers",
+        "1",
+        "--graceful-timeout",
+        "1",
+        "--timeout",
+        "0",
+    ]);
+    let mut s = Server::spawn(cmd);
+    let w = s.wait_workers("1 worker", |w| w.len() == 1);
+    s.wait_ready(&w);
+    // One request that outlives the graceful timeout, one connection that
+    // can never be accepted (the worker is frozen).
+    let addr = s.addr(0);
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || get(&addr, "/slow?ms=10000"))
+    };
+    wait_for(
+        "the slow request to be accepted",
+        Duration::from_secs(5),
+        || s.stderr().contains(&format!("ACCEPTED {} 1", w[0])),
+    )
+    .unwrap();
+    send(w[0], libc::SIGSTOP);
+    let _queued = TcpStream::connect(&addr).unwrap();
+    wait_for("1 queued", Duration::from_secs(5), || {
+        recv_q(&addr) == Some(1)
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(5));
+    let took = t0.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let err = s.stderr();
+    assert!(err.contains("connections still queued on http://"), "{err}");
+    assert!(
+        err.contains("after the graceful timeout; sending SIGKILL"),
+        "{err}"
+    );
+    assert!(slow.join().unwrap().is_err());
+}
+
+#[test]
+fn a_slow_request_on_a_beating_worker_is_not_a_timeout() {
+    let s = Server::start(&["--workers", "1", "--timeout", "1"]);
+    let w = s.wait_workers("1 worker", |w| w.len() == 1);
+    let body = get(&s.addr(0), "/slow?ms=2500").unwrap();
+    assert_eq!(body, w[0].to_string());
+    assert_eq!(s.workers(), w);
+    assert!(!s.stderr().contains("WORKER TIMEOUT"));
+}
+
+#[test]
+fn backlog_clamp_is_reported() {
+    let s = Server::start(&["--backlog", "1000000"]);
+    let somax = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let want = format!(
+        "backlog 1000000 is clamped by the kernel to net.core.somaxconn = {}",
+        somax.trim()
+    );
+    assert!(s.stderr().contains(&want), "{}", s.stderr());
+}
+
+#[test]
+fn sd_notify_to_an_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("ferrocorn-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let rx = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.env("NOTIFY_SOCKET", format!("@{name}"));
+    let mut s = Server::spawn(cmd);
+    let mut buf = [0u8; 64];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    s.signal(libc::SIGTERM);
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(s.wait_exit(Duration::from_secs(5)).success());
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_directory_is_cleaned() {
+    use std::os::unix::fs::PermissionsExt;
+    // A shared directory: stale files of a previous run go at start, files
+    // are 0600, the directory stays.
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("counter_999999.db");
+    std::fs::write(&stale, b"old").unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut s = Server::start(&[
+        "--metrics",
+        &metrics_addr,
+        "--metrics-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!stale.exists());
+    let w = s.wait_workers("1 worker", |w| w.len() == 1);
+    wait_for("the worker's file", Duration::from_secs(5), || {
+        scrape(&metrics_addr).contains(&format!("testbin_worker{{pid=\"{}\"}}", w[0]))
+    })
+    .unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+        .collect();
+    assert!(!files.is_empty());
+    for f in files {
+        let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?}", f.path());
+    }
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(5)).success());
+    assert!(dir.path().exists());
+
+    // A private directory is removed at exit.
+    let mut s = Server::start(&["--metrics", "127.0.0.1:0"]);
+    let err = s.stderr();
+    let private = err
+        .split("/metrics from ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(private.is_dir());
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(5)).success());
+    assert!(!private.exists());
+}

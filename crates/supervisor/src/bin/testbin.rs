@@ -5,7 +5,7 @@
 //! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
 //! `--graceful-timeout SECS`, `--mode serve|bootfail|crash`,
 //! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
-//! `--pidfile PATH`, `--bind-retries N`, `--reload-file PATH` (on HUP the
+//! `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
 //! worker count is read from it).
 //!
 //! The workers answer `GET /` with their pid, `GET /slow?ms=N` after N ms,
@@ -78,6 +78,7 @@ fn parse() -> Opts {
                     .update_interval = secs(&v)
             }
             "--pidfile" => config.pidfile = Some(v.into()),
+            "--backlog" => config.backlog = v.parse().expect("backlog"),
             "--bind-retries" => bind_retries = v.parse().expect("retries"),
             "--reload-file" => reload_file = Some(v.into()),
             _ => panic!("unknown flag {a}"),
@@ -184,6 +185,7 @@ fn serve(ctx: WorkerContext) -> i32 {
         }
         listeners.push(l);
     }
+    let verbose = std::env::var_os("TESTBIN_VERBOSE").is_some();
     let mut events = Events::with_capacity(64);
     say!("WORKER_READY {}", std::process::id());
     let mut stopping_since: Option<Instant> = None;
@@ -238,7 +240,10 @@ fn serve(ctx: WorkerContext) -> i32 {
                         Err(_) => break,
                     },
                 };
-                inflight.fetch_add(1, Ordering::SeqCst);
+                let n = inflight.fetch_add(1, Ordering::SeqCst) + 1;
+                if verbose {
+                    say!("ACCEPTED {} {n}", std::process::id());
+                }
                 let inflight = inflight.clone();
                 let stalled = stalled.clone();
                 #[cfg(feature = "metrics")]
