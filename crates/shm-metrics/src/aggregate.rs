@@ -9,17 +9,17 @@
 //! 1. read `{kind}_aggregate.db` (if any) and `{kind}_P.db`;
 //! 2. write the combined values to a temporary name that does not end in
 //!    `.db` (so no reader lists it), with a *trailer* after the `used` mark
-//!    saying "this aggregate contains file `P` with inode `I`" (Python reads
-//!    only up to `used` and never sees it);
+//!    saying "this aggregate contains file `P` with inode `I` and
+//!    modification time `T`" (Python reads only up to `used` and never sees
+//!    it; a later process reusing the pid, even the inode number, has
+//!    another modification time, so it is never mistaken for `P`);
 //! 3. rename it over `{kind}_aggregate.db` (atomic);
-//! 4. delete `{kind}_P.db`;
-//! 5. rewrite the aggregate once more without the trailer (atomic again), so
-//!    a later process that reuses the pid is never mistaken for `P`.
+//! 4. delete `{kind}_P.db`.
 //!
 //! Our reader lists the directory, reads aggregates first and skips a file an
 //! aggregate's trailer claims; if a listed file is gone when opened (deleted
 //! in step 4 after the reader saw an older aggregate) it starts the scrape
-//! over. So a concurrent scrape by this crate never counts `P` twice and
+//! over (up to ten times; then it goes on without the file). So a concurrent scrape by this crate never counts `P` twice and
 //! never misses it. Python's reader, which knows no trailers, can count `P`
 //! twice for the microseconds between steps 3 and 4. A fold interrupted
 //! between steps 3 and 4 is finished by the next call for the same kind.
@@ -34,11 +34,11 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::GaugeMode;
-use crate::file::{self, Kind};
+use crate::file::{self, Kind, Stamp};
 use crate::hash::FastMap;
 use crate::sys;
 
@@ -49,7 +49,7 @@ const AGGREGATE: &str = "aggregate";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Absorbed {
     pub id: String,
-    pub ino: u64,
+    pub stamp: Stamp,
 }
 
 /// The trailer of an aggregate file, if it has one.
@@ -68,7 +68,9 @@ pub(crate) fn parse_trailer(data: &[u8]) -> Option<Vec<Absorbed>> {
         let len = u32::from_ne_bytes(take(4)?.try_into().ok()?) as usize;
         let id = String::from_utf8(take(len)?.to_vec()).ok()?;
         let ino = u64::from_ne_bytes(take(8)?.try_into().ok()?);
-        out.push(Absorbed { id, ino });
+        let mtime = i64::from_ne_bytes(take(8)?.try_into().ok()?);
+        let mtime_nsec = i64::from_ne_bytes(take(8)?.try_into().ok()?);
+        out.push(Absorbed { id, stamp: Stamp { ino, mtime, mtime_nsec } });
     }
     Some(out)
 }
@@ -156,7 +158,7 @@ impl Values {
         }
     }
 
-    fn encode(&self, absorbed: Option<&super::aggregate::Absorbed>) -> Vec<u8> {
+    fn encode(&self, absorbed: Option<&Absorbed>) -> Vec<u8> {
         let mut out = vec![0u8; 8];
         for k in &self.order {
             let (v, ts) = self.map[k];
@@ -169,7 +171,9 @@ impl Values {
             out.extend_from_slice(&1u32.to_ne_bytes());
             out.extend_from_slice(&(a.id.len() as u32).to_ne_bytes());
             out.extend_from_slice(a.id.as_bytes());
-            out.extend_from_slice(&a.ino.to_ne_bytes());
+            out.extend_from_slice(&a.stamp.ino.to_ne_bytes());
+            out.extend_from_slice(&a.stamp.mtime.to_ne_bytes());
+            out.extend_from_slice(&a.stamp.mtime_nsec.to_ne_bytes());
         }
         out
     }
@@ -188,15 +192,13 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
     let src_path = dir.join(kind.file_name(id));
     let mut values = Values::default();
     let mut buf = Vec::new();
-    let mut had_trailer = false;
     match file::read_file(&agg_path, &mut buf, true) {
         Ok(_) => {
             if let Some(absorbed) = parse_trailer(&buf) {
                 // Finish a fold interrupted between renaming and deleting.
-                had_trailer = true;
                 for a in absorbed {
                     let p = dir.join(kind.file_name(&a.id));
-                    if fs::metadata(&p).is_ok_and(|m| m.ino() == a.ino) {
+                    if fs::metadata(&p).is_ok_and(|m| Stamp::of(&m) == a.stamp) {
                         remove_if_present(&p)?;
                     }
                 }
@@ -213,14 +215,9 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let ino = match file::read_file(&src_path, &mut buf, false) {
-        Ok(ino) => ino,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if had_trailer {
-                replace(dir, kind, &values.encode(None))?;
-            }
-            return Ok(());
-        }
+    let stamp = match file::read_file(&src_path, &mut buf, false) {
+        Ok(stamp) => stamp,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     let mut entries = Vec::new();
@@ -229,8 +226,7 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
             values.combine(kind, e.key(&buf), e.value, e.timestamp);
         }
     }
-    let absorbed = Absorbed { id: id.to_string(), ino };
+    let absorbed = Absorbed { id: id.to_string(), stamp };
     replace(dir, kind, &values.encode(Some(&absorbed)))?;
-    remove_if_present(&src_path)?;
-    replace(dir, kind, &values.encode(None))
+    remove_if_present(&src_path)
 }

@@ -133,11 +133,10 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
 }
 
 /// Reads a file once: its header, then up to its `used` mark (or the whole
-/// file when `whole` is set, for aggregate trailers). Returns its inode number.
-pub(crate) fn read_file(path: &Path, buf: &mut Vec<u8>, whole: bool) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
+/// file when `whole` is set, for aggregate trailers). Returns its [`Stamp`].
+pub(crate) fn read_file(path: &Path, buf: &mut Vec<u8>, whole: bool) -> io::Result<Stamp> {
     let file = File::open(path)?;
-    let ino = file.metadata()?.ino();
+    let ino = Stamp::of(&file.metadata()?);
     buf.clear();
     if whole {
         use std::io::Read;
@@ -156,6 +155,23 @@ pub(crate) fn read_file(path: &Path, buf: &mut Vec<u8>, whole: bool) -> io::Resu
         }
     }
     Ok(ino)
+}
+
+/// Identifies one file's contents: inode number and modification time. A
+/// dead process's file no longer changes; a new file that reuses its pid
+/// and even its inode number has another modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+impl Stamp {
+    pub(crate) fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp { ino: m.ino(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
+    }
 }
 
 fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

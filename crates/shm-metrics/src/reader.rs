@@ -552,18 +552,18 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
     // so float sums come out bit for bit the same. Aggregates are read
     // first, though: their trailers say which files they already contain.
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
-    let mut aggregates: Vec<Option<(u64, Vec<u8>)>> = vec![None; names.len()];
+    let mut aggregates: Vec<Option<Vec<u8>>> = vec![None; names.len()];
     for (i, (name, path)) in names.iter().enumerate() {
         if name.id != "aggregate" {
             continue;
         }
         let mut data = Vec::new();
         match file::read_file(path, &mut data, true) {
-            Ok(ino) => {
+            Ok(_) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
                 }
-                aggregates[i] = Some((ino, data));
+                aggregates[i] = Some(data);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(None),
             Err(e) => warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") }),
@@ -577,12 +577,12 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
         let is_aggregate = name.id == "aggregate";
         if is_aggregate {
             match aggregates[i].take() {
-                Some((_, data)) => buf = data,
+                Some(data) => buf = data,
                 None => continue,
             }
         } else {
-            let ino = match file::read_file(path, &mut buf, false) {
-                Ok(ino) => ino,
+            let stamp = match file::read_file(path, &mut buf, false) {
+                Ok(stamp) => stamp,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A deleted gauge file is simply gone; a folded file may
                     // be in an aggregate read before the fold: start over.
@@ -596,7 +596,7 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
                     continue;
                 }
             };
-            if absorbed.iter().any(|(k, a)| *k == name.kind && a.id == name.id && a.ino == ino) {
+            if absorbed.iter().any(|(k, a)| *k == name.kind && a.id == name.id && a.stamp == stamp) {
                 continue; // already counted in the aggregate
             }
         }

@@ -246,3 +246,23 @@ fn registries_share_files_and_series() {
     let text = ours(dir.path());
     assert_eq!(value_of(&text, "shared_total"), Some(2.0), "{text}");
 }
+
+#[test]
+fn a_pid_reused_after_a_fold_is_counted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    Registry::new(scratch.path()).counter("reused", "R.", &[]).with_label_values(&[]).unwrap().inc_by(5.0);
+    let ours_file = scratch.path().join(format!("counter_{}.db", std::process::id()));
+    let target = dir.path().join("counter_777.db");
+    std::fs::copy(&ours_file, &target).unwrap();
+    ferrocorn_shm_metrics::mark_process_dead(dir.path(), 777).unwrap();
+    assert_eq!(db_files(dir.path()), ["counter_aggregate.db"]);
+    assert_eq!(value_of(&ours(dir.path()), "reused_total"), Some(5.0));
+    // A new process gets pid 777 (and maybe the same inode number).
+    std::fs::copy(&ours_file, &target).unwrap();
+    let f = std::fs::File::options().write(true).open(&target).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1)).unwrap();
+    assert_eq!(value_of(&ours(dir.path()), "reused_total"), Some(10.0));
+    ferrocorn_shm_metrics::mark_process_dead(dir.path(), 777).unwrap();
+    assert_eq!(value_of(&ours(dir.path()), "reused_total"), Some(10.0));
+}
