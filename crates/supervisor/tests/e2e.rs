@@ -98,6 +98,18 @@ impl Server {
         }
     }
 
+    /// The stderr once it contains every needle (waits up to 10 s: the
+    /// reader thread lags the process a little).
+    fn stderr_with(&self, needles: &[&str]) -> String {
+        let mut err = String::new();
+        wait_for("stderr lines", Duration::from_secs(10), || {
+            err = self.stderr();
+            needles.iter().all(|n| err.contains(n))
+        })
+        .unwrap_or_else(|e| panic!("{e} {needles:?}; stderr:\n{err}"));
+        err
+    }
+
     /// Wait until these workers have installed their signal handlers.
     fn wait_ready(&self, workers: &[i32]) {
         wait_for(
@@ -208,7 +220,7 @@ fn serves_with_n_workers_and_stops_on_term() {
     s.signal(libc::SIGTERM);
     let st = s.wait_exit(Duration::from_secs(10));
     assert!(st.success(), "{st:?}");
-    let err = s.stderr();
+    let err = s.stderr_with(&["Handling signal: term", "ON_EXIT"]);
     assert!(err.contains("Handling signal: term"), "{err}");
     assert!(err.contains("ON_EXIT"), "{err}");
     for pid in w {
@@ -251,7 +263,11 @@ fn sigkill_worker_is_replaced() {
     })
     .unwrap();
     eprintln!("SIGKILL to replacement serving: {:?}", t0.elapsed());
-    let err = s.stderr();
+    let err = s.stderr_with(&[
+        &format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?"),
+        &format!(" {victim} was sent SIGKILL\n"),
+        &format!("POST_FORK 3 {new}"),
+    ]);
     // Hooks: in the supervisor and in the child.
     assert!(
         err.contains("ON_STARTING 2") && err.contains("PRE_FORK 3"),
@@ -310,7 +326,7 @@ fn stalled_worker_is_killed_after_timeout() {
     let took = t0.elapsed();
     eprintln!("stall to replacement: {took:?}");
     assert!(took >= Duration::from_millis(800), "{took:?}");
-    let err = s.stderr();
+    let err = s.stderr_with(&[&format!("WORKER TIMEOUT (pid:{})", before[0])]);
     assert!(
         err.contains(&format!("WORKER TIMEOUT (pid:{})", before[0])),
         "{err}"
@@ -337,7 +353,7 @@ fn ttin_and_ttou_change_the_worker_count() {
     // Never below one: still one a moment later.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.workers().len(), 1);
-    let err = s.stderr();
+    let err = s.stderr_with(&["NWORKERS 1 -> 2", "NWORKERS 2 -> 1"]);
     assert!(
         err.contains("NWORKERS 1 -> 2") && err.contains("NWORKERS 2 -> 1"),
         "{err}"
@@ -833,7 +849,8 @@ fn usr1_is_forwarded_and_winch_stops_the_workers() {
     assert_eq!(s.workers(), w);
     s.signal(libc::SIGWINCH);
     s.wait_workers("no worker", |w| w.is_empty());
-    let err = s.stderr();
+    let exits: Vec<String> = w.iter().map(|p| format!(" {p} 0\n")).collect();
+    let err = s.stderr_with(&exits.iter().map(String::as_str).collect::<Vec<_>>());
     for p in &w {
         // Graceful: the worker's own exit path ran (worker_exit hook, code 0).
         assert!(err.contains(&format!(" {p} 0\n")), "{err}");
@@ -860,7 +877,7 @@ fn hup_rebinds_changed_addresses() {
     s.wait_ready(&w2);
     get(&a, "/").unwrap();
     get(&b, "/").unwrap();
-    let err = s.stderr();
+    let err = s.stderr_with(&[&format!("Listening at: http://{b}"), "ON_RELOAD 2"]);
     assert!(err.contains(&format!("Listening at: http://{b}")), "{err}");
     assert!(err.contains("ON_RELOAD 2"), "{err}");
     // Drop the first one: it closes once the old workers are gone.
@@ -927,7 +944,10 @@ fn graceful_timeout_bounds_the_stop() {
         took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
         "{took:?}"
     );
-    let err = s.stderr();
+    let err = s.stderr_with(&[
+        "connections still queued on http://",
+        "after the graceful timeout; sending SIGKILL",
+    ]);
     assert!(err.contains("connections still queued on http://"), "{err}");
     assert!(
         err.contains("after the graceful timeout; sending SIGKILL"),
@@ -954,7 +974,7 @@ fn backlog_clamp_is_reported() {
         "backlog 1000000 is clamped by the kernel to net.core.somaxconn = {}",
         somax.trim()
     );
-    assert!(s.stderr().contains(&want), "{}", s.stderr());
+    s.stderr_with(&[&want]);
 }
 
 #[test]
@@ -1014,7 +1034,7 @@ fn metrics_directory_is_cleaned() {
 
     // A private directory is removed at exit.
     let mut s = Server::start(&["--metrics", "127.0.0.1:0"]);
-    let err = s.stderr();
+    let err = s.stderr_with(&["/metrics from "]);
     let private = err
         .split("/metrics from ")
         .nth(1)
