@@ -1,0 +1,308 @@
+//! The built binary serving: every built-in endpoint (std TcpStream and
+//! curl), settings reaching the workers (seen in a scrape of the metrics
+//! port), logs, and a clean stop.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferrocorn_tests::{
+    Server, curl, free_port, port_is_free, request, sample, samples, wait_for, write_file,
+};
+
+#[test]
+fn builtin_endpoints() {
+    let s = Server::builder().start();
+
+    let r = s.get("/");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("ferrocorn"), "{}", r.text());
+
+    let r = s.get("/healthz");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+
+    let r = request(
+        s.addr,
+        "POST",
+        "/echo?x=1",
+        &[
+            ("X-Trace", "abc"),
+            ("x-trace", "def"),
+            ("Content-Type", "text/plain"),
+        ],
+        b"hello body",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers["content-type"].starts_with("application/json"),
+        "{:?}",
+        r.headers
+    );
+    let j = r.json();
+    assert_eq!(j["method"], "POST");
+    assert_eq!(j["path"], "/echo");
+    assert_eq!(j["query"], "x=1");
+    assert_eq!(j["target"], "/echo?x=1");
+    assert_eq!(j["version"], "HTTP/1.1");
+    assert_eq!(j["body"], "hello body");
+    assert_eq!(j["body_length"], 10);
+    assert_eq!(j["headers"]["x-trace"], "abc, def");
+    assert_eq!(j["headers"]["content-type"], "text/plain");
+
+    let t = Instant::now();
+    let r = s.get("/delay/300");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.get("/delay/abc").status, 400);
+
+    for code in [200, 201, 204, 301, 404, 418, 500, 503, 599] {
+        let r = s.get(&format!("/status/{code}"));
+        assert_eq!(r.status, code);
+    }
+    assert_eq!(s.get("/status/99").status, 400);
+    assert_eq!(s.get("/status/teapot").status, 400);
+    assert_eq!(s.get("/nope").status, 404);
+    assert_eq!(
+        request(s.addr, "DELETE", "/", &[], b"").unwrap().status,
+        405
+    );
+    let head = request(s.addr, "HEAD", "/healthz", &[], b"").unwrap();
+    assert_eq!(head.status, 200);
+}
+
+#[test]
+fn builtin_endpoints_with_curl() {
+    let s = Server::builder().start();
+    let base = format!("http://{}", s.addr);
+    let out = curl(&[&format!("{base}/healthz")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let out = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        "{\"a\":1}",
+        &format!("{base}/echo"),
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo JSON");
+    assert_eq!(j["method"], "PUT");
+    assert_eq!(j["body"], "{\"a\":1}");
+    assert!(
+        j["headers"]["user-agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("curl/")
+    );
+    // Chunked upload.
+    let out = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "abc",
+        &format!("{base}/echo"),
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo JSON");
+    assert_eq!(j["body"], "abc");
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/status/503"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "503");
+    // Keep-alive: two requests on one connection.
+    let out = curl(&[
+        "-w",
+        "%{num_connects}\n",
+        &format!("{base}/healthz"),
+        &format!("{base}/healthz"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text, "ok\n1\nok\n0\n",
+        "the second request reuses the connection"
+    );
+}
+
+#[test]
+fn threads_flag_and_file_reach_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "f.toml",
+        "workers = 2\nworker_connections = 77\nthreads = 1\n",
+    );
+    let s = Server::builder()
+        .args(["-c", file.to_str().unwrap(), "--threads", "3"])
+        .start();
+    let mut text = String::new();
+    let ok = wait_for(Duration::from_secs(5), || {
+        text = s.scrape();
+        samples(&text, "gunicorn_max_worker_threads").len() == 2
+    });
+    assert!(ok, "two workers' gauges:\n{text}");
+    for line in samples(&text, "gunicorn_max_worker_threads") {
+        assert!(
+            line.starts_with("gunicorn_max_worker_threads{pid=\""),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("} 3.0"),
+            "--threads 3 beats the file's 1: {line}"
+        );
+    }
+    for line in samples(&text, "gunicorn_max_worker_connections") {
+        assert!(
+            line.ends_with("} 77.0"),
+            "worker_connections from the file: {line}"
+        );
+    }
+    // Requests are counted.
+    for _ in 0..3 {
+        assert_eq!(s.get("/healthz").status, 200);
+    }
+    let ok = wait_for(Duration::from_secs(5), || {
+        text = s.scrape();
+        sample(
+            &text,
+            "gunicorn_requests_total{method=\"GET\",status=\"200\"}",
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    });
+    assert!(ok, "3 GET 200 counted:\n{text}");
+}
+
+#[test]
+fn env_metrics_port_and_prefix() {
+    let port = free_port();
+    let s = Server::builder()
+        .env("PROMETHEUS_METRICS_EXPORT_PORT", port.to_string())
+        .args([
+            "--metrics-bind",
+            "127.0.0.1",
+            "--prefix",
+            "myapp",
+            "--log-format",
+            "json",
+            "--threads",
+            "2",
+        ])
+        .start();
+    assert_eq!(s.metrics, Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    let text = s.scrape();
+    let lines = samples(&text, "myapp_max_worker_threads");
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].ends_with(" 2.0"), "{text}");
+    assert!(
+        samples(&text, "gunicorn_max_worker_threads").is_empty(),
+        "{text}"
+    );
+    // The listen backlog, one series per listener.
+    let backlog = samples(&text, "gunicorn_pending_connections");
+    assert_eq!(backlog.len(), 1, "{text}");
+    assert!(
+        backlog[0].contains(&format!("listener=\"http://{}\"", s.addr)),
+        "{text}"
+    );
+    // The logger names carry the prefix too.
+    s.wait_stderr(Duration::from_secs(5), "myapp.error", |e| {
+        e.contains("\"logger\":\"myapp.error\"")
+    });
+}
+
+#[test]
+fn logs_as_gunicorn_and_access_log_on_stdout() {
+    let mut s = Server::builder()
+        .args(["--access-logfile", "-", "-w", "2"])
+        .env("LOGGING_FORMATTER_NAME", "json")
+        .start();
+    s.wait_stderr(Duration::from_secs(5), "two workers booted", |e| {
+        e.matches("Booting worker with pid").count() == 2
+    });
+    let err = s.stderr();
+    let first: serde_json::Value =
+        serde_json::from_str(err.lines().next().unwrap()).expect("JSON error log");
+    for key in ["event", "level", "logger", "pid", "tid", "timestamp"] {
+        assert!(first.get(key).is_some(), "{key} in {first}");
+    }
+    assert_eq!(first["logger"], "gunicorn.error");
+    assert!(
+        err.contains(&format!("Listening at: http://{} ({})", s.addr, s.pid())),
+        "{err}"
+    );
+
+    assert_eq!(s.get("/status/201").status, 201);
+    let ok = wait_for(Duration::from_secs(5), || {
+        s.stdout().contains("/status/201")
+    });
+    assert!(ok, "access log line on stdout: {}", s.stdout());
+    let line = s.stdout();
+    let access: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(access["logger"], "gunicorn.access");
+    assert!(
+        access["event"]
+            .as_str()
+            .unwrap()
+            .contains("\"GET /status/201 HTTP/1.1\" 201"),
+        "{access}"
+    );
+
+    // TERM: a graceful stop, exit 0, logged.
+    s.signal(libc::SIGTERM);
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after TERM");
+    assert!(status.success(), "{status:?}");
+    let err = s.stderr();
+    assert!(err.contains("Shutting down"), "{err}");
+}
+
+#[test]
+fn unix_socket_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("f.sock");
+    let tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let s = Server::builder()
+        .args([
+            "-b",
+            &tcp.to_string(),
+            "-b",
+            &format!("unix:{}", sock.display()),
+        ])
+        .start();
+    assert_eq!(s.get("/healthz").status, 200);
+    let out = curl(&["--unix-socket", sock.to_str().unwrap(), "http://x/healthz"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn hello_app() {
+    let s = Server::builder().args(["--app", "hello"]).start();
+    let r = s.get("/anything");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!\n"));
+}
+
+/// The README's run command (`cargo run --release`, no flags) answers on
+/// 8000 and serves metrics on 8001. Skipped with a message when another
+/// process holds either port.
+#[test]
+fn readme_defaults_answer_on_8000_and_8001() {
+    if !port_is_free(8000) || !port_is_free(8001) {
+        eprintln!("SKIPPED: port 8000 or 8001 is in use on this machine");
+        return;
+    }
+    let s = Server::builder()
+        .serving_at(SocketAddr::from(([127, 0, 0, 1], 8000)))
+        .metrics_at(Some(SocketAddr::from(([127, 0, 0, 1], 8001))))
+        .args(["--log-format", "default"])
+        .start();
+    let r = s.get("/");
+    assert_eq!(r.status, 200);
+    let text = s.scrape();
+    assert!(text.contains("gunicorn_max_worker_threads{pid="), "{text}");
+}
