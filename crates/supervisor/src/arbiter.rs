@@ -208,6 +208,11 @@ impl Arbiter {
         if listeners.is_empty() {
             return Err(SupervisorError::Config("no listener".to_string()));
         }
+        if cfg.workers == 0 {
+            return Err(SupervisorError::Config(
+                "workers must be at least 1".to_string(),
+            ));
+        }
 
         let capacity = (cfg.workers * 4).max(1024);
         let slots = Slots::new(capacity)?;
@@ -302,6 +307,9 @@ impl Arbiter {
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
+                // Cannot supervise any more: leave no orphan behind.
+                error!(self.log, "poll failed: {}; killing the workers", e);
+                self.signal_all(libc::SIGKILL);
                 return Err(e.into());
             }
             for ev in events.iter() {
@@ -366,16 +374,36 @@ impl Arbiter {
         }
     }
 
+    /// How long the loop may sleep: at most a second; 20 ms while it polls
+    /// for something (queues to drain, new workers' first beat); until the
+    /// next SIGKILL deadline otherwise. Exits wake it through SIGCHLD.
     fn poll_timeout(&mut self) -> Duration {
         let mut t = Duration::from_secs(1);
         if let Some(m) = self.metrics.as_mut() {
             t = t.min(m.tick(self.poll.registry()));
         }
-        let transitional = !matches!(self.phase, Phase::Running)
-            || self.reload_until.is_some()
-            || self.workers.values().any(|w| w.state != WState::Running);
-        if transitional {
+        if matches!(self.phase, Phase::Draining { .. }) || self.reload_until.is_some() {
             t = t.min(FAST_TICK);
+        }
+        let now = Instant::now();
+        let mut until = |at: Instant| t = t.min(at.saturating_duration_since(now));
+        if let Phase::Stopping {
+            deadline,
+            killed: false,
+            ..
+        } = self.phase
+        {
+            until(deadline);
+        }
+        for w in self.workers.values() {
+            match w.state {
+                WState::Stopping {
+                    deadline,
+                    killed: false,
+                } => until(deadline),
+                WState::Aborted { at, killed: false } => until(at + ABORT_GRACE),
+                _ => {}
+            }
         }
         t
     }
