@@ -52,6 +52,10 @@ pub(crate) struct Shared {
 struct Tasks {
     q: VecDeque<Task>,
     stop: bool,
+    /// Pool threads waiting on the condition variable: a submit wakes one
+    /// only when some thread sleeps (a futex call saved per request when the
+    /// pool is busy).
+    idle: usize,
 }
 
 // A job moves through the queue by value: boxing it would cost an
@@ -269,8 +273,11 @@ impl Shared {
         let mut t = lock(&self.tasks);
         t.q.push_back(task);
         self.queued.store(t.q.len(), Relaxed);
+        let wake = t.idle > 0;
         drop(t);
-        self.task_cond.notify_one();
+        if wake {
+            self.task_cond.notify_one();
+        }
     }
 
     pub(crate) fn stop_pool(&self) {
@@ -291,7 +298,9 @@ impl Shared {
                 self.queued.store(t.q.len(), Relaxed);
                 return Some(task);
             }
+            t.idle += 1;
             t = self.task_cond.wait(t).unwrap_or_else(|e| e.into_inner());
+            t.idle -= 1;
         }
     }
 
