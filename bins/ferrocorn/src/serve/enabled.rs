@@ -102,21 +102,6 @@ impl Service for Ferrocorn {
     }
 }
 
-/// The supervisor's logs: reopened on USR1 and HUP, flushed before forks.
-struct SupervisorLogs(Logs);
-
-impl ferrocorn_supervisor::SupervisorLogs for SupervisorLogs {
-    fn logger(&self) -> slog::Logger {
-        self.0.error().clone()
-    }
-    fn reopen(&self) -> std::io::Result<()> {
-        self.0.reopen()
-    }
-    fn flush(&self) {
-        self.0.flush()
-    }
-}
-
 /// Runs the supervisor until a stop signal.
 pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
     let sc = supervisor_config(&config).map_err(Failure::Config)?;
@@ -125,7 +110,7 @@ pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
     // on stderr only when the error log would not show it there.
     let logged_on_stderr = config.errorlog == "-" && config.loglevel != "critical";
     let service = Ferrocorn { args, config };
-    match Supervisor::new(sc, SupervisorLogs(logs)).run(service) {
+    match Supervisor::new(sc, logs).run(service) {
         Ok(()) => Ok(()),
         Err(e) => {
             let failure = match e {
