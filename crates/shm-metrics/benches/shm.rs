@@ -8,18 +8,33 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry, encode_text, mark_process_dead};
+use ferrocorn_shm_metrics::{
+    GaugeMode, MultiProcessCollector, Registry, encode_text, mark_process_dead,
+};
 
 fn updates(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let r = Registry::new(dir.path());
-    let counter = r.counter("bench", "Bench.", &["a"]).with_label_values(&["x"]).unwrap();
-    let gauge = r.gauge("bench_gauge", "Bench.", &[], GaugeMode::LiveSum).with_label_values(&[]).unwrap();
-    let hist = r.histogram("bench_hist", "Bench.", &[], &[]).with_label_values(&[]).unwrap();
+    let counter = r
+        .counter("bench", "Bench.", &["a"])
+        .with_label_values(&["x"])
+        .unwrap();
+    let gauge = r
+        .gauge("bench_gauge", "Bench.", &[], GaugeMode::LiveSum)
+        .with_label_values(&[])
+        .unwrap();
+    let hist = r
+        .histogram("bench_hist", "Bench.", &[], &[])
+        .with_label_values(&[])
+        .unwrap();
     let mut g = c.benchmark_group("update");
     g.bench_function("counter_inc", |b| b.iter(|| black_box(&counter).inc()));
-    g.bench_function("gauge_set", |b| b.iter(|| black_box(&gauge).set(black_box(3.0))));
-    g.bench_function("histogram_observe", |b| b.iter(|| black_box(&hist).observe(black_box(0.3))));
+    g.bench_function("gauge_set", |b| {
+        b.iter(|| black_box(&gauge).set(black_box(3.0)))
+    });
+    g.bench_function("histogram_observe", |b| {
+        b.iter(|| black_box(&hist).observe(black_box(0.3)))
+    });
     g.finish();
 }
 
@@ -30,35 +45,70 @@ fn write_process(scratch: &Path, dir: &Path, id: u32) {
     let k = f64::from(id % 97);
     let methods = ["GET", "POST", "PUT", "DELETE"];
     let statuses = ["200", "201", "404", "500", "503"];
-    let requests = r.counter("http_requests", "Requests by method, status and route.", &["method", "status", "route"]);
-    let latency = r.histogram("http_request_duration_seconds", "Latency.", &["method", "route"], &[]);
+    let requests = r.counter(
+        "http_requests",
+        "Requests by method, status and route.",
+        &["method", "status", "route"],
+    );
+    let latency = r.histogram(
+        "http_request_duration_seconds",
+        "Latency.",
+        &["method", "route"],
+        &[],
+    );
     let events = r.counter("app_events", "Application events.", &["event"]);
     for route in 0..10 {
         let route = format!("/api/v1/resource{route}");
         for m in methods {
             for s in statuses {
-                requests.with_label_values(&[m, s, &route]).unwrap().inc_by(k + 1.0);
+                requests
+                    .with_label_values(&[m, s, &route])
+                    .unwrap()
+                    .inc_by(k + 1.0);
             }
         }
         for m in &methods[..2] {
-            latency.with_label_values(&[m, &route]).unwrap().observe(k / 100.0);
+            latency
+                .with_label_values(&[m, &route])
+                .unwrap()
+                .observe(k / 100.0);
         }
     }
     for e in 0..300 {
-        events.with_label_values(&[&format!("event_{e}")]).unwrap().inc();
+        events
+            .with_label_values(&[&format!("event_{e}")])
+            .unwrap()
+            .inc();
     }
-    for name in ["active_connections", "max_connections", "active_threads", "max_threads", "pending_requests"] {
-        r.gauge(name, "Worker gauge.", &["pid"], GaugeMode::LiveAll).with_label_values(&[&id.to_string()]).unwrap().set(k);
+    for name in [
+        "active_connections",
+        "max_connections",
+        "active_threads",
+        "max_threads",
+        "pending_requests",
+    ] {
+        r.gauge(name, "Worker gauge.", &["pid"], GaugeMode::LiveAll)
+            .with_label_values(&[&id.to_string()])
+            .unwrap()
+            .set(k);
     }
     let inflight = r.gauge("inflight", "In flight.", &["route"], GaugeMode::LiveSum);
     let peak = r.gauge("peak", "Peak.", &["route"], GaugeMode::Max);
     for i in 0..50 {
-        inflight.with_label_values(&[&i.to_string()]).unwrap().set(k);
-        peak.with_label_values(&[&i.to_string()]).unwrap().set(k * 2.0);
+        inflight
+            .with_label_values(&[&i.to_string()])
+            .unwrap()
+            .set(k);
+        peak.with_label_values(&[&i.to_string()])
+            .unwrap()
+            .set(k * 2.0);
     }
     let sizes = r.summary("response_size_bytes", "Sizes.", &["route"]);
     for i in 0..20 {
-        sizes.with_label_values(&[&i.to_string()]).unwrap().observe(k * 10.0);
+        sizes
+            .with_label_values(&[&i.to_string()])
+            .unwrap()
+            .observe(k * 10.0);
     }
     let pid = std::process::id().to_string();
     for entry in std::fs::read_dir(scratch).unwrap() {
@@ -86,11 +136,21 @@ fn mean_time(iterations: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn python_scrape(dir: &Path) -> Option<Duration> {
-    let py = std::env::var_os("FERROCORN_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
+    let py = std::env::var_os("FERROCORN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py_scrape.py");
-    let out = Command::new(&py).arg(script).arg(dir).arg("5").output().ok()?;
+    let out = Command::new(&py)
+        .arg(script)
+        .arg(dir)
+        .arg("5")
+        .output()
+        .ok()?;
     if !out.status.success() {
-        eprintln!("python scrape failed (prometheus_client missing?): {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "python scrape failed (prometheus_client missing?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
@@ -109,7 +169,11 @@ fn scrapes(c: &mut Criterion) {
     let lines = String::from_utf8(render(&dir)).unwrap().lines().count();
 
     let ours = mean_time(50, || drop(black_box(render(&dir))));
-    let collect_only = mean_time(50, || drop(black_box(MultiProcessCollector::new(&dir).collect_families())));
+    let collect_only = mean_time(50, || {
+        drop(black_box(
+            MultiProcessCollector::new(&dir).collect_families(),
+        ))
+    });
     match python_scrape(&dir) {
         Some(py) => eprintln!(
             "scrape 64 processes ({files} files, {lines} lines): ours {:.2} ms (merge {:.2} ms), \
@@ -119,19 +183,30 @@ fn scrapes(c: &mut Criterion) {
             py.as_secs_f64() * 1e3,
             py.as_secs_f64() / ours.as_secs_f64()
         ),
-        None => eprintln!("scrape 64 processes: ours {:.2} ms; Python not measured", ours.as_secs_f64() * 1e3),
+        None => eprintln!(
+            "scrape 64 processes: ours {:.2} ms; Python not measured",
+            ours.as_secs_f64() * 1e3
+        ),
     }
 
     let mut g = c.benchmark_group("scrape");
     g.sample_size(30);
-    g.bench_function("64_processes_x_1000_series", |b| b.iter(|| black_box(render(&dir))));
+    g.bench_function("64_processes_x_1000_series", |b| {
+        b.iter(|| black_box(render(&dir)))
+    });
 
     // 10,000 processes come and go: their files are folded away.
-    let churn: u32 = std::env::var("FC_BENCH_CHURN").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let churn: u32 = std::env::var("FC_BENCH_CHURN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let template = root.path().join("template");
     std::fs::create_dir(&template).unwrap();
     write_process(&root.path().join("scratch_t"), &template, 1);
-    let template_files: Vec<_> = std::fs::read_dir(&template).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let template_files: Vec<_> = std::fs::read_dir(&template)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     let start = Instant::now();
     let mut fold_time = Duration::ZERO;
     for n in 0..churn {
@@ -145,7 +220,16 @@ fn scrapes(c: &mut Criterion) {
         mark_process_dead(&dir, id).unwrap();
         fold_time += t.elapsed();
     }
-    let files_after = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".db")).count();
+    let files_after = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".db")
+        })
+        .count();
     let after = mean_time(50, || drop(black_box(render(&dir))));
     eprintln!(
         "after {churn} processes came and went ({:.1} s, mark_process_dead {:.2} ms each): {files_after} files \
@@ -155,7 +239,9 @@ fn scrapes(c: &mut Criterion) {
         after.as_secs_f64() * 1e3,
         ours.as_secs_f64() * 1e3,
     );
-    g.bench_function("64_processes_after_churn", |b| b.iter(|| black_box(render(&dir))));
+    g.bench_function("64_processes_after_churn", |b| {
+        b.iter(|| black_box(render(&dir)))
+    });
     g.finish();
 }
 

@@ -70,7 +70,14 @@ pub(crate) fn parse_trailer(data: &[u8]) -> Option<Vec<Absorbed>> {
         let ino = u64::from_ne_bytes(take(8)?.try_into().ok()?);
         let mtime = i64::from_ne_bytes(take(8)?.try_into().ok()?);
         let mtime_nsec = i64::from_ne_bytes(take(8)?.try_into().ok()?);
-        out.push(Absorbed { id, stamp: Stamp { ino, mtime, mtime_nsec } });
+        out.push(Absorbed {
+            id,
+            stamp: Stamp {
+                ino,
+                mtime,
+                mtime_nsec,
+            },
+        });
     }
     Some(out)
 }
@@ -105,9 +112,16 @@ pub fn mark_process_dead(dir: &Path, pid: u32) -> io::Result<()> {
 }
 
 pub(crate) fn mark_id_dead(dir: &Path, id: &str) -> io::Result<()> {
-    let lock = OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(".ferrocorn-aggregate.lock"))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.join(".ferrocorn-aggregate.lock"))?;
     sys::lock_exclusive(&lock)?;
-    for mode in GaugeMode::ALL.into_iter().filter(|m| m.is_live() || *m == GaugeMode::All) {
+    for mode in GaugeMode::ALL
+        .into_iter()
+        .filter(|m| m.is_live() || *m == GaugeMode::All)
+    {
         remove_if_present(&dir.join(Kind::Gauge(mode).file_name(id)))?;
     }
     for kind in FOLDED {
@@ -181,7 +195,12 @@ impl Values {
 
 fn replace(dir: &Path, kind: Kind, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{}_{AGGREGATE}.tmp", kind.prefix()));
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     drop(f);
     fs::rename(&tmp, dir.join(kind.file_name(AGGREGATE)))
@@ -206,7 +225,10 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
             // An unreadable aggregate would be lost by overwriting it: stop.
             let mut entries = Vec::new();
             file::parse(&buf, &mut entries).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", agg_path.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", agg_path.display()),
+                )
             })?;
             for e in &entries {
                 values.combine(kind, e.key(&buf), e.value, e.timestamp);
@@ -226,7 +248,10 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
             values.combine(kind, e.key(&buf), e.value, e.timestamp);
         }
     }
-    let absorbed = Absorbed { id: id.to_string(), stamp };
+    let absorbed = Absorbed {
+        id: id.to_string(),
+        stamp,
+    };
     replace(dir, kind, &values.encode(Some(&absorbed)))?;
     remove_if_present(&src_path)
 }

@@ -92,8 +92,14 @@ impl Exporter {
             return;
         }
         let idx = token.0 - self.first_token - 1;
-        let Some(client) = self.clients[idx].as_mut() else { return };
-        let progress = if client.writing { client.flush(registry, token) } else { client.read(registry, token, &mut self.source) };
+        let Some(client) = self.clients[idx].as_mut() else {
+            return;
+        };
+        let progress = if client.writing {
+            client.flush(registry, token)
+        } else {
+            client.read(registry, token, &mut self.source)
+        };
         if let Progress::Close = progress {
             self.close(registry, idx);
         }
@@ -104,7 +110,10 @@ impl Exporter {
     pub fn tick(&mut self, registry: &mio::Registry) {
         let now = Instant::now();
         for idx in 0..self.clients.len() {
-            if self.clients[idx].as_ref().is_some_and(|c| c.deadline <= now) {
+            if self.clients[idx]
+                .as_ref()
+                .is_some_and(|c| c.deadline <= now)
+            {
                 self.close(registry, idx);
             }
         }
@@ -132,7 +141,10 @@ impl Exporter {
                         continue;
                     };
                     let token = Token(self.first_token + 1 + idx);
-                    if registry.register(&mut stream, token, Interest::READABLE).is_err() {
+                    if registry
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
                         continue;
                     }
                     self.clients[idx] = Some(Client {
@@ -154,25 +166,30 @@ impl Exporter {
     /// Serves on `listener` from a thread of its own, forever: for a single
     /// process that will not fork afterwards (a forked child would not have
     /// the thread).
-    pub fn spawn_thread(listener: std::net::TcpListener, source: Source) -> io::Result<JoinHandle<()>> {
+    pub fn spawn_thread(
+        listener: std::net::TcpListener,
+        source: Source,
+    ) -> io::Result<JoinHandle<()>> {
         listener.set_nonblocking(true)?;
         let mut poll = mio::Poll::new()?;
         let mut exporter = Exporter::new(TcpListener::from_std(listener), source);
         exporter.register(poll.registry(), 0)?;
-        std::thread::Builder::new().name("metrics-exporter".into()).spawn(move || {
-            let mut events = mio::Events::with_capacity(64);
-            loop {
-                if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500)))
-                    && e.kind() != io::ErrorKind::Interrupted
-                {
-                    return;
+        std::thread::Builder::new()
+            .name("metrics-exporter".into())
+            .spawn(move || {
+                let mut events = mio::Events::with_capacity(64);
+                loop {
+                    if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500)))
+                        && e.kind() != io::ErrorKind::Interrupted
+                    {
+                        return;
+                    }
+                    for ev in events.iter() {
+                        exporter.handle(poll.registry(), ev);
+                    }
+                    exporter.tick(poll.registry());
                 }
-                for ev in events.iter() {
-                    exporter.handle(poll.registry(), ev);
-                }
-                exporter.tick(poll.registry());
-            }
-        })
+            })
     }
 }
 
@@ -185,7 +202,11 @@ impl Client {
                 Ok(n) => {
                     self.input.extend_from_slice(&chunk[..n]);
                     if self.input.len() > MAX_REQUEST {
-                        return self.respond(registry, token, simple(431, "Request Header Fields Too Large", &[]));
+                        return self.respond(
+                            registry,
+                            token,
+                            simple(431, "Request Header Fields Too Large", &[]),
+                        );
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -224,7 +245,10 @@ impl Client {
         self.writing = true;
         match self.flush(registry, token) {
             Progress::Open => {
-                if registry.reregister(&mut self.stream, token, Interest::WRITABLE).is_err() {
+                if registry
+                    .reregister(&mut self.stream, token, Interest::WRITABLE)
+                    .is_err()
+                {
                     return Progress::Close;
                 }
                 Progress::Open
@@ -249,13 +273,17 @@ impl Client {
 
 /// Whether an `Accept-Encoding` value accepts gzip (`gzip`, `x-gzip`, not `q=0`).
 fn accepts_gzip(value: &[u8]) -> bool {
-    let Ok(value) = std::str::from_utf8(value) else { return false };
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
     value.split(',').any(|item| {
         let mut parts = item.split(';');
         let coding = parts.next().unwrap_or("").trim();
         let q_zero = parts.any(|p| {
             let p = p.trim();
-            p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")).is_some_and(|q| q.trim().parse::<f64>().ok() == Some(0.0))
+            p.strip_prefix("q=")
+                .or_else(|| p.strip_prefix("Q="))
+                .is_some_and(|q| q.trim().parse::<f64>().ok() == Some(0.0))
         });
         (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")) && !q_zero
     })
@@ -281,7 +309,10 @@ fn metrics_response(families: &[MetricFamily], gzip: bool, head: bool) -> Vec<u8
     encode_text(families, &mut body);
     let mut gzipped = false;
     if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
         if enc.write_all(&body).is_ok()
             && let Ok(z) = enc.finish()
         {

@@ -77,15 +77,28 @@ fn read_f64(data: &[u8], pos: usize) -> Option<f64> {
 fn walk(data: &[u8], used: usize, value_len: usize, out: &mut Vec<Entry>) -> bool {
     let mut pos = 8;
     while pos < used {
-        let Some(len) = read_i32(data, pos) else { return false };
-        let Ok(len) = usize::try_from(len) else { return false };
+        let Some(len) = read_i32(data, pos) else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return false;
+        };
         let vpos = pos + 4 + len + padding(len);
         if vpos + value_len > used {
             return false;
         }
         let value = read_f64(data, vpos).unwrap_or(0.0);
-        let timestamp = if value_len == 16 { read_f64(data, vpos + 8).unwrap_or(0.0) } else { 0.0 };
-        out.push(Entry { key_start: (pos + 4) as u32, key_len: len as u32, value, timestamp });
+        let timestamp = if value_len == 16 {
+            read_f64(data, vpos + 8).unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        out.push(Entry {
+            key_start: (pos + 4) as u32,
+            key_len: len as u32,
+            value,
+            timestamp,
+        });
         pos = vpos + value_len;
     }
     pos == used
@@ -112,22 +125,36 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
         return Err(format!("used mark {used} is smaller than the header"));
     }
     let avail = used.min(data.len());
-    let looks_like_keys = |entries: &[Entry]| entries.iter().all(|e| e.key(data).first() == Some(&b'['));
+    let looks_like_keys =
+        |entries: &[Entry]| entries.iter().all(|e| e.key(data).first() == Some(&b'['));
     if walk(data, avail, 16, out) && looks_like_keys(out) {
-        return Ok(if avail == used { Layout::Current } else { Layout::Truncated });
+        return Ok(if avail == used {
+            Layout::Current
+        } else {
+            Layout::Truncated
+        });
     }
     let current_len = out.len();
     let mut legacy = Vec::new();
-    if avail == used && walk(data, used, 8, &mut legacy) && looks_like_keys(&legacy) && !legacy.is_empty() {
+    if avail == used
+        && walk(data, used, 8, &mut legacy)
+        && looks_like_keys(&legacy)
+        && !legacy.is_empty()
+    {
         *out = legacy;
         return Ok(Layout::Legacy);
     }
     // Keep the whole entries the current layout found before the damage.
     out.truncate(current_len);
-    let whole = out.iter().take_while(|e| e.key(data).first() == Some(&b'[')).count();
+    let whole = out
+        .iter()
+        .take_while(|e| e.key(data).first() == Some(&b'['))
+        .count();
     out.truncate(whole);
     if out.is_empty() && used > 8 {
-        return Err(format!("no valid entry in the first {avail} bytes (used mark {used}): not a metric file"));
+        return Err(format!(
+            "no valid entry in the first {avail} bytes (used mark {used}): not a metric file"
+        ));
     }
     Ok(Layout::Truncated)
 }
@@ -170,7 +197,11 @@ pub(crate) struct Stamp {
 impl Stamp {
     pub(crate) fn of(m: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
-        Stamp { ino: m.ino(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
+        Stamp {
+            ino: m.ino(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
     }
 }
 
@@ -212,14 +243,23 @@ impl ShmFile {
     /// Opens (creating it 0600 if needed) the file at `path`. An existing file
     /// (a reused pid) is continued, as prometheus_client does.
     pub(crate) fn open(path: &Path) -> io::Result<ShmFile> {
-        let file = OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
         let mut size = usize::try_from(file.metadata()?.len()).unwrap_or(MAX_SIZE);
         if size == 0 {
             file.set_len(INITIAL_SIZE as u64)?;
             size = INITIAL_SIZE;
         }
-        if size < 8 || size > MAX_SIZE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: bad size {size}", path.display())));
+        if !(8..=MAX_SIZE).contains(&size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: bad size {size}", path.display()),
+            ));
         }
         let map = Map::new(&file, size)?;
         let mut positions = FastMap::default();
@@ -231,12 +271,19 @@ impl ShmFile {
             let mut buf = Vec::new();
             read_file(path, &mut buf, false)?;
             let mut entries = Vec::new();
-            let layout = parse(&buf, &mut entries)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            let layout = parse(&buf, &mut entries).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
             if layout != Layout::Current {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: cannot continue a file in a {layout:?} layout", path.display()),
+                    format!(
+                        "{}: cannot continue a file in a {layout:?} layout",
+                        path.display()
+                    ),
                 ));
             }
             for e in &entries {
@@ -244,7 +291,14 @@ impl ShmFile {
             }
         }
         let used = usize::try_from(used).unwrap_or(0);
-        Ok(ShmFile { file, state: Mutex::new(State { used, maps: vec![map], positions }) })
+        Ok(ShmFile {
+            file,
+            state: Mutex::new(State {
+                used,
+                maps: vec![map],
+                positions,
+            }),
+        })
     }
 
     /// Returns the slot of `key`, appending a zero entry for it first if the
@@ -263,7 +317,10 @@ impl ShmFile {
                 cap = cap.saturating_mul(2);
             }
             if cap > MAX_SIZE {
-                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "metric file would exceed 2 GiB"));
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "metric file would exceed 2 GiB",
+                ));
             }
             self.file.set_len(cap as u64)?;
             let map = Map::new(&self.file, cap)?;

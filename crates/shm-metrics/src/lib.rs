@@ -70,6 +70,6 @@ pub use pyfmt::float_to_go_string;
 pub use reader::{MultiProcessCollector, Warning, render_dir};
 pub use text::{TEXT_CONTENT_TYPE, encode_text};
 pub use writer::{
-    Counter, CounterVec, DEFAULT_BUCKETS, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec, Registry, Summary,
-    SummaryVec,
+    Counter, CounterVec, DEFAULT_BUCKETS, Gauge, GaugeMode, GaugeVec, Histogram, HistogramVec,
+    Registry, Summary, SummaryVec,
 };

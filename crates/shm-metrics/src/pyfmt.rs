@@ -32,7 +32,12 @@ pub(crate) fn json_string(out: &mut String, s: &str) {
 /// The file key of one sample:
 /// `json.dumps([metric_name, sample_name, labels, help], sort_keys=True)`.
 /// `labels` must be sorted by name already.
-pub(crate) fn mmap_key(metric_name: &str, sample_name: &str, labels: &[(&str, &str)], help: &str) -> String {
+pub(crate) fn mmap_key(
+    metric_name: &str,
+    sample_name: &str,
+    labels: &[(&str, &str)],
+    help: &str,
+) -> String {
     let mut out = String::with_capacity(64);
     out.push('[');
     json_string(&mut out, metric_name);
@@ -84,7 +89,10 @@ pub(crate) fn python_repr(out: &mut String, x: f64) {
         return;
     }
     // Rust's `{:e}` prints the same shortest round-trip digits as Python.
-    let mut sci = StackBuf { buf: [0; 64], len: 0 };
+    let mut sci = StackBuf {
+        buf: [0; 64],
+        len: 0,
+    };
     let _ = write!(sci, "{:e}", x.abs());
     let sci = std::str::from_utf8(&sci.buf[..sci.len]).unwrap_or("0e0");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
@@ -144,11 +152,19 @@ pub fn float_to_go_string(out: &mut String, x: f64) {
         python_repr(out, x);
         let dot = out[start..].find('.');
         if let Some(dot) = dot.filter(|d| x > 0.0 && *d > 6) {
-            let mut m = StackBuf { buf: [0; 64], len: 0 };
+            let mut m = StackBuf {
+                buf: [0; 64],
+                len: 0,
+            };
             let s = &out[start..];
             let _ = write!(m, "{}.{}{}", &s[..1], &s[1..dot], &s[dot + 1..]);
-            let mantissa = std::str::from_utf8(&m.buf[..m.len]).unwrap_or("0").trim_end_matches(['0', '.']);
-            let mut e = StackBuf { buf: [0; 64], len: 0 };
+            let mantissa = std::str::from_utf8(&m.buf[..m.len])
+                .unwrap_or("0")
+                .trim_end_matches(['0', '.']);
+            let mut e = StackBuf {
+                buf: [0; 64],
+                len: 0,
+            };
             let _ = write!(e, "{mantissa}e+{:02}", dot - 1);
             out.truncate(start);
             out.push_str(std::str::from_utf8(&e.buf[..e.len]).unwrap_or(""));
@@ -200,7 +216,12 @@ mod tests {
 
     #[test]
     fn keys_match_python_json_dumps() {
-        let k = mmap_key("m", "m_total", &[("a", "x\"y\\z\n"), ("b", "é😀\u{7f}")], "h");
+        let k = mmap_key(
+            "m",
+            "m_total",
+            &[("a", "x\"y\\z\n"), ("b", "é😀\u{7f}")],
+            "h",
+        );
         assert_eq!(
             k,
             r#"["m", "m_total", {"a": "x\"y\\z\n", "b": "\u00e9\ud83d\ude00\u007f"}, "h"]"#

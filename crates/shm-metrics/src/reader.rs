@@ -47,7 +47,9 @@ pub struct MultiProcessCollector {
 
 impl fmt::Debug for MultiProcessCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MultiProcessCollector").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("MultiProcessCollector")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,11 +68,18 @@ impl MultiProcessCollector {
             HashMap::new(),
         )
         .expect("a valid descriptor");
-        MultiProcessCollector { dir: dir.into(), desc, on_warning: None }
+        MultiProcessCollector {
+            dir: dir.into(),
+            desc,
+            on_warning: None,
+        }
     }
 
     /// Calls `f` with every [`Warning`] of [`collect_families`](Self::collect_families).
-    pub fn on_warning(mut self, f: impl Fn(&Warning) + Send + Sync + 'static) -> MultiProcessCollector {
+    pub fn on_warning(
+        mut self,
+        f: impl Fn(&Warning) + Send + Sync + 'static,
+    ) -> MultiProcessCollector {
         self.on_warning = Some(Box::new(f));
         self
     }
@@ -101,7 +110,10 @@ impl MultiProcessCollector {
                 Ok(Some(families)) => return (families, warnings),
                 Ok(None) => continue,
                 Err(e) => {
-                    warnings.push(Warning { path: self.dir.clone(), reason: format!("cannot list directory: {e}") });
+                    warnings.push(Warning {
+                        path: self.dir.clone(),
+                        reason: format!("cannot list directory: {e}"),
+                    });
                     return (Vec::new(), warnings);
                 }
             }
@@ -124,7 +136,10 @@ impl Collector for MultiProcessCollector {
 /// included): what `ferrocorn metrics DIR` prints. Bad files are skipped.
 pub fn render_dir(dir: &Path) -> io::Result<Vec<u8>> {
     if !dir.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} is not a directory", dir.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a directory", dir.display()),
+        ));
     }
     let families = MultiProcessCollector::new(dir).collect_families();
     let mut out = Vec::new();
@@ -256,7 +271,12 @@ impl Merger {
             Some(&id) => id,
             None => {
                 let id = self.metrics.len() as u32;
-                self.metrics.push(MetricInfo { name: metric.clone(), help, kind, mode: None });
+                self.metrics.push(MetricInfo {
+                    name: metric.clone(),
+                    help,
+                    kind,
+                    mode: None,
+                });
                 self.metric_ids.insert(metric, id);
                 id
             }
@@ -270,7 +290,12 @@ impl Merger {
                 pairs.push((k, v));
             }
         }
-        Some(KeyInfo { metric: metric_id, sample: sample.into(), labels: pairs, le })
+        Some(KeyInfo {
+            metric: metric_id,
+            sample: sample.into(),
+            labels: pairs,
+            le,
+        })
     }
 
     fn add_file(&mut self, name: &FileName, data: &[u8], entries: &[Entry]) -> usize {
@@ -334,7 +359,9 @@ impl Merger {
                 continue;
             }
             let fam = match m.kind {
-                Kind::Counter => self.simple_family(m, &ids, MetricType::COUNTER, &format!("{}_total", m.name)),
+                Kind::Counter => {
+                    self.simple_family(m, &ids, MetricType::COUNTER, &format!("{}_total", m.name))
+                }
                 Kind::Summary => self.summary_family(m, &ids),
                 Kind::Histogram => self.histogram_family(m, &ids),
                 Kind::Gauge(_) => self.gauge_family(m, &ids),
@@ -354,13 +381,22 @@ impl Merger {
         for &id in ids {
             let k = self.keys[id].as_ref().expect("grouped keys are valid");
             if &*k.sample == sample && k.le.is_none() {
-                groups.entry(&k.labels).or_insert(Acc::EMPTY).merge(&self.accs[id]);
+                groups
+                    .entry(&k.labels)
+                    .or_insert(Acc::EMPTY)
+                    .merge(&self.accs[id]);
             }
         }
         groups
     }
 
-    fn simple_family(&self, m: &MetricInfo, ids: &[usize], t: MetricType, sample: &str) -> Option<MetricFamily> {
+    fn simple_family(
+        &self,
+        m: &MetricInfo,
+        ids: &[usize],
+        t: MetricType,
+        sample: &str,
+    ) -> Option<MetricFamily> {
         let metrics = self
             .grouped(ids, sample)
             .into_iter()
@@ -387,8 +423,12 @@ impl Merger {
                     continue;
                 }
                 for &(file, v) in &self.accs[id].per_pid {
-                    let mut labels: Vec<(String, String)> =
-                        k.labels.iter().filter(|(n, _)| n != "pid").cloned().collect();
+                    let mut labels: Vec<(String, String)> = k
+                        .labels
+                        .iter()
+                        .filter(|(n, _)| n != "pid")
+                        .cloned()
+                        .collect();
                     labels.push(("pid".into(), self.file_ids[file as usize].clone()));
                     labels.sort();
                     series.insert(labels, v);
@@ -401,7 +441,8 @@ impl Merger {
             // `pid` labels are dropped and values merged.
             let mut groups: BTreeMap<Vec<(String, String)>, Acc> = BTreeMap::new();
             for (labels, acc) in self.grouped(ids, &m.name) {
-                let labels: Vec<(String, String)> = labels.iter().filter(|(n, _)| n != "pid").cloned().collect();
+                let labels: Vec<(String, String)> =
+                    labels.iter().filter(|(n, _)| n != "pid").cloned().collect();
                 groups.entry(labels).or_insert(Acc::EMPTY).merge(&acc);
             }
             for (labels, acc) in groups {
@@ -445,7 +486,7 @@ impl Merger {
 
     fn histogram_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
         let bucket_name = format!("{}_bucket", m.name);
-        let mut groups: BTreeMap<&[(String, String)], (Vec<(f64, f64)>, f64)> = BTreeMap::new();
+        let mut groups: BTreeMap<&[(String, String)], Buckets> = BTreeMap::new();
         for (l, a) in self.grouped(ids, &format!("{}_sum", m.name)) {
             groups.entry(l).or_default().1 += a.sum;
         }
@@ -454,7 +495,11 @@ impl Merger {
             if let Some(le) = k.le
                 && *k.sample == *bucket_name
             {
-                groups.entry(&k.labels).or_default().0.push((le, self.accs[id].sum));
+                groups
+                    .entry(&k.labels)
+                    .or_default()
+                    .0
+                    .push((le, self.accs[id].sum));
             }
         }
         let mut metrics = Vec::new();
@@ -488,6 +533,9 @@ impl Merger {
         Some(family(&m.name, &m.help, MetricType::HISTOGRAM, metrics))
     }
 }
+
+/// Per label set of a histogram: (bucket bound, count) pairs and the `_sum`.
+type Buckets = (Vec<(f64, f64)>, f64);
 
 /// Python's `float()` of a label value (`1.0`, `1e+06`, `+Inf`, `NaN`).
 fn parse_python_float(s: &str) -> Option<f64> {
@@ -531,12 +579,18 @@ fn family(name: &str, help: &str, t: MetricType, metrics: Vec<proto::Metric>) ->
 }
 
 /// One pass over the directory. `Ok(None)`: a listed file vanished; retry.
-fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io::Result<Option<Vec<MetricFamily>>> {
+fn merge_dir(
+    dir: &Path,
+    warnings: &mut Vec<Warning>,
+    last_attempt: bool,
+) -> io::Result<Option<Vec<MetricFamily>>> {
     let mut names: Vec<(FileName, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let fname = entry.file_name();
-        let Some(fname) = fname.to_str() else { continue };
+        let Some(fname) = fname.to_str() else {
+            continue;
+        };
         if !fname.ends_with(".db") {
             continue;
         }
@@ -544,7 +598,8 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
             Some(n) => names.push((n, entry.path())),
             None => warnings.push(Warning {
                 path: entry.path(),
-                reason: "not a metric file name ({type}_{id}.db or gauge_{mode}_{id}.db): skipped".into(),
+                reason: "not a metric file name ({type}_{id}.db or gauge_{mode}_{id}.db): skipped"
+                    .into(),
             }),
         }
     }
@@ -566,7 +621,10 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
                 aggregates[i] = Some(data);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(None),
-            Err(e) => warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") }),
+            Err(e) => warnings.push(Warning {
+                path: path.clone(),
+                reason: format!("cannot read: {e}; skipped"),
+            }),
         }
     }
 
@@ -592,11 +650,17 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
                     return Ok(None);
                 }
                 Err(e) => {
-                    warnings.push(Warning { path: path.clone(), reason: format!("cannot read: {e}; skipped") });
+                    warnings.push(Warning {
+                        path: path.clone(),
+                        reason: format!("cannot read: {e}; skipped"),
+                    });
                     continue;
                 }
             };
-            if absorbed.iter().any(|(k, a)| *k == name.kind && a.id == name.id && a.stamp == stamp) {
+            if absorbed
+                .iter()
+                .any(|(k, a)| *k == name.kind && a.id == name.id && a.stamp == stamp)
+            {
                 continue; // already counted in the aggregate
             }
         }
@@ -604,7 +668,10 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
         let layout = match file::parse(data, &mut entries) {
             Ok(l) => l,
             Err(reason) => {
-                warnings.push(Warning { path: path.clone(), reason: format!("{reason}; skipped") });
+                warnings.push(Warning {
+                    path: path.clone(),
+                    reason: format!("{reason}; skipped"),
+                });
                 continue;
             }
         };
@@ -612,7 +679,10 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
             Layout::Current => {}
             Layout::Truncated => warnings.push(Warning {
                 path: path.clone(),
-                reason: format!("cut short or damaged: read its first {} whole entries", entries.len()),
+                reason: format!(
+                    "cut short or damaged: read its first {} whole entries",
+                    entries.len()
+                ),
             }),
             Layout::Legacy => warnings.push(Warning {
                 path: path.clone(),
@@ -621,7 +691,10 @@ fn merge_dir(dir: &Path, warnings: &mut Vec<Warning>, last_attempt: bool) -> io:
         }
         let bad = merger.add_file(name, data, &entries);
         if bad > 0 {
-            warnings.push(Warning { path: path.clone(), reason: format!("{bad} entries with an unreadable key: skipped") });
+            warnings.push(Warning {
+                path: path.clone(),
+                reason: format!("{bad} entries with an unreadable key: skipped"),
+            });
         }
     }
     Ok(Some(merger.families()))

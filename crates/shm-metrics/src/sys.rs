@@ -34,13 +34,21 @@ impl Map {
 
     /// Copies `bytes` into the mapping at `offset`.
     pub(crate) fn write(&self, offset: usize, bytes: &[u8]) {
-        assert!(offset.checked_add(bytes.len()).is_some_and(|end| end <= self.len()));
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= self.len())
+        );
         // SAFETY: the range is inside the mapping (asserted above); the mapping
         // is writable and lives as long as `self`. The bytes written are beyond
         // the file's `used` mark, so no other thread of this process touches
         // them (appends hold the file's mutex) and readers ignore them.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.raw.as_mut_ptr().add(offset), bytes.len());
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.raw.as_mut_ptr().add(offset),
+                bytes.len(),
+            );
         }
     }
 
@@ -56,7 +64,7 @@ impl Map {
     }
 
     fn atomic_i32(&self, offset: usize) -> &AtomicI32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len());
         // SAFETY: in bounds and 4-aligned (asserted; mappings are page
         // aligned); the memory lives as long as `&self`; every access to it
         // from this process is atomic.
@@ -66,7 +74,7 @@ impl Map {
     /// Returns a slot for the 8-byte value at `offset` (8-aligned), followed by
     /// its 8-byte timestamp.
     pub(crate) fn slot(&self, offset: usize) -> Slot {
-        assert!(offset % 8 == 0 && offset + 16 <= self.len());
+        assert!(offset.is_multiple_of(8) && offset + 16 <= self.len());
         // SAFETY: in bounds (asserted), so the pointer stays inside the mapping.
         Slot(unsafe { self.raw.as_ptr().add(offset) } as *const AtomicU64)
     }
@@ -86,7 +94,8 @@ unsafe impl Sync for Slot {}
 impl Slot {
     /// A slot in leaked heap memory, for updates that have nowhere to go.
     pub(crate) fn scratch() -> Slot {
-        let b: &'static [AtomicU64; 2] = Box::leak(Box::new([AtomicU64::new(0), AtomicU64::new(0)]));
+        let b: &'static [AtomicU64; 2] =
+            Box::leak(Box::new([AtomicU64::new(0), AtomicU64::new(0)]));
         Slot(b.as_ptr())
     }
 

@@ -39,10 +39,34 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
             let labels = m.get_label();
             let ts = m.timestamp_ms();
             match f.get_field_type() {
-                MetricType::COUNTER => sample(&mut s, name, "", labels, None, m.get_counter().get_value(), ts),
-                MetricType::GAUGE => sample(&mut s, name, "", labels, None, m.get_gauge().get_value(), ts),
+                MetricType::COUNTER => sample(
+                    &mut s,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    m.get_counter().get_value(),
+                    ts,
+                ),
+                MetricType::GAUGE => sample(
+                    &mut s,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    m.get_gauge().get_value(),
+                    ts,
+                ),
                 #[allow(deprecated)]
-                MetricType::UNTYPED => sample(&mut s, name, "", labels, None, m.get_untyped().get_value(), ts),
+                MetricType::UNTYPED => sample(
+                    &mut s,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    m.get_untyped().get_value(),
+                    ts,
+                ),
                 MetricType::HISTOGRAM => {
                     let h = m.get_histogram();
                     let mut bound = String::new();
@@ -56,7 +80,15 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
                     }
                     let count = h.get_sample_count() as f64;
                     if !inf_seen {
-                        sample(&mut s, name, "_bucket", labels, Some(("le", "+Inf")), count, ts);
+                        sample(
+                            &mut s,
+                            name,
+                            "_bucket",
+                            labels,
+                            Some(("le", "+Inf")),
+                            count,
+                            ts,
+                        );
                     }
                     sample(&mut s, name, "_count", labels, None, count, ts);
                     sample(&mut s, name, "_sum", labels, None, h.get_sample_sum(), ts);
@@ -67,9 +99,25 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
                     for quantile in sm.get_quantile() {
                         q.clear();
                         float_to_go_string(&mut q, quantile.quantile());
-                        sample(&mut s, name, "", labels, Some(("quantile", &q)), quantile.value(), ts);
+                        sample(
+                            &mut s,
+                            name,
+                            "",
+                            labels,
+                            Some(("quantile", &q)),
+                            quantile.value(),
+                            ts,
+                        );
                     }
-                    sample(&mut s, name, "_count", labels, None, sm.sample_count() as f64, ts);
+                    sample(
+                        &mut s,
+                        name,
+                        "_count",
+                        labels,
+                        None,
+                        sm.sample_count() as f64,
+                        ts,
+                    );
                     sample(&mut s, name, "_sum", labels, None, sm.sample_sum(), ts);
                 }
             }

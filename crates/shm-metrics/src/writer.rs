@@ -76,7 +76,11 @@ impl GaugeMode {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            GaugeMode::LiveAll | GaugeMode::LiveMin | GaugeMode::LiveMax | GaugeMode::LiveSum | GaugeMode::LiveMostRecent
+            GaugeMode::LiveAll
+                | GaugeMode::LiveMin
+                | GaugeMode::LiveMax
+                | GaugeMode::LiveSum
+                | GaugeMode::LiveMostRecent
         )
     }
 
@@ -101,14 +105,32 @@ impl FromStr for GaugeMode {
     fn from_str(s: &str) -> Result<GaugeMode, String> {
         GaugeMode::from_str_opt(s).ok_or_else(|| {
             let names: Vec<_> = GaugeMode::ALL.iter().map(|m| m.as_str()).collect();
-            format!("unknown gauge mode {s:?} (expected one of {})", names.join(", "))
+            format!(
+                "unknown gauge mode {s:?} (expected one of {})",
+                names.join(", ")
+            )
         })
     }
 }
 
 /// prometheus_client's default histogram buckets.
-pub const DEFAULT_BUCKETS: [f64; 15] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, f64::INFINITY];
+pub const DEFAULT_BUCKETS: [f64; 15] = [
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    f64::INFINITY,
+];
 
 /// The files this process writes, shared by every [`Registry`] so two
 /// registries on one directory append to one file object. Rebuilt in a child
@@ -122,7 +144,10 @@ static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
 fn shared_file(dir: &Path, kind: Kind, generation: u64) -> io::Result<Arc<ShmFile>> {
     let mut guard = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let table = guard.get_or_insert_with(|| Table { generation, files: HashMap::new() });
+    let table = guard.get_or_insert_with(|| Table {
+        generation,
+        files: HashMap::new(),
+    });
     if table.generation != generation {
         table.files.clear();
         table.generation = generation;
@@ -163,30 +188,51 @@ impl Series {
     fn new(dir: Arc<Path>, kind: Kind, keys: Vec<Box<[u8]>>) -> io::Result<Series> {
         let generation = sys::fork_generation();
         let binding = Series::bind(&dir, kind, &keys, generation)?;
-        Ok(Series { dir, kind, keys: keys.into(), binding: SwapCell::new(binding) })
+        Ok(Series {
+            dir,
+            kind,
+            keys: keys.into(),
+            binding: SwapCell::new(binding),
+        })
     }
 
     fn bind(dir: &Path, kind: Kind, keys: &[Box<[u8]>], generation: u64) -> io::Result<Binding> {
         let file = shared_file(dir, kind, generation)?;
-        let slots = keys.iter().map(|k| file.slot(k)).collect::<io::Result<Box<[Slot]>>>()?;
-        Ok(Binding { generation, slots, _file: Some(file) })
+        let slots = keys
+            .iter()
+            .map(|k| file.slot(k))
+            .collect::<io::Result<Box<[Slot]>>>()?;
+        Ok(Binding {
+            generation,
+            slots,
+            _file: Some(file),
+        })
     }
 
     /// The slots to update: this process's, rebinding after a fork.
     #[inline]
     fn slots(&self) -> &[Slot] {
         let b = self.binding.get();
-        if b.generation == sys::fork_generation() { &b.slots } else { self.rebind() }
+        if b.generation == sys::fork_generation() {
+            &b.slots
+        } else {
+            self.rebind()
+        }
     }
 
     #[cold]
     fn rebind(&self) -> &[Slot] {
         let generation = sys::fork_generation();
-        let binding = Series::bind(&self.dir, self.kind, &self.keys, generation).unwrap_or_else(|_| {
-            // The child's file cannot be created (disk full, directory gone):
-            // updates go to private memory rather than into the parent's file.
-            Binding { generation, slots: self.keys.iter().map(|_| Slot::scratch()).collect(), _file: None }
-        });
+        let binding =
+            Series::bind(&self.dir, self.kind, &self.keys, generation).unwrap_or_else(|_| {
+                // The child's file cannot be created (disk full, directory gone):
+                // updates go to private memory rather than into the parent's file.
+                Binding {
+                    generation,
+                    slots: self.keys.iter().map(|_| Slot::scratch()).collect(),
+                    _file: None,
+                }
+            });
         &self.binding.replace(binding).slots
     }
 }
@@ -204,7 +250,10 @@ fn atomic_add(a: &AtomicU64, v: f64) {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Where metrics are written: a `PROMETHEUS_MULTIPROC_DIR`-style directory.
@@ -225,14 +274,19 @@ impl Registry {
     /// A registry writing into `dir` (created on first write if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Registry {
         sys::install_fork_hook();
-        Registry { dir: Arc::from(dir.into()) }
+        Registry {
+            dir: Arc::from(dir.into()),
+        }
     }
 
     /// A registry writing into `PROMETHEUS_MULTIPROC_DIR`.
     pub fn from_env() -> io::Result<Registry> {
         match std::env::var_os("PROMETHEUS_MULTIPROC_DIR") {
             Some(d) if !d.is_empty() => Ok(Registry::new(PathBuf::from(d))),
-            _ => Err(io::Error::new(io::ErrorKind::NotFound, "PROMETHEUS_MULTIPROC_DIR is not set")),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "PROMETHEUS_MULTIPROC_DIR is not set",
+            )),
         }
     }
 
@@ -248,7 +302,9 @@ impl Registry {
     /// On an invalid metric or label name, or a duplicated label name.
     pub fn counter(&self, name: &str, help: &str, label_names: &[&str]) -> CounterVec {
         let name = name.strip_suffix("_total").unwrap_or(name);
-        CounterVec { family: Family::new(&self.dir, Kind::Counter, name, help, label_names, &[]) }
+        CounterVec {
+            family: Family::new(&self.dir, Kind::Counter, name, help, label_names, &[]),
+        }
     }
 
     /// A gauge family merged across processes by `mode`.
@@ -256,7 +312,10 @@ impl Registry {
     /// # Panics
     /// On an invalid metric or label name, or a duplicated label name.
     pub fn gauge(&self, name: &str, help: &str, label_names: &[&str], mode: GaugeMode) -> GaugeVec {
-        GaugeVec { family: Family::new(&self.dir, Kind::Gauge(mode), name, help, label_names, &[]), mode }
+        GaugeVec {
+            family: Family::new(&self.dir, Kind::Gauge(mode), name, help, label_names, &[]),
+            mode,
+        }
     }
 
     /// A histogram family with upper bounds `buckets` (increasing; `+Inf` is
@@ -265,12 +324,25 @@ impl Registry {
     /// # Panics
     /// On an invalid metric or label name, a label named `le`, or buckets not
     /// strictly increasing.
-    pub fn histogram(&self, name: &str, help: &str, label_names: &[&str], buckets: &[f64]) -> HistogramVec {
-        let mut bounds: Vec<f64> = if buckets.is_empty() { DEFAULT_BUCKETS.to_vec() } else { buckets.to_vec() };
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let mut bounds: Vec<f64> = if buckets.is_empty() {
+            DEFAULT_BUCKETS.to_vec()
+        } else {
+            buckets.to_vec()
+        };
         if bounds.last() != Some(&f64::INFINITY) {
             bounds.push(f64::INFINITY);
         }
-        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "histogram {name}: buckets must be strictly increasing");
+        assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "histogram {name}: buckets must be strictly increasing"
+        );
         HistogramVec {
             family: Family::new(&self.dir, Kind::Histogram, name, help, label_names, &["le"]),
             bounds: bounds.into(),
@@ -283,7 +355,16 @@ impl Registry {
     /// # Panics
     /// On an invalid metric or label name, or a label named `quantile`.
     pub fn summary(&self, name: &str, help: &str, label_names: &[&str]) -> SummaryVec {
-        SummaryVec { family: Family::new(&self.dir, Kind::Summary, name, help, label_names, &["quantile"]) }
+        SummaryVec {
+            family: Family::new(
+                &self.dir,
+                Kind::Summary,
+                name,
+                help,
+                label_names,
+                &["quantile"],
+            ),
+        }
     }
 }
 
@@ -311,12 +392,28 @@ struct Family<H> {
 }
 
 impl<H: Clone> Family<H> {
-    fn new(dir: &Arc<Path>, kind: Kind, name: &str, help: &str, labels: &[&str], reserved: &[&str]) -> Arc<Family<H>> {
+    fn new(
+        dir: &Arc<Path>,
+        kind: Kind,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        reserved: &[&str],
+    ) -> Arc<Family<H>> {
         assert!(valid_metric_name(name), "invalid metric name {name:?}");
         for (i, l) in labels.iter().enumerate() {
-            assert!(valid_label_name(l), "metric {name}: invalid label name {l:?}");
-            assert!(!reserved.contains(l), "metric {name}: label name {l:?} is reserved");
-            assert!(!labels[..i].contains(l), "metric {name}: duplicated label name {l:?}");
+            assert!(
+                valid_label_name(l),
+                "metric {name}: invalid label name {l:?}"
+            );
+            assert!(
+                !reserved.contains(l),
+                "metric {name}: label name {l:?} is reserved"
+            );
+            assert!(
+                !labels[..i].contains(l),
+                "metric {name}: duplicated label name {l:?}"
+            );
         }
         Arc::new(Family {
             dir: dir.clone(),
@@ -333,25 +430,46 @@ impl<H: Clone> Family<H> {
         if values.len() != self.label_names.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("metric {}: {} label values given, {} expected", self.name, values.len(), self.label_names.len()),
+                format!(
+                    "metric {}: {} label values given, {} expected",
+                    self.name,
+                    values.len(),
+                    self.label_names.len()
+                ),
             ));
         }
-        let mut pairs: Vec<(&str, &str)> = self.label_names.iter().map(|s| s.as_str()).zip(values.iter().copied()).collect();
+        let mut pairs: Vec<(&str, &str)> = self
+            .label_names
+            .iter()
+            .map(|s| s.as_str())
+            .zip(values.iter().copied())
+            .collect();
         pairs.sort_unstable();
         Ok(pairs)
     }
 
     fn key(&self, sample: &str, labels: &[(&str, &str)]) -> Box<[u8]> {
-        pyfmt::mmap_key(&self.name, sample, labels, &self.help).into_bytes().into_boxed_slice()
+        pyfmt::mmap_key(&self.name, sample, labels, &self.help)
+            .into_bytes()
+            .into_boxed_slice()
     }
 
     fn child(&self, values: &[&str], make: impl FnOnce(&Self) -> io::Result<H>) -> io::Result<H> {
         let owned: Vec<String> = values.iter().map(|s| s.to_string()).collect();
-        if let Some(h) = self.children.lock().unwrap_or_else(|p| p.into_inner()).get(&owned) {
+        if let Some(h) = self
+            .children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&owned)
+        {
             return Ok(h.clone());
         }
         let h = make(self)?;
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).entry(owned).or_insert(h.clone());
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(owned)
+            .or_insert(h.clone());
         Ok(h)
     }
 
@@ -373,7 +491,9 @@ impl CounterVec {
         self.family.child(values, |f| {
             let labels = f.labels(values)?;
             let key = f.key(&format!("{}_total", f.name), &labels);
-            Ok(Counter { series: f.series(vec![key])? })
+            Ok(Counter {
+                series: f.series(vec![key])?,
+            })
         })
     }
 }
@@ -419,7 +539,10 @@ impl GaugeVec {
         self.family.child(values, |f| {
             let labels = f.labels(values)?;
             let key = f.key(&f.name, &labels);
-            Ok(Gauge { series: f.series(vec![key])?, most_recent })
+            Ok(Gauge {
+                series: f.series(vec![key])?,
+                most_recent,
+            })
         })
     }
 
@@ -503,7 +626,10 @@ impl HistogramVec {
                 keys.push(f.key(&bucket, &with_le));
             }
             keys.push(f.key(&format!("{}_sum", f.name), &labels));
-            Ok(Histogram { series: f.series(keys)?, bounds: self.bounds.clone() })
+            Ok(Histogram {
+                series: f.series(keys)?,
+                bounds: self.bounds.clone(),
+            })
         })
     }
 }
@@ -542,8 +668,13 @@ impl SummaryVec {
     pub fn with_label_values(&self, values: &[&str]) -> io::Result<Summary> {
         self.family.child(values, |f| {
             let labels = f.labels(values)?;
-            let keys = vec![f.key(&format!("{}_count", f.name), &labels), f.key(&format!("{}_sum", f.name), &labels)];
-            Ok(Summary { series: f.series(keys)? })
+            let keys = vec![
+                f.key(&format!("{}_count", f.name), &labels),
+                f.key(&format!("{}_sum", f.name), &labels),
+            ];
+            Ok(Summary {
+                series: f.series(keys)?,
+            })
         })
     }
 }

@@ -22,12 +22,17 @@ fn python_writes_we_read_the_same_exposition() {
     let python = python_expose(dir.path());
     assert_same_exposition(&ours, &python);
     // Spot checks of spelling, in case both sides agree on something wrong.
-    assert!(ours.contains("fc_latency_seconds_bucket{le=\"1e+06\",route=\"/a\\\"b\"} "), "{ours}");
+    assert!(
+        ours.contains("fc_latency_seconds_bucket{le=\"1e+06\",route=\"/a\\\"b\"} "),
+        "{ours}"
+    );
     assert!(ours.contains("le=\"1.0\""));
     assert!(ours.contains("le=\"+Inf\""));
     assert!(ours.contains("label=\"new\\nline\""));
     assert!(ours.contains("label=\"\u{fc}n\u{ef}\u{1F600}\""));
-    assert!(ours.contains("# HELP fc_requests_total Requests \"served\" \\\\ with\\nnewline \u{fc}\n"));
+    assert!(
+        ours.contains("# HELP fc_requests_total Requests \"served\" \\\\ with\\nnewline \u{fc}\n")
+    );
     assert!(ours.contains("fc_plain_total 6.0\n"));
 }
 
@@ -39,8 +44,14 @@ fn we_write_python_reads_the_same_exposition() {
         pids.push(rust_write(dir.path(), i));
     }
     let files = db_files(dir.path());
-    assert!(files.contains(&format!("counter_{}.db", pids[0])), "{files:?}");
-    assert!(files.contains(&format!("gauge_livemostrecent_{}.db", pids[2])), "{files:?}");
+    assert!(
+        files.contains(&format!("counter_{}.db", pids[0])),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&format!("gauge_livemostrecent_{}.db", pids[2])),
+        "{files:?}"
+    );
     let ours_only = ours(dir.path());
     assert_same_exposition(&ours_only, &python_expose(dir.path()));
 
@@ -70,12 +81,24 @@ fn promtool_accepts_our_output() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     // promtool exits 0 on valid input; lint remarks (e.g. on help text) go to
     // stdout with exit code 3, errors with exit code 1.
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() || out.status.code() == Some(3), "promtool: {report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() || out.status.code() == Some(3),
+        "promtool: {report}"
+    );
     assert!(!report.contains("error"), "promtool: {report}\n{text}");
 }
 
@@ -83,11 +106,18 @@ fn promtool_accepts_our_output() {
 /// `live*` gauges. Their HELP/TYPE lines vanish with them.
 fn without_dead_gauges(text: &str) -> String {
     let dead = |l: &str| {
-        ["fc_gauge_all", "fc_gauge_live", "fc_worker_conns"].iter().any(|p| {
-            l.starts_with(p) || l.starts_with(&format!("# HELP {p}")) || l.starts_with(&format!("# TYPE {p}"))
-        })
+        ["fc_gauge_all", "fc_gauge_live", "fc_worker_conns"]
+            .iter()
+            .any(|p| {
+                l.starts_with(p)
+                    || l.starts_with(&format!("# HELP {p}"))
+                    || l.starts_with(&format!("# TYPE {p}"))
+            })
     };
-    text.lines().filter(|l| !dead(l)).map(|l| format!("{l}\n")).collect()
+    text.lines()
+        .filter(|l| !dead(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[test]
@@ -98,7 +128,10 @@ fn mark_process_dead_folds_into_aggregates_python_can_read() {
     python_write(dir.path(), 2);
     python_write(dir.path(), 3);
     for f in db_files(dir.path()) {
-        if let Some(id) = f.strip_prefix("counter_").and_then(|s| s.strip_suffix(".db")) {
+        if let Some(id) = f
+            .strip_prefix("counter_")
+            .and_then(|s| s.strip_suffix(".db"))
+        {
             let pid: u32 = id.parse().unwrap();
             if !pids.contains(&pid) {
                 pids.push(pid);
@@ -127,7 +160,10 @@ fn mark_process_dead_folds_into_aggregates_python_can_read() {
     let churned = ours(dir.path());
     // fc_plain_total: (1 + 2) rust + (3 + 4) python + sum of 11..=20.
     let want = 1 + 2 + 3 + 4 + (11..=20).sum::<u32>();
-    assert!(churned.contains(&format!("\nfc_plain_total {want}.0\n")), "{churned}");
+    assert!(
+        churned.contains(&format!("\nfc_plain_total {want}.0\n")),
+        "{churned}"
+    );
     assert_same_exposition(&churned, &python_expose(dir.path()));
 }
 
@@ -145,7 +181,10 @@ fn concurrent_scrapes_during_folds_never_double_count_or_lose() {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 5 {
                 let text = ours(&path);
-                assert!(text.contains(&want), "scrape {n} saw a wrong total:\n{text}");
+                assert!(
+                    text.contains(&want),
+                    "scrape {n} saw a wrong total:\n{text}"
+                );
                 n += 1;
             }
             n

@@ -15,26 +15,44 @@ fn child_writer() {
 }
 
 fn value_of(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[test]
 fn files_are_laid_out_as_prometheus_client_writes_them() {
     let dir = tempfile::tempdir().unwrap();
     let r = Registry::new(dir.path());
-    r.counter("c", "h", &["a"]).with_label_values(&["x"]).unwrap().inc_by(2.5);
-    let path = dir.path().join(format!("counter_{}.db", std::process::id()));
+    r.counter("c", "h", &["a"])
+        .with_label_values(&["x"])
+        .unwrap()
+        .inc_by(2.5);
+    let path = dir
+        .path()
+        .join(format!("counter_{}.db", std::process::id()));
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.len(), 65536);
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let bytes = std::fs::read(&path).unwrap();
     let key = br#"["c", "c_total", {"a": "x"}, "h"]"#;
     let used = 8 + 4 + key.len() + (8 - (key.len() + 4) % 8) + 16;
-    assert_eq!(i32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize, used);
-    assert_eq!(i32::from_ne_bytes(bytes[8..12].try_into().unwrap()) as usize, key.len());
+    assert_eq!(
+        i32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize,
+        used
+    );
+    assert_eq!(
+        i32::from_ne_bytes(bytes[8..12].try_into().unwrap()) as usize,
+        key.len()
+    );
     assert_eq!(&bytes[12..12 + key.len()], key);
-    assert_eq!(f64::from_ne_bytes(bytes[used - 16..used - 8].try_into().unwrap()), 2.5);
-    assert_eq!(f64::from_ne_bytes(bytes[used - 8..used].try_into().unwrap()), 0.0);
+    assert_eq!(
+        f64::from_ne_bytes(bytes[used - 16..used - 8].try_into().unwrap()),
+        2.5
+    );
+    assert_eq!(
+        f64::from_ne_bytes(bytes[used - 8..used].try_into().unwrap()),
+        0.0
+    );
 }
 
 #[test]
@@ -43,12 +61,16 @@ fn files_grow_and_old_handles_stay_valid() {
     let r = Registry::new(dir.path());
     let c = r.counter("grow", "Growth.", &["n"]);
     let first = c.with_label_values(&["0"]).unwrap();
-    let handles: Vec<_> = (0..3000).map(|i| c.with_label_values(&[&i.to_string()]).unwrap()).collect();
+    let handles: Vec<_> = (0..3000)
+        .map(|i| c.with_label_values(&[&i.to_string()]).unwrap())
+        .collect();
     for h in &handles {
         h.inc();
     }
     first.inc_by(41.0); // written through the first, smallest mapping
-    let path = dir.path().join(format!("counter_{}.db", std::process::id()));
+    let path = dir
+        .path()
+        .join(format!("counter_{}.db", std::process::id()));
     let len = std::fs::metadata(&path).unwrap().len();
     assert!(len >= 4 * 65536 && len.is_power_of_two(), "{len}");
     let text = ours(dir.path());
@@ -61,9 +83,18 @@ fn files_grow_and_old_handles_stay_valid() {
 fn threads_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
     let r = Registry::new(dir.path());
-    let c = r.counter("hits", "Hits.", &[]).with_label_values(&[]).unwrap();
-    let g = r.gauge("level", "Level.", &[], GaugeMode::LiveSum).with_label_values(&[]).unwrap();
-    let h = r.histogram("lat", "Lat.", &[], &[1.0, 2.0]).with_label_values(&[]).unwrap();
+    let c = r
+        .counter("hits", "Hits.", &[])
+        .with_label_values(&[])
+        .unwrap();
+    let g = r
+        .gauge("level", "Level.", &[], GaugeMode::LiveSum)
+        .with_label_values(&[])
+        .unwrap();
+    let h = r
+        .histogram("lat", "Lat.", &[], &[1.0, 2.0])
+        .with_label_values(&[])
+        .unwrap();
     let fam = r.counter("fresh", "Created while others update.", &["t", "i"]);
     let threads = 8;
     let n = 50_000;
@@ -77,7 +108,9 @@ fn threads_lose_no_update() {
                     h.observe(if i % 2 == 0 { 0.5 } else { 1.5 });
                     if i % 100 == 0 {
                         // New series force appends (and remaps) meanwhile.
-                        fam.with_label_values(&[&t.to_string(), &i.to_string()]).unwrap().inc();
+                        fam.with_label_values(&[&t.to_string(), &i.to_string()])
+                            .unwrap()
+                            .inc();
                     }
                 }
             })
@@ -91,14 +124,20 @@ fn threads_lose_no_update() {
     assert_eq!(value_of(&text, "hits_total"), Some(total));
     assert_eq!(value_of(&text, "lat_bucket{le=\"1.0\"}"), Some(total / 2.0));
     assert_eq!(value_of(&text, "lat_count"), Some(total));
-    assert_eq!(text.matches("fresh_total{").count(), (threads * n / 100) as usize);
+    assert_eq!(
+        text.matches("fresh_total{").count(),
+        (threads * n / 100) as usize
+    );
 }
 
 #[test]
 fn label_values_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let c = Registry::new(dir.path()).counter("c", "h", &["a", "b"]);
-    assert_eq!(c.with_label_values(&["x"]).err().unwrap().kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(
+        c.with_label_values(&["x"]).err().unwrap().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
 }
 
 #[test]
@@ -112,10 +151,18 @@ fn histograms_reject_an_le_label() {
 /// the child, must write the child's file.
 #[test]
 fn child_fork() {
-    let Some(dir) = std::env::var_os("FC_FORK_DIR") else { return };
+    let Some(dir) = std::env::var_os("FC_FORK_DIR") else {
+        return;
+    };
     let r = Registry::new(Path::new(&dir));
-    let c = r.counter("forked", "Fork.", &[]).with_label_values(&[]).unwrap();
-    let g = r.gauge("forked_gauge", "Fork.", &[], GaugeMode::All).with_label_values(&[]).unwrap();
+    let c = r
+        .counter("forked", "Fork.", &[])
+        .with_label_values(&[])
+        .unwrap();
+    let g = r
+        .gauge("forked_gauge", "Fork.", &[], GaugeMode::All)
+        .with_label_values(&[])
+        .unwrap();
     c.inc();
     g.set(1.0);
     // SAFETY: the child only updates atomics through existing handles, opens
@@ -125,7 +172,10 @@ fn child_fork() {
     if pid == 0 {
         c.inc_by(10.0);
         g.set(2.0);
-        r.counter("child_only", "Made in the child.", &[]).with_label_values(&[]).unwrap().inc();
+        r.counter("child_only", "Made in the child.", &[])
+            .with_label_values(&[])
+            .unwrap()
+            .inc();
         // SAFETY: leaving the child without running the harness's teardown.
         unsafe { libc::_exit(0) };
     }
@@ -144,28 +194,52 @@ fn a_forked_child_writes_its_own_files() {
         .env("FC_FORK_DIR", dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let pids = stdout.lines().find_map(|l| l.split("PIDS=").nth(1)).expect("pids printed");
+    let pids = stdout
+        .lines()
+        .find_map(|l| l.split("PIDS=").nth(1))
+        .expect("pids printed");
     let (parent, child) = pids.trim().split_once(' ').unwrap();
     let files = db_files(dir.path());
     assert!(files.contains(&format!("counter_{child}.db")), "{files:?}");
     let per_process = |pid: &str| {
         let d = tempfile::tempdir().unwrap();
-        for f in db_files(dir.path()).iter().filter(|f| f.ends_with(&format!("_{pid}.db"))) {
+        for f in db_files(dir.path())
+            .iter()
+            .filter(|f| f.ends_with(&format!("_{pid}.db")))
+        {
             std::fs::copy(dir.path().join(f), d.path().join(f)).unwrap();
         }
         ours(d.path())
     };
     let parent_text = per_process(parent);
     let child_text = per_process(child);
-    assert_eq!(value_of(&parent_text, "forked_total"), Some(2.0), "{parent_text}");
-    assert_eq!(value_of(&child_text, "forked_total"), Some(10.0), "{child_text}");
+    assert_eq!(
+        value_of(&parent_text, "forked_total"),
+        Some(2.0),
+        "{parent_text}"
+    );
+    assert_eq!(
+        value_of(&child_text, "forked_total"),
+        Some(10.0),
+        "{child_text}"
+    );
     assert!(!parent_text.contains("child_only"));
     assert_eq!(value_of(&child_text, "child_only_total"), Some(1.0));
     let all = ours(dir.path());
-    assert_eq!(value_of(&all, &format!("forked_gauge{{pid=\"{parent}\"}}")), Some(1.0));
-    assert_eq!(value_of(&all, &format!("forked_gauge{{pid=\"{child}\"}}")), Some(2.0));
+    assert_eq!(
+        value_of(&all, &format!("forked_gauge{{pid=\"{parent}\"}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&all, &format!("forked_gauge{{pid=\"{child}\"}}")),
+        Some(2.0)
+    );
 }
 
 fn legacy_file(entries: &[(&str, f64)]) -> Vec<u8> {
@@ -188,7 +262,9 @@ fn bad_files_never_break_a_scrape() {
     let r = Registry::new(d);
     let c = r.counter("good", "Good.", &["n"]);
     for i in 0..10 {
-        c.with_label_values(&[&i.to_string()]).unwrap().inc_by(f64::from(i));
+        c.with_label_values(&[&i.to_string()])
+            .unwrap()
+            .inc_by(f64::from(i));
     }
     let good = d.join(format!("counter_{}.db", std::process::id()));
     let bytes = std::fs::read(&good).unwrap();
@@ -197,9 +273,19 @@ fn bad_files_never_break_a_scrape() {
     std::fs::write(d.join("counter_11.db"), &bytes[..used - 10]).unwrap();
     std::fs::write(d.join("counter_12.db"), b"").unwrap();
     std::fs::write(d.join("counter_13.db"), b"abc").unwrap();
-    std::fs::write(d.join("histogram_14.db"), (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        d.join("histogram_14.db"),
+        (0..5000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     std::fs::write(d.join("cache.db"), b"SQLite format 3\0 and then some pages").unwrap();
-    std::fs::write(d.join("gauge_all_15.db"), legacy_file(&[(r#"["old", "old", {}, "Old."]"#, 3.0)])).unwrap();
+    std::fs::write(
+        d.join("gauge_all_15.db"),
+        legacy_file(&[(r#"["old", "old", {}, "Old."]"#, 3.0)]),
+    )
+    .unwrap();
     let mut negative = bytes.clone();
     negative[..4].copy_from_slice(&(-5i32).to_ne_bytes());
     std::fs::write(d.join("summary_16.db"), negative).unwrap();
@@ -223,7 +309,11 @@ fn bad_files_never_break_a_scrape() {
     assert_eq!(value_of(&text, "good_total{n=\"9\"}"), Some(9.0), "{text}");
     assert_eq!(value_of(&text, "old{pid=\"15\"}"), Some(3.0), "{text}");
     let reason = |f: &str| {
-        warnings.iter().find(|w| w.path.ends_with(f)).map(|w| w.reason.clone()).unwrap_or_else(|| panic!("no warning for {f}: {warnings:#?}"))
+        warnings
+            .iter()
+            .find(|w| w.path.ends_with(f))
+            .map(|w| w.reason.clone())
+            .unwrap_or_else(|| panic!("no warning for {f}: {warnings:#?}"))
     };
     assert!(reason("counter_11.db").contains("cut short"));
     assert!(reason("counter_13.db").contains("too short"));
@@ -232,14 +322,23 @@ fn bad_files_never_break_a_scrape() {
     assert!(reason("gauge_all_15.db").contains("0.18"));
     assert!(reason("summary_16.db").contains("negative"));
     assert!(reason("counter_17.db").contains("unreadable key"));
-    assert!(warnings.iter().all(|w| !w.path.ends_with("counter_12.db")), "an empty file is fine");
+    assert!(
+        warnings.iter().all(|w| !w.path.ends_with("counter_12.db")),
+        "an empty file is fine"
+    );
 }
 
 #[test]
 fn registries_share_files_and_series() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Registry::new(dir.path()).counter("shared", "S.", &[]).with_label_values(&[]).unwrap();
-    let b = Registry::new(dir.path()).counter("shared_total", "S.", &[]).with_label_values(&[]).unwrap();
+    let a = Registry::new(dir.path())
+        .counter("shared", "S.", &[])
+        .with_label_values(&[])
+        .unwrap();
+    let b = Registry::new(dir.path())
+        .counter("shared_total", "S.", &[])
+        .with_label_values(&[])
+        .unwrap();
     a.inc();
     b.inc();
     assert_eq!(a.get(), 2.0);
@@ -251,8 +350,14 @@ fn registries_share_files_and_series() {
 fn a_pid_reused_after_a_fold_is_counted_again() {
     let dir = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    Registry::new(scratch.path()).counter("reused", "R.", &[]).with_label_values(&[]).unwrap().inc_by(5.0);
-    let ours_file = scratch.path().join(format!("counter_{}.db", std::process::id()));
+    Registry::new(scratch.path())
+        .counter("reused", "R.", &[])
+        .with_label_values(&[])
+        .unwrap()
+        .inc_by(5.0);
+    let ours_file = scratch
+        .path()
+        .join(format!("counter_{}.db", std::process::id()));
     let target = dir.path().join("counter_777.db");
     std::fs::copy(&ours_file, &target).unwrap();
     ferrocorn_shm_metrics::mark_process_dead(dir.path(), 777).unwrap();
@@ -261,8 +366,35 @@ fn a_pid_reused_after_a_fold_is_counted_again() {
     // A new process gets pid 777 (and maybe the same inode number).
     std::fs::copy(&ours_file, &target).unwrap();
     let f = std::fs::File::options().write(true).open(&target).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+        .unwrap();
     assert_eq!(value_of(&ours(dir.path()), "reused_total"), Some(10.0));
     ferrocorn_shm_metrics::mark_process_dead(dir.path(), 777).unwrap();
     assert_eq!(value_of(&ours(dir.path()), "reused_total"), Some(10.0));
+}
+
+#[test]
+fn collectors_register_with_a_prometheus_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::new(dir.path());
+    r.histogram("lat", "Latency.", &[], &[0.5])
+        .with_label_values(&[])
+        .unwrap()
+        .observe(0.1);
+    let reg = prometheus::Registry::new();
+    reg.register(Box::new(MultiProcessCollector::new(dir.path())))
+        .unwrap();
+    // A second collector (another directory) has its own descriptor.
+    let other = tempfile::tempdir().unwrap();
+    reg.register(Box::new(MultiProcessCollector::new(other.path())))
+        .unwrap();
+    let families = reg.gather();
+    assert_eq!(families.len(), 1);
+    let mut text = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(&families, &mut text)
+        .unwrap();
+    // The prometheus crate's encoder adds the +Inf bucket itself: once.
+    assert_eq!(text.matches("le=\"+Inf\"").count(), 1, "{text}");
+    assert!(text.contains("lat_count 1\n"), "{text}");
 }

@@ -9,11 +9,18 @@ use ferrocorn_shm_metrics::{GaugeMode, Registry};
 
 /// The Python with prometheus_client: `FERROCORN_TEST_PYTHON`, else `python3`.
 pub fn python() -> PathBuf {
-    let py = std::env::var_os("FERROCORN_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
+    let py = std::env::var_os("FERROCORN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
     let ok = Command::new(&py)
         .args(["-c", "import prometheus_client"])
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; set FERROCORN_TEST_PYTHON", py.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; set FERROCORN_TEST_PYTHON",
+                py.display()
+            )
+        });
     assert!(
         ok.success(),
         "{} has no prometheus_client: `python3 -m venv .venv && .venv/bin/pip install prometheus_client==0.26.0` \
@@ -24,7 +31,9 @@ pub fn python() -> PathBuf {
 }
 
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(name)
 }
 
 /// Runs tests/py/write.py INDEX with PROMETHEUS_MULTIPROC_DIR=dir.
@@ -35,13 +44,25 @@ pub fn python_write(dir: &Path, index: u32) {
         .env("PROMETHEUS_MULTIPROC_DIR", dir)
         .output()
         .expect("run python");
-    assert!(out.status.success(), "write.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "write.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Python's MultiProcessCollector exposition of `dir`.
 pub fn python_expose(dir: &Path) -> String {
-    let out = Command::new(python()).arg(script("expose.py")).arg(dir).output().expect("run python");
-    assert!(out.status.success(), "expose.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg(script("expose.py"))
+        .arg(dir)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "expose.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -66,7 +87,9 @@ pub fn assert_same_exposition(ours: &str, python: &str) {
         a.iter().for_each(|l| *count.entry(l).or_default() += 1);
         b.iter().for_each(|l| *count.entry(l).or_default() -= 1);
         let diff: Vec<_> = count.into_iter().filter(|(_, n)| *n != 0).collect();
-        panic!("expositions differ (line, ours minus python's count): {diff:#?}\nours:\n{ours}\npython:\n{python}");
+        panic!(
+            "expositions differ (line, ours minus python's count): {diff:#?}\nours:\n{ours}\npython:\n{python}"
+        );
     }
 }
 
@@ -83,7 +106,10 @@ pub fn parse_exposition(text: &str) -> (Vec<String>, std::collections::BTreeMap<
                 "-Inf" => f64::NEG_INFINITY,
                 v => v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")),
             };
-            assert!(samples.insert(series.to_string(), v).is_none(), "duplicate series {series}");
+            assert!(
+                samples.insert(series.to_string(), v).is_none(),
+                "duplicate series {series}"
+            );
         }
     }
     meta.sort();
@@ -101,7 +127,10 @@ pub fn assert_equivalent_exposition(a: &str, b: &str) {
     assert_eq!(ka, kb, "series differ");
     for (k, va) in &sa {
         let vb = sb[k];
-        assert!((va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()) || va == &vb, "{k}: {va} vs {vb}");
+        assert!(
+            (va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()) || va == &vb,
+            "{k}: {va} vs {vb}"
+        );
     }
 }
 
@@ -109,28 +138,67 @@ pub fn assert_equivalent_exposition(a: &str, b: &str) {
 pub fn write_everything(dir: &Path, i: u32) {
     let r = Registry::new(dir);
     let fi = f64::from(i);
-    let values = ["plain", "q\"uote", "back\\slash", "new\nline", "\u{fc}n\u{ef}\u{1F600}", ""];
-    let c = r.counter("fc_requests", "Requests \"served\" \\ with\nnewline \u{fc}", &["method", "label"]);
+    let values = [
+        "plain",
+        "q\"uote",
+        "back\\slash",
+        "new\nline",
+        "\u{fc}n\u{ef}\u{1F600}",
+        "",
+    ];
+    let c = r.counter(
+        "fc_requests",
+        "Requests \"served\" \\ with\nnewline \u{fc}",
+        &["method", "label"],
+    );
     for (j, v) in values.iter().enumerate() {
-        c.with_label_values(&["GET", v]).unwrap().inc_by(j as f64 + fi + 0.5);
+        c.with_label_values(&["GET", v])
+            .unwrap()
+            .inc_by(j as f64 + fi + 0.5);
     }
-    r.counter("fc_plain_total", "No labels.", &[]).with_label_values(&[]).unwrap().inc_by(fi + 1.0);
-    for mode in GaugeMode::ALL {
-        let g = r.gauge(&format!("fc_gauge_{mode}"), &format!("Gauge {mode}."), &["kind"], mode);
-        g.with_label_values(&["a\"b"]).unwrap().set(fi * 10.0 - 3.5);
-        g.with_label_values(&["x\ny"]).unwrap().set(1e6 * (fi + 1.0));
-    }
-    r.gauge("fc_worker_conns", "Seed style.", &["pid"], GaugeMode::LiveAll)
-        .with_label_values(&[&std::process::id().to_string()])
+    r.counter("fc_plain_total", "No labels.", &[])
+        .with_label_values(&[])
         .unwrap()
-        .set(fi + 7.0);
-    let h = r.histogram("fc_latency_seconds", "Latency.", &["route"], &[0.001, 0.5, 1.0, 2.5, 1e6, f64::INFINITY]);
+        .inc_by(fi + 1.0);
+    for mode in GaugeMode::ALL {
+        let g = r.gauge(
+            &format!("fc_gauge_{mode}"),
+            &format!("Gauge {mode}."),
+            &["kind"],
+            mode,
+        );
+        g.with_label_values(&["a\"b"]).unwrap().set(fi * 10.0 - 3.5);
+        g.with_label_values(&["x\ny"])
+            .unwrap()
+            .set(1e6 * (fi + 1.0));
+    }
+    r.gauge(
+        "fc_worker_conns",
+        "Seed style.",
+        &["pid"],
+        GaugeMode::LiveAll,
+    )
+    .with_label_values(&[&std::process::id().to_string()])
+    .unwrap()
+    .set(fi + 7.0);
+    let h = r.histogram(
+        "fc_latency_seconds",
+        "Latency.",
+        &["route"],
+        &[0.001, 0.5, 1.0, 2.5, 1e6, f64::INFINITY],
+    );
     let h = h.with_label_values(&["/a\"b"]).unwrap();
     for v in [0.0005, 0.3, 1.0, 2.0, 3.0, 5e5, 2e6] {
         h.observe(v * (fi + 1.0));
     }
-    r.histogram("fc_default_hist", "Default buckets.", &[], &[]).with_label_values(&[]).unwrap().observe(0.2 * fi);
-    r.summary("fc_size_bytes", "Sizes.", &["k"]).with_label_values(&["z"]).unwrap().observe(100.0 * fi + 0.25);
+    r.histogram("fc_default_hist", "Default buckets.", &[], &[])
+        .with_label_values(&[])
+        .unwrap()
+        .observe(0.2 * fi);
+    r.summary("fc_size_bytes", "Sizes.", &["k"])
+        .with_label_values(&["z"])
+        .unwrap()
+        .observe(100.0 * fi + 0.25);
 }
 
 /// Runs `write_everything(dir, index)` in a new process (this test binary
@@ -142,15 +210,25 @@ pub fn rust_write(dir: &Path, index: u32) -> u32 {
         .env("FC_CHILD_INDEX", index.to_string())
         .output()
         .expect("run child");
-    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let pid = stdout.lines().find_map(|l| l.split("CHILD_PID=").nth(1)).expect("child printed its pid");
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.split("CHILD_PID=").nth(1))
+        .expect("child printed its pid");
     pid.trim().parse().unwrap()
 }
 
 /// The body of the `child_writer` test in each test binary.
 pub fn child_writer_body() {
-    let (Some(dir), Some(i)) = (std::env::var_os("FC_CHILD_DIR"), std::env::var_os("FC_CHILD_INDEX")) else {
+    let (Some(dir), Some(i)) = (
+        std::env::var_os("FC_CHILD_DIR"),
+        std::env::var_os("FC_CHILD_INDEX"),
+    ) else {
         return;
     };
     write_everything(Path::new(&dir), i.to_str().unwrap().parse().unwrap());
