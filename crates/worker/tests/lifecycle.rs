@@ -306,3 +306,32 @@ fn reopen_logs_and_parent_change() {
     });
     s.join_within(Duration::from_secs(3)).unwrap();
 }
+
+#[test]
+fn client_that_never_reads_is_dropped_after_timeout() {
+    let s = TestServer::start(
+        WorkerConfig {
+            timeout: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    // 32 MB: more than the socket buffers hold.
+    c.send(b"GET /big?33554432 HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for(Duration::from_secs(1), "the connection to be held", || {
+        s.stats.active_connections() == 1
+    });
+    let start = Instant::now();
+    wait_for(
+        Duration::from_secs(3),
+        "the stalled connection to be closed",
+        || s.stats.active_connections() == 0,
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(s.stats.pending_requests(), 0);
+}

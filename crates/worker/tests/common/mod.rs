@@ -324,7 +324,12 @@ impl App for TestApp {
             }
             "/big" => {
                 let n: usize = req.query().parse().unwrap_or(1 << 20);
-                let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                let pattern: Vec<u8> = (0..251u32).map(|i| i as u8).collect();
+                let mut body = Vec::with_capacity(n + 251);
+                while body.len() < n {
+                    body.extend_from_slice(&pattern);
+                }
+                body.truncate(n);
                 Response::new(200).body(body)
             }
             "/close" => Response::text(200, "bye\n").header("Connection", "close"),
