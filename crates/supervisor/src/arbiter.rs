@@ -181,14 +181,20 @@ impl Arbiter {
         let (listeners, inherited) = if let Some(fds) = reexec_fds {
             let mut v = Vec::new();
             for fd in fds {
-                v.push(
+                let mut l =
                     listen::adopt(fd, BindAddr::Fd(fd)).map_err(|e| SupervisorError::Bind {
                         addr: format!("fd://{fd} (inherited from pid {master_pid})"),
                         source: e,
-                    })?,
-                );
+                    })?;
+                // Our socket files now: removed at exit once promoted.
+                l.unix_path = l
+                    .sock
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()));
+                v.push(l);
             }
-            (v, true)
+            (v, false)
         } else if let Some(fds) = listen::systemd_fds() {
             let mut v = Vec::new();
             for fd in fds {

@@ -760,7 +760,13 @@ fn usr2_reexecs_with_inherited_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("p.pid");
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--workers", "1", "--pidfile", pidfile.to_str().unwrap()];
+    let sock = dir.path().join("u.sock");
+    let unix = format!("unix:{}", sock.display());
+    #[rustfmt::skip]
+    let mut args = vec![
+        "--workers", "1", "--pidfile", pidfile.to_str().unwrap(),
+        "--bind", "127.0.0.1:0", "--bind", &unix,
+    ];
     if cfg!(feature = "metrics") {
         // The exporter's socket is handed over too.
         args.extend(["--metrics", &metrics_addr]);
@@ -772,6 +778,21 @@ fn usr2_reexecs_with_inherited_listeners() {
         std::fs::read_to_string(p).ok()?.trim().parse().ok()
     };
     assert_eq!(read_pid(&pidfile), Some(old.pid));
+    // Requests all along the handover.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match get(&addr, "/") {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
     old.signal(libc::SIGUSR2);
     let two = dir.path().join("p.pid.2");
     let mut new_pid = 0;
@@ -802,6 +823,17 @@ fn usr2_reexecs_with_inherited_listeners() {
     })
     .unwrap_or_else(|e| panic!("{e}: {}", old.stderr()));
     assert_eq!(get(&addr, "/").unwrap(), new_worker.to_string());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    eprintln!(
+        "requests during USR2 and the old supervisor's stop: {ok} ok, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty() && ok > 10, "{ok} {failed:?}");
+    // The unix socket file survived the old supervisor's exit.
+    let c = UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(request(c, "/").unwrap(), new_worker.to_string());
     #[cfg(feature = "metrics")]
     {
         let text = scrape(&metrics_addr);
@@ -818,6 +850,8 @@ fn usr2_reexecs_with_inherited_listeners() {
     )
     .unwrap();
     assert!(!pidfile.exists());
+    // The promoted supervisor owns the socket file now.
+    assert!(!sock.exists());
 }
 
 #[cfg(not(feature = "metrics"))]
