@@ -26,7 +26,10 @@ pub struct Exporter(());
 #[cfg(not(feature = "supervisor"))]
 impl Exporter {
     /// Fails: the config never asks for it in this build.
-    pub fn start(_settings: &MetricsSettings) -> Result<Exporter, String> {
+    pub fn start(
+        _settings: &MetricsSettings,
+        _listeners: Vec<(String, std::net::TcpListener)>,
+    ) -> Result<Exporter, String> {
         Err(NOT_BUILT.to_string())
     }
 

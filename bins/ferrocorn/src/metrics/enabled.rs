@@ -34,7 +34,12 @@ pub struct Exporter {
 impl Exporter {
     /// Binds `settings.bind` and serves the merged files of the metrics
     /// directory (the given one, or a private one removed at exit).
-    pub fn start(settings: &MetricsSettings) -> Result<Exporter, String> {
+    /// `listeners` (a label and a duplicate of each TCP listener) get the
+    /// listen-backlog gauges when the `tcpinfo` feature is built.
+    pub fn start(
+        settings: &MetricsSettings,
+        listeners: Vec<(String, std::net::TcpListener)>,
+    ) -> Result<Exporter, String> {
         let (dir, private) = match &settings.dir {
             Some(d) => (d.clone(), false),
             None => (
@@ -47,9 +52,14 @@ impl Exporter {
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| format!("can't serve metrics on {}: {e}", settings.bind))?;
         let collector = ferrocorn_shm_metrics::MultiProcessCollector::new(&dir);
+        let mut backlog = backlog::Gauges::new(listeners);
         ferrocorn_shm_metrics::Exporter::spawn_thread(
             listener,
-            Box::new(move || collector.collect_families()),
+            Box::new(move || {
+                let mut families = collector.collect_families();
+                families.extend(backlog.collect());
+                families
+            }),
         )
         .map_err(|e| format!("cannot start the metrics exporter: {e}"))?;
         Ok(Exporter { dir, private })
@@ -68,6 +78,76 @@ impl Drop for Exporter {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
             let _ = ferrocorn_shm_metrics::mark_process_dead(&self.dir, std::process::id());
+        }
+    }
+}
+
+/// The listen queue of every TCP listener, read with TCP_INFO at scrape
+/// time: the supervisor's `gunicorn_pending_connections` and
+/// `gunicorn_listen_backlog`, for the single process.
+#[cfg(all(feature = "tcpinfo", not(feature = "supervisor")))]
+mod backlog {
+    use prometheus::core::Collector;
+    use prometheus::proto::MetricFamily;
+    use prometheus::{GaugeVec, Opts};
+
+    pub struct Gauges {
+        listeners: Vec<(String, std::net::TcpListener)>,
+        pending: GaugeVec,
+        capacity: GaugeVec,
+    }
+
+    impl Gauges {
+        pub fn new(listeners: Vec<(String, std::net::TcpListener)>) -> Gauges {
+            let gauge = |name: &str, help: &str| {
+                GaugeVec::new(Opts::new(name, help), &["listener"]).expect("a valid metric name")
+            };
+            Gauges {
+                listeners,
+                pending: gauge(
+                    "gunicorn_pending_connections",
+                    "Connections waiting in the listen queue (TCP_INFO), read at scrape time.",
+                ),
+                capacity: gauge(
+                    "gunicorn_listen_backlog",
+                    "Listen queue capacity (the backlog after the kernel's somaxconn clamp).",
+                ),
+            }
+        }
+
+        pub fn collect(&mut self) -> Vec<MetricFamily> {
+            for (label, listener) in &self.listeners {
+                if let Ok(q) = ferrocorn_tcpinfo::listen_queue(listener) {
+                    let labels = [label.as_str()];
+                    self.pending
+                        .with_label_values(&labels)
+                        .set(f64::from(q.queued));
+                    self.capacity
+                        .with_label_values(&labels)
+                        .set(f64::from(q.capacity));
+                }
+            }
+            let mut families = self.pending.collect();
+            families.extend(self.capacity.collect());
+            families
+        }
+    }
+}
+
+/// Without `tcpinfo`: no backlog gauges.
+#[cfg(all(not(feature = "tcpinfo"), not(feature = "supervisor")))]
+mod backlog {
+    use prometheus::proto::MetricFamily;
+
+    pub struct Gauges;
+
+    impl Gauges {
+        pub fn new(_listeners: Vec<(String, std::net::TcpListener)>) -> Gauges {
+            Gauges
+        }
+
+        pub fn collect(&mut self) -> Vec<MetricFamily> {
+            Vec::new()
         }
     }
 }

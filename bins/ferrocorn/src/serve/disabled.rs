@@ -96,13 +96,21 @@ pub fn serve(_args: ServeArgs, config: Config) -> Result<(), Failure> {
     );
     let mut listeners = Vec::new();
     let mut labels = Vec::new();
+    // Duplicates of the TCP listeners, for the listen-backlog gauges.
+    let mut watched = Vec::new();
     for b in &config.binds {
         let l = bind(b, &config).map_err(fail)?;
         labels.push(match (&l, b) {
-            (Listener::Tcp(t), _) => match t.local_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => b.to_string(),
-            },
+            (Listener::Tcp(t), _) => {
+                let label = match t.local_addr() {
+                    Ok(a) => format!("http://{a}"),
+                    Err(_) => b.to_string(),
+                };
+                if let Ok(dup) = t.try_clone() {
+                    watched.push((label.clone(), dup));
+                }
+                label
+            }
             (Listener::Unix(_), _) => b.to_string(),
         });
         listeners.push(l);
@@ -120,7 +128,7 @@ pub fn serve(_args: ServeArgs, config: Config) -> Result<(), Failure> {
     }
     let exporter = match &config.metrics {
         Some(m) => {
-            let e = metrics::Exporter::start(m).map_err(fail)?;
+            let e = metrics::Exporter::start(m, std::mem::take(&mut watched)).map_err(fail)?;
             slog::info!(log, "Serving metrics at: http://{}/metrics", m.bind);
             Some(e)
         }
