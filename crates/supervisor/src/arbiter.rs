@@ -118,6 +118,7 @@ pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), Sup
         bind_attempts,
         bind_retry_delay,
         unix_socket_mode,
+        metrics_prefix,
     } = sup;
     let log = logs.logger();
     if let Some(h) = hooks.on_starting.as_mut() {
@@ -128,13 +129,14 @@ pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), Sup
         delay: bind_retry_delay,
         unix_mode: unix_socket_mode,
     };
-    let mut arbiter = match Arbiter::start(config, logs, log.clone(), hooks, bind_opts) {
-        Ok(a) => a,
-        Err(e) => {
-            error!(log, "{}", e);
-            return Err(e);
-        }
-    };
+    let mut arbiter =
+        match Arbiter::start(config, logs, log.clone(), hooks, bind_opts, &metrics_prefix) {
+            Ok(a) => a,
+            Err(e) => {
+                error!(log, "{}", e);
+                return Err(e);
+            }
+        };
     let result = arbiter.main_loop(&mut service);
     arbiter.finish();
     if let Err(e) = &result {
@@ -151,6 +153,7 @@ impl Arbiter {
         log: Logger,
         hooks: Hooks,
         bind_opts: BindOptions,
+        metrics_prefix: &str,
     ) -> Result<Arbiter, SupervisorError> {
         info!(
             log,
@@ -231,7 +234,7 @@ impl Arbiter {
                 // A USR2 child shares the directory with its parent's live
                 // workers: it must not clear their files.
                 let inherited = metrics_fd.filter(|_| master_pid != 0);
-                let mut m = Metrics::new(mc, master_pid != 0, inherited, &log)?;
+                let mut m = Metrics::new(mc, master_pid != 0, inherited, metrics_prefix, &log)?;
                 m.register(poll.registry(), EXPORTER_FIRST_TOKEN)?;
                 m.set_listeners(&listeners);
                 Some(m)

@@ -167,6 +167,7 @@ pub struct Supervisor {
     pub(crate) bind_attempts: u32,
     pub(crate) bind_retry_delay: Duration,
     pub(crate) unix_socket_mode: u32,
+    pub(crate) metrics_prefix: String,
 }
 
 impl Supervisor {
@@ -180,6 +181,7 @@ impl Supervisor {
             bind_attempts: 5,
             bind_retry_delay: Duration::from_secs(1),
             unix_socket_mode: 0o777,
+            metrics_prefix: "gunicorn".to_string(),
         }
     }
 
@@ -195,6 +197,14 @@ impl Supervisor {
     /// default umask 0).
     pub fn unix_socket_mode(mut self, mode: u32) -> Supervisor {
         self.unix_socket_mode = mode & 0o7777;
+        self
+    }
+
+    /// The name prefix of the supervisor's metric families in place of
+    /// `gunicorn` (`gunicorn_pending_connections`, ...); used with the
+    /// `metrics` feature only.
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Supervisor {
+        self.metrics_prefix = prefix.into();
         self
     }
 

@@ -1066,8 +1066,15 @@ fn metrics_directory_is_cleaned() {
     assert!(s.wait_exit(Duration::from_secs(5)).success());
     assert!(dir.path().exists());
 
-    // A private directory is removed at exit.
-    let mut s = Server::start(&["--metrics", "127.0.0.1:0"]);
+    // A private directory is removed at exit; the families' prefix is ours.
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    #[rustfmt::skip]
+    let mut s = Server::start(&["--metrics", &metrics_addr, "--metrics-prefix", "myapp"]);
+    wait_for("the prefixed families", Duration::from_secs(5), || {
+        let text = scrape(&metrics_addr);
+        text.contains("myapp_workers_target 1.0\n") && !text.contains("gunicorn_")
+    })
+    .unwrap();
     let err = s.stderr_with(&["/metrics from "]);
     let private = err
         .split("/metrics from ")

@@ -5,7 +5,7 @@
 //! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
 //! `--graceful-timeout SECS`, `--mode serve|bootfail|crash`,
 //! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
-//! `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
+//! `--metrics-prefix P`, `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
 //! worker count is read from it).
 //!
 //! The workers answer `GET /` with their pid, `GET /slow?ms=N` after N ms,
@@ -36,6 +36,7 @@ struct Opts {
     mode: String,
     bind_retries: u32,
     reload_file: Option<PathBuf>,
+    metrics_prefix: String,
 }
 
 fn secs(v: &str) -> Duration {
@@ -50,6 +51,7 @@ fn parse() -> Opts {
     let mut mode = "serve".to_string();
     let mut bind_retries = 1;
     let mut reload_file = None;
+    let mut metrics_prefix = "gunicorn".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -81,6 +83,7 @@ fn parse() -> Opts {
             "--backlog" => config.backlog = v.parse().expect("backlog"),
             "--bind-retries" => bind_retries = v.parse().expect("retries"),
             "--reload-file" => reload_file = Some(v.into()),
+            "--metrics-prefix" => metrics_prefix = v,
             _ => panic!("unknown flag {a}"),
         }
     }
@@ -92,6 +95,7 @@ fn parse() -> Opts {
         mode,
         bind_retries,
         reload_file,
+        metrics_prefix,
     }
 }
 
@@ -308,6 +312,7 @@ fn main() {
     };
     let result = Supervisor::new(opts.config, log)
         .bind_retries(opts.bind_retries, Duration::from_millis(50))
+        .metrics_prefix(opts.metrics_prefix)
         .when_ready(|labels| {
             println!("READY {} {}", std::process::id(), labels.join(" "));
             let _ = std::io::stdout().flush();

@@ -17,6 +17,7 @@ impl Metrics {
         _cfg: &MetricsConfig,
         _keep_files: bool,
         _inherited: Option<std::os::fd::RawFd>,
+        _prefix: &str,
         _log: &Logger,
     ) -> Result<Metrics, SupervisorError> {
         Err(SupervisorError::NotBuilt("metrics are"))

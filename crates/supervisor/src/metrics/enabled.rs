@@ -84,34 +84,35 @@ struct Families {
 }
 
 impl Families {
-    fn new() -> prometheus::Result<Families> {
+    fn new(prefix: &str) -> prometheus::Result<Families> {
+        let name = |suffix: &str| format!("{prefix}_{suffix}");
         let registry = prometheus::Registry::new();
         let pending = IntGaugeVec::new(
             Opts::new(
-                "gunicorn_pending_connections",
+                name("pending_connections"),
                 "Connections waiting in the listen queue (TCP_INFO; sock_diag for unix sockets), read at scrape time.",
             ),
             &["listener"],
         )?;
         let peak = IntGaugeVec::new(
             Opts::new(
-                "gunicorn_pending_connections_peak",
+                name("pending_connections_peak"),
                 "Highest listen-queue length sampled since the previous scrape.",
             ),
             &["listener"],
         )?;
         let capacity = IntGaugeVec::new(
             Opts::new(
-                "gunicorn_listen_backlog",
+                name("listen_backlog"),
                 "Listen queue capacity (the backlog after the kernel's somaxconn clamp).",
             ),
             &["listener"],
         )?;
-        let alive = IntGauge::new("gunicorn_workers", "Worker processes alive.")?;
-        let target = IntGauge::new("gunicorn_workers_target", "Worker processes wanted.")?;
+        let alive = IntGauge::new(name("workers"), "Worker processes alive.")?;
+        let target = IntGauge::new(name("workers_target"), "Worker processes wanted.")?;
         let restarts = IntCounterVec::new(
             Opts::new(
-                "gunicorn_worker_restarts_total",
+                name("worker_restarts_total"),
                 "Workers replaced after an unexpected exit, by reason.",
             ),
             &["reason"],
@@ -171,6 +172,7 @@ impl Metrics {
         cfg: &MetricsConfig,
         keep_files: bool,
         inherited: Option<RawFd>,
+        prefix: &str,
         log: &Logger,
     ) -> Result<Metrics, SupervisorError> {
         let (dir, private) = match &cfg.dir {
@@ -201,7 +203,8 @@ impl Metrics {
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&std_listener);
-        let families = Families::new().map_err(|e| SupervisorError::Config(e.to_string()))?;
+        let families = Families::new(prefix)
+            .map_err(|e| SupervisorError::Config(format!("metric prefix {prefix:?}: {e}")))?;
         let state = Arc::new(Mutex::new(State::default()));
         let collector = MultiProcessCollector::new(dir.clone());
         let source_state = state.clone();
