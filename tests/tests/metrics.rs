@@ -1,0 +1,178 @@
+//! The metrics a running ferrocorn exports, checked by real peers: promtool
+//! lints the scrape, Python's prometheus_client reads the workers' files,
+//! `ferrocorn metrics DIR` renders them; and a SIGHUP reload reaches the
+//! new workers.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrocorn_tests::{Server, ferrocorn, run_to_end, sample, samples, wait_for, write_file};
+
+/// Python with prometheus_client: `FERROCORN_TEST_PYTHON` (scripts/test sets
+/// it) or `python3`; panics with what to do when the module is missing.
+fn python() -> String {
+    let py = std::env::var("FERROCORN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} cannot import prometheus_client: run ./scripts/test, or set FERROCORN_TEST_PYTHON to a python with prometheus_client==0.26.0"
+    );
+    py
+}
+
+#[test]
+fn promtool_accepts_the_scrape() {
+    let s = Server::builder().args(["-w", "2"]).start();
+    assert_eq!(s.get("/status/404").status, 404);
+    let text = s.scrape();
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed by this test; scripts/test installs it");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool exits 1 for lint warnings too; only parse errors matter here.
+    assert!(
+        !report.contains("error while linting") && !report.contains("text format parsing error"),
+        "{report}\n{text}"
+    );
+}
+
+#[test]
+fn python_reads_the_workers_files_and_metrics_subcommand_renders_them() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let mdir = dir.path().join("metrics");
+    std::fs::create_dir(&mdir).unwrap();
+    let s = Server::builder()
+        .env("PROMETHEUS_MULTIPROC_DIR", &mdir)
+        .args(["--threads", "3"])
+        .start();
+    for _ in 0..4 {
+        assert_eq!(s.get("/healthz").status, 200);
+    }
+    let ok = wait_for(Duration::from_secs(5), || {
+        sample(
+            &s.scrape(),
+            "gunicorn_requests_total{method=\"GET\",status=\"200\"}",
+        )
+        .unwrap_or(0.0)
+            >= 4.0
+    });
+    assert!(ok, "{}", s.scrape());
+
+    let script = r#"
+import sys
+from prometheus_client import CollectorRegistry, multiprocess, generate_latest
+r = CollectorRegistry()
+multiprocess.MultiProcessCollector(r, path=sys.argv[1])
+sys.stdout.write(generate_latest(r).decode())
+"#;
+    let out = Command::new(&py)
+        .args(["-c", script, mdir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let threads = samples(&text, "gunicorn_max_worker_threads");
+    assert_eq!(threads.len(), 1, "{text}");
+    assert!(threads[0].ends_with(" 3.0"), "{text}");
+    assert!(
+        sample(
+            &text,
+            "gunicorn_requests_total{method=\"GET\",status=\"200\"}"
+        )
+        .unwrap_or(0.0)
+            >= 4.0,
+        "{text}"
+    );
+
+    // The same directory through `ferrocorn metrics DIR`.
+    let mut cmd = ferrocorn();
+    cmd.args(["metrics", mdir.to_str().unwrap()]);
+    let out = run_to_end(cmd, Duration::from_secs(10));
+    assert!(out.status.success());
+    let ours = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        samples(&ours, "gunicorn_max_worker_threads"),
+        threads,
+        "ferrocorn and prometheus_client agree"
+    );
+}
+
+#[test]
+fn sighup_rereads_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "f.toml", "threads = 1\n");
+    let s = Server::builder()
+        .args(["-c", file.to_str().unwrap(), "--graceful-timeout", "2"])
+        .start();
+    let threads = |text: &str| -> Vec<String> {
+        samples(text, "gunicorn_max_worker_threads")
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = threads(&s.scrape());
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(before[0].ends_with(" 1.0"));
+
+    // A bad file on HUP: logged, the running workers stay.
+    write_file(dir.path(), "f.toml", "threads = 4\ngrateful_timeout = 1\n");
+    s.signal(libc::SIGHUP);
+    s.wait_stderr(Duration::from_secs(5), "the reload error", |e| {
+        e.contains("did you mean `graceful_timeout`?")
+    });
+    assert_eq!(s.get("/healthz").status, 200);
+    assert_eq!(threads(&s.scrape()), before);
+
+    // A good one: new workers with the new settings replace the old.
+    write_file(dir.path(), "f.toml", "threads = 4\n");
+    s.signal(libc::SIGHUP);
+    let mut last = Vec::new();
+    let ok = wait_for(Duration::from_secs(10), || {
+        last = threads(&s.scrape());
+        last.len() == 1 && last[0].ends_with(" 4.0")
+    });
+    assert!(ok, "after HUP: {last:?}; stderr:\n{}", s.stderr());
+    assert_eq!(s.get("/healthz").status, 200);
+}
+
+#[test]
+fn pidfile_is_written_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("ferrocorn.pid");
+    let mut s = Server::builder()
+        .args(["--pid", pidfile.to_str().unwrap()])
+        .start();
+    let text = std::fs::read_to_string(&pidfile).expect("pid file");
+    assert_eq!(text.trim(), s.pid().to_string());
+    s.signal(libc::SIGTERM);
+    assert!(
+        s.wait_exit(Duration::from_secs(10))
+            .is_some_and(|st| st.success())
+    );
+    assert!(!pidfile.exists(), "removed at exit");
+}
