@@ -620,21 +620,16 @@ impl Arbiter {
             unix_mode: self.bind_opts.unix_mode,
         };
         let mut old: Vec<Option<Listener>> = self.listeners.drain(..).map(Some).collect();
-        let mut out = Vec::new();
+        // (index in `old` when kept, listener), in the new order.
+        let mut out: Vec<(Option<usize>, Listener)> = Vec::new();
         let mut result = Ok(());
         for addr in &new.binds {
-            let keep = old.iter_mut().find(|l| {
+            let keep = old.iter().position(|l| {
                 l.as_ref()
                     .is_some_and(|l| &l.addr == addr || l.label == addr.to_string())
             });
-            if let Some(slot) = keep {
-                if new.backlog != self.cfg.backlog {
-                    let l = slot.as_ref().map(|l| &l.sock);
-                    if let Some(s) = l {
-                        let _ = s.listen(new.backlog);
-                    }
-                }
-                out.push(slot.take().expect("found above"));
+            if let Some(i) = keep {
+                out.push((Some(i), old[i].take().expect("found above")));
                 continue;
             }
             let one = SupervisorConfig {
@@ -642,7 +637,7 @@ impl Arbiter {
                 ..new.clone()
             };
             match listen::bind_all(&one, &opts, &self.log) {
-                Ok(mut v) => out.append(&mut v),
+                Ok(v) => out.extend(v.into_iter().map(|l| (None, l))),
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -650,17 +645,23 @@ impl Arbiter {
             }
         }
         if let Err(e) = result {
-            // Put everything back as it was; new sockets are dropped.
-            let mut kept: Vec<Listener> = out
-                .into_iter()
-                .filter(|l| {
-                    self.cfg.binds.contains(&l.addr) || l.addr.to_string().starts_with("fd://")
-                })
-                .collect();
-            kept.extend(old.into_iter().flatten());
-            self.listeners = kept;
+            // Put everything back as it was; the new sockets are closed.
+            for (i, l) in out {
+                if let Some(i) = i {
+                    old[i] = Some(l);
+                }
+            }
+            self.listeners = old.into_iter().flatten().collect();
             return Err(e);
         }
+        if new.backlog != self.cfg.backlog {
+            for (i, l) in &out {
+                if i.is_some() {
+                    let _ = l.sock.listen(new.backlog);
+                }
+            }
+        }
+        let out: Vec<Listener> = out.into_iter().map(|(_, l)| l).collect();
         for l in old.into_iter().flatten() {
             info!(self.log, "Closing listener {}", l.label);
             if !self.inherited

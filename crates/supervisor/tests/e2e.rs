@@ -933,6 +933,21 @@ fn hup_rebinds_changed_addresses() {
     })
     .unwrap();
     assert_eq!(s.workers(), before);
+    // So does an address that cannot be bound; the others stay open.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    std::fs::write(&reload, format!("1 {b} {taken_addr}")).unwrap();
+    s.signal(libc::SIGHUP);
+    s.stderr_with(&[&format!("Connection in use: http://{taken_addr}")]);
+    wait_for("the second reload error", Duration::from_secs(5), || {
+        s.stderr()
+            .matches("reload failed, keeping the running workers")
+            .count()
+            == 2
+    })
+    .unwrap();
+    assert_eq!(s.workers(), before);
+    get(&b, "/").unwrap();
 }
 
 #[test]
