@@ -459,7 +459,7 @@ impl Server {
         } else if let Some(feed) = c.feed.take() {
             // The client stopped sending the body the app reads.
             fail_feed(&feed, BodyError::TimedOut);
-            c.flags |= CLOSE_AFTER;
+            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
         } else if c.flags & (IN_APP | PULLING) != 0 || c.stream.is_some() {
             // With the app: no deadline.
         } else if c.rbuf.as_ref().is_some_and(|b| !b.is_empty()) {
@@ -853,9 +853,11 @@ impl Server {
         c.flags &= !IN_APP;
         if let Some(feed) = c.feed.take() {
             // The app answered before reading the whole body: the rest of it
-            // is not read, so the connection cannot be reused.
+            // is not read, so the connection cannot be reused; drain what
+            // the client still sends so that the close does not reset the
+            // response away.
             fail_feed(&feed, BodyError::Aborted);
-            c.flags |= CLOSE_AFTER;
+            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
         }
         if d.close || draining {
             c.flags |= CLOSE_AFTER;
@@ -945,7 +947,8 @@ impl Server {
                 return;
             }
             if c.flags & CLOSE_AFTER != 0 {
-                if c.flags & LINGER_ON_CLOSE != 0 {
+                let unread = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
+                if c.flags & LINGER_ON_CLOSE != 0 || unread {
                     c.flags |= LINGER;
                     c.sock.shutdown_write();
                     if let Some(b) = c.rbuf.take() {
@@ -1189,7 +1192,8 @@ impl Server {
                     chan: chan.clone(),
                     kind,
                     received,
-                    expect: head.expect_continue,
+                    // A client that already sends the body does not wait.
+                    expect: head.expect_continue && received == 0,
                 }));
                 Body::stream(chan)
             }
@@ -1342,7 +1346,7 @@ impl Server {
         }
         if failed.is_some() {
             c.feed = None;
-            c.flags |= CLOSE_AFTER;
+            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
             if let Some(b) = c.rbuf.take() {
                 self.bufs.put(b);
             }
