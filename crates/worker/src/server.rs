@@ -1385,3 +1385,25 @@ fn fail_feed(feed: &Feed, e: BodyError) {
     drop(st);
     feed.chan.cond.notify_all();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_state_stays_small() {
+        // An idle keep-alive connection costs its slab slot and nothing
+        // else (no buffers): keep the slot well under the 512-byte goal.
+        let size = std::mem::size_of::<Option<Conn>>();
+        assert!(size <= 256, "Option<Conn> is {size} bytes");
+        eprintln!("Option<Conn>: {size} bytes");
+    }
+
+    #[test]
+    fn jitter_is_in_range() {
+        assert_eq!(jitter(0), 0);
+        for _ in 0..100 {
+            assert!(jitter(3) <= 3);
+        }
+    }
+}

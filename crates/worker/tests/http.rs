@@ -534,3 +534,30 @@ print("ok")
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+#[test]
+fn unread_streamed_body_closes_without_losing_the_response() {
+    let s = server();
+    let mut c = Client::new(s.connect());
+    let total = 4 << 20;
+    c.send(
+        format!("POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    );
+    // Keep sending the body while the answer comes back.
+    let mut w = c.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    });
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "ignored your body\n");
+    assert!(r.closes());
+    writer.join().unwrap();
+}
