@@ -118,6 +118,8 @@ enum Part {
 pub struct AccessLogFormat {
     parts: Vec<Part>,
     source: String,
+    /// Whether a `t` atom needs the clock.
+    needs_time: bool,
 }
 
 impl AccessLogFormat {
@@ -166,9 +168,11 @@ impl AccessLogFormat {
         if !lit.is_empty() {
             parts.push(Part::Literal(lit.into_boxed_str()));
         }
+        let needs_time = parts.contains(&Part::Atom(Atom::Time));
         Ok(AccessLogFormat {
             parts,
             source: format.to_string(),
+            needs_time,
         })
     }
 
@@ -178,9 +182,14 @@ impl AccessLogFormat {
     }
 
     /// Appends the line for `rec` (without a newline) to `out`. The `t` atom
-    /// takes the current time.
+    /// takes the current time (the clock is read only if the format has one).
     pub fn render(&self, rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
-        self.render_at(rec, std::time::SystemTime::now(), out);
+        let now = if self.needs_time {
+            std::time::SystemTime::now()
+        } else {
+            std::time::UNIX_EPOCH
+        };
+        self.render_at(rec, now, out);
     }
 
     /// [`render`](Self::render) with the time of the `t` atom given.
@@ -209,6 +218,7 @@ impl Default for AccessLogFormat {
             AccessLogFormat {
                 parts: Vec::new(),
                 source: String::new(),
+                needs_time: false,
             }
         })
     }
@@ -354,6 +364,15 @@ fn render_atom(a: &Atom, rec: &AccessRecord<'_>, now: std::time::SystemTime, out
     let t = rec.request_time;
     match a {
         Atom::RemoteAddr | Atom::Env(EnvVar::RemoteAddr) => match rec.remote {
+            Some(SocketAddr::V4(addr)) => {
+                // By hand: std's Display goes through the formatting machinery.
+                for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    push_num(out, u64::from(octet));
+                }
+            }
             Some(addr) => {
                 let _ = write!(VecFmt(out), "{}", addr.ip());
             }

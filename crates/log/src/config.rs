@@ -261,7 +261,8 @@ pub struct LogConfig {
     pub access_log: Option<Destination>,
     /// gunicorn's `access_log_format`.
     pub access_log_format: String,
-    /// Logger names are `<prefix>.error` and `<prefix>.access`.
+    /// Logger names are `<prefix>.error` and `<prefix>.access` (`error` and
+    /// `access` when empty).
     pub logger_prefix: String,
 }
 

@@ -144,7 +144,7 @@ impl Logs {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut sinks = Sinks::default();
         let error_sink = sinks.get(&config.error_log)?;
-        let error_name = format!("{}.error", config.logger_prefix);
+        let error_name = logger_name(&config.logger_prefix, "error");
         let error = slog::Logger::root(
             drain_for(config, &error_name, config.level, &error_sink, false),
             slog::o!(),
@@ -153,7 +153,7 @@ impl Logs {
             None => None,
             Some(dest) => {
                 let sink = sinks.get(dest)?;
-                let name = format!("{}.access", config.logger_prefix);
+                let name = logger_name(&config.logger_prefix, "access");
                 // gunicorn logs access lines at info whatever --log-level says.
                 let logger = slog::Logger::root(
                     drain_for(config, &name, Level::Info, &sink, true),
@@ -193,7 +193,7 @@ impl Logs {
     /// to the error log's destination at its level.
     pub fn logger(&self, suffix: &str) -> slog::Logger {
         let config = &self.inner.config;
-        let name = format!("{}.{suffix}", config.logger_prefix);
+        let name = logger_name(&config.logger_prefix, suffix);
         slog::Logger::root(
             drain_for(config, &name, config.level, &self.inner.error_sink, false),
             slog::o!(),
@@ -241,6 +241,15 @@ impl fmt::Debug for Logs {
         f.debug_struct("Logs")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// `<prefix>.<suffix>`, or `<suffix>` alone when the prefix is empty.
+fn logger_name(prefix: &str, suffix: &str) -> String {
+    if prefix.is_empty() {
+        suffix.to_string()
+    } else {
+        format!("{prefix}.{suffix}")
     }
 }
 

@@ -75,10 +75,41 @@ fn push_year(out: &mut Vec<u8>, y: i64) {
 }
 
 /// `2026-11-25T09:27:47.056397Z`, as structlog's `TimeStamper(fmt="iso")` (utc).
-#[cfg_attr(not(feature = "structured"), allow(dead_code))]
 pub(crate) fn push_iso_utc(out: &mut Vec<u8>, now: Now) {
-    let days = now.secs.div_euclid(86_400);
-    let sod = now.secs.rem_euclid(86_400) as u32;
+    // The part up to the second changes once a second: format it then.
+    let (secs, prefix) = ISO_PREFIX.with(Cell::get);
+    let prefix = if secs == now.secs && prefix[0] != 0 {
+        prefix
+    } else {
+        let mut v = Vec::with_capacity(20);
+        push_iso_prefix(&mut v, now.secs);
+        let mut p = [0u8; 20];
+        if v.len() == 20 {
+            p.copy_from_slice(&v);
+            ISO_PREFIX.with(|c| c.set((now.secs, p)));
+        } else {
+            // A year beyond 9999: no cache, no fixed width.
+            out.extend_from_slice(&v);
+            push_micros(out, now.micros);
+            return;
+        }
+        p
+    };
+    out.extend_from_slice(&prefix);
+    push_micros(out, now.micros);
+}
+
+fn push_micros(out: &mut Vec<u8>, us: u32) {
+    push2(out, us / 10_000);
+    push2(out, us / 100 % 100);
+    push2(out, us % 100);
+    out.push(b'Z');
+}
+
+/// `2026-11-25T09:27:47.`
+fn push_iso_prefix(out: &mut Vec<u8>, secs: i64) {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
     push_year(out, y);
     out.push(b'-');
@@ -92,11 +123,6 @@ pub(crate) fn push_iso_utc(out: &mut Vec<u8>, now: Now) {
     out.push(b':');
     push2(out, sod % 60);
     out.push(b'.');
-    let us = now.micros;
-    push2(out, us / 10_000);
-    push2(out, us / 100 % 100);
-    push2(out, us % 100);
-    out.push(b'Z');
 }
 
 /// The same as a `String` (for slog values).
@@ -142,6 +168,9 @@ fn utc_fallback(secs: i64) -> LocalTime {
 thread_local! {
     // localtime_r once per second per thread, not once per line.
     static LOCAL: Cell<Option<(i64, LocalTime)>> = const { Cell::new(None) };
+    // The formatted second of the last ISO timestamp and of the last `t` atom.
+    static ISO_PREFIX: Cell<(i64, [u8; 20])> = const { Cell::new((0, [0; 20])) };
+    static CLF: Cell<(i64, [u8; 28])> = const { Cell::new((0, [0; 28])) };
 }
 
 fn local(secs: i64) -> LocalTime {
@@ -167,6 +196,21 @@ fn push_offset(out: &mut Vec<u8>, offset_secs: i64) {
 /// `[25/Nov/2026:09:27:47 +0000]`: gunicorn's `t` atom
 /// (`time.strftime('[%d/%b/%Y:%H:%M:%S %z]')`, local time).
 pub(crate) fn push_clf(out: &mut Vec<u8>, secs: i64) {
+    let (cached, line) = CLF.with(Cell::get);
+    if cached == secs && line[0] == b'[' {
+        out.extend_from_slice(&line);
+        return;
+    }
+    let start = out.len();
+    format_clf(out, secs);
+    if out.len() - start == 28 {
+        let mut line = [0u8; 28];
+        line.copy_from_slice(&out[start..]);
+        CLF.with(|c| c.set((secs, line)));
+    }
+}
+
+fn format_clf(out: &mut Vec<u8>, secs: i64) {
     let t = local(secs);
     out.push(b'[');
     push2(out, t.day);
