@@ -30,7 +30,8 @@ fn is_clean(bytes: &[u8]) -> bool {
     for block in bytes.chunks(32) {
         let mut bad = false;
         for &b in block {
-            bad |= (b < 0x20) | (b >= 0x7f) | (b == b'"') | (b == b'\\');
+            // b - 0x20 >= 0x5f  <=>  b outside 0x20..0x7f (printable ASCII).
+            bad |= (b.wrapping_sub(0x20) >= 0x5f) | (b == b'"') | (b == b'\\');
         }
         if bad {
             return false;
