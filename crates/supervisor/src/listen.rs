@@ -205,7 +205,9 @@ pub(crate) fn adopt(fd: RawFd, addr: BindAddr) -> io::Result<Listener> {
     } else {
         Kind::Tcp
     };
-    sock.set_nonblocking(false)?;
+    // O_NONBLOCK belongs to the open file description, shared with every
+    // process holding this socket (the old supervisor's workers after a
+    // USR2): leave it as it is.
     let label = label_of(&sock).unwrap_or_else(|| addr.to_string());
     Ok(Listener {
         addr,

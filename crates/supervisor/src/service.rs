@@ -35,8 +35,9 @@ impl AsRawFd for InheritedListener {
 /// Everything a forked worker gets from the supervisor.
 #[derive(Debug)]
 pub struct WorkerContext {
-    /// The listeners, in the order of `SupervisorConfig::binds` (blocking
-    /// mode; set non-blocking before putting them in a poll).
+    /// The listeners, in the order of `SupervisorConfig::binds`. O_NONBLOCK
+    /// is shared by every process holding a socket, so set the mode you
+    /// need (all workers of one program should want the same one).
     pub listeners: Vec<InheritedListener>,
     /// Call `beat()` whenever the worker makes progress.
     pub heartbeat: Heartbeat,

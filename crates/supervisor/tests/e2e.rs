@@ -815,21 +815,27 @@ fn usr2_reexecs_with_inherited_listeners() {
     )
     .unwrap();
     let new_worker = children(new_pid)[0];
-    // The old supervisor stops; the new one serves on, promoted.
+    old.wait_ready(&[new_worker]);
+    // Both generations serve the same sockets.
+    wait_for("the new worker to serve", Duration::from_secs(5), || {
+        get(&addr, "/").is_ok_and(|b| b == new_worker.to_string())
+    })
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    eprintln!("requests during USR2: {ok} ok, {} failed", failed.len());
+    assert!(failed.is_empty() && ok > 0, "{ok} {failed:?}");
+    // The old supervisor stops, at once.
+    let t0 = Instant::now();
     old.signal(libc::SIGTERM);
     assert!(old.wait_exit(Duration::from_secs(10)).success());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // The new one serves on, promoted.
     wait_for("the promotion", Duration::from_secs(10), || {
         read_pid(&pidfile) == Some(new_pid) && !two.exists()
     })
     .unwrap_or_else(|e| panic!("{e}: {}", old.stderr()));
     assert_eq!(get(&addr, "/").unwrap(), new_worker.to_string());
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (ok, failed) = load.join().unwrap();
-    eprintln!(
-        "requests during USR2 and the old supervisor's stop: {ok} ok, {} failed",
-        failed.len()
-    );
-    assert!(failed.is_empty() && ok > 10, "{ok} {failed:?}");
     // The unix socket file survived the old supervisor's exit.
     let c = UnixStream::connect(&sock).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
