@@ -269,7 +269,11 @@ impl Supervisor {
     ///
     /// Returns `Ok(())` after a TERM/INT/QUIT stop, an error when binding
     /// fails, a worker fails to boot, or a part asked for is not built.
-    /// Call it from a process with a single thread: it forks.
+    ///
+    /// Call it from a process with a single thread: it forks. It installs
+    /// handlers for HUP, INT, QUIT, TERM, USR1, USR2, TTIN, TTOU, WINCH and
+    /// CHLD (restored to the defaults when it returns) and reaps every child
+    /// of the process, not only its workers.
     pub fn run<S: Service>(self, service: S) -> Result<(), SupervisorError> {
         arbiter::run(self, service)
     }

@@ -659,17 +659,12 @@ fn unix_and_ipv6_listeners() {
     assert!(file.exists());
 }
 
-#[test]
-fn systemd_listen_fds() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args([
-        "-c",
-        &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN} --bind 127.0.0.1:1"),
-    ]);
+/// Run the test binary through `sh -c SCRIPT` with `listener` as fd 3.
+fn spawn_with_fd3(listener: &TcpListener, script: &str) -> Server {
     use std::os::unix::process::CommandExt;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script]);
     // SAFETY: only dup2 and fcntl, both async-signal-safe, run between fork
     // and exec.
     unsafe {
@@ -681,10 +676,44 @@ fn systemd_listen_fds() {
             Ok(())
         });
     }
-    let s = Server::spawn(cmd);
+    Server::spawn(cmd)
+}
+
+#[test]
+fn systemd_listen_fds() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // The configured bind is ignored: systemd's socket is used.
+    let s = spawn_with_fd3(
+        &l,
+        &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN} --bind 127.0.0.1:1"),
+    );
     drop(l);
     assert_eq!(s.labels, vec![format!("http://{addr}")]);
     get(&addr, "/").unwrap();
+}
+
+#[test]
+fn fd_bind_and_foreign_listen_pid() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // LISTEN_PID of another process: not for us; fd://3 names the socket.
+    let s = spawn_with_fd3(
+        &l,
+        &format!("LISTEN_PID=1 LISTEN_FDS=1 exec {BIN} --bind fd://3"),
+    );
+    drop(l);
+    assert_eq!(s.labels, vec![format!("http://{addr}")]);
+    get(&addr, "/").unwrap();
+    // fd://N that is not a socket is a clear error.
+    let out = Command::new(BIN)
+        .args(["--bind", "fd://0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fd 0 is not an open socket"), "{err}");
 }
 
 #[test]
