@@ -31,12 +31,27 @@
 //! gunicorn's own formats (the access log's `t` atom, the plain error log)
 //! use local time, as gunicorn does.
 //!
+//! Differences from the seed's output worth knowing:
+//! - JSON is compact (`{"event":"x","level":"info",...}`; Python's
+//!   `json.dumps` puts a space after `:` and `,`). Keys, order of the six
+//!   seed keys, and value types are the same. The call site's key-values
+//!   follow them in the order slog hands them out (last written first).
+//! - Messages in the console and plain formats never span lines: control
+//!   characters in them are written as `\n`, `\r`, `\xNN` (structlog writes
+//!   them raw). JSON escapes them as JSON does.
+//! - Console values are rendered as structlog renders Python values: strings
+//!   with a space, `=` or a quote in `repr()` quotes, `True`/`False`/`None`.
+//!
 //! # Writing
 //!
 //! Every line is rendered into a thread-local buffer and written with one
 //! `write(2)` under the destination's mutex. There is no background thread:
 //! build [`Logs`] after `fork`, in each process, and nothing is left to
-//! flush on exit.
+//! flush on exit. (Logs built before a fork still work in the child and
+//! stamp the child's pid, provided no other thread held a log's lock at
+//! the fork.) A destination that blocks (a full pipe) blocks the logging
+//! thread, as in gunicorn; a failed write is counted in
+//! [`Logs::dropped_lines`], never retried or reported.
 //!
 //! # Features
 //!

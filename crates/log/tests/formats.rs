@@ -394,3 +394,12 @@ fn level_and_destination_names() {
     assert_eq!("never".parse::<ColorChoice>(), Ok(ColorChoice::Never));
     assert_eq!("always".parse::<ColorChoice>(), Ok(ColorChoice::Always));
 }
+
+#[test]
+fn handles_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<ferrocorn_log::Logs>();
+    shareable::<ferrocorn_log::AccessLog>();
+    shareable::<ferrocorn_log::MemoryLog>();
+    shareable::<slog::Logger>();
+}
