@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
 
 use slog::{Drain as _, OwnedKVList, PushFnValue, Record, o};
 
@@ -34,45 +34,64 @@ impl io::Write for ThreadLine {
 }
 
 pub(crate) struct JsonFormat {
-    // slog_json::Json keeps its writer in a RefCell: the mutex makes it Sync.
-    json: Mutex<slog_json::Json<ThreadLine>>,
+    name: Arc<str>,
+}
+
+thread_local! {
+    // One slog-json drain per logger name per thread: slog_json::Json keeps
+    // its writer in a RefCell (not Sync), and a shared one behind a mutex
+    // would serialize the formatting of every thread, not only the write.
+    // Keyed by name, not by drain, so that loggers made on the fly do not
+    // pile up.
+    static DRAINS: RefCell<Vec<(Arc<str>, slog_json::Json<ThreadLine>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+fn build(name: &str) -> slog_json::Json<ThreadLine> {
+    let name = name.to_string();
+    slog_json::Json::new(ThreadLine)
+        .set_newlines(true)
+        .set_flush(false)
+        // slog serializes an `o!` list last entry first: listed in reverse
+        // so that lines read event, level, logger, pid, tid, timestamp as
+        // structlog's event dict does.
+        .add_key_value(o!(
+            "timestamp" => PushFnValue(|_: &Record<'_>, s| s.emit(time::iso_utc(Now::get()).as_str())),
+            "tid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::thread_ident())),
+            "pid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::pid())),
+            "logger" => name,
+            "level" => PushFnValue(|r: &Record<'_>, s| s.emit(Level::from_slog(r.level()).as_str())),
+            "event" => PushFnValue(|r: &Record<'_>, s| s.emit(r.msg())),
+        ))
+        .build()
 }
 
 impl JsonFormat {
     pub(crate) fn new(logger_name: &str) -> JsonFormat {
-        let name = logger_name.to_string();
-        let json = slog_json::Json::new(ThreadLine)
-            .set_newlines(true)
-            .set_flush(false)
-            // slog serializes an `o!` list last entry first: listed in
-            // reverse so that lines read event, level, logger, pid, tid,
-            // timestamp as structlog's event dict does.
-            .add_key_value(o!(
-                "timestamp" => PushFnValue(|_: &Record<'_>, s| s.emit(time::iso_utc(Now::get()).as_str())),
-                "tid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::thread_ident())),
-                "pid" => PushFnValue(|_: &Record<'_>, s| s.emit(sys::pid())),
-                "logger" => name,
-                "level" => PushFnValue(|r: &Record<'_>, s| s.emit(Level::from_slog(r.level()).as_str())),
-                "event" => PushFnValue(|r: &Record<'_>, s| s.emit(r.msg())),
-            ))
-            .build();
         JsonFormat {
-            json: Mutex::new(json),
+            name: logger_name.into(),
         }
     }
 
     pub(crate) fn log(&self, sink: &Sink, record: &Record<'_>, values: &OwnedKVList) {
         // A record logged while this thread renders one (a value that logs)
-        // would wait for the mutex it holds: drop it instead.
+        // would find the thread's drains borrowed: drop it instead.
         let Some(_busy) = Busy::enter() else { return };
-        LINE.with(|l| l.borrow_mut().clear());
-        let ok = {
-            let json = self.json.lock().unwrap_or_else(PoisonError::into_inner);
-            json.log(record, values).is_ok()
-        };
+        let ok = DRAINS.try_with(|drains| {
+            let mut drains = drains.borrow_mut();
+            let i = match drains.iter().position(|(n, _)| *n == self.name) {
+                Some(i) => i,
+                None => {
+                    drains.push((Arc::clone(&self.name), build(&self.name)));
+                    drains.len() - 1
+                }
+            };
+            LINE.with(|l| l.borrow_mut().clear());
+            drains[i].1.log(record, values).is_ok()
+        });
         LINE.with(|l| {
             let mut l = l.borrow_mut();
-            if ok {
+            if ok == Ok(true) {
                 sink.write_line(&l);
             }
             l.clear();

@@ -136,6 +136,36 @@ TS [info     ] with values                    [gunicorn.error] none=None ok=True
             .collect()
     }
 
+    /// Seconds since the epoch of `2026-11-25T09:27:47.056397Z`.
+    fn unix_secs(ts: &str) -> u64 {
+        let n = |r: std::ops::Range<usize>| ts[r].parse::<i64>().unwrap();
+        let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+        // Days from civil (Howard Hinnant).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
+    }
+
+    #[test]
+    fn unix_secs_agrees_with_date() {
+        let ts = "2026-11-25T09:27:47.056397Z";
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", ts, "+%s"])
+            .output()
+            .unwrap();
+        let want: u64 = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(unix_secs(ts), want);
+        assert_eq!(unix_secs("2000-03-01T00:00:00.000000Z"), 951_868_800);
+    }
+
     fn assert_seed_keys(line: &str, map: &serde_json::Map<String, Value>, logger: &str) {
         // Types as the seed's structlog emits them.
         assert!(map["event"].is_string(), "{line}");
@@ -158,15 +188,7 @@ TS [info     ] with values                    [gunicorn.error] none=None ok=True
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let out = std::process::Command::new("date")
-            .args(["-u", "-d", ts, "+%s"])
-            .output()
-            .unwrap();
-        let secs: u64 = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let secs = unix_secs(ts);
         assert!(now.abs_diff(secs) < 60, "{ts} vs now {now}");
         // Key order of the seed's event dict.
         let order = [
@@ -260,6 +282,37 @@ TS [info     ] with values                    [gunicorn.error] none=None ok=True
                 .unwrap()
                 .contains(r#"/x\"\x0a\x1b HTTP/1.1"#)
         );
+    }
+
+    #[test]
+    fn json_from_many_threads_stays_whole_with_each_thread_id() {
+        let (logs, error, _access) = common::memory_logs(Format::Json, Level::Info);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let log = logs.error().clone();
+                std::thread::spawn(move || {
+                    for n in 0..300u64 {
+                        slog::info!(log, "line {}", n; "thread" => t, "n" => n);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let lines = json_lines(&error);
+        assert_eq!(lines.len(), 1200);
+        let mut tid_of = std::collections::HashMap::new();
+        for (line, map) in &lines {
+            assert_seed_keys(line, map, "gunicorn.error");
+            let t = map["thread"].as_u64().unwrap();
+            let tid = map["tid"].as_u64().unwrap();
+            assert_eq!(*tid_of.entry(t).or_insert(tid), tid, "one tid per thread");
+        }
+        let mut tids: Vec<u64> = tid_of.into_values().collect();
+        tids.sort_unstable();
+        tids.dedup();
+        assert_eq!(tids.len(), 4, "threads have distinct tids");
     }
 
     #[test]
