@@ -101,7 +101,8 @@ pub struct SupervisorConfig {
     pub binds: Vec<BindAddr>,
     /// `listen()` backlog; the kernel clamps it to `net.core.somaxconn`.
     pub backlog: i32,
-    /// Set SO_REUSEPORT on TCP listeners.
+    /// Set SO_REUSEPORT on TCP listeners (on the one socket all workers
+    /// share; gunicorn instead binds one socket per worker).
     pub reuse_port: bool,
     /// Number of worker processes (at least 1 at start).
     pub workers: usize,
