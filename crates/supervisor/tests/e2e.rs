@@ -1139,3 +1139,17 @@ fn metrics_directory_is_cleaned() {
     assert!(s.wait_exit(Duration::from_secs(5)).success());
     assert!(!private.exists());
 }
+
+#[test]
+fn reuse_port_lets_two_servers_share_a_port() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = Server::start(&["--bind", &addr, "--reuse-port", "true"]);
+    let b = Server::start(&["--bind", &addr, "--reuse-port", "true"]);
+    assert_eq!(a.labels, b.labels);
+    let mut from = std::collections::HashSet::new();
+    wait_for("both servers to answer", Duration::from_secs(10), || {
+        from.insert(get(&addr, "/").unwrap());
+        from.len() == 2
+    })
+    .unwrap();
+}

@@ -5,7 +5,7 @@
 //! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
 //! `--graceful-timeout SECS`, `--mode serve|bootfail|crash`,
 //! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
-//! `--metrics-prefix P`, `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
+//! `--reuse-port true`, `--metrics-prefix P`, `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
 //! worker count is read from it).
 //!
 //! The workers answer `GET /` with their pid, `GET /slow?ms=N` after N ms,
@@ -81,6 +81,7 @@ fn parse() -> Opts {
             }
             "--pidfile" => config.pidfile = Some(v.into()),
             "--backlog" => config.backlog = v.parse().expect("backlog"),
+            "--reuse-port" => config.reuse_port = v == "true",
             "--bind-retries" => bind_retries = v.parse().expect("retries"),
             "--reload-file" => reload_file = Some(v.into()),
             "--metrics-prefix" => metrics_prefix = v,
