@@ -27,6 +27,13 @@ fn updates(c: &mut Criterion) {
         .histogram("bench_hist", "Bench.", &[], &[])
         .with_label_values(&[])
         .unwrap();
+    // Per-update CPU time, steadier than criterion's wall clock on a busy machine.
+    let n = 20_000_000;
+    let (_, cpu) = mean_time(1, || (0..n).for_each(|_| black_box(&counter).inc()));
+    eprintln!(
+        "counter inc: {:.2} ns CPU per update",
+        cpu.as_secs_f64() * 1e9 / f64::from(n)
+    );
     let mut g = c.benchmark_group("update");
     g.bench_function("counter_inc", |b| b.iter(|| black_box(&counter).inc()));
     g.bench_function("gauge_set", |b| {
@@ -126,16 +133,38 @@ fn render(dir: &Path) -> Vec<u8> {
     out
 }
 
-fn mean_time(iterations: u32, mut f: impl FnMut()) -> Duration {
+/// CPU time of the calling thread (user + system): unlike wall-clock time it
+/// does not grow when other processes compete for the CPU.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; the clock id is valid.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Mean (wall clock, thread CPU time) of `f` over `iterations` runs.
+fn mean_time(iterations: u32, mut f: impl FnMut()) -> (Duration, Duration) {
     f();
     let start = Instant::now();
+    let cpu = thread_cpu_time();
     for _ in 0..iterations {
         f();
     }
-    start.elapsed() / iterations
+    (
+        start.elapsed() / iterations,
+        (thread_cpu_time() - cpu) / iterations,
+    )
 }
 
-fn python_scrape(dir: &Path) -> Option<Duration> {
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn python_scrape(dir: &Path) -> Option<(Duration, Duration)> {
     let py = std::env::var_os("FERROCORN_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| "python3".into());
@@ -153,8 +182,14 @@ fn python_scrape(dir: &Path) -> Option<Duration> {
         );
         return None;
     }
-    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    Some(Duration::from_secs_f64(secs))
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut secs = stdout
+        .split_whitespace()
+        .filter_map(|s| s.parse::<f64>().ok());
+    Some((
+        Duration::from_secs_f64(secs.next()?),
+        Duration::from_secs_f64(secs.next()?),
+    ))
 }
 
 fn scrapes(c: &mut Criterion) {
@@ -168,24 +203,36 @@ fn scrapes(c: &mut Criterion) {
     let files = std::fs::read_dir(&dir).unwrap().count();
     let lines = String::from_utf8(render(&dir)).unwrap().lines().count();
 
-    let ours = mean_time(50, || drop(black_box(render(&dir))));
-    let collect_only = mean_time(50, || {
+    let (ours, ours_cpu) = mean_time(50, || drop(black_box(render(&dir))));
+    let (merge, merge_cpu) = mean_time(50, || {
         drop(black_box(
             MultiProcessCollector::new(&dir).collect_families(),
         ))
     });
+    eprintln!(
+        "load average {}; scrape 64 processes ({files} files, {lines} lines): ours {:.2} ms wall / {:.2} ms CPU \
+         (merge alone {:.2} / {:.2})",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or("?"),
+        ms(ours),
+        ms(ours_cpu),
+        ms(merge),
+        ms(merge_cpu)
+    );
     match python_scrape(&dir) {
-        Some(py) => eprintln!(
-            "scrape 64 processes ({files} files, {lines} lines): ours {:.2} ms (merge {:.2} ms), \
-             Python MultiProcessCollector {:.1} ms, ratio {:.0}x",
-            ours.as_secs_f64() * 1e3,
-            collect_only.as_secs_f64() * 1e3,
-            py.as_secs_f64() * 1e3,
-            py.as_secs_f64() / ours.as_secs_f64()
+        Some((py, py_cpu)) => eprintln!(
+            "Python MultiProcessCollector + generate_latest on the same files: {:.1} ms wall / {:.1} ms CPU; \
+             ratio {:.0}x wall, {:.0}x CPU",
+            ms(py),
+            ms(py_cpu),
+            py.as_secs_f64() / ours.as_secs_f64(),
+            py_cpu.as_secs_f64() / ours_cpu.as_secs_f64()
         ),
         None => eprintln!(
-            "scrape 64 processes: ours {:.2} ms; Python not measured",
-            ours.as_secs_f64() * 1e3
+            "Python not measured (set FERROCORN_TEST_PYTHON to a Python with prometheus_client)"
         ),
     }
 
@@ -230,14 +277,16 @@ fn scrapes(c: &mut Criterion) {
                 .ends_with(".db")
         })
         .count();
-    let after = mean_time(50, || drop(black_box(render(&dir))));
+    let (after, after_cpu) = mean_time(50, || drop(black_box(render(&dir))));
     eprintln!(
         "after {churn} processes came and went ({:.1} s, mark_process_dead {:.2} ms each): {files_after} files \
-         (was {files}), scrape {:.2} ms (was {:.2} ms)",
+         (was {files}), scrape {:.2} ms wall / {:.2} ms CPU (was {:.2} / {:.2})",
         start.elapsed().as_secs_f64(),
-        fold_time.as_secs_f64() * 1e3 / f64::from(churn.max(1)),
-        after.as_secs_f64() * 1e3,
-        ours.as_secs_f64() * 1e3,
+        ms(fold_time) / f64::from(churn.max(1)),
+        ms(after),
+        ms(after_cpu),
+        ms(ours),
+        ms(ours_cpu),
     );
     g.bench_function("64_processes_after_churn", |b| {
         b.iter(|| black_box(render(&dir)))

@@ -159,29 +159,45 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
     Ok(Layout::Truncated)
 }
 
-/// Reads a file once: its header, then up to its `used` mark (or the whole
-/// file when `whole` is set, for aggregate trailers). Returns its [`Stamp`].
-pub(crate) fn read_file(path: &Path, buf: &mut Vec<u8>, whole: bool) -> io::Result<Stamp> {
+/// Reads a file once into `buf`: its header, then up to its `used` mark (or
+/// the whole file when `whole` is set, for aggregate trailers). Returns how
+/// many bytes of `buf` hold the file (`buf` may be longer: it is reused
+/// between files without zeroing) and, when `stamp` is set, its [`Stamp`].
+pub(crate) fn read_file(
+    path: &Path,
+    buf: &mut Vec<u8>,
+    whole: bool,
+    stamp: bool,
+) -> io::Result<(usize, Option<Stamp>)> {
     let file = File::open(path)?;
-    let ino = Stamp::of(&file.metadata()?);
-    buf.clear();
+    let stamp = if stamp || whole {
+        Some(Stamp::of(&file.metadata()?))
+    } else {
+        None
+    };
     if whole {
         use std::io::Read;
+        buf.clear();
         (&file).read_to_end(buf)?;
-        return Ok(ino);
+        return Ok((buf.len(), stamp));
     }
-    buf.resize(4096, 0);
-    let n = read_at_most(&file, buf, 0)?;
-    buf.truncate(n);
-    if let Some(used) = read_i32(buf, 0) {
+    // Small files (most gauge files) come in one read.
+    const FIRST: usize = 16 * 1024;
+    if buf.len() < FIRST {
+        buf.resize(FIRST, 0);
+    }
+    let n = read_at_most(&file, &mut buf[..FIRST], 0)?;
+    let mut len = n;
+    if let Some(used) = read_i32(&buf[..n], 0) {
         let used = usize::try_from(used).unwrap_or(0);
-        if used > n {
-            buf.resize(used, 0);
-            let m = read_at_most(&file, &mut buf[n..], n as u64)?;
-            buf.truncate(n + m);
+        if used > n && n == FIRST {
+            if buf.len() < used {
+                buf.resize(used, 0);
+            }
+            len = n + read_at_most(&file, &mut buf[n..used], n as u64)?;
         }
     }
-    Ok(ino)
+    Ok((len, stamp))
 }
 
 /// Identifies one file's contents: inode number and modification time. A
@@ -269,7 +285,8 @@ impl ShmFile {
             map.store_i32(0, used);
         } else {
             let mut buf = Vec::new();
-            read_file(path, &mut buf, false)?;
+            let (len, _) = read_file(path, &mut buf, false, false)?;
+            buf.truncate(len);
             let mut entries = Vec::new();
             let layout = parse(&buf, &mut entries).map_err(|e| {
                 io::Error::new(

@@ -613,7 +613,7 @@ fn merge_dir(
             continue;
         }
         let mut data = Vec::new();
-        match file::read_file(path, &mut data, true) {
+        match file::read_file(path, &mut data, true, false) {
             Ok(_) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
@@ -633,14 +633,19 @@ fn merge_dir(
     let mut entries = Vec::with_capacity(1024);
     for (i, (name, path)) in names.iter().enumerate() {
         let is_aggregate = name.id == "aggregate";
-        if is_aggregate {
+        let mut aggregate_data = None;
+        let len = if is_aggregate {
             match aggregates[i].take() {
-                Some(data) => buf = data,
+                Some(data) => aggregate_data.insert(data).len(),
                 None => continue,
             }
         } else {
-            let stamp = match file::read_file(path, &mut buf, false) {
-                Ok(stamp) => stamp,
+            // The inode and mtime matter only if an aggregate claims this pid.
+            let claimed = absorbed
+                .iter()
+                .any(|(k, a)| *k == name.kind && a.id == name.id);
+            let (len, stamp) = match file::read_file(path, &mut buf, false, claimed) {
+                Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A deleted gauge file is simply gone; a folded file may
                     // be in an aggregate read before the fold: start over.
@@ -657,14 +662,19 @@ fn merge_dir(
                     continue;
                 }
             };
-            if absorbed
-                .iter()
-                .any(|(k, a)| *k == name.kind && a.id == name.id && a.stamp == stamp)
+            if let Some(stamp) = stamp
+                && absorbed
+                    .iter()
+                    .any(|(k, a)| *k == name.kind && a.id == name.id && a.stamp == stamp)
             {
                 continue; // already counted in the aggregate
             }
-        }
-        let data: &[u8] = &buf;
+            len
+        };
+        let data: &[u8] = match &aggregate_data {
+            Some(d) => d,
+            None => &buf[..len],
+        };
         let layout = match file::parse(data, &mut entries) {
             Ok(l) => l,
             Err(reason) => {
