@@ -30,6 +30,9 @@ pub(crate) const ENV_MASTER_PID: &str = "FERROCORN_MASTER_PID";
 pub(crate) const ENV_METRICS_FD: &str = "FERROCORN_METRICS_FD";
 /// A worker that ignores SIGABRT this long after a timeout gets SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// A stopping worker gets its signal again this often (one sent while it
+/// was still installing its handlers can be lost).
+const RESEND: Duration = Duration::from_secs(1);
 /// Workers dying before their first heartbeat this many times in a row stop the server.
 const MAX_BOOT_DEATHS: u32 = 5;
 /// The loop's pace while something is in transition.
@@ -38,8 +41,11 @@ const FAST_TICK: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WState {
     Running,
-    /// Asked to stop (TERM or QUIT); SIGKILL after the deadline.
+    /// Asked to stop with `sig` (TERM or QUIT), last `sent` then; SIGKILL
+    /// after the deadline.
     Stopping {
+        sig: i32,
+        sent: Instant,
         deadline: Instant,
         killed: bool,
     },
@@ -407,9 +413,11 @@ impl Arbiter {
         for w in self.workers.values() {
             match w.state {
                 WState::Stopping {
+                    sent,
                     deadline,
                     killed: false,
-                } => until(deadline),
+                    ..
+                } => until(deadline.min(sent + RESEND)),
                 WState::Aborted { at, killed: false } => until(at + ABORT_GRACE),
                 _ => {}
             }
@@ -538,6 +546,8 @@ impl Arbiter {
             let _ = sys::kill(pid, sig);
             if !matches!(w.state, WState::Stopping { .. } | WState::Aborted { .. }) || quick {
                 w.state = WState::Stopping {
+                    sig,
+                    sent: Instant::now(),
                     deadline,
                     killed: false,
                 };
@@ -817,6 +827,8 @@ impl Arbiter {
             debug!(self.log, "Stopping worker (pid:{})", pid);
             let _ = sys::kill(pid, libc::SIGTERM);
             w.state = WState::Stopping {
+                sig: libc::SIGTERM,
+                sent: Instant::now(),
                 deadline: Instant::now() + self.cfg.graceful_timeout,
                 killed: false,
             };
@@ -1023,18 +1035,35 @@ impl Arbiter {
                     w.state = WState::Aborted { at, killed: true };
                 }
                 WState::Stopping {
+                    sig,
+                    sent,
                     deadline,
                     killed: false,
-                } if Instant::now() >= deadline => {
-                    warn!(
-                        self.log,
-                        "Worker (pid:{}) did not stop within the graceful timeout; killing it", pid
-                    );
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                    w.state = WState::Stopping {
-                        deadline,
-                        killed: true,
-                    };
+                } => {
+                    if Instant::now() >= deadline {
+                        warn!(
+                            self.log,
+                            "Worker (pid:{}) did not stop within the graceful timeout; killing it",
+                            pid
+                        );
+                        let _ = sys::kill(pid, libc::SIGKILL);
+                        w.state = WState::Stopping {
+                            sig,
+                            sent,
+                            deadline,
+                            killed: true,
+                        };
+                    } else if sent.elapsed() >= RESEND {
+                        // A signal that arrived while the worker was still
+                        // installing its handlers may have been lost.
+                        let _ = sys::kill(pid, sig);
+                        w.state = WState::Stopping {
+                            sig,
+                            sent: Instant::now(),
+                            deadline,
+                            killed: false,
+                        };
+                    }
                 }
                 _ => {}
             }

@@ -508,9 +508,17 @@ fn term_pending(pid: i32) -> bool {
         .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }
 
+/// Run `ss` (iproute2), the independent witness of the queue lengths.
+fn ss(args: &[&str]) -> std::process::Output {
+    Command::new("ss")
+        .args(args)
+        .output()
+        .expect("these tests need the `ss` tool (iproute2)")
+}
+
 /// `ss -ltn` Recv-Q of the listener on `addr` (the accept queue length).
 fn recv_q(addr: &str) -> Option<u32> {
-    let out = Command::new("ss").args(["-ltnH"]).output().ok()?;
+    let out = ss(&["-ltnH"]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -617,7 +625,7 @@ fn backlog_gauge_equals_the_real_queue() {
 /// `ss -lx` Recv-Q of the unix listener at `path`.
 #[cfg(all(feature = "metrics", feature = "tcpinfo"))]
 fn recv_q_unix(path: &std::path::Path) -> Option<u32> {
-    let out = Command::new("ss").args(["-lxnH"]).output().ok()?;
+    let out = ss(&["-lxnH"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let path = path.to_str()?;
     text.lines().find_map(|l| {
@@ -1152,4 +1160,20 @@ fn reuse_port_lets_two_servers_share_a_port() {
         from.len() == 2
     })
     .unwrap();
+}
+
+#[test]
+fn a_lost_term_is_sent_again() {
+    let mut s = Server::start(&["--workers", "1", "--mode", "deaf"]);
+    let w = s.wait_workers("1 worker", |w| w.len() == 1);
+    s.wait_ready(&w);
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(5)).success());
+    // Not the 30 s graceful timeout: the second TERM a second later works.
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    s.stderr_with(&[
+        &format!("LOST TERM {}", w[0]),
+        &format!("WORKER_EXIT 1 {} 0", w[0]),
+    ]);
 }

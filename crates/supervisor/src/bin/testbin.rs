@@ -3,7 +3,7 @@
 //! the supervisor forks). Not a product binary.
 //!
 //! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
-//! `--graceful-timeout SECS`, `--mode serve|bootfail|crash`,
+//! `--graceful-timeout SECS`, `--mode serve|deaf|bootfail|crash`,
 //! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
 //! `--reuse-port true`, `--metrics-prefix P`, `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
 //! worker count is read from it).
@@ -113,7 +113,9 @@ impl Service for TestService {
             "crash" => return 1,
             _ => {}
         }
-        serve(ctx)
+        // "deaf": the first SIGTERM is lost, as one arriving while a worker
+        // installs its handlers can be.
+        serve(ctx, self.mode == "deaf")
     }
 
     fn reload(&mut self) -> Result<SupervisorConfig, String> {
@@ -152,13 +154,15 @@ fn worker_metrics(ctx: &WorkerContext) -> Option<ferrocorn_shm_metrics::Counter>
         .ok()
 }
 
-fn serve(ctx: WorkerContext) -> i32 {
+fn serve(ctx: WorkerContext, deaf: bool) -> i32 {
     use mio::{Events, Interest, Poll, Token};
     let term = Arc::new(AtomicBool::new(false));
+    let term_signal = Arc::new(AtomicBool::new(false));
+    let mut terms_lost = 0;
     let usr1 = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone()).unwrap();
     let quit = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()).unwrap();
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term_signal.clone()).unwrap();
     for s in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(s, quit.clone()).unwrap();
     }
@@ -206,6 +210,14 @@ fn serve(ctx: WorkerContext) -> i32 {
         }
         if ferrocorn_getppid() != ctx.ppid {
             return 0;
+        }
+        if term_signal.swap(false, Ordering::SeqCst) {
+            if deaf && terms_lost == 0 {
+                terms_lost += 1;
+                say!("LOST TERM {}", std::process::id());
+            } else {
+                term.store(true, Ordering::SeqCst);
+            }
         }
         if term.load(Ordering::SeqCst) && stopping_since.is_none() {
             // Graceful: stop accepting (close our copies), finish in-flight.
