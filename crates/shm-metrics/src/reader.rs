@@ -43,6 +43,7 @@ pub struct MultiProcessCollector {
     dir: PathBuf,
     desc: Desc,
     on_warning: Option<WarningSink>,
+    merger: std::sync::Mutex<Merger>,
 }
 
 impl fmt::Debug for MultiProcessCollector {
@@ -72,6 +73,7 @@ impl MultiProcessCollector {
             dir: dir.into(),
             desc,
             on_warning: None,
+            merger: Default::default(),
         }
     }
 
@@ -106,7 +108,13 @@ impl MultiProcessCollector {
         const ATTEMPTS: usize = 10;
         for attempt in 0..ATTEMPTS {
             warnings.clear();
-            match merge_dir(&self.dir, &mut warnings, attempt == ATTEMPTS - 1) {
+            let mut merger = self.merger.lock().unwrap_or_else(|p| p.into_inner());
+            match merge_dir(
+                &self.dir,
+                &mut warnings,
+                attempt == ATTEMPTS - 1,
+                &mut merger,
+            ) {
                 Ok(Some(families)) => return (families, warnings),
                 Ok(None) => continue,
                 Err(e) => {
@@ -160,7 +168,9 @@ struct KeyInfo {
 struct MetricInfo {
     name: String,
     help: String,
-    kind: Kind,
+    /// The type of the first file of this scrape that has the metric.
+    kind: Option<Kind>,
+    /// The gauge mode of the last gauge file of this scrape that has it.
     mode: Option<GaugeMode>,
 }
 
@@ -232,7 +242,8 @@ impl Acc {
     }
 }
 
-/// Reusable merge state: raw key bytes are hashed, each distinct key parsed once.
+/// Merge state kept between scrapes: raw key bytes are hashed, each distinct
+/// key parsed once (and not again in later scrapes); values are reset per scrape.
 #[derive(Default)]
 struct Merger {
     key_ids: FastMap<Box<[u8]>, u32>,
@@ -251,11 +262,28 @@ struct Merger {
 }
 
 impl Merger {
-    fn key_id(&mut self, key: &[u8], kind: Kind) -> u32 {
+    /// Forgets the values of the previous scrape (and, when most cached keys
+    /// were not seen in it, the cache itself, so it stays bounded).
+    fn begin(&mut self) {
+        let seen = self.accs.iter().filter(|a| a.seen).count();
+        if self.keys.len() > 2 * seen + 4096 {
+            *self = Merger::default();
+        }
+        for a in &mut self.accs {
+            *a = Acc::EMPTY;
+        }
+        for m in &mut self.metrics {
+            m.kind = None;
+            m.mode = None;
+        }
+        self.file_ids.clear();
+    }
+
+    fn key_id(&mut self, key: &[u8]) -> u32 {
         if let Some(&id) = self.key_ids.get(key) {
             return id;
         }
-        let info = self.parse_key(key, kind);
+        let info = self.parse_key(key);
         let id = self.keys.len() as u32;
         self.keys.push(info);
         self.accs.push(Acc::EMPTY);
@@ -264,7 +292,7 @@ impl Merger {
         id
     }
 
-    fn parse_key(&mut self, key: &[u8], kind: Kind) -> Option<KeyInfo> {
+    fn parse_key(&mut self, key: &[u8]) -> Option<KeyInfo> {
         let (metric, sample, labels, help): (String, String, BTreeMap<String, String>, String) =
             serde_json::from_slice(key).ok()?;
         let metric_id = match self.metric_ids.get(&metric) {
@@ -274,7 +302,7 @@ impl Merger {
                 self.metrics.push(MetricInfo {
                     name: metric.clone(),
                     help,
-                    kind,
+                    kind: None,
                     mode: None,
                 });
                 self.metric_ids.insert(metric, id);
@@ -317,7 +345,7 @@ impl Merger {
             let key = e.key(data);
             let id = match prev.get(i) {
                 Some(&id) if *self.raw_keys[id as usize] == *key => id,
-                _ => self.key_id(key, name.kind),
+                _ => self.key_id(key),
             };
             ids.push(id);
             let id = id as usize;
@@ -325,11 +353,15 @@ impl Merger {
                 bad += 1;
                 continue;
             };
-            if let Some(mode) = gauge_mode
-                && info.metric != last_metric
-            {
+            if info.metric != last_metric {
                 last_metric = info.metric;
-                self.metrics[info.metric as usize].mode = Some(mode);
+                let m = &mut self.metrics[info.metric as usize];
+                if m.kind.is_none() {
+                    m.kind = Some(name.kind);
+                }
+                if gauge_mode.is_some() {
+                    m.mode = gauge_mode;
+                }
             }
             let acc = &mut self.accs[id];
             acc.add(e.value, e.timestamp);
@@ -342,7 +374,7 @@ impl Merger {
         bad
     }
 
-    fn families(self) -> Vec<MetricFamily> {
+    fn families(&self) -> Vec<MetricFamily> {
         // Group keys by metric, then by (sample name, labels): keys differing
         // only in help text or JSON spelling are the same series.
         let mut by_metric: Vec<Vec<usize>> = vec![Vec::new(); self.metrics.len()];
@@ -359,12 +391,13 @@ impl Merger {
                 continue;
             }
             let fam = match m.kind {
-                Kind::Counter => {
+                None => None,
+                Some(Kind::Counter) => {
                     self.simple_family(m, &ids, MetricType::COUNTER, &format!("{}_total", m.name))
                 }
-                Kind::Summary => self.summary_family(m, &ids),
-                Kind::Histogram => self.histogram_family(m, &ids),
-                Kind::Gauge(_) => self.gauge_family(m, &ids),
+                Some(Kind::Summary) => self.summary_family(m, &ids),
+                Some(Kind::Histogram) => self.histogram_family(m, &ids),
+                Some(Kind::Gauge(_)) => self.gauge_family(m, &ids),
             };
             if let Some(f) = fam
                 && !f.get_metric().is_empty()
@@ -583,6 +616,7 @@ fn merge_dir(
     dir: &Path,
     warnings: &mut Vec<Warning>,
     last_attempt: bool,
+    merger: &mut Merger,
 ) -> io::Result<Option<Vec<MetricFamily>>> {
     let mut names: Vec<(FileName, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -628,7 +662,7 @@ fn merge_dir(
         }
     }
 
-    let mut merger = Merger::default();
+    merger.begin();
     let mut buf = Vec::with_capacity(1 << 16);
     let mut entries = Vec::with_capacity(1024);
     for (i, (name, path)) in names.iter().enumerate() {

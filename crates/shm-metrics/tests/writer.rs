@@ -398,3 +398,38 @@ fn collectors_register_with_a_prometheus_registry() {
     assert_eq!(text.matches("le=\"+Inf\"").count(), 1, "{text}");
     assert!(text.contains("lat_count 1\n"), "{text}");
 }
+
+#[test]
+fn a_long_lived_collector_follows_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = MultiProcessCollector::new(dir.path());
+    let render = |c: &MultiProcessCollector| {
+        let mut out = Vec::new();
+        ferrocorn_shm_metrics::encode_text(&c.collect_families(), &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let r = Registry::new(dir.path());
+    let c = r.counter("lived", "L.", &["k"]);
+    c.with_label_values(&["a"]).unwrap().inc();
+    assert_eq!(render(&collector), ours(dir.path()));
+    c.with_label_values(&["b"]).unwrap().inc_by(2.0);
+    r.gauge("lived_gauge", "G.", &[], GaugeMode::LiveMax)
+        .with_label_values(&[])
+        .unwrap()
+        .set(4.0);
+    std::fs::copy(
+        dir.path()
+            .join(format!("counter_{}.db", std::process::id())),
+        dir.path().join("counter_4242.db"),
+    )
+    .unwrap();
+    let second = render(&collector);
+    assert_eq!(second, ours(dir.path()));
+    assert_eq!(value_of(&second, "lived_total{k=\"b\"}"), Some(4.0));
+    ferrocorn_shm_metrics::mark_process_dead(dir.path(), 4242).unwrap();
+    assert_eq!(render(&collector), ours(dir.path()));
+    assert_eq!(
+        value_of(&render(&collector), "lived_total{k=\"b\"}"),
+        Some(4.0)
+    );
+}
