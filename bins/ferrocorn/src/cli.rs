@@ -73,9 +73,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub print_config: bool,
 
-    /// Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeatable.
-    /// [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]
-    #[arg(short = 'b', long, value_name = "ADDRESS", action = ArgAction::Append)]
+    /// Addresses to listen on (repeatable).
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "ADDRESS",
+        action = ArgAction::Append,
+        help = "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]"
+    )]
     pub bind: Vec<String>,
 
     /// Number of worker processes. [default: 1, or $WEB_CONCURRENCY]

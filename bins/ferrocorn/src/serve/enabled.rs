@@ -95,7 +95,9 @@ impl Service for Ferrocorn {
 
     fn reload(&mut self) -> Result<SupervisorConfig, String> {
         let config = Config::load_from_process(&self.args).map_err(|e| e.0)?;
-        compose::log_config(&config)?;
+        // Open the new logs once here: a log file the new workers could not
+        // open would otherwise stop the supervisor (workers failing to boot).
+        compose::open_logs(&config)?;
         let sc = supervisor_config(&config)?;
         self.config = config;
         Ok(sc)
