@@ -579,6 +579,13 @@ impl Arbiter {
     fn reload<S: Service>(&mut self, service: &mut S) {
         info!(self.log, "Hang up: Master");
         let new = match service.reload() {
+            Ok(c) if c.workers == 0 => {
+                error!(
+                    self.log,
+                    "reload failed, keeping the running workers: workers must be at least 1"
+                );
+                return;
+            }
             Ok(c) => c,
             Err(e) => {
                 error!(

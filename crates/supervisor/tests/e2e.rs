@@ -976,6 +976,11 @@ fn hup_rebinds_changed_addresses() {
     })
     .unwrap();
     assert_eq!(s.workers(), before);
+    // And workers = 0.
+    std::fs::write(&reload, "0").unwrap();
+    s.signal(libc::SIGHUP);
+    s.stderr_with(&["workers must be at least 1"]);
+    assert_eq!(s.workers(), before);
     // So does an address that cannot be bound; the others stay open.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap();
@@ -986,7 +991,7 @@ fn hup_rebinds_changed_addresses() {
         s.stderr()
             .matches("reload failed, keeping the running workers")
             .count()
-            == 2
+            == 3
     })
     .unwrap();
     assert_eq!(s.workers(), before);
