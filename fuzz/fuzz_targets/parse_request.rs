@@ -1,7 +1,7 @@
 //! Fuzz the request parser: head parsing with the worker's checks, and the
 //! chunked decoder (whole and byte by byte must agree).
 //!
-//! `cargo +nightly fuzz run parse_request ../crates/worker/tests/corpus`
+//! `cargo +nightly fuzz run parse_request /tmp/corpus` (see ../README.md)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

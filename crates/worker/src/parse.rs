@@ -484,7 +484,9 @@ fn check_method(method: &[u8]) -> Result<(), ParseError> {
 
 fn check_target(method: &[u8], target: &[u8]) -> Result<(), ParseError> {
     let bad = || Err(ParseError::bad("invalid request target"));
-    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+    // Only visible ASCII: raw UTF-8 or other bytes above 0x7f must be
+    // percent-encoded (RFC 3986); found by fuzzing (httparse lets them by).
+    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
         return bad();
     }
     if method == b"CONNECT" {

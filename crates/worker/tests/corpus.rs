@@ -1,7 +1,8 @@
-//! Replay the parser fuzz corpus (tests/corpus/, also the seed corpus of the
-//! cargo-fuzz target in fuzz/) through the parser's invariant checks, with
-//! every truncation and a few byte substitutions of each input: what CI runs
-//! instead of a fuzzing session.
+//! Replay the parser fuzz corpus through the parser's invariant checks: what
+//! CI runs instead of a fuzzing session. tests/corpus/ holds hand-written
+//! seeds (replayed with every truncation and a few byte substitutions each),
+//! tests/corpus/fuzz/ the minimized corpus of a cargo-fuzz run (replayed as
+//! is).
 
 use std::path::Path;
 
@@ -12,8 +13,16 @@ fn corpus_replays_without_panics() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let mut files = 0;
     let mut runs = 0;
+    for entry in std::fs::read_dir(dir.join("fuzz")).unwrap() {
+        fuzz_one(&std::fs::read(entry.unwrap().path()).unwrap());
+        runs += 1;
+    }
     for entry in std::fs::read_dir(&dir).unwrap() {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
+        let data = std::fs::read(path).unwrap();
         files += 1;
         fuzz_one(&data);
         for end in 0..data.len() {

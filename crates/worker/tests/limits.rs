@@ -74,6 +74,7 @@ const BAD_REQUESTS: &[(&str, &[u8])] = &[
     ("relative target", b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("space in target", b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("control in target", b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("UTF-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("DEL in target", b"GET /a\x7fb HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("asterisk for GET", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("CONNECT with path", b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n"),
