@@ -246,6 +246,8 @@ struct Server {
     workers: Workers,
     /// Exporter address, when it has one.
     metrics: Option<SocketAddr>,
+    /// Its stdout and stderr (removed on drop).
+    log: PathBuf,
 }
 
 impl Server {
@@ -256,8 +258,17 @@ impl Server {
         workers: Workers,
         expect_workers: usize,
     ) -> Result<Server, String> {
+        let log = std::env::temp_dir().join(format!(
+            "loadbench-{}-{}.log",
+            name.replace([' ', '+'], "-"),
+            std::process::id()
+        ));
+        let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
         let child = cmd
             .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .map_err(|e| format!("starting {name} ({cmd:?}): {e}"))?;
         let mut server = Server {
@@ -266,9 +277,14 @@ impl Server {
             child,
             workers,
             metrics: None,
+            log,
         };
-        http::wait_ready(addr, "/", Duration::from_secs(20))
-            .map_err(|e| format!("{name} did not answer on {addr}: {e}"))?;
+        http::wait_ready(addr, "/", Duration::from_secs(20)).map_err(|e| {
+            format!(
+                "{name} did not answer on {addr}: {e}\n{}",
+                server.log_tail()
+            )
+        })?;
         // Every worker up, so that memory and kill measurements see them all.
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.worker_pids().len() < expect_workers {
@@ -279,7 +295,7 @@ impl Server {
                 ));
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("{name} exited: {status}"));
+                return Err(format!("{name} exited: {status}\n{}", server.log_tail()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -288,6 +304,13 @@ impl Server {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The last lines the server printed.
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
     fn worker_pids(&self) -> Vec<u32> {
@@ -306,7 +329,10 @@ impl Server {
         let port = free_port().map_err(|e| e.to_string())?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = Command::new(&paths.ferrocorn);
-        cmd.arg("-b").arg(addr.to_string()).args(["-w", "2"]);
+        cmd.arg("-b").arg(addr.to_string());
+        if !args.contains(&"-w") {
+            cmd.args(["-w", "2"]);
+        }
         let mut metrics = None;
         if !args.contains(&"--no-metrics") {
             let mport = free_port().map_err(|e| e.to_string())?;
@@ -350,6 +376,7 @@ impl Drop for Server {
                 let _ = sys::kill(w, libc::SIGKILL);
             }
         }
+        let _ = fs::remove_file(&self.log);
     }
 }
 
@@ -715,7 +742,10 @@ fn respawn(paths: &Paths, report: &mut Report) -> Result<(), String> {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        std::thread::sleep(Duration::from_millis(200));
+        // Let the worker live past its first heartbeats: the supervisor counts
+        // a worker that dies before it saw one as a failed boot, and stops
+        // the server after 5 in a row.
+        std::thread::sleep(Duration::from_millis(1500));
         let t0 = Instant::now();
         sys::kill(worker, libc::SIGKILL).map_err(|e| format!("kill {worker}: {e}"))?;
         // The connection must not reach the dying worker.
