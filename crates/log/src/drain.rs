@@ -244,8 +244,8 @@ impl LineDrain {
 
 #[cfg_attr(not(feature = "structured"), allow(dead_code))]
 fn pad(out: &mut Vec<u8>, len: usize, width: usize) {
-    for _ in len..width {
-        out.push(b' ');
+    if len < width {
+        out.resize(out.len() + (width - len), b' ');
     }
 }
 

@@ -40,12 +40,27 @@ fn is_clean(bytes: &[u8]) -> bool {
     true
 }
 
+/// Whether `bytes` holds a control byte other than tab (block-wise, like
+/// [`is_clean`]).
+fn has_control(bytes: &[u8]) -> bool {
+    for block in bytes.chunks(32) {
+        let mut bad = false;
+        for &b in block {
+            bad |= ((b < 0x20) & (b != b'\t')) | (b == 0x7f);
+        }
+        if bad {
+            return true;
+        }
+    }
+    false
+}
+
 /// Appends a message for the console and plain formats: control characters
 /// other than tab become `\n`, `\r`, `\xNN`, so that neither a newline nor a
 /// terminal escape sequence from data can forge a line. Everything else is
 /// kept as written (structlog never escapes the event).
 pub(crate) fn push_message(out: &mut Vec<u8>, s: &str) {
-    if !s.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    if !has_control(s.as_bytes()) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
