@@ -52,6 +52,10 @@ fn bind(b: &Bind, config: &Config) -> Result<Listener, String> {
             Ok(Listener::Unix(sock.into()))
         }
         Bind::Fd(fd) => {
+            // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+            if unsafe { libc::fcntl(*fd, libc::F_GETFD) } == -1 {
+                return Err(fail(std::io::Error::last_os_error()));
+            }
             // SAFETY: the user told us (fd://N) that this process inherited
             // descriptor N as a listening socket and that nothing else owns it.
             let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
