@@ -128,12 +128,28 @@ fn push_iso_prefix(out: &mut Vec<u8>, secs: i64) {
 /// The same as a `String` (for slog values).
 #[cfg_attr(not(feature = "structured"), allow(dead_code))]
 pub(crate) fn iso_utc(now: Now) -> IsoUtc {
-    let mut buf = Vec::with_capacity(27);
-    push_iso_utc(&mut buf, now);
-    let mut bytes = [0u8; 32];
-    let len = buf.len().min(32);
-    bytes[..len].copy_from_slice(&buf[..len]);
-    IsoUtc { bytes, len }
+    let mut out = IsoUtc {
+        bytes: [0u8; 32],
+        len: 0,
+    };
+    // Through a reused buffer: no allocation per line.
+    let done = ISO_BUF.try_with(|buf| {
+        let Ok(mut buf) = buf.try_borrow_mut() else {
+            return false;
+        };
+        buf.clear();
+        push_iso_utc(&mut buf, now);
+        out.len = buf.len().min(32);
+        out.bytes[..out.len].copy_from_slice(&buf[..out.len]);
+        true
+    });
+    if done != Ok(true) {
+        let mut buf = Vec::with_capacity(32);
+        push_iso_utc(&mut buf, now);
+        out.len = buf.len().min(32);
+        out.bytes[..out.len].copy_from_slice(&buf[..out.len]);
+    }
+    out
 }
 
 /// A formatted ISO timestamp on the stack.
@@ -171,6 +187,8 @@ thread_local! {
     // The formatted second of the last ISO timestamp and of the last `t` atom.
     static ISO_PREFIX: Cell<(i64, [u8; 20])> = const { Cell::new((0, [0; 20])) };
     static CLF: Cell<(i64, [u8; 28])> = const { Cell::new((0, [0; 28])) };
+    #[cfg_attr(not(feature = "structured"), allow(dead_code))]
+    static ISO_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn local(secs: i64) -> LocalTime {
