@@ -1484,7 +1484,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_example_parses_except_for_nothing() {
+    fn seed_example_has_the_seeds_values() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed.toml");
         let c = load(&["-c", path.to_str().unwrap()], &[]).unwrap();
         assert_eq!(c.loglevel, "error");
