@@ -306,3 +306,53 @@ fn readme_defaults_answer_on_8000_and_8001() {
     let text = s.scrape();
     assert!(text.contains("gunicorn_max_worker_threads{pid="), "{text}");
 }
+
+/// The seed's `timeout`: a worker whose every thread is stuck in a request
+/// older than `timeout` stops beating and is killed and replaced (the
+/// heartbeat reaches the supervisor through the binary's wiring).
+#[test]
+fn timeout_kills_a_stuck_worker() {
+    let s = Server::builder()
+        .args(["-t", "1", "--threads", "1", "--graceful-timeout", "1"])
+        .start();
+    s.wait_stderr(Duration::from_secs(5), "the worker booted", |e| {
+        e.contains("Booting worker with pid")
+    });
+    let addr = s.addr;
+    let stuck = std::thread::spawn(move || request(addr, "GET", "/delay/6000", &[], b""));
+    s.wait_stderr(Duration::from_secs(6), "WORKER TIMEOUT", |e| {
+        e.contains("WORKER TIMEOUT")
+    });
+    s.wait_stderr(Duration::from_secs(5), "a replacement worker", |e| {
+        e.matches("Booting worker with pid").count() >= 2
+    });
+    assert!(
+        wait_for(Duration::from_secs(5), || request(
+            addr,
+            "GET",
+            "/healthz",
+            &[],
+            b""
+        )
+        .is_ok_and(|r| r.status == 200)),
+        "the new worker answers; stderr:\n{}",
+        s.stderr()
+    );
+    // The stuck request's connection died with its worker.
+    assert!(stuck.join().unwrap().is_err());
+}
+
+/// `--max-requests`: the worker restarts after that many requests.
+#[test]
+fn max_requests_restarts_the_worker() {
+    let s = Server::builder().args(["--max-requests", "3"]).start();
+    for _ in 0..6 {
+        let ok = wait_for(Duration::from_secs(5), || {
+            request(s.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        assert!(ok, "stderr:\n{}", s.stderr());
+    }
+    s.wait_stderr(Duration::from_secs(5), "a restart", |e| {
+        e.matches("Booting worker with pid").count() >= 2
+    });
+}
