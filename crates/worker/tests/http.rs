@@ -561,3 +561,56 @@ fn unread_streamed_body_closes_without_losing_the_response() {
     assert!(r.closes());
     writer.join().unwrap();
 }
+
+#[test]
+fn failing_stream_truncates_and_closes() {
+    let s = server();
+    for q in ["error", "panic"] {
+        let mut c = Client::new(s.connect());
+        c.send(format!("GET /stream-fail?{q} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        // The head and the first chunk arrive, then the connection closes
+        // without the final chunk: the client sees a truncated body.
+        let err = c.response_to(false).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{q}");
+    }
+    // The worker serves on.
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    wait_for(Duration::from_secs(2), "no pending requests", || {
+        s.stats.pending_requests() == 0
+    });
+}
+
+#[test]
+fn tcp_and_unix_listeners_in_one_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("both.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let worker = ferrocorn_worker::Worker::new(
+        WorkerConfig::default(),
+        vec![
+            ferrocorn_worker::Listener::Tcp(tcp),
+            ferrocorn_worker::Listener::Unix(unix),
+        ],
+        Arc::new(TestApp),
+    )
+    .unwrap();
+    let stop = worker.shutdown_handle();
+    let t = std::thread::spawn(move || worker.run());
+    for _ in 0..3 {
+        let mut u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        u.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        u.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("hello\n"), "{out}");
+        let mut c = Client::new(std::net::TcpStream::connect(addr).unwrap());
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.response().status, 200);
+    }
+    stop.graceful();
+    t.join().unwrap().unwrap();
+}

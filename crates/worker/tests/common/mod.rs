@@ -314,6 +314,20 @@ impl App for TestApp {
                 let it = (0..n).map(|i| Ok(format!("part {i}\n").into_bytes()));
                 Response::new(200).stream(Box::new(it))
             }
+            "/stream-fail" => {
+                let panics = req.query() == "panic";
+                let mut n = 0;
+                let it = std::iter::from_fn(move || {
+                    n += 1;
+                    match n {
+                        1 => Some(Ok(b"first\n".to_vec())),
+                        2 if panics => panic!("stream panics on purpose"),
+                        2 => Some(Err(io::Error::other("stream fails on purpose"))),
+                        _ => None,
+                    }
+                });
+                Response::new(200).stream(Box::new(it))
+            }
             "/stream-len" => {
                 let it = ["abc", "def"]
                     .into_iter()
