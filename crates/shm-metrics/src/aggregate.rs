@@ -211,7 +211,7 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
     let src_path = dir.join(kind.file_name(id));
     let mut values = Values::default();
     let mut buf = Vec::new();
-    match file::read_file(&agg_path, &mut buf, true, false) {
+    match fs::File::open(&agg_path).and_then(|f| file::read_file(f, &mut buf, true, false)) {
         Ok(_) => {
             if let Some(absorbed) = parse_trailer(&buf) {
                 // Finish a fold interrupted between renaming and deleting.
@@ -237,15 +237,16 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let stamp = match file::read_file(&src_path, &mut buf, false, true) {
-        Ok((len, Some(stamp))) => {
-            buf.truncate(len);
-            stamp
-        }
-        Ok((_, None)) => unreachable!("a stamp was asked for"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
+    let stamp =
+        match fs::File::open(&src_path).and_then(|f| file::read_file(f, &mut buf, false, true)) {
+            Ok((len, Some(stamp))) => {
+                buf.truncate(len);
+                stamp
+            }
+            Ok((_, None)) => unreachable!("a stamp was asked for"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
     let mut entries = Vec::new();
     if file::parse(&buf, &mut entries).is_ok() {
         for e in &entries {

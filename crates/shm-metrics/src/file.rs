@@ -164,12 +164,11 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
 /// many bytes of `buf` hold the file (`buf` may be longer: it is reused
 /// between files without zeroing) and, when `stamp` is set, its [`Stamp`].
 pub(crate) fn read_file(
-    path: &Path,
+    file: File,
     buf: &mut Vec<u8>,
     whole: bool,
     stamp: bool,
 ) -> io::Result<(usize, Option<Stamp>)> {
-    let file = File::open(path)?;
     let stamp = if stamp || whole {
         Some(Stamp::of(&file.metadata()?))
     } else {
@@ -285,7 +284,7 @@ impl ShmFile {
             map.store_i32(0, used);
         } else {
             let mut buf = Vec::new();
-            let (len, _) = read_file(path, &mut buf, false, false)?;
+            let (len, _) = read_file(File::open(path)?, &mut buf, false, false)?;
             buf.truncate(len);
             let mut entries = Vec::new();
             let layout = parse(&buf, &mut entries).map_err(|e| {

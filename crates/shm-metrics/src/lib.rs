@@ -23,11 +23,42 @@
 //! - [`Exporter`] serves `GET /metrics` from a single-threaded mio loop (or
 //!   its own thread); [`render_dir`] is the whole pipeline for one directory.
 //!
-//! # Processes and fork
-//! A process writes files named after its pid. After `fork()`, every registry
-//! and handle of the child writes the child's own files (a `pthread_atfork`
-//! hook bumps a generation the handles compare on each update). Do not fork
-//! while another thread is creating a series.
+//! # Design notes
+//! **Mappings.** A file is mapped once at its size; when an append does not
+//! fit, the file is extended (doubling, from 64 KiB, as prometheus_client
+//! does) and a second, larger `MAP_SHARED` mapping is *added*. Old mappings
+//! are never unmapped while a handle can point into them (handles keep their
+//! file object alive); shared mappings of one file share its pages, so a
+//! value written through an old mapping is the value every reader sees. The
+//! cost is at most twice the file size in address space, and no update ever
+//! waits for a remap. Appending a new series takes the file's mutex; updating
+//! one never does.
+//!
+//! **Fork.** A process writes files named after its pid. After `fork()`,
+//! every registry and handle of the child writes the child's own files (a
+//! `pthread_atfork` child hook bumps a generation that each update compares,
+//! one relaxed load), starting from zero there as prometheus_client does; the
+//! parent's file is never written by the child. Do not fork while another
+//! thread is *creating* a series (the child could inherit a held lock);
+//! pre-fork servers fork before they start threads. A process that forks
+//! with a raw `clone` system call (not through libc) is not detected.
+//!
+//! **Dead processes.** [`mark_process_dead`] deletes the process's `live*`
+//! and `all` gauge files and folds its other files into `{type}_aggregate.db`
+//! files: the new aggregate is written under a temporary name, renamed over
+//! the old one with a trailer (after the `used` mark, invisible to Python)
+//! naming the folded file by pid, inode and mtime, and only then is the
+//! folded file deleted. Our reader reads aggregates first, skips files they
+//! claim, and starts over if a folded file vanished between listing and
+//! reading, so a concurrent scrape never counts a process twice or misses
+//! it. `min`/`max`/`sum`/`mostrecent` gauges are folded too (prometheus_client
+//! keeps a dead process's value in those modes forever; folding keeps the
+//! exact same result with one file).
+//!
+//! **Reading.** Files are read once each (header, then up to `used`), in
+//! directory order (so float sums come out bit for bit as Python's), raw
+//! keys are hashed and each distinct key parsed once; a long-lived
+//! [`MultiProcessCollector`] keeps parsed keys between scrapes.
 //!
 //! # Example
 //! ```

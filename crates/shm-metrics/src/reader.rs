@@ -248,7 +248,10 @@ impl Acc {
 struct Merger {
     key_ids: FastMap<Box<[u8]>, u32>,
     /// Raw bytes of each key id.
-    raw_keys: Vec<Box<[u8]>>,
+    /// (in one contiguous arena, in first-seen order, so that checking a
+    /// file's keys against the hints below reads memory sequentially).
+    arena: Vec<u8>,
+    spans: Vec<(u32, u32)>,
     /// Per file kind, the key ids of the last file of that kind in order:
     /// processes of one program write the same keys in the same order, so
     /// most lookups are one comparison, no hashing.
@@ -279,6 +282,12 @@ impl Merger {
         self.file_ids.clear();
     }
 
+    #[inline]
+    fn raw_key(&self, id: u32) -> &[u8] {
+        let (start, len) = self.spans[id as usize];
+        &self.arena[start as usize..(start + len) as usize]
+    }
+
     fn key_id(&mut self, key: &[u8]) -> u32 {
         if let Some(&id) = self.key_ids.get(key) {
             return id;
@@ -288,7 +297,8 @@ impl Merger {
         self.keys.push(info);
         self.accs.push(Acc::EMPTY);
         self.key_ids.insert(key.into(), id);
-        self.raw_keys.push(key.into());
+        self.spans.push((self.arena.len() as u32, key.len() as u32));
+        self.arena.extend_from_slice(key);
         id
     }
 
@@ -344,7 +354,7 @@ impl Merger {
         for (i, e) in entries.iter().enumerate() {
             let key = e.key(data);
             let id = match prev.get(i) {
-                Some(&id) if *self.raw_keys[id as usize] == *key => id,
+                Some(&id) if self.raw_key(id) == key => id,
                 _ => self.key_id(key),
             };
             ids.push(id);
@@ -640,6 +650,12 @@ fn merge_dir(
     // Values are added in directory order, as Python's glob sees the files,
     // so float sums come out bit for bit the same. Aggregates are read
     // first, though: their trailers say which files they already contain.
+    // Files are opened relative to the directory, not by full path.
+    let dir_file = std::fs::File::open(dir)?;
+    let open = |path: &Path| match path.file_name() {
+        Some(name) => crate::sys::open_in(&dir_file, name),
+        None => std::fs::File::open(path),
+    };
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
     let mut aggregates: Vec<Option<Vec<u8>>> = vec![None; names.len()];
     for (i, (name, path)) in names.iter().enumerate() {
@@ -647,7 +663,7 @@ fn merge_dir(
             continue;
         }
         let mut data = Vec::new();
-        match file::read_file(path, &mut data, true, false) {
+        match open(path).and_then(|f| file::read_file(f, &mut data, true, false)) {
             Ok(_) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
@@ -678,24 +694,25 @@ fn merge_dir(
             let claimed = absorbed
                 .iter()
                 .any(|(k, a)| *k == name.kind && a.id == name.id);
-            let (len, stamp) = match file::read_file(path, &mut buf, false, claimed) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // A deleted gauge file is simply gone; a folded file may
-                    // be in an aggregate read before the fold: start over.
-                    if last_attempt || !crate::aggregate::is_folded(name.kind) {
+            let (len, stamp) =
+                match open(path).and_then(|f| file::read_file(f, &mut buf, false, claimed)) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // A deleted gauge file is simply gone; a folded file may
+                        // be in an aggregate read before the fold: start over.
+                        if last_attempt || !crate::aggregate::is_folded(name.kind) {
+                            continue;
+                        }
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        warnings.push(Warning {
+                            path: path.clone(),
+                            reason: format!("cannot read: {e}; skipped"),
+                        });
                         continue;
                     }
-                    return Ok(None);
-                }
-                Err(e) => {
-                    warnings.push(Warning {
-                        path: path.clone(),
-                        reason: format!("cannot read: {e}; skipped"),
-                    });
-                    continue;
-                }
-            };
+                };
             if let Some(stamp) = stamp
                 && absorbed
                     .iter()

@@ -207,3 +207,31 @@ impl<T> SwapCell<T> {
         unsafe { &*ptr }
     }
 }
+
+/// Opens `name` in the directory `dir` read-only (`openat`): no walk of the
+/// directory's path for every file of a scrape.
+pub(crate) fn open_in(dir: &File, name: &std::ffi::OsStr) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    loop {
+        // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated
+        // string, both alive for the call.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: `fd` is a descriptor we just opened and own alone.
+            return Ok(unsafe { File::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
