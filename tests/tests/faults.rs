@@ -695,7 +695,8 @@ fn sigterm_answers_in_flight_and_queued() {
     let worker = *f.workers().iter().next().expect("a worker");
     let baseline = socket_inodes(worker).len();
     // Four slow requests fill the worker's connections (two on threads,
-    // two pending).
+    // two pending: the last two finish 3 s after they were sent).
+    let sent = Instant::now();
     let slow: Vec<Conn> = (0..4)
         .map(|_| {
             let mut c = Conn::open(f.addr, Duration::from_secs(10)).expect("connect");
@@ -725,6 +726,18 @@ fn sigterm_answers_in_flight_and_queued() {
         accept_queue(f.addr.port())
     );
 
+    // TERM 1.2 s after the slow requests were sent, whatever the machine's
+    // pace: the last slow answers (3 s after sending) and the queued
+    // connections are then due about 1.8 s after TERM, well within the
+    // graceful timeout (5 s). The supervisor drains the backlog for at most
+    // half of it, so the margin is kept under 2.5 s on purpose.
+    let term_at = Duration::from_millis(1200);
+    assert!(
+        sent.elapsed() < term_at,
+        "setting up took {:?}: too slow to test",
+        sent.elapsed()
+    );
+    thread::sleep(term_at.saturating_sub(sent.elapsed()));
     let t0 = Instant::now();
     signal(f.pid(), libc::SIGTERM);
     let readers: Vec<JoinHandle<Result<u16, String>>> = slow
