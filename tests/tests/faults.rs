@@ -38,9 +38,10 @@ fn serial() -> MutexGuard<'static, ()> {
 // The binary and its processes.
 
 /// target/<profile>/ferrocorn, next to the directory of this test executable
-/// (target/<profile>/deps/faults-HASH), brought up to date once per run with
-/// `cargo build -p ferrocorn` (a no-op when fresh; `cargo test` does not build
-/// another package's binary). `FERROCORN_BIN` overrides both.
+/// (target/<profile>/deps/faults-HASH), as the other e2e tests find it
+/// (`cargo test --workspace` builds it); built with `cargo build -p ferrocorn`
+/// when missing (`cargo test -p ferrocorn-tests` alone does not build another
+/// package's binary). `FERROCORN_BIN` overrides both.
 fn ferrocorn_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -51,6 +52,10 @@ fn ferrocorn_bin() -> PathBuf {
         let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
         if profile_dir.ends_with("deps") {
             profile_dir.pop();
+        }
+        let bin = profile_dir.join("ferrocorn");
+        if bin.is_file() {
+            return bin;
         }
         let target_dir = profile_dir.parent().expect("target dir");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,8 +80,7 @@ fn ferrocorn_bin() -> PathBuf {
             "cargo build -p ferrocorn failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let bin = profile_dir.join("ferrocorn");
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        assert!(bin.is_file(), "{} missing after cargo build", bin.display());
         bin
     })
     .clone()
