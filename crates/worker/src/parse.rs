@@ -163,8 +163,9 @@ pub struct Head {
     pub method: Span,
     /// The raw request target.
     pub target: Span,
-    /// Where the path ends within the target (the `?` or the end).
-    pub path_end: u32,
+    /// The path within the target: up to the `?`, without the scheme and
+    /// authority of an absolute-form target (`http://host/p?q` has path `/p`).
+    pub path: Span,
     /// The version.
     pub version: Version,
     /// How the body is delimited.
@@ -449,17 +450,25 @@ fn parse_with<'b>(
         Version::Http10 => conn_keep_alive && !conn_close,
     };
     let target_span = Span::of(buf, target.as_bytes());
-    let path_end = target_span.start
-        + target
-            .as_bytes()
+    let t = target.as_bytes();
+    let path_end = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
+    let path_start = match t.windows(3).position(|w| w == b"://") {
+        // absolute-form: the path starts at the first '/' after the authority
+        Some(i) if t[0] != b'/' => t[i + 3..path_end]
             .iter()
-            .position(|&b| b == b'?')
-            .unwrap_or(target.len()) as u32;
+            .position(|&b| b == b'/')
+            .map_or(path_end, |p| i + 3 + p),
+        _ => 0,
+    };
+    let path = Span {
+        start: target_span.start + path_start as u32,
+        end: target_span.start + path_end as u32,
+    };
     Ok(Some(Head {
         len,
         method: Span::of(buf, method.as_bytes()),
         target: target_span,
-        path_end,
+        path,
         version,
         framing,
         keep_alive,
@@ -846,7 +855,8 @@ pub fn fuzz_one(data: &[u8]) {
             assert!(s.end as usize <= head.len && s.start <= s.end);
             assert!(s.get(data).is_ascii());
         }
-        assert!(head.path_end >= head.target.start && head.path_end <= head.target.end);
+        assert!(head.path.start >= head.target.start && head.path.end <= head.target.end);
+        assert!(head.path.start <= head.path.end);
         for h in &headers {
             assert!(h.name.end as usize <= head.len && h.value.end as usize <= head.len);
             assert!(is_token(h.name.get(data)));

@@ -27,17 +27,14 @@ impl OwnedHead {
         self.str_of(self.head.target)
     }
     pub(crate) fn path(&self) -> &str {
-        let t = self.head.target;
-        self.str_of(crate::parse::Span {
-            start: t.start,
-            end: self.head.path_end,
-        })
+        self.str_of(self.head.path)
     }
     pub(crate) fn query(&self) -> &str {
         let t = self.head.target;
-        if self.head.path_end < t.end {
+        let end = self.head.path.end;
+        if end < t.end {
             self.str_of(crate::parse::Span {
-                start: self.head.path_end + 1,
+                start: end + 1,
                 end: t.end,
             })
         } else {
@@ -77,7 +74,8 @@ impl<'a> Request<'a> {
     pub fn target(&self) -> &'a str {
         self.head.target()
     }
-    /// The target up to the `?`, `/search`.
+    /// The path: the target up to the `?`, `/search` (for an absolute-form
+    /// target `http://host/search?q`, also `/search`).
     pub fn path(&self) -> &'a str {
         self.head.path()
     }

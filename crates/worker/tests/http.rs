@@ -52,6 +52,13 @@ fn request_accessors() {
     assert!(body.contains("peer=127.0.0.1"), "{body}");
     assert!(body.contains(&format!("local={}", s.addr)), "{body}");
     assert!(body.contains("Host=example,X-Thing=spaced value"), "{body}");
+    // Absolute form: the path without scheme and authority.
+    c.send(b"GET http://example.com/info?z HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let body = c.response().body_str().to_owned();
+    assert!(
+        body.contains("target=http://example.com/info?z path=/info query=z "),
+        "{body}"
+    );
 }
 
 #[test]
