@@ -2,8 +2,9 @@
 //! `event`, `level`, `logger`, `pid`, `tid`, `timestamp`, then the logger's
 //! and the call site's key-values with their types kept.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use slog::{Drain as _, OwnedKVList, PushFnValue, Record, o};
@@ -13,19 +14,21 @@ use crate::sink::Sink;
 use crate::sys;
 use crate::time::{self, Now};
 
-thread_local! {
-    // The line slog-json writes, per thread, so a failed record leaves nothing
-    // behind for the next one.
-    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
+/// The line being written, shared by this thread's slog-json drains. An
+/// `Rc<RefCell<..>>` inside the thread's own state: serde_json writes a line
+/// in dozens of small pieces, each only a borrow flag away from the buffer.
+#[derive(Clone, Default)]
+struct SharedLine(Rc<RefCell<Vec<u8>>>);
 
-/// slog-json writes into the calling thread's `LINE`.
-struct ThreadLine;
-
-impl io::Write for ThreadLine {
+impl io::Write for SharedLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        LINE.with(|l| l.borrow_mut().extend_from_slice(buf));
+        self.0.borrow_mut().extend_from_slice(buf);
         Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -37,19 +40,25 @@ pub(crate) struct JsonFormat {
     name: Arc<str>,
 }
 
+/// This thread's slog-json drains, one per logger name, and their line.
+#[derive(Default)]
+struct ThreadDrains {
+    line: SharedLine,
+    drains: Vec<(Arc<str>, slog_json::Json<SharedLine>)>,
+}
+
 thread_local! {
     // One slog-json drain per logger name per thread: slog_json::Json keeps
     // its writer in a RefCell (not Sync), and a shared one behind a mutex
     // would serialize the formatting of every thread, not only the write.
     // Keyed by name, not by drain, so that loggers made on the fly do not
     // pile up.
-    static DRAINS: RefCell<Vec<(Arc<str>, slog_json::Json<ThreadLine>)>> =
-        const { RefCell::new(Vec::new()) };
+    static DRAINS: RefCell<ThreadDrains> = RefCell::new(ThreadDrains::default());
 }
 
-fn build(name: &str) -> slog_json::Json<ThreadLine> {
+fn build(name: &str, line: SharedLine) -> slog_json::Json<SharedLine> {
     let name = name.to_string();
-    slog_json::Json::new(ThreadLine)
+    slog_json::Json::new(line)
         .set_newlines(true)
         .set_flush(false)
         // slog serializes an `o!` list last entry first: listed in reverse
@@ -76,50 +85,29 @@ impl JsonFormat {
     pub(crate) fn log(&self, sink: &Sink, record: &Record<'_>, values: &OwnedKVList) {
         // A record logged while this thread renders one (a value that logs)
         // would find the thread's drains borrowed: drop it instead.
-        let Some(_busy) = Busy::enter() else { return };
-        let ok = DRAINS.try_with(|drains| {
-            let mut drains = drains.borrow_mut();
-            let i = match drains.iter().position(|(n, _)| *n == self.name) {
+        let _ = DRAINS.try_with(|state| {
+            let Ok(mut state) = state.try_borrow_mut() else {
+                return;
+            };
+            let state = &mut *state;
+            let i = match state.drains.iter().position(|(n, _)| *n == self.name) {
                 Some(i) => i,
                 None => {
-                    drains.push((Arc::clone(&self.name), build(&self.name)));
-                    drains.len() - 1
+                    let json = build(&self.name, state.line.clone());
+                    state.drains.push((Arc::clone(&self.name), json));
+                    state.drains.len() - 1
                 }
             };
-            LINE.with(|l| l.borrow_mut().clear());
-            drains[i].1.log(record, values).is_ok()
-        });
-        LINE.with(|l| {
-            let mut l = l.borrow_mut();
-            if ok == Ok(true) {
-                sink.write_line(&l);
+            state.line.0.borrow_mut().clear();
+            let ok = state.drains[i].1.log(record, values).is_ok();
+            let mut line = state.line.0.borrow_mut();
+            if ok {
+                sink.write_line(&line);
             }
-            l.clear();
-            if l.capacity() > 64 * 1024 {
-                *l = Vec::new();
+            line.clear();
+            if line.capacity() > 64 * 1024 {
+                *line = Vec::new();
             }
         });
-    }
-}
-
-thread_local! {
-    static BUSY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks this thread as rendering a JSON line until dropped (also on panic).
-struct Busy;
-
-impl Busy {
-    fn enter() -> Option<Busy> {
-        match BUSY.try_with(|b| b.replace(true)) {
-            Ok(false) => Some(Busy),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = BUSY.try_with(|b| b.set(false));
     }
 }

@@ -315,6 +315,44 @@ TS [info     ] with values                    [gunicorn.error] none=None ok=True
         assert_eq!(tids.len(), 4, "threads have distinct tids");
     }
 
+    /// A value that logs while it is being logged.
+    struct Noisy(slog::Logger);
+
+    impl slog::Value for Noisy {
+        fn serialize(
+            &self,
+            _record: &slog::Record<'_>,
+            key: slog::Key,
+            serializer: &mut dyn slog::Serializer,
+        ) -> slog::Result {
+            slog::info!(self.0, "inner");
+            serializer.emit_str(key, "v")
+        }
+    }
+
+    #[test]
+    fn a_value_that_logs_neither_deadlocks_nor_panics() {
+        for format in [Format::Json, Format::Console, Format::Plain] {
+            let (logs, error, _access) = common::memory_logs(format, Level::Info);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let log = logs.error().clone();
+            std::thread::spawn(move || {
+                slog::info!(log, "outer"; "noisy" => Noisy(log.clone()));
+                tx.send(()).unwrap();
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{format}: logging from a value hung or panicked"));
+            let text = error.contents();
+            assert!(
+                text.lines().any(|l| l.contains("outer")),
+                "{format}: {text}"
+            );
+            if format == Format::Json {
+                json_lines(&error); // every line parses
+            }
+        }
+    }
+
     #[test]
     fn logger_prefix_names_both_logs() {
         let error = MemoryLog::new();
