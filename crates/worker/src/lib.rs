@@ -90,6 +90,7 @@ mod request;
 mod response;
 mod server;
 mod stats;
+mod sys;
 
 use std::io;
 use std::sync::Arc;
@@ -339,7 +340,8 @@ impl Worker {
     }
 
     /// Install signal handling in [`Worker::run`]: SIGTERM graceful stop,
-    /// SIGINT and SIGQUIT quick stop, SIGUSR1 reopen logs. Off by default so
+    /// SIGINT and SIGQUIT quick stop, SIGUSR1 reopen logs, SIGPIPE ignored.
+    /// Off by default so
     /// a worker can run on a thread of a process that handles its signals.
     pub fn handle_signals(mut self, on: bool) -> Worker {
         self.handle_signals = on;

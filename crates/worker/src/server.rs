@@ -317,6 +317,7 @@ impl Server {
 
     fn run(&mut self) -> io::Result<()> {
         if self.handle_signals {
+            crate::sys::ignore_sigpipe();
             use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
             let mut signals =
                 signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1])?;
