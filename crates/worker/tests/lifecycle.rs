@@ -50,9 +50,9 @@ fn graceful_stop_finishes_in_flight_and_closes_idle() {
     });
     let start = Instant::now();
     s.stop.graceful();
-    // The idle connection is closed at once.
+    // The idle connection is closed at once, while the request is in flight.
     idle.assert_closed();
-    assert!(start.elapsed() < Duration::from_millis(300));
+    assert_eq!(s.stats.pending_requests(), 1, "idle closed only after the busy one");
     // The request in flight is answered, with Connection: close.
     let r = busy.response();
     assert_eq!(r.body_str(), "slept\n");
@@ -155,8 +155,9 @@ fn quick_stop_returns_at_once() {
     });
     let start = Instant::now();
     s.stop.quick();
-    s.join_within(Duration::from_secs(1)).unwrap();
-    assert!(start.elapsed() < Duration::from_millis(500));
+    s.join_within(Duration::from_secs(2)).unwrap();
+    // Well before the request would have ended.
+    assert!(start.elapsed() < Duration::from_millis(1500));
     c.assert_closed();
 }
 
