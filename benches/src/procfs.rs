@@ -31,6 +31,27 @@ pub fn stat(pid: u32) -> Option<(u32, char)> {
     Some((ppid, state))
 }
 
+/// CPU time `pid` has used (all its threads, user + system), in seconds,
+/// from fields 14 and 15 of `/proc/PID/stat`; 0 for a vanished process.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = text.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = text[close + 2..].split_ascii_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
+/// The sum of [`cpu_seconds`] over `pids`.
+pub fn cpu_seconds_sum(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(_, state)| state != 'Z')
@@ -107,6 +128,18 @@ fn hex_addr(addr: SocketAddr) -> Option<String> {
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn own_cpu_time_grows() {
+        let me = std::process::id();
+        let before = cpu_seconds(me);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_seconds(me) > before);
+    }
 
     #[test]
     fn own_rss_and_parent() {

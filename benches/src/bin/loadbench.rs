@@ -493,6 +493,8 @@ fn start_gunicorn(paths: &Paths, body: &str, content_type: &str) -> Result<Serve
 #[derive(Default)]
 struct Cell {
     rps: Vec<f64>,
+    /// Requests per CPU-second the server's processes used.
+    per_cpu: Vec<f64>,
     p50_us: Vec<f64>,
     p99_us: Vec<f64>,
     errors: u64,
@@ -583,19 +585,26 @@ fn throughput(
             for i in 0..n {
                 let s = &servers[(i + round) % n];
                 let url = format!("http://{}/", s.addr);
+                let mut pids = s.worker_pids();
+                pids.push(s.pid());
+                pids.dedup();
+                let cpu0 = procfs::cpu_seconds_sum(&pids);
                 let r = wrk::run(&url, 2, conns, opts.duration, &script)
                     .map_err(|e| format!("{}: {e}", s.name))?;
+                let cpu = procfs::cpu_seconds_sum(&pids) - cpu0;
                 println!(
-                    "   round {} c={conns:<4} {:<26} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+                    "   round {} c={conns:<4} {:<26} {:>9.0} req/s {:>7.0} req/CPU-s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
                     round + 1,
                     s.name,
                     r.requests_per_sec(),
+                    r.requests as f64 / cpu.max(0.01),
                     r.p50_us / 1e3,
                     r.p99_us / 1e3,
                     r.errors
                 );
                 let cell = cells.entry((s.name.clone(), conns)).or_default();
                 cell.rps.push(r.requests_per_sec());
+                cell.per_cpu.push(r.requests as f64 / cpu.max(0.01));
                 cell.p50_us.push(r.p50_us);
                 cell.p99_us.push(r.p99_us);
                 cell.errors += r.errors;
@@ -622,6 +631,7 @@ fn throughput(
                 k,
                 Summary {
                     rps: stats::median(&c.rps),
+                    per_cpu: stats::median(&c.per_cpu),
                     p50_ms: stats::median(&c.p50_us) / 1e3,
                     p99_ms: stats::median(&c.p99_us) / 1e3,
                     errors: c.errors,
@@ -952,6 +962,7 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
 
 struct Summary {
     rps: f64,
+    per_cpu: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
@@ -1098,16 +1109,16 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "| server | connections | req/s | p50 ms | p99 ms | errors |"
+                "| server | connections | req/s | req per server CPU-s | p50 ms | p99 ms | errors |"
             );
-            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
             for &c in &self.connections {
                 for s in &self.servers {
                     if let Some(x) = self.cell(s, c) {
                         let _ = writeln!(
                             o,
-                            "| {s} | {c} | {:.0} | {:.3} | {:.3} | {} |",
-                            x.rps, x.p50_ms, x.p99_ms, x.errors
+                            "| {s} | {c} | {:.0} | {:.0} | {:.3} | {:.3} | {} |",
+                            x.rps, x.per_cpu, x.p50_ms, x.p99_ms, x.errors
                         );
                     }
                 }
@@ -1134,6 +1145,11 @@ impl Report {
                             o,
                             "| throughput ferrocorn / {peer} | {c} | {r:.2}x | {g} | {m} |"
                         );
+                        let e = f.per_cpu / p.per_cpu;
+                        let _ = writeln!(
+                            o,
+                            "| requests per CPU-second ferrocorn / {peer} | {c} | {e:.2}x | | |"
+                        );
                     }
                 }
                 if let Some(h) = self.cell("hyper", c) {
@@ -1153,6 +1169,12 @@ impl Report {
                         "| metrics + JSON access log cost (1 - {FERRO_OBS} / {FERRO}) | {c} | {:.1}% | <= 10% | {} |",
                         cost * 100.0,
                         goal(cost <= 0.10)
+                    );
+                    let cpu_cost = 1.0 - m.per_cpu / f.per_cpu;
+                    let _ = writeln!(
+                        o,
+                        "| metrics + JSON access log cost in CPU per request | {c} | {:.1}% | | |",
+                        cpu_cost * 100.0
                     );
                 }
             }
