@@ -111,8 +111,12 @@ pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
     // The supervisor logs its own errors to the error log; repeat the line
     // on stderr only when the error log would not show it there.
     let logged_on_stderr = config.errorlog == "-" && config.loglevel != "critical";
+    let prefix = config.prefix.clone();
     let service = Ferrocorn { args, config };
-    match Supervisor::new(sc, logs).run(service) {
+    match Supervisor::new(sc, logs)
+        .metrics_prefix(prefix)
+        .run(service)
+    {
         Ok(()) => Ok(()),
         Err(e) => {
             let failure = match e {
