@@ -8,6 +8,7 @@ use common::*;
 use ferrocorn_shm_metrics::mark_process_dead;
 
 #[test]
+#[ignore = "helper: run in a child process by other tests"]
 fn child_writer() {
     child_writer_body();
 }

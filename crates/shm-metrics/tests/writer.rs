@@ -10,6 +10,7 @@ use common::*;
 use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry};
 
 #[test]
+#[ignore = "helper: run in a child process by other tests"]
 fn child_writer() {
     child_writer_body();
 }
@@ -150,6 +151,7 @@ fn histograms_reject_an_le_label() {
 /// Runs in a re-executed test process: a handle made before fork, used in
 /// the child, must write the child's file.
 #[test]
+#[ignore = "helper: run in a child process by a_forked_child_writes_its_own_files"]
 fn child_fork() {
     let Some(dir) = std::env::var_os("FC_FORK_DIR") else {
         return;
@@ -190,7 +192,13 @@ fn child_fork() {
 fn a_forked_child_writes_its_own_files() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_fork", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_fork",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FC_FORK_DIR", dir.path())
         .output()
         .unwrap();

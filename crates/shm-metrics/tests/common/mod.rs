@@ -205,7 +205,13 @@ pub fn write_everything(dir: &Path, i: u32) {
 /// re-executed with `--exact child_writer`). Returns its pid.
 pub fn rust_write(dir: &Path, index: u32) -> u32 {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FC_CHILD_DIR", dir)
         .env("FC_CHILD_INDEX", index.to_string())
         .output()
