@@ -378,6 +378,19 @@ impl slog::Serializer for Collector<'_> {
         })
     }
 
+    /// `slog::Serde` values: JSON text (treated as a string value).
+    #[cfg(feature = "structured")]
+    fn emit_serde(&mut self, key: Key, value: &dyn slog::SerdeValue) -> slog::Result {
+        let text = serde_json::to_string(value.as_serde())
+            .unwrap_or_else(|e| format!("<unserializable: {e}>"));
+        self.str_value(key, &text)
+    }
+
+    #[cfg(not(feature = "structured"))]
+    fn emit_serde(&mut self, key: Key, _value: &dyn slog::SerdeValue) -> slog::Result {
+        self.str_value(key, "<serde value>")
+    }
+
     emit_display!(
         emit_u8: u8, emit_i8: i8, emit_u16: u16, emit_i16: i16, emit_u32: u32, emit_i32: i32,
         emit_u64: u64, emit_i64: i64, emit_usize: usize, emit_isize: isize,

@@ -34,8 +34,10 @@
 //! Differences from the seed's output worth knowing:
 //! - JSON is compact (`{"event":"x","level":"info",...}`; Python's
 //!   `json.dumps` puts a space after `:` and `,`). Keys, order of the six
-//!   seed keys, and value types are the same. The call site's key-values
-//!   follow them in the order slog hands them out (last written first).
+//!   seed keys, and value types are the same. The logger's context and the
+//!   call site's key-values follow, in the order written (a key written
+//!   twice keeps its first place and its last value, as in a Python dict);
+//!   `slog::Serde` values become nested JSON.
 //! - Messages in the console and plain formats never span lines: control
 //!   characters in them are written as `\n`, `\r`, `\xNN` (structlog writes
 //!   them raw). JSON escapes them as JSON does.
@@ -289,7 +291,7 @@ fn drain_for(
             },
         },
         #[cfg(feature = "structured")]
-        Format::Json => Style::Json(json::JsonFormat::new(name)),
+        Format::Json => Style::Json(json::JsonFormat::new(name, !access)),
         // `Logs::new` checked availability; unreachable without the feature.
         #[cfg(not(feature = "structured"))]
         Format::Console | Format::Json => Style::Plain,

@@ -123,6 +123,17 @@ TS [info     ] with values                    [gunicorn.error] none=None ok=True
         assert!(text.contains("line one\\nline two\\x1b[2J"), "{text}");
     }
 
+    #[test]
+    fn console_renders_serde_values_as_json_text() {
+        let (logs, out) = console(ColorChoice::Never);
+        slog::info!(logs.error(), "m"; "list" => slog::Serde(vec![1, 2]), "after" => 1);
+        let line = out.lines().pop().unwrap();
+        assert!(
+            line.contains(" list=[1,2] ") && line.contains(" after=1 "),
+            "{line}"
+        );
+    }
+
     fn json_lines(out: &MemoryLog) -> Vec<(String, serde_json::Map<String, Value>)> {
         out.lines()
             .into_iter()
@@ -351,6 +362,28 @@ TS [info     ] with values                    [gunicorn.error] none=None ok=True
                 json_lines(&error); // every line parses
             }
         }
+    }
+
+    #[test]
+    fn json_key_values_keep_written_order_and_types() {
+        let (logs, error, _access) = common::memory_logs(Format::Json, Level::Info);
+        let root = logs.error().new(slog::o!("a" => 1, "b" => 2));
+        let child = root.new(slog::o!("c" => 3));
+        slog::info!(child, "m"; "d" => 4u8, "e" => "five", "a" => 10, "list" => slog::Serde(vec![1, 2, 3]));
+        let (line, map) = json_lines(&error).pop().unwrap();
+        assert!(
+            line.ends_with(r#""a":10,"b":2,"c":3,"d":4,"e":"five","list":[1,2,3]}"#),
+            "{line}"
+        );
+        assert_eq!(map["list"], serde_json::json!([1, 2, 3]));
+        // The access log's typed keys, in their documented order.
+        let (logs, _error, access) = common::memory_logs(Format::Json, Level::Info);
+        logs.access().unwrap().log(&common::record());
+        let line = access.lines().pop().unwrap();
+        assert!(
+            line.ends_with(r#""method":"GET","path":"/search","status":200,"bytes":1234,"duration_s":2.345678}"#),
+            "{line}"
+        );
     }
 
     #[test]
