@@ -1189,7 +1189,7 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "Sum of the serving processes' VmRSS before and after opening the connections (socket buffers are kernel memory and not in it).\n"
+                "Sum of the serving processes' VmRSS before and after opening the connections (socket buffers are kernel memory and not in it). ferrocorn grows its connection table on demand (`--worker-connections 10000`); nginx allocates and initializes its connection and event arrays for `worker_connections` (20000 here) at start, so that part of its per-connection cost is in the \"before\" figure, not in the difference. hyper: one tokio task per connection.\n"
             );
             let _ = writeln!(
                 o,
