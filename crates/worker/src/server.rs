@@ -37,8 +37,10 @@ const STREAM_LOW_WATER: usize = 64 * 1024;
 /// A closing connection reads (and drops) at most this much before closing.
 const LINGER_MAX: usize = 1 << 20;
 const LINGER_MS: u64 = 2000;
-/// During a graceful stop a connection that has sent nothing gets this long.
-const DRAIN_FRESH_MS: u64 = 1000;
+/// During a graceful stop, a connection with no request in progress is kept
+/// open and read for this long (at most until the drain deadline) before a
+/// lingering close; see [`Server::begin_drain`].
+const DRAIN_IDLE_MS: u64 = 1000;
 
 // Connection flags.
 /// The socket may have bytes to read (no WouldBlock seen since the last event).
@@ -466,6 +468,12 @@ impl Server {
         } else if c.rbuf.as_ref().is_some_and(|b| !b.is_empty()) {
             self.error(idx, 408, "");
             self.drive(idx);
+        } else if self.drain_deadline.is_some() {
+            // Idle past the grace period of a graceful stop: a lingering
+            // close, so that a request byte sent just now meets a FIN, not
+            // an RST.
+            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
+            self.drive(idx);
         } else {
             self.close(idx);
         }
@@ -680,12 +688,11 @@ impl Server {
             .active_connections
             .store(self.nconns, Relaxed);
         self.shared.metrics.active_connections(self.nconns);
-        let first_byte = if self.drain_deadline.is_some() {
-            self.header_ms.min(DRAIN_FRESH_MS)
-        } else {
-            self.header_ms
+        let first_byte = match self.drain_deadline {
+            Some(_) => self.drain_idle_deadline().min(self.now + self.header_ms),
+            None => self.now + self.header_ms,
         };
-        self.set_deadline(idx, self.now + first_byte);
+        self.set_deadline(idx, first_byte);
         self.drive(idx);
     }
 
@@ -724,6 +731,42 @@ impl Server {
         }
     }
 
+    /// Start a graceful stop: stop accepting, finish what is in progress,
+    /// close connections once nothing more is coming on them, and leave
+    /// within `graceful_timeout`.
+    ///
+    /// Idle keep-alive connections are NOT closed at once. A keep-alive
+    /// client sends its next request whenever it likes, typically right
+    /// after the previous response: at the moment of the stop that request
+    /// may already be in flight, or sent a microsecond later. Closing the
+    /// socket then loses it: unread bytes in the receive queue make the
+    /// kernel send an RST, and a request arriving after the close is
+    /// answered with an RST; either way the client sees a reset or an EOF
+    /// without a response and cannot tell whether the request was
+    /// processed (non-idempotent requests are not retried). So instead:
+    ///
+    /// - every idle connection (served before, or accepted and silent) is
+    ///   kept open and read for [`DRAIN_IDLE_MS`] more (bounded by the drain
+    ///   deadline); a request that arrives is served, answered with
+    ///   `Connection: close`, and the connection is closed after it;
+    /// - a response that was already built as keep-alive before the stop
+    ///   began keeps its promise: the connection is read again and the next
+    ///   request gets `Connection: close` (closing right after a keep-alive
+    ///   response is the very race above);
+    /// - every close during the stop is a lingering close: shut the write
+    ///   side (the client sees a FIN, i.e. a clean close it will not reuse),
+    ///   then read and discard until the client's EOF or for at most
+    ///   `LINGER_MS` (bounded by the drain deadline), so that a late request
+    ///   byte does not turn into an RST that destroys the response;
+    /// - the worker returns as soon as no connection and no request is
+    ///   left, and at the drain deadline (`graceful_timeout`) at the latest.
+    ///
+    /// Connections the kernel already completed in the listen backlog are
+    /// accepted here (up to `worker_connections`) and served with
+    /// `Connection: close`; then this worker closes its copies of the
+    /// listeners. On HUP, TTOU and max_requests the other workers keep
+    /// accepting from the shared queue; on TERM the supervisor first waits
+    /// for the queues to drain before it signals the workers.
     fn begin_drain(&mut self, why: &str) {
         if self.drain_deadline.is_some() {
             return;
@@ -731,17 +774,6 @@ impl Server {
         slog::debug!(self.logger, "worker stopping gracefully ({})", why);
         self.shared.draining.store(true, Relaxed);
         self.drain_deadline = Some(self.now + ms(self.config.graceful_timeout));
-        // Close idle keep-alive connections first (making room), then take
-        // what is already in the backlog: those clients connected before the
-        // stop and are served (with Connection: close).
-        for idx in 0..self.conns.len() {
-            if self.conns[idx]
-                .as_ref()
-                .is_some_and(|c| c.flags & SERVED != 0 && is_idle(c))
-            {
-                self.close(idx);
-            }
-        }
         for i in 0..self.listeners.len() {
             self.listeners[i].ready = true;
             while self.listeners[i].ready
@@ -754,13 +786,18 @@ impl Server {
             }
         }
         self.stop_listening();
-        // Connections that have not sent a request yet get a moment for it.
+        // Our copies of the listeners are of no further use: once every
+        // process has closed its copy, new connections are refused at once
+        // instead of waiting in a queue nobody accepts from.
+        self.listeners.clear();
+        // Idle connections get a short grace period to send a request.
+        let limit = self.drain_idle_deadline();
         for idx in 0..self.conns.len() {
-            let Some(c) = self.conns[idx].as_ref() else {
+            let Some(c) = self.conns[idx].as_mut() else {
                 continue;
             };
-            if c.flags & SERVED == 0 && is_idle(c) {
-                let limit = self.now + DRAIN_FRESH_MS;
+            if is_idle(c) {
+                c.flags = (c.flags | TIMER_IDLE) & !TIMER_HEAD;
                 let d = if c.deadline == 0 {
                     limit
                 } else {
@@ -769,6 +806,18 @@ impl Server {
                 self.set_deadline(idx, d);
             }
         }
+    }
+
+    /// During a graceful stop: when a connection idle from now on is closed.
+    fn drain_idle_deadline(&self) -> u64 {
+        let end = self.drain_deadline.unwrap_or(u64::MAX);
+        (self.now + DRAIN_IDLE_MS).min(end)
+    }
+
+    /// During a graceful stop: the end of a lingering close from now.
+    fn linger_deadline(&self) -> u64 {
+        let end = self.drain_deadline.unwrap_or(u64::MAX);
+        (self.now + LINGER_MS).min(end)
     }
 
     // ----- messages from the pool -------------------------------------------
@@ -860,9 +909,15 @@ impl Server {
             fail_feed(&feed, BodyError::Aborted);
             c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
         }
-        if d.close || draining {
+        if d.close {
             c.flags |= CLOSE_AFTER;
+            if draining {
+                c.flags |= LINGER_ON_CLOSE;
+            }
         }
+        // A keep-alive response built before a graceful stop began keeps
+        // its promise: the client may send its next request right away;
+        // that one is answered with `Connection: close` (see begin_drain).
         match c.wbuf.as_mut() {
             Some(w) => {
                 w.append_wbuf(d.out);
@@ -955,7 +1010,8 @@ impl Server {
                     if let Some(b) = c.rbuf.take() {
                         self.bufs.put(b);
                     }
-                    self.set_deadline(idx, now + LINGER_MS);
+                    let d = self.linger_deadline();
+                    self.set_deadline(idx, d);
                     continue;
                 }
                 self.close(idx);
@@ -1034,14 +1090,8 @@ impl Server {
 
     /// Parse and dispatch the next request, reading as needed.
     fn next_request(&mut self, idx: usize) -> Step {
-        let draining = self.drain_deadline.is_some();
         let c = self.conns[idx].as_mut().expect("live");
         let has_data = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
-        if draining && !has_data && c.flags & SERVED != 0 {
-            // Idle keep-alive connection during a graceful stop.
-            self.close(idx);
-            return Step::Stop;
-        }
         if has_data && c.flags & NEW_DATA != 0 {
             c.flags &= !NEW_DATA;
             let rbuf = c.rbuf.as_ref().expect("has data");
@@ -1074,7 +1124,11 @@ impl Server {
                 }
                 if c.flags & TIMER_IDLE == 0 {
                     c.flags = (c.flags | TIMER_IDLE) & !TIMER_HEAD;
-                    let d = now + self.keepalive_ms;
+                    let d = match self.drain_deadline {
+                        // Idle during a graceful stop: a short grace period.
+                        Some(_) => self.drain_idle_deadline().min(now + self.keepalive_ms),
+                        None => now + self.keepalive_ms,
+                    };
                     self.set_deadline(idx, d);
                 }
             }
