@@ -933,9 +933,16 @@ impl Arbiter {
                 self.reexec_child = None;
                 continue;
             }
-            let Some(w) = self.workers.remove(&pid) else {
+            let Some(mut w) = self.workers.remove(&pid) else {
                 continue;
             };
+            // A worker may beat, serve and exit (max_requests) between two
+            // looks at its slot: its beat, not our last look, tells whether
+            // it booted. Read before the slot is reused.
+            if self.slots.slot(w.slot).load(Ordering::Relaxed) != 0 && !w.booted {
+                w.booted = true;
+                self.boot_deaths = 0;
+            }
             self.free_slots.push(w.slot);
             let expected = matches!(w.state, WState::Stopping { .. });
             let timed_out = matches!(w.state, WState::Aborted { .. });
