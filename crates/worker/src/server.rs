@@ -41,6 +41,10 @@ const LINGER_MS: u64 = 2000;
 /// open and read for this long (at most until the drain deadline) before a
 /// lingering close; see [`Server::begin_drain`].
 const DRAIN_IDLE_MS: u64 = 1000;
+/// During a graceful stop, a lingering close waits this long at most for the
+/// client's EOF (a client answered with `Connection: close` closes at once;
+/// a late request byte arrives within a round trip).
+const DRAIN_LINGER_MS: u64 = 500;
 
 // Connection flags.
 /// The socket may have bytes to read (no WouldBlock seen since the last event).
@@ -756,13 +760,13 @@ impl Server {
     /// - every close during the stop is a lingering close: shut the write
     ///   side (the client sees a FIN, i.e. a clean close it will not reuse),
     ///   then read and discard until the client's EOF or for at most
-    ///   `LINGER_MS` (bounded by the drain deadline), so that a late request
+    ///   [`DRAIN_LINGER_MS`] (bounded by the drain deadline), so that a late request
     ///   byte does not turn into an RST that destroys the response;
     /// - the worker returns as soon as no connection and no request is
     ///   left, and at the drain deadline (`graceful_timeout`) at the latest.
     ///
     /// Connections the kernel already completed in the listen backlog are
-    /// accepted here (up to `worker_connections`) and served with
+    /// accepted here (up to twice `worker_connections`) and served with
     /// `Connection: close`; then this worker closes its copies of the
     /// listeners. On HUP, TTOU and max_requests the other workers keep
     /// accepting from the shared queue; on TERM the supervisor first waits
@@ -774,10 +778,16 @@ impl Server {
         slog::debug!(self.logger, "worker stopping gracefully ({})", why);
         self.shared.draining.store(true, Relaxed);
         self.drain_deadline = Some(self.now + ms(self.config.graceful_timeout));
+        // The queued clients connected before the stop and nobody else may
+        // take them (on TERM every worker stops), so they are taken even
+        // beyond `worker_connections` (idle keep-alive connections are not
+        // closed to make room), up to twice that: the queue itself is
+        // bounded by the listen backlog.
+        let cap = self.config.worker_connections.saturating_mul(2);
         for i in 0..self.listeners.len() {
             self.listeners[i].ready = true;
             while self.listeners[i].ready
-                && self.nconns < self.config.worker_connections
+                && self.nconns < cap
                 && self.accept_pause_until <= self.now
             {
                 if !self.accept_one(i) {
@@ -814,10 +824,13 @@ impl Server {
         (self.now + DRAIN_IDLE_MS).min(end)
     }
 
-    /// During a graceful stop: the end of a lingering close from now.
+    /// The end of a lingering close started now (shorter during a graceful
+    /// stop, and never past its deadline).
     fn linger_deadline(&self) -> u64 {
-        let end = self.drain_deadline.unwrap_or(u64::MAX);
-        (self.now + LINGER_MS).min(end)
+        match self.drain_deadline {
+            Some(end) => (self.now + DRAIN_LINGER_MS).min(end),
+            None => self.now + LINGER_MS,
+        }
     }
 
     // ----- messages from the pool -------------------------------------------

@@ -50,16 +50,84 @@ fn graceful_stop_finishes_in_flight_and_closes_idle() {
     });
     let start = Instant::now();
     s.stop.graceful();
-    // The idle connection is closed at once, while the request is in flight.
-    idle.assert_closed();
-    assert_eq!(s.stats.pending_requests(), 1, "idle closed only after the busy one");
     // The request in flight is answered, with Connection: close.
     let r = busy.response();
     assert_eq!(r.body_str(), "slept\n");
     assert!(r.closes());
     busy.assert_closed();
+    // The idle connection is closed after the grace period (1 s), not at
+    // once: its client may be sending a request right now.
+    idle.assert_closed();
+    let idle_closed = start.elapsed();
+    assert!(
+        idle_closed >= Duration::from_millis(900),
+        "idle connection closed after {idle_closed:?}, before the grace period"
+    );
+    drop(idle);
+    s.join_within(Duration::from_secs(3)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
+/// A keep-alive client sending its next request just after a graceful stop
+/// began gets a full answer with `Connection: close`, not a reset.
+#[test]
+fn graceful_stop_answers_a_request_sent_right_after_it() {
+    let mut s = TestServer::start(WorkerConfig::default(), TestApp);
+    let mut c = Client::new(s.connect());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert!(!r.closes());
+    let start = Instant::now();
+    s.stop.graceful();
+    // The stop has begun once the worker closed its listener.
+    wait_for(Duration::from_secs(2), "the listener to close", || {
+        std::net::TcpStream::connect(s.addr).is_err()
+    });
+    c.send(b"GET /echo?next HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-query"), Some("next"));
+    assert!(
+        r.closes(),
+        "answered during a graceful stop: Connection: close"
+    );
+    c.assert_closed();
+    drop(c);
+    // Nothing left: the worker returns at once, well before the grace
+    // period of idle connections would end.
     s.join_within(Duration::from_secs(2)).unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// The grace period of idle connections is bounded by graceful_timeout.
+#[test]
+fn graceful_stop_closes_idle_connections_within_graceful_timeout() {
+    let mut s = TestServer::start(
+        WorkerConfig {
+            graceful_timeout: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut idle = Client::new(s.connect());
+    idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.response().status, 200);
+    let start = Instant::now();
+    s.stop.graceful();
+    // The client never closes its side: the worker still returns at the
+    // graceful timeout.
+    idle.assert_closed();
+    s.join_within(Duration::from_secs(2)).unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
 }
 
 #[test]
