@@ -16,6 +16,23 @@
 //!   [`Worker::handle_signals`] is on, or a [`ShutdownHandle`]).
 //! - [`parse`]: the pure request parser the worker uses (and fuzzes).
 //!
+//! # Graceful stop
+//!
+//! A graceful stop (SIGTERM, [`ShutdownHandle::graceful`], `max_requests`, a
+//! change of parent) must not lose a request a keep-alive client sends while
+//! it happens, so idle connections are not closed at once: closing a socket
+//! with a request on the wire makes the kernel answer it with a reset, and
+//! the client cannot know whether it was processed. The worker takes what is
+//! already in the listen backlog, stops accepting and closes its copies of
+//! the listeners; then every connection is read on for a short grace period
+//! (1 s, at most `graceful_timeout`): a request that arrives is answered
+//! with `Connection: close`, and so are the requests in flight. Connections
+//! that stay idle, and the ones answered, end with a lingering close (the
+//! write side shut first, input read and dropped for a moment until the
+//! client's EOF) so that a late request byte cannot turn into a reset that
+//! destroys a response. The worker returns as soon as nothing is left, and
+//! within `graceful_timeout` in any case.
+//!
 //! The loop holds no read or write buffer for an idle keep-alive connection
 //! (buffers go back to a small per-worker pool), keeps one small struct per
 //! connection in a slab, and times connections with one binary heap holding
@@ -228,7 +245,9 @@ impl ShutdownHandle {
         let _ = self.waker.wake();
     }
     /// Graceful stop, as SIGTERM: stop accepting, finish what is in flight,
-    /// close idle connections, return within `graceful_timeout`.
+    /// answer what arrives during a short grace period with `Connection:
+    /// close`, close idle connections after it, return within
+    /// `graceful_timeout` (see the crate docs, "Graceful stop").
     pub fn graceful(&self) {
         self.send(CONTROL_GRACEFUL);
     }
