@@ -774,6 +774,27 @@ fn workers_that_fail_to_boot_stop_the_server() {
     assert_eq!(err.matches("Booting worker").count(), 5, "{err}");
 }
 
+/// Workers that beat and then exit before the supervisor looked at their
+/// heartbeat (max_requests under load) booted: they are replaced, not
+/// counted as failing to boot.
+#[test]
+fn workers_that_beat_and_exit_at_once_are_replaced() {
+    let mut s = Server::start(&["--workers", "1", "--mode", "beatexit"]);
+    wait_for("12 workers booted", Duration::from_secs(10), || {
+        s.stderr().matches("Booting worker").count() >= 12
+    })
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", s.stderr()));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "the supervisor stopped; stderr:\n{}",
+        s.stderr()
+    );
+    let err = s.stderr();
+    assert!(!err.contains("died before serving"), "{err}");
+    s.signal(libc::SIGTERM);
+    s.wait_exit(Duration::from_secs(10));
+}
+
 #[test]
 fn quick_stop_on_int_and_sd_notify() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! the supervisor forks). Not a product binary.
 //!
 //! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
-//! `--graceful-timeout SECS`, `--mode serve|deaf|bootfail|crash`,
+//! `--graceful-timeout SECS`, `--mode serve|deaf|bootfail|crash|beatexit`,
 //! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
 //! `--reuse-port true`, `--metrics-prefix P`, `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
 //! worker count is read from it).
@@ -111,6 +111,12 @@ impl Service for TestService {
         match self.mode.as_str() {
             "bootfail" => return ferrocorn_supervisor::WORKER_BOOT_ERROR,
             "crash" => return 1,
+            // Beat once and leave at once, as a worker restarting at
+            // max_requests under load can (within one heartbeat check).
+            "beatexit" => {
+                ctx.heartbeat.beat();
+                return 0;
+            }
             _ => {}
         }
         // "deaf": the first SIGTERM is lost, as one arriving while a worker
