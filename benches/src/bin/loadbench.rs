@@ -1054,6 +1054,30 @@ impl Report {
         let _ = writeln!(o, "- date: {date}");
         let _ = writeln!(
             o,
+            "- commit: {} (working tree of a shared checkout: other crates may carry uncommitted changes)",
+            command_output(
+                "git",
+                &[
+                    "-C",
+                    paths.root.to_str().unwrap_or("."),
+                    "rev-parse",
+                    "--short",
+                    "HEAD"
+                ]
+            )
+        );
+        let _ = writeln!(
+            o,
+            "- load average at the end: {} (the machine is shared; `req per server CPU-s` does not depend on what else runs)",
+            fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let _ = writeln!(
+            o,
             "- machine: {nproc} CPUs ({cpu}), kernel {}",
             kernel.trim()
         );
