@@ -697,7 +697,6 @@ fn sigterm_answers_in_flight_and_queued() {
         1,
     );
     let worker = *f.workers().iter().next().expect("a worker");
-    let baseline = socket_inodes(worker).len();
     // Four slow requests fill the worker's connections (two on threads,
     // two pending: the last two finish 3 s after they were sent).
     let sent = Instant::now();
@@ -711,7 +710,12 @@ fn sigterm_answers_in_flight_and_queued() {
     // Wait for the worker to hold all four, then four more connections queue
     // in the listen backlog (the worker is at worker_connections).
     let held = wait_for(Duration::from_secs(3), || {
-        socket_inodes(worker).len() >= baseline + 4
+        let owned = socket_inodes(worker);
+        slow.iter().all(|c| {
+            c.local()
+                .and_then(|local| tcp_inode(f.addr, local))
+                .is_some_and(|inode| owned.contains(&inode))
+        })
     });
     assert!(held, "the worker did not accept the 4 slow connections");
     let queued: Vec<Conn> = (0..4)
