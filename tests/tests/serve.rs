@@ -202,8 +202,12 @@ fn env_metrics_port_and_prefix() {
         samples(&text, "gunicorn_max_worker_threads").is_empty(),
         "{text}"
     );
-    // The listen backlog, one series per listener.
-    let backlog = samples(&text, "gunicorn_pending_connections");
+    // The listen backlog, one series per listener, named with the prefix too.
+    assert!(
+        samples(&text, "gunicorn_pending_connections").is_empty(),
+        "{text}"
+    );
+    let backlog = samples(&text, "myapp_pending_connections");
     assert_eq!(backlog.len(), 1, "{text}");
     assert!(
         backlog[0].contains(&format!("listener=\"http://{}\"", s.addr)),
