@@ -22,9 +22,9 @@ bench *ARGS:
     cargo build --release -p ferrocorn -p ferrocorn-benches
     cargo run --release -p ferrocorn-benches --bin loadbench -- {{ARGS}}
 
-# End-to-end tests of the built binary only.
+# End-to-end tests of the built binary (testing the ferrocorn package builds it first).
 e2e:
-    cargo test -p ferrocorn-tests
+    cargo test -p ferrocorn -p ferrocorn-tests
 
 # What CI runs.
 ci:
