@@ -18,12 +18,13 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use ferrocorn_tests::{ferrocorn_bin, free_port};
 
 /// One fault test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -36,62 +37,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 // ---------------------------------------------------------------------------
 // The binary and its processes.
-
-/// target/<profile>/ferrocorn, next to the directory of this test executable
-/// (target/<profile>/deps/faults-HASH), as the other e2e tests find it
-/// (`cargo test --workspace` builds it); built with `cargo build -p ferrocorn`
-/// when missing (`cargo test -p ferrocorn-tests` alone does not build another
-/// package's binary). `FERROCORN_BIN` overrides both.
-fn ferrocorn_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("FERROCORN_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut profile_dir = exe.parent().expect("exe dir").to_path_buf();
-        if profile_dir.ends_with("deps") {
-            profile_dir.pop();
-        }
-        let bin = profile_dir.join("ferrocorn");
-        if bin.is_file() {
-            return bin;
-        }
-        let target_dir = profile_dir.parent().expect("target dir");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "ferrocorn", "--target-dir"])
-            .arg(target_dir)
-            .current_dir(root);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd.output().expect("running cargo build -p ferrocorn");
-        assert!(
-            out.status.success(),
-            "cargo build -p ferrocorn failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(bin.is_file(), "{} missing after cargo build", bin.display());
-        bin
-    })
-    .clone()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// Parent pid and state letter from /proc/PID/stat.
 fn proc_stat(pid: u32) -> Option<(u32, char)> {
