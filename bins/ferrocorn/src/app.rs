@@ -30,6 +30,10 @@ impl App for Hello {
     fn call(&self, _req: &mut Request<'_>) -> Response {
         Response::text(200, "Hello, world!\n")
     }
+
+    fn nonblocking(&self, _method: &str, _path: &str) -> bool {
+        true
+    }
 }
 
 /// `/`, `/healthz`, `/echo`, `/delay/MS`, `/status/CODE`.
@@ -64,6 +68,13 @@ impl App for Demo {
             return status(code);
         }
         Response::text(404, "not found\n")
+    }
+
+    /// `/`, `/healthz` and `/status/CODE` answer at once, without reading a
+    /// body: the worker runs them on its event loop. `/echo` reads the body
+    /// and `/delay/MS` sleeps, so they (and anything else) go to the pool.
+    fn nonblocking(&self, _method: &str, path: &str) -> bool {
+        path == "/" || path == "/healthz" || path.starts_with("/status/")
     }
 }
 
@@ -142,5 +153,22 @@ fn status(code: &str) -> Response {
             ),
         },
         _ => Response::text(400, "usage: /status/CODE with CODE in 200..=599\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_that_cannot_block_run_inline() {
+        let demo = builtin(AppName::Demo);
+        for path in ["/", "/healthz", "/status/204", "/status/nope"] {
+            assert!(demo.nonblocking("GET", path), "{path}");
+        }
+        for path in ["/echo", "/delay/100", "/delay/", "/elsewhere"] {
+            assert!(!demo.nonblocking("POST", path), "{path}");
+        }
+        assert!(builtin(AppName::Hello).nonblocking("POST", "/anything"));
     }
 }

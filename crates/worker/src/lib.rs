@@ -122,11 +122,28 @@ pub use stats::{StatsSnapshot, WorkerStats};
 /// An HTTP application: a request in, a response out.
 ///
 /// `call` runs on one of the worker's pool threads (or on the event loop when
-/// [`WorkerConfig::inline`] is set) and may block. A panic is caught: the
-/// client gets a `500` and the worker carries on.
+/// [`WorkerConfig::inline`] is set, or when [`App::nonblocking`] says so for
+/// the request) and may block. A panic is caught: the client gets a `500` and
+/// the worker carries on.
 pub trait App: Send + Sync + 'static {
     /// Answer one request.
     fn call(&self, req: &mut Request<'_>) -> Response;
+
+    /// Whether `call` for a request with this method and path (the raw path
+    /// of the request-target, without the query) will not block.
+    ///
+    /// `true` promises that `call` for this request neither blocks nor reads
+    /// a body it has not got; the worker may then run it on its event-loop
+    /// thread, skipping the hand-off to the pool (two thread wake-ups per
+    /// request). A request whose body has not fully arrived yet still goes to
+    /// the pool. While such a call runs, the worker serves nothing else, so
+    /// keep it short. Called on the event-loop thread for every request whose
+    /// body is complete: keep it cheap (no allocation, no I/O). A panic here
+    /// counts as `false`. The default is `false`.
+    fn nonblocking(&self, method: &str, path: &str) -> bool {
+        let _ = (method, path);
+        false
+    }
 }
 
 impl<F> App for F

@@ -354,6 +354,17 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
+/// Run the app for one request on the calling (event-loop) thread, counted
+/// as an active thread while it runs, as a pool thread would be.
+pub(crate) fn run_inline(shared: &Shared, job: Job) -> Msg {
+    let n = shared.stats.active_threads.fetch_add(1, Relaxed) + 1;
+    shared.metrics.active_threads(n);
+    let msg = run_call(shared, job);
+    let n = shared.stats.active_threads.fetch_sub(1, Relaxed) - 1;
+    shared.metrics.active_threads(n);
+    msg
+}
+
 /// Run the app for one request and serialize its response.
 pub(crate) fn run_call(shared: &Shared, mut job: Job) -> Msg {
     let result = catch_unwind(AssertUnwindSafe(|| {

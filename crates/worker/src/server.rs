@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -1312,8 +1313,9 @@ impl Server {
             out: self.bufs.head_vec(),
             start: Instant::now(),
         };
-        if self.config.inline && !streaming {
-            let msg = pool::run_call(&self.shared, job);
+        let inline = !streaming && (self.config.inline || self.app_nonblocking(&job.head));
+        if inline {
+            let msg = pool::run_inline(&self.shared, job);
             if let Msg::Done(d) = msg {
                 self.apply_done(d);
             }
@@ -1322,6 +1324,16 @@ impl Server {
             self.shared.submit(Task::Call(job));
             Step::Continue
         }
+    }
+
+    /// Whether the app promises not to block on this request (a panic in
+    /// the app's answer counts as no: the loop thread must survive it).
+    fn app_nonblocking(&self, head: &OwnedHead) -> bool {
+        let app = &*self.shared.app;
+        catch_unwind(AssertUnwindSafe(|| {
+            app.nonblocking(head.method(), head.path())
+        }))
+        .unwrap_or(false)
     }
 
     /// Read body bytes for the app's reader.

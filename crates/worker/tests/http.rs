@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Client, TestApp, TestServer, wait_for};
@@ -420,6 +420,123 @@ fn inline_mode_serves_and_still_streams_bodies() {
     assert_eq!(c.response().body_str(), "abc");
     c.send(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().status, 500);
+}
+
+/// Says which thread answered (`X-Thread`). `/fast*` and `/boom` promise not
+/// to block; `/slow` blocks until the test releases it.
+struct WhereApp {
+    slow_started: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
+}
+
+impl ferrocorn_worker::App for WhereApp {
+    fn call(&self, req: &mut Request<'_>) -> Response {
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let mut body = Vec::new();
+        match req.path() {
+            "/slow" => {
+                self.slow_started.store(true, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !self.release.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            "/boom" => panic!("nonblocking handler panics on purpose"),
+            "/fast-echo" => body = req.body().read_all().unwrap(),
+            _ => {}
+        }
+        Response::new(200).header("X-Thread", thread).body(body)
+    }
+
+    fn nonblocking(&self, _method: &str, path: &str) -> bool {
+        path.starts_with("/fast") || path == "/boom"
+    }
+}
+
+#[test]
+fn nonblocking_requests_run_on_the_loop_thread_while_the_pool_is_busy() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let slow_started = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let app = WhereApp {
+        slow_started: slow_started.clone(),
+        release: release.clone(),
+    };
+    let worker = ferrocorn_worker::Worker::new(
+        WorkerConfig {
+            threads: 1,
+            ..WorkerConfig::default()
+        },
+        vec![ferrocorn_worker::Listener::Tcp(listener)],
+        Arc::new(app),
+    )
+    .unwrap();
+    let stop = worker.shutdown_handle();
+    let stats = worker.stats();
+    let t = std::thread::Builder::new()
+        .name("test-event-loop".into())
+        .spawn(move || worker.run())
+        .unwrap();
+    let connect = || {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Client::new(s)
+    };
+    let is_pool = |r: &common::Resp| {
+        r.header("x-thread")
+            .is_some_and(|t| t.starts_with("ferrocorn-pool-"))
+    };
+    let mut fast = connect();
+    fast.send(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = fast.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-thread"), Some("test-event-loop"));
+
+    // The only pool thread blocks in /slow...
+    let mut slow = connect();
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for(Duration::from_secs(5), "/slow to start", || {
+        slow_started.load(Ordering::SeqCst)
+    });
+    // ...and nonblocking requests, a complete body included, still get answers.
+    for _ in 0..3 {
+        fast.send(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(fast.response().header("x-thread"), Some("test-event-loop"));
+    }
+    fast.send(b"POST /fast-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz");
+    let r = fast.response();
+    assert_eq!(r.body_str(), "xyz");
+    assert!(!is_pool(&r), "{r:?}");
+    // A panic on the loop thread is a 500, and the worker carries on.
+    fast.send(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(fast.response().status, 500);
+    fast.send(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(fast.response().header("x-thread"), Some("test-event-loop"));
+    assert!(stats.pending_requests() == 1 && stats.active_threads() == 1);
+
+    release.store(true, Ordering::SeqCst);
+    let r = slow.response();
+    assert!(is_pool(&r), "/slow did not run on the pool: {r:?}");
+
+    // A nonblocking request whose body has not arrived goes to the pool.
+    fast.send(b"POST /fast-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n");
+    wait_for(
+        Duration::from_secs(5),
+        "the request to be dispatched",
+        || stats.pending_requests() == 1,
+    );
+    fast.send(b"abc");
+    let r = fast.response();
+    assert_eq!(r.body_str(), "abc");
+    assert!(is_pool(&r), "a body still to read ran inline: {r:?}");
+
+    wait_for(Duration::from_secs(5), "counters to settle", || {
+        stats.pending_requests() == 0 && stats.active_threads() == 0
+    });
+    assert_eq!(stats.requests_served(), 9);
+    stop.quick();
+    t.join().unwrap().unwrap();
 }
 
 #[test]
