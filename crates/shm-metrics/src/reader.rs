@@ -158,11 +158,39 @@ pub fn render_dir(dir: &Path) -> io::Result<Vec<u8>> {
 /// A parsed key: which metric, which sample, which labels.
 struct KeyInfo {
     metric: u32,
-    sample: Box<str>,
-    /// Sorted by name, without `le`.
-    labels: Vec<(String, String)>,
+    /// The sample name relative to the metric name.
+    suffix: Suffix,
+    /// The interned label set: pairs sorted by name, without `le`.
+    set: u32,
+    /// The interned label set of `labels` without `pid`.
+    set_nopid: u32,
     /// The `le` label parsed as Python's `float()` does.
     le: Option<f64>,
+}
+
+/// A sample name as the metric name plus one of the suffixes the merge
+/// looks at, so grouping compares small integers instead of strings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Suffix {
+    Bare,
+    Total,
+    Count,
+    Sum,
+    Bucket,
+    Other,
+}
+
+impl Suffix {
+    fn of(metric: &str, sample: &str) -> Suffix {
+        match sample.strip_prefix(metric) {
+            Some("") => Suffix::Bare,
+            Some("_total") => Suffix::Total,
+            Some("_count") => Suffix::Count,
+            Some("_sum") => Suffix::Sum,
+            Some("_bucket") => Suffix::Bucket,
+            _ => Suffix::Other,
+        }
+    }
 }
 
 struct MetricInfo {
@@ -262,6 +290,12 @@ struct Merger {
     metric_ids: HashMap<String, u32>,
     metrics: Vec<MetricInfo>,
     file_ids: Vec<String>,
+    /// Interned label sets (sorted pairs, `le` excluded).
+    set_ids: FastMap<Vec<(String, String)>, u32>,
+    sets: Vec<Vec<(String, String)>>,
+    /// Position of each label set in the sorted order of all label sets
+    /// (valid for the first `ranked` sets; recomputed when sets are added).
+    rank: Vec<u32>,
 }
 
 impl Merger {
@@ -280,6 +314,30 @@ impl Merger {
             m.mode = None;
         }
         self.file_ids.clear();
+    }
+
+    fn intern(&mut self, labels: &[(String, String)]) -> u32 {
+        if let Some(&id) = self.set_ids.get(labels) {
+            return id;
+        }
+        let id = self.sets.len() as u32;
+        self.sets.push(labels.to_vec());
+        self.set_ids.insert(labels.to_vec(), id);
+        id
+    }
+
+    /// Makes `rank` cover every label set: the order of label sets as a
+    /// `BTreeMap` keyed by the pairs would iterate them.
+    fn rank_sets(&mut self) {
+        if self.rank.len() == self.sets.len() {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.sets.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.sets[a as usize].cmp(&self.sets[b as usize]));
+        self.rank = vec![0; self.sets.len()];
+        for (r, &set) in order.iter().enumerate() {
+            self.rank[set as usize] = r as u32;
+        }
     }
 
     #[inline]
@@ -328,10 +386,16 @@ impl Merger {
                 pairs.push((k, v));
             }
         }
+        let suffix = Suffix::of(&self.metrics[metric_id as usize].name, &sample);
+        let set = self.intern(&pairs);
+        let nopid: Vec<(String, String)> =
+            pairs.iter().filter(|(n, _)| n != "pid").cloned().collect();
+        let set_nopid = self.intern(&nopid);
         Some(KeyInfo {
             metric: metric_id,
-            sample: sample.into(),
-            labels: pairs,
+            suffix,
+            set,
+            set_nopid,
             le,
         })
     }
@@ -384,9 +448,12 @@ impl Merger {
         bad
     }
 
-    fn families(&self) -> Vec<MetricFamily> {
+    fn families(&mut self) -> Vec<MetricFamily> {
+        self.rank_sets();
         // Group keys by metric, then by (sample name, labels): keys differing
-        // only in help text or JSON spelling are the same series.
+        // only in help text or JSON spelling are the same series. Label sets
+        // are interned when a key is parsed and ranked in sorted order, so
+        // grouping sorts small integers instead of comparing strings.
         let mut by_metric: Vec<Vec<usize>> = vec![Vec::new(); self.metrics.len()];
         for (id, k) in self.keys.iter().enumerate() {
             if let Some(k) = k
@@ -396,18 +463,17 @@ impl Merger {
             }
         }
         let mut out = Vec::new();
+        let mut scratch = Vec::new();
         for (m, ids) in self.metrics.iter().zip(by_metric) {
             if ids.is_empty() {
                 continue;
             }
             let fam = match m.kind {
                 None => None,
-                Some(Kind::Counter) => {
-                    self.simple_family(m, &ids, MetricType::COUNTER, &format!("{}_total", m.name))
-                }
-                Some(Kind::Summary) => self.summary_family(m, &ids),
-                Some(Kind::Histogram) => self.histogram_family(m, &ids),
-                Some(Kind::Gauge(_)) => self.gauge_family(m, &ids),
+                Some(Kind::Counter) => Some(self.counter_family(m, &ids, &mut scratch)),
+                Some(Kind::Summary) => Some(self.summary_family(m, &ids, &mut scratch)),
+                Some(Kind::Histogram) => Some(self.histogram_family(m, &ids, &mut scratch)),
+                Some(Kind::Gauge(_)) => Some(self.gauge_family(m, &ids, &mut scratch)),
             };
             if let Some(f) = fam
                 && !f.get_metric().is_empty()
@@ -419,42 +485,73 @@ impl Merger {
         out
     }
 
-    fn grouped<'a>(&'a self, ids: &[usize], sample: &str) -> BTreeMap<&'a [(String, String)], Acc> {
-        let mut groups: BTreeMap<&[(String, String)], Acc> = BTreeMap::new();
+    /// The keys of `ids` with sample `suffix` (and no `le`), merged per label
+    /// set, in label order: `(label set, label set without pid, merged)`.
+    /// Within a label set, values merge in key order.
+    fn grouped(
+        &self,
+        ids: &[usize],
+        suffix: Suffix,
+        scratch: &mut Vec<(u32, u32)>,
+    ) -> Vec<(u32, u32, Acc)> {
+        scratch.clear();
         for &id in ids {
             let k = self.keys[id].as_ref().expect("grouped keys are valid");
-            if &*k.sample == sample && k.le.is_none() {
-                groups
-                    .entry(&k.labels)
-                    .or_insert(Acc::EMPTY)
-                    .merge(&self.accs[id]);
+            if k.suffix == suffix && k.le.is_none() {
+                scratch.push((self.rank[k.set as usize], id as u32));
             }
+        }
+        scratch.sort_unstable();
+        let mut groups: Vec<(u32, u32, Acc)> = Vec::new();
+        let mut last_rank = u32::MAX;
+        for &(rank, id) in scratch.iter() {
+            let acc = &self.accs[id as usize];
+            if rank == last_rank
+                && let Some(g) = groups.last_mut()
+            {
+                g.2.merge(acc);
+                continue;
+            }
+            last_rank = rank;
+            let k = self.keys[id as usize].as_ref().expect("valid");
+            let mut merged = Acc::EMPTY;
+            merged.merge(acc);
+            groups.push((k.set, k.set_nopid, merged));
         }
         groups
     }
 
-    fn simple_family(
+    fn counter_family(
         &self,
         m: &MetricInfo,
         ids: &[usize],
-        t: MetricType,
-        sample: &str,
-    ) -> Option<MetricFamily> {
+        scratch: &mut Vec<(u32, u32)>,
+    ) -> MetricFamily {
         let metrics = self
-            .grouped(ids, sample)
+            .grouped(ids, Suffix::Total, scratch)
             .into_iter()
-            .map(|(labels, acc)| {
-                let mut metric = proto::Metric::from_label(label_pairs(labels, None));
+            .map(|(set, _, acc)| {
+                let mut metric = proto::Metric::from_label(label_pairs(&self.sets[set as usize]));
                 let mut c = proto::Counter::default();
                 c.set_value(acc.sum);
                 metric.set_counter(c);
                 metric
             })
             .collect();
-        Some(family(sample, &m.help, t, metrics))
+        family(
+            &format!("{}_total", m.name),
+            &m.help,
+            MetricType::COUNTER,
+            metrics,
+        )
     }
 
-    fn gauge_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
+    fn gauge_family(
+        &self,
+        m: &MetricInfo,
+        ids: &[usize],
+        scratch: &mut Vec<(u32, u32)>,
+    ) -> MetricFamily {
         let mode = m.mode.unwrap_or(GaugeMode::All);
         let mut metrics = Vec::new();
         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
@@ -462,33 +559,36 @@ impl Merger {
             let mut series: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
             for &id in ids {
                 let k = self.keys[id].as_ref().expect("valid");
-                if *k.sample != *m.name || k.le.is_some() {
+                if k.suffix != Suffix::Bare || k.le.is_some() {
                     continue;
                 }
                 for &(file, v) in &self.accs[id].per_pid {
-                    let mut labels: Vec<(String, String)> = k
-                        .labels
-                        .iter()
-                        .filter(|(n, _)| n != "pid")
-                        .cloned()
-                        .collect();
+                    let mut labels: Vec<(String, String)> = self.sets[k.set_nopid as usize].clone();
                     labels.push(("pid".into(), self.file_ids[file as usize].clone()));
                     labels.sort();
                     series.insert(labels, v);
                 }
             }
             for (labels, v) in series {
-                metrics.push(gauge_metric(label_pairs(&labels, None), v));
+                metrics.push(gauge_metric(label_pairs(&labels), v));
             }
         } else {
-            // `pid` labels are dropped and values merged.
-            let mut groups: BTreeMap<Vec<(String, String)>, Acc> = BTreeMap::new();
-            for (labels, acc) in self.grouped(ids, &m.name) {
-                let labels: Vec<(String, String)> =
-                    labels.iter().filter(|(n, _)| n != "pid").cloned().collect();
-                groups.entry(labels).or_insert(Acc::EMPTY).merge(&acc);
+            // `pid` labels are dropped and values merged: first per label
+            // set, then (in label order) per label set without `pid`.
+            let mut groups = self.grouped(ids, Suffix::Bare, scratch);
+            groups.sort_by_key(|g| self.rank[g.1 as usize]);
+            let mut merged: Vec<(u32, Acc)> = Vec::with_capacity(groups.len());
+            for (_, nopid, acc) in groups {
+                match merged.last_mut() {
+                    Some(g) if g.0 == nopid => g.1.merge(&acc),
+                    _ => {
+                        let mut a = Acc::EMPTY;
+                        a.merge(&acc);
+                        merged.push((nopid, a));
+                    }
+                }
             }
-            for (labels, acc) in groups {
+            for (set, acc) in merged {
                 let v = match mode {
                     GaugeMode::Min | GaugeMode::LiveMin => acc.min,
                     GaugeMode::Max | GaugeMode::LiveMax => acc.max,
@@ -497,26 +597,34 @@ impl Merger {
                     // Never set: no sample, as in prometheus_client.
                     _ => continue,
                 };
-                metrics.push(gauge_metric(label_pairs(&labels, None), v));
+                metrics.push(gauge_metric(label_pairs(&self.sets[set as usize]), v));
             }
         }
-        Some(family(&m.name, &m.help, MetricType::GAUGE, metrics))
+        family(&m.name, &m.help, MetricType::GAUGE, metrics)
     }
 
-    fn summary_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
-        let counts = self.grouped(ids, &format!("{}_count", m.name));
-        let sums = self.grouped(ids, &format!("{}_sum", m.name));
-        let mut all: BTreeMap<&[(String, String)], (f64, f64)> = BTreeMap::new();
-        for (l, a) in counts {
-            all.entry(l).or_default().0 += a.sum;
+    fn summary_family(
+        &self,
+        m: &MetricInfo,
+        ids: &[usize],
+        scratch: &mut Vec<(u32, u32)>,
+    ) -> MetricFamily {
+        // Keyed by label rank: (label set, count, sum).
+        let mut all: BTreeMap<u32, (u32, f64, f64)> = BTreeMap::new();
+        for (set, _, a) in self.grouped(ids, Suffix::Count, scratch) {
+            all.entry(self.rank[set as usize])
+                .or_insert((set, 0.0, 0.0))
+                .1 += a.sum;
         }
-        for (l, a) in sums {
-            all.entry(l).or_default().1 += a.sum;
+        for (set, _, a) in self.grouped(ids, Suffix::Sum, scratch) {
+            all.entry(self.rank[set as usize])
+                .or_insert((set, 0.0, 0.0))
+                .2 += a.sum;
         }
         let metrics = all
-            .into_iter()
-            .map(|(labels, (count, sum))| {
-                let mut metric = proto::Metric::from_label(label_pairs(labels, None));
+            .into_values()
+            .map(|(set, count, sum)| {
+                let mut metric = proto::Metric::from_label(label_pairs(&self.sets[set as usize]));
                 let mut s = proto::Summary::default();
                 s.set_sample_count(count as u64);
                 s.set_sample_sum(sum);
@@ -524,29 +632,39 @@ impl Merger {
                 metric
             })
             .collect();
-        Some(family(&m.name, &m.help, MetricType::SUMMARY, metrics))
+        family(&m.name, &m.help, MetricType::SUMMARY, metrics)
     }
 
-    fn histogram_family(&self, m: &MetricInfo, ids: &[usize]) -> Option<MetricFamily> {
-        let bucket_name = format!("{}_bucket", m.name);
-        let mut groups: BTreeMap<&[(String, String)], Buckets> = BTreeMap::new();
-        for (l, a) in self.grouped(ids, &format!("{}_sum", m.name)) {
-            groups.entry(l).or_default().1 += a.sum;
+    fn histogram_family(
+        &self,
+        m: &MetricInfo,
+        ids: &[usize],
+        scratch: &mut Vec<(u32, u32)>,
+    ) -> MetricFamily {
+        // Keyed by label rank: (label set, buckets and sum).
+        let mut groups: BTreeMap<u32, (u32, Buckets)> = BTreeMap::new();
+        for (set, _, a) in self.grouped(ids, Suffix::Sum, scratch) {
+            groups
+                .entry(self.rank[set as usize])
+                .or_insert((set, Buckets::default()))
+                .1
+                .1 += a.sum;
         }
         for &id in ids {
             let k = self.keys[id].as_ref().expect("valid");
             if let Some(le) = k.le
-                && *k.sample == *bucket_name
+                && k.suffix == Suffix::Bucket
             {
                 groups
-                    .entry(&k.labels)
-                    .or_default()
+                    .entry(self.rank[k.set as usize])
+                    .or_insert((k.set, Buckets::default()))
+                    .1
                     .0
                     .push((le, self.accs[id].sum));
             }
         }
-        let mut metrics = Vec::new();
-        for (labels, (mut buckets, sum)) in groups {
+        let mut metrics = Vec::with_capacity(groups.len());
+        for (set, (mut buckets, sum)) in groups.into_values() {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut acc = 0.0;
             let mut out = Vec::with_capacity(buckets.len());
@@ -569,11 +687,11 @@ impl Merger {
             h.set_bucket(out);
             h.set_sample_count(acc as u64);
             h.set_sample_sum(sum);
-            let mut metric = proto::Metric::from_label(label_pairs(labels, None));
+            let mut metric = proto::Metric::from_label(label_pairs(&self.sets[set as usize]));
             metric.set_histogram(h);
             metrics.push(metric);
         }
-        Some(family(&m.name, &m.help, MetricType::HISTOGRAM, metrics))
+        family(&m.name, &m.help, MetricType::HISTOGRAM, metrics)
     }
 }
 
@@ -585,8 +703,8 @@ fn parse_python_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
-fn label_pairs(labels: &[(String, String)], extra: Option<(&str, &str)>) -> Vec<proto::LabelPair> {
-    let mut v: Vec<proto::LabelPair> = labels
+fn label_pairs(labels: &[(String, String)]) -> Vec<proto::LabelPair> {
+    labels
         .iter()
         .map(|(k, val)| {
             let mut p = proto::LabelPair::default();
@@ -594,14 +712,7 @@ fn label_pairs(labels: &[(String, String)], extra: Option<(&str, &str)>) -> Vec<
             p.set_value(val.clone());
             p
         })
-        .collect();
-    if let Some((k, val)) = extra {
-        let mut p = proto::LabelPair::default();
-        p.set_name(k.into());
-        p.set_value(val.into());
-        v.push(p);
-    }
-    v
+        .collect()
 }
 
 fn gauge_metric(labels: Vec<proto::LabelPair>, v: f64) -> proto::Metric {
