@@ -14,6 +14,8 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// counts printed as floats. Empty families are skipped.
 pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
     let mut s = String::with_capacity(4096);
+    // Reused for every bucket bound and quantile.
+    let mut bound = String::new();
     for f in families {
         if f.get_metric().is_empty() {
             continue;
@@ -69,7 +71,6 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
                 ),
                 MetricType::HISTOGRAM => {
                     let h = m.get_histogram();
-                    let mut bound = String::new();
                     let mut inf_seen = false;
                     for b in h.get_bucket() {
                         bound.clear();
@@ -95,16 +96,16 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
                 }
                 MetricType::SUMMARY => {
                     let sm = m.get_summary();
-                    let mut q = String::new();
+                    let q = &mut bound;
                     for quantile in sm.get_quantile() {
                         q.clear();
-                        float_to_go_string(&mut q, quantile.quantile());
+                        float_to_go_string(q, quantile.quantile());
                         sample(
                             &mut s,
                             name,
                             "",
                             labels,
-                            Some(("quantile", &q)),
+                            Some(("quantile", q)),
                             quantile.value(),
                             ts,
                         );
@@ -131,6 +132,13 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
 }
 
 fn escape(out: &mut String, s: &str, quote: bool) {
+    if !s
+        .bytes()
+        .any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
