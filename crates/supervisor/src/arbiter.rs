@@ -855,6 +855,10 @@ impl Arbiter {
             h(id);
         }
         self.logs.flush();
+        // The worker's parent is this process. Read it before the fork: a
+        // child that asked getppid() after a supervisor already killed would
+        // get 1 and never notice that its parent is gone.
+        let supervisor_pid = std::process::id();
         let mask = sys::block_all();
         match sys::fork() {
             Err(e) => {
@@ -880,13 +884,19 @@ impl Arbiter {
                 );
                 true
             }
-            Ok(None) => self.become_worker(service, id, slot),
+            Ok(None) => self.become_worker(service, id, slot, supervisor_pid),
         }
     }
 
     /// In the forked child: shed the supervisor's private state, run the
     /// service, exit.
-    fn become_worker<S: Service>(&mut self, service: &mut S, id: usize, slot: usize) -> ! {
+    fn become_worker<S: Service>(
+        &mut self,
+        service: &mut S,
+        id: usize,
+        slot: usize,
+        supervisor_pid: u32,
+    ) -> ! {
         if let Some(p) = &self.sigpipe {
             p.reset_in_child();
         }
@@ -907,7 +917,7 @@ impl Arbiter {
         let ctx = WorkerContext {
             listeners,
             heartbeat: Heartbeat::new(self.slots.clone(), slot),
-            ppid: sys::getppid(),
+            ppid: supervisor_pid,
             worker_id: id,
             metrics_dir,
         };
