@@ -211,7 +211,7 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
     let src_path = dir.join(kind.file_name(id));
     let mut values = Values::default();
     let mut buf = Vec::new();
-    match fs::File::open(&agg_path).and_then(|f| file::read_file(f, &mut buf, true, false)) {
+    match fs::File::open(&agg_path).and_then(|f| file::read_file(&f, &mut buf, true, false)) {
         Ok(_) => {
             if let Some(absorbed) = parse_trailer(&buf) {
                 // Finish a fold interrupted between renaming and deleting.
@@ -238,7 +238,7 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let stamp =
-        match fs::File::open(&src_path).and_then(|f| file::read_file(f, &mut buf, false, true)) {
+        match fs::File::open(&src_path).and_then(|f| file::read_file(&f, &mut buf, false, true)) {
             Ok((len, Some(stamp))) => {
                 buf.truncate(len);
                 stamp

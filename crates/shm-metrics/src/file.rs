@@ -164,7 +164,7 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
 /// many bytes of `buf` hold the file (`buf` may be longer: it is reused
 /// between files without zeroing) and, when `stamp` is set, its [`Stamp`].
 pub(crate) fn read_file(
-    file: File,
+    file: &File,
     buf: &mut Vec<u8>,
     whole: bool,
     stamp: bool,
@@ -177,7 +177,7 @@ pub(crate) fn read_file(
     if whole {
         use std::io::Read;
         buf.clear();
-        (&file).read_to_end(buf)?;
+        { file }.read_to_end(buf)?;
         return Ok((buf.len(), stamp));
     }
     // Small files (most gauge files) come in one read.
@@ -185,7 +185,7 @@ pub(crate) fn read_file(
     if buf.len() < FIRST {
         buf.resize(FIRST, 0);
     }
-    let n = read_at_most(&file, &mut buf[..FIRST], 0)?;
+    let n = read_at_most(file, &mut buf[..FIRST], 0)?;
     let mut len = n;
     if let Some(used) = read_i32(&buf[..n], 0) {
         let used = usize::try_from(used).unwrap_or(0);
@@ -193,7 +193,7 @@ pub(crate) fn read_file(
             if buf.len() < used {
                 buf.resize(used, 0);
             }
-            len = n + read_at_most(&file, &mut buf[n..used], n as u64)?;
+            len = n + read_at_most(file, &mut buf[n..used], n as u64)?;
         }
     }
     Ok((len, stamp))
@@ -284,7 +284,7 @@ impl ShmFile {
             map.store_i32(0, used);
         } else {
             let mut buf = Vec::new();
-            let (len, _) = read_file(File::open(path)?, &mut buf, false, false)?;
+            let (len, _) = read_file(&File::open(path)?, &mut buf, false, false)?;
             buf.truncate(len);
             let mut entries = Vec::new();
             let layout = parse(&buf, &mut entries).map_err(|e| {

@@ -44,6 +44,26 @@ pub struct MultiProcessCollector {
     desc: Desc,
     on_warning: Option<WarningSink>,
     merger: std::sync::Mutex<Merger>,
+    files: std::sync::Mutex<FileCache>,
+}
+
+/// Metric files kept open between scrapes, by name, with the inode number
+/// they had when opened. A name listed again with the same inode is the
+/// same file (an inode cannot be reused while we hold it open), so the next
+/// scrape reads it without opening it again; a file renamed over or deleted
+/// gets a new inode or disappears from the listing and is closed.
+#[derive(Default)]
+struct FileCache {
+    files: FastMap<std::ffi::OsString, (u64, std::fs::File)>,
+}
+
+impl FileCache {
+    /// At most this many descriptors are kept: a quarter of the soft
+    /// `RLIMIT_NOFILE`, at most 4096, so the caller keeps its descriptors.
+    fn capacity() -> usize {
+        static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *CAP.get_or_init(|| (crate::sys::nofile_limit() / 4).min(4096) as usize)
+    }
 }
 
 impl fmt::Debug for MultiProcessCollector {
@@ -74,6 +94,7 @@ impl MultiProcessCollector {
             desc,
             on_warning: None,
             merger: Default::default(),
+            files: Default::default(),
         }
     }
 
@@ -109,11 +130,13 @@ impl MultiProcessCollector {
         for attempt in 0..ATTEMPTS {
             warnings.clear();
             let mut merger = self.merger.lock().unwrap_or_else(|p| p.into_inner());
+            let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             match merge_dir(
                 &self.dir,
                 &mut warnings,
                 attempt == ATTEMPTS - 1,
                 &mut merger,
+                &mut files,
             ) {
                 Ok(Some(families)) => return (families, warnings),
                 Ok(None) => continue,
@@ -738,8 +761,10 @@ fn merge_dir(
     warnings: &mut Vec<Warning>,
     last_attempt: bool,
     merger: &mut Merger,
+    cache: &mut FileCache,
 ) -> io::Result<Option<Vec<MetricFamily>>> {
-    let mut names: Vec<(FileName, PathBuf)> = Vec::new();
+    use std::os::unix::fs::DirEntryExt;
+    let mut names: Vec<(FileName, PathBuf, u64)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let fname = entry.file_name();
@@ -750,7 +775,7 @@ fn merge_dir(
             continue;
         }
         match FileName::parse(fname) {
-            Some(n) => names.push((n, entry.path())),
+            Some(n) => names.push((n, entry.path(), entry.ino())),
             None => warnings.push(Warning {
                 path: entry.path(),
                 reason: "not a metric file name ({type}_{id}.db or gauge_{mode}_{id}.db): skipped"
@@ -769,12 +794,12 @@ fn merge_dir(
     };
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
     let mut aggregates: Vec<Option<Vec<u8>>> = vec![None; names.len()];
-    for (i, (name, path)) in names.iter().enumerate() {
+    for (i, (name, path, _)) in names.iter().enumerate() {
         if name.id != "aggregate" {
             continue;
         }
         let mut data = Vec::new();
-        match open(path).and_then(|f| file::read_file(f, &mut data, true, false)) {
+        match open(path).and_then(|f| file::read_file(&f, &mut data, true, false)) {
             Ok(_) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
@@ -792,7 +817,9 @@ fn merge_dir(
     merger.begin();
     let mut buf = Vec::with_capacity(1 << 16);
     let mut entries = Vec::with_capacity(1024);
-    for (i, (name, path)) in names.iter().enumerate() {
+    let mut was_open = std::mem::take(&mut cache.files);
+    let capacity = FileCache::capacity();
+    for (i, (name, path, ino)) in names.iter().enumerate() {
         let is_aggregate = name.id == "aggregate";
         let mut aggregate_data = None;
         let len = if is_aggregate {
@@ -805,25 +832,36 @@ fn merge_dir(
             let claimed = absorbed
                 .iter()
                 .any(|(k, a)| *k == name.kind && a.id == name.id);
-            let (len, stamp) =
-                match open(path).and_then(|f| file::read_file(f, &mut buf, false, claimed)) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        // A deleted gauge file is simply gone; a folded file may
-                        // be in an aggregate read before the fold: start over.
-                        if last_attempt || !crate::aggregate::is_folded(name.kind) {
-                            continue;
-                        }
-                        return Ok(None);
-                    }
-                    Err(e) => {
-                        warnings.push(Warning {
-                            path: path.clone(),
-                            reason: format!("cannot read: {e}; skipped"),
-                        });
+            let key = path.file_name().unwrap_or_default();
+            let file = match was_open.remove(key) {
+                Some((was_ino, f)) if was_ino == *ino => Ok(f),
+                _ => open(path),
+            };
+            let read = file.and_then(|f| {
+                let r = file::read_file(&f, &mut buf, false, claimed)?;
+                if cache.files.len() < capacity {
+                    cache.files.insert(key.to_owned(), (*ino, f));
+                }
+                Ok(r)
+            });
+            let (len, stamp) = match read {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A deleted gauge file is simply gone; a folded file may
+                    // be in an aggregate read before the fold: start over.
+                    if last_attempt || !crate::aggregate::is_folded(name.kind) {
                         continue;
                     }
-                };
+                    return Ok(None);
+                }
+                Err(e) => {
+                    warnings.push(Warning {
+                        path: path.clone(),
+                        reason: format!("cannot read: {e}; skipped"),
+                    });
+                    continue;
+                }
+            };
             if let Some(stamp) = stamp
                 && absorbed
                     .iter()

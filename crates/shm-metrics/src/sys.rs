@@ -235,3 +235,16 @@ pub(crate) fn open_in(dir: &File, name: &std::ffi::OsStr) -> io::Result<File> {
         }
     }
 }
+
+/// The soft limit on open file descriptors (1024 when it cannot be read).
+pub(crate) fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit we own; the resource id is valid.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    let cur = lim.rlim_cur as u64;
+    if rc == 0 { cur } else { 1024 }
+}
