@@ -58,11 +58,13 @@ struct FileCache {
 }
 
 impl FileCache {
-    /// At most this many descriptors are kept: a quarter of the soft
+    /// At most this many descriptors are kept: a sixteenth of the soft
     /// `RLIMIT_NOFILE`, at most 4096, so the caller keeps its descriptors.
+    /// (They are read-only and close-on-exec, but a process forked by the
+    /// collector's owner inherits them until it closes them.)
     fn capacity() -> usize {
         static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        *CAP.get_or_init(|| (crate::sys::nofile_limit() / 4).min(4096) as usize)
+        *CAP.get_or_init(|| (crate::sys::nofile_limit() / 16).min(4096) as usize)
     }
 }
 
