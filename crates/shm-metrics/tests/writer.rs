@@ -441,3 +441,40 @@ fn a_long_lived_collector_follows_changes() {
         Some(4.0)
     );
 }
+
+/// A long-lived collector keeps files open between scrapes: a file renamed
+/// over (a new inode under the same name) or deleted must not be read from
+/// the descriptor it kept.
+#[test]
+fn a_replaced_or_deleted_file_is_not_read_from_a_kept_descriptor() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("live");
+    std::fs::create_dir(&dir).unwrap();
+    let pid = std::process::id();
+    let write = |scratch: &str, v: f64| {
+        let scratch = root.path().join(scratch);
+        let r = Registry::new(&scratch);
+        r.counter("kept", "Kept.", &[])
+            .with_label_values(&[])
+            .unwrap()
+            .inc_by(v);
+        std::fs::rename(
+            scratch.join(format!("counter_{pid}.db")),
+            dir.join("counter_7.db"),
+        )
+        .unwrap();
+    };
+    let collector = MultiProcessCollector::new(&dir);
+    let scrape = || {
+        let mut out = Vec::new();
+        ferrocorn_shm_metrics::encode_text(&collector.collect_families(), &mut out);
+        value_of(&String::from_utf8(out).unwrap(), "kept_total")
+    };
+    write("a", 1.0);
+    assert_eq!(scrape(), Some(1.0));
+    assert_eq!(scrape(), Some(1.0));
+    write("b", 5.0);
+    assert_eq!(scrape(), Some(5.0));
+    std::fs::remove_file(dir.join("counter_7.db")).unwrap();
+    assert_eq!(scrape(), None);
+}
