@@ -182,6 +182,29 @@ pub(crate) fn close_sockets_with_local_port(port: u16, keep: &[RawFd]) {
     }
 }
 
+/// In a forked child: close every descriptor (but `keep`) open on a file
+/// under `dir`. The supervisor's metrics collector keeps the workers' metric
+/// files open between scrapes; a worker must not inherit them (it would keep
+/// deleted files alive on disk for its whole life).
+pub(crate) fn close_files_under(dir: &std::path::Path, keep: &[RawFd]) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd <= 2 || keep.contains(&fd) {
+            continue;
+        }
+        if std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|target| target.starts_with(dir))
+        {
+            close(fd);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The signal self-pipe.
 

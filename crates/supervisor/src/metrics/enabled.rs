@@ -321,6 +321,9 @@ impl Metrics {
     pub(crate) fn in_child(&self, keep: &[RawFd]) {
         lock(&self.state).listeners.clear();
         sys::close_sockets_with_local_port(self.port, keep);
+        // /proc/self/fd shows resolved paths.
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        sys::close_files_under(&dir, keep);
     }
 
     /// At exit: remove a private directory.
