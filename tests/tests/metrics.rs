@@ -176,3 +176,54 @@ fn pidfile_is_written_and_removed() {
     );
     assert!(!pidfile.exists(), "removed at exit");
 }
+
+/// The worker pids the supervisor's children file lists.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The names of the `.db` files a process holds open.
+fn open_db_files(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.extension().is_some_and(|x| x == "db"))
+                .filter_map(|t| Some(t.file_name()?.to_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_worker_forked_after_scrapes_holds_only_its_own_metric_files() {
+    let s = Server::builder().args(["-w", "1"]).start();
+    assert_eq!(s.get("/").status, 200);
+    // The supervisor's collector keeps the files it read open between scrapes.
+    s.scrape();
+    s.scrape();
+    let first = children(s.pid());
+    assert_eq!(first.len(), 1, "{first:?}");
+    s.signal(libc::SIGTTIN);
+    let mut new = 0;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            new = children(s.pid())
+                .into_iter()
+                .find(|p| !first.contains(p))
+                .unwrap_or(0);
+            new != 0 && s.scrape().contains(&format!("pid=\"{new}\""))
+        }),
+        "no second worker appeared in the scrape"
+    );
+    let own = format!("_{new}.db");
+    let held = open_db_files(new);
+    assert!(
+        held.iter().all(|f| f.ends_with(&own)),
+        "worker {new} holds other processes' metric files: {held:?}"
+    );
+}
