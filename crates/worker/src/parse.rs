@@ -629,6 +629,19 @@ impl ChunkedDecoder {
         }
     }
 
+    /// Count one byte of a trailer field against the line and total limits.
+    fn count_trailer_byte(&mut self) -> Result<(), ParseError> {
+        self.line += 1;
+        self.trailers += 1;
+        if self.line > self.max_line || self.trailers > self.max_trailers {
+            return Err(ParseError {
+                status: 431,
+                reason: "trailer fields too large",
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the final chunk and trailers have been read.
     pub fn is_done(&self) -> bool {
         self.state == ChunkState::Done
@@ -737,14 +750,7 @@ impl ChunkedDecoder {
                         _ if is_tchar(b) => {}
                         _ => return bad("invalid trailer field"),
                     }
-                    self.line += 1;
-                    self.trailers += 1;
-                    if self.line > self.max_line || self.trailers > self.max_trailers {
-                        return Err(ParseError {
-                            status: 431,
-                            reason: "trailer fields too large",
-                        });
-                    }
+                    self.count_trailer_byte()?;
                     i += 1;
                 }
                 ChunkState::Trailer => {
@@ -752,16 +758,7 @@ impl ChunkedDecoder {
                         b'\r' => self.state = ChunkState::TrailerLf,
                         b'\t' => {}
                         _ if b < 0x20 || b == 0x7f => return bad("invalid trailer field"),
-                        _ => {
-                            self.line += 1;
-                            self.trailers += 1;
-                            if self.line > self.max_line || self.trailers > self.max_trailers {
-                                return Err(ParseError {
-                                    status: 431,
-                                    reason: "trailer fields too large",
-                                });
-                            }
-                        }
+                        _ => self.count_trailer_byte()?,
                     }
                     i += 1;
                 }

@@ -465,7 +465,9 @@ pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
             }
         }
     };
-    match item {
+    // None: the stream goes on; Some(close): it ended (close the connection
+    // after this chunk if `close`).
+    let ended = match item {
         Ok(Some(Ok(mut v))) => {
             let mut close = false;
             if let Some(rem) = stream.remaining.as_mut() {
@@ -488,23 +490,7 @@ pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
             } else {
                 data = v;
             }
-            if close {
-                end_stream(shared, &pull.stream);
-                return Msg::Chunk(Chunk {
-                    token: pull.token,
-                    generation: pull.generation,
-                    data,
-                    stream: None,
-                    close: true,
-                });
-            }
-            Msg::Chunk(Chunk {
-                token: pull.token,
-                generation: pull.generation,
-                data,
-                stream: Some(pull.stream),
-                close: false,
-            })
+            close.then_some(true)
         }
         Ok(None) => {
             let mut close = false;
@@ -518,38 +504,31 @@ pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
                 );
                 close = true;
             }
-            end_stream(shared, &pull.stream);
-            Msg::Chunk(Chunk {
-                token: pull.token,
-                generation: pull.generation,
-                data,
-                stream: None,
-                close,
-            })
+            Some(close)
         }
         Ok(Some(Err(e))) => {
             slog::error!(shared.logger, "Error streaming response: {}", e);
-            end_stream(shared, &pull.stream);
-            Msg::Chunk(Chunk {
-                token: pull.token,
-                generation: pull.generation,
-                data,
-                stream: None,
-                close: true,
-            })
+            Some(true)
         }
         Err(msg) => {
             slog::error!(shared.logger, "Error streaming response"; "panic" => msg);
-            end_stream(shared, &pull.stream);
-            Msg::Chunk(Chunk {
-                token: pull.token,
-                generation: pull.generation,
-                data,
-                stream: None,
-                close: true,
-            })
+            Some(true)
         }
-    }
+    };
+    let (stream, close) = match ended {
+        None => (Some(pull.stream), false),
+        Some(close) => {
+            end_stream(shared, &pull.stream);
+            (None, close)
+        }
+    };
+    Msg::Chunk(Chunk {
+        token: pull.token,
+        generation: pull.generation,
+        data,
+        stream,
+        close,
+    })
 }
 
 fn end_stream(shared: &Shared, stream: &StreamResp) {
