@@ -19,8 +19,9 @@ fn method_index(method: &str) -> usize {
 
 #[cfg(feature = "metrics")]
 mod enabled {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
     use ferrocorn_shm_metrics::{
@@ -34,8 +35,18 @@ mod enabled {
         active_threads: Gauge,
         pending_requests: Gauge,
         requests: CounterVec,
-        counters: Mutex<HashMap<(usize, u16), Counter>>,
+        /// Tells this instance's entries apart in the threads' caches.
+        id: u64,
         durations: Vec<Histogram>,
+    }
+
+    /// Instance ids (never reused, unlike addresses).
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        /// Each thread's request-counter handles by (instance, method, status):
+        /// a handful of entries, found without a lock on the request path.
+        static COUNTERS: RefCell<Vec<(u64, usize, u16, Counter)>> = const { RefCell::new(Vec::new()) };
     }
 
     /// The worker's metric handles.
@@ -121,7 +132,7 @@ mod enabled {
                 active_threads,
                 pending_requests,
                 requests,
-                counters: Mutex::new(HashMap::new()),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 durations,
             })
         }
@@ -147,16 +158,23 @@ mod enabled {
             };
             let m = method_index(method);
             i.durations[m].observe(took.as_secs_f64());
-            let mut counters = i.counters.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = counters.get(&(m, status)) {
-                c.inc();
-                return;
-            }
-            let name = METHODS.get(m).copied().unwrap_or("other");
-            if let Ok(c) = i.requests.with_label_values(&[name, &status.to_string()]) {
-                c.inc();
-                counters.insert((m, status), c);
-            }
+            COUNTERS.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if let Some((.., c)) = cache
+                    .iter()
+                    .find(|(id, cm, cs, _)| *id == i.id && *cm == m && *cs == status)
+                {
+                    c.inc();
+                    return;
+                }
+                let name = METHODS.get(m).copied().unwrap_or("other");
+                if let Ok(c) = i.requests.with_label_values(&[name, &status.to_string()]) {
+                    c.inc();
+                    // Entries of instances gone from this thread go too.
+                    cache.retain(|e| e.0 == i.id);
+                    cache.push((i.id, m, status, c));
+                }
+            });
         }
     }
 }
