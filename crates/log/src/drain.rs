@@ -27,14 +27,16 @@ pub(crate) enum Style {
     Json(crate::json::JsonFormat),
 }
 
-/// A synchronous drain: no thread, nothing buffered between lines, so it
-/// survives `fork` and needs no flush on exit.
+/// A synchronous drain: no thread, nothing buffered between lines (but the
+/// access-log lines of a thread that holds them), so it survives `fork`.
 #[cfg_attr(not(feature = "structured"), allow(dead_code))]
 pub(crate) struct LineDrain {
     pub(crate) name: Arc<str>,
     pub(crate) min: slog::Level,
     pub(crate) style: Style,
     pub(crate) sink: Arc<Sink>,
+    /// Access-log lines: held on threads that hold lines ([`crate::HeldLines`]).
+    pub(crate) holdable: bool,
 }
 
 /// Buffers reused by every line a thread writes.
@@ -110,11 +112,11 @@ impl slog::Drain for LineDrain {
         }
         match &self.style {
             #[cfg(feature = "structured")]
-            Style::Json(json) => json.log(&self.sink, record, values),
+            Style::Json(json) => json.log(&self.sink, self.holdable, record, values),
             _ => with_scratch(|s| {
                 self.render(s, record, values);
                 s.line.push(b'\n');
-                self.sink.write_line(&s.line);
+                self.sink.write(&s.line, self.holdable);
             }),
         }
         Ok(())

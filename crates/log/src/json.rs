@@ -108,7 +108,13 @@ impl JsonFormat {
         }
     }
 
-    pub(crate) fn log(&self, sink: &Sink, record: &Record<'_>, values: &OwnedKVList) {
+    pub(crate) fn log(
+        &self,
+        sink: &Arc<Sink>,
+        holdable: bool,
+        record: &Record<'_>,
+        values: &OwnedKVList,
+    ) {
         // A record logged while this thread renders one (a value that logs)
         // would find the thread's drains borrowed: drop it instead.
         let _ = DRAINS.try_with(|state| {
@@ -140,7 +146,7 @@ impl JsonFormat {
             };
             let mut line = state.line.0.borrow_mut();
             if ok {
-                sink.write_line(&line);
+                sink.write(&line, holdable);
             }
             line.clear();
             if line.capacity() > 64 * 1024 {

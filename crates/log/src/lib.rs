@@ -123,7 +123,7 @@ pub use config::{
     ColorChoice, DEFAULT_ACCESS_LOG_FORMAT, Destination, Format, Level, LogConfig, ParseError,
     STRUCTURED_NOT_BUILT,
 };
-pub use sink::MemoryLog;
+pub use sink::{HeldLines, MemoryLog};
 
 use drain::{LineDrain, Style};
 use sink::{Sink, Sinks};
@@ -239,9 +239,11 @@ impl Logs {
         first
     }
 
-    /// Flushes the destinations. Lines are written unbuffered, so this only
-    /// matters to a future buffering destination; call it before exit anyway.
+    /// Writes the access-log lines this thread holds ([`HeldLines`]) and
+    /// flushes the destinations. Lines of other threads that hold lines are
+    /// written by their own flushes; call this before exit anyway.
     pub fn flush(&self) {
+        sink::flush_held();
         for sink in &self.inner.sinks {
             sink.flush();
         }
@@ -301,6 +303,7 @@ fn drain_for(
         min: level.to_slog(),
         style,
         sink: Arc::clone(sink),
+        holdable: access,
     }
 }
 

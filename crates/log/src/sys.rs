@@ -1,4 +1,4 @@
-//! The crate's only `unsafe`: `write(2)` on the standard descriptors,
+//! The crate's only `unsafe`: `write(2)` and `fstat(2)` on the standard descriptors,
 //! `localtime_r(3)`, `pthread_self(3)` and a `pthread_atfork(3)` handler.
 
 use std::io;
@@ -31,6 +31,16 @@ pub(crate) fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
         buf = &buf[n as usize..];
     }
     Ok(())
+}
+
+/// Whether `fd` is open on a regular file (false when it cannot be asked).
+pub(crate) fn is_regular_file(fd: RawFd) -> bool {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes for the call and not kept; a closed
+    // or invalid `fd` only makes fstat return EBADF.
+    let r = unsafe { libc::fstat(fd, &mut st) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
 }
 
 /// Local broken-down time of `secs` (Unix time): (year, month 1-12, day,

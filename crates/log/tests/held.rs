@@ -1,0 +1,207 @@
+//! Held access-log lines (`HeldLines`): written together, in order, when
+//! flushed, at 64 KiB, when the guard goes and when the thread ends; never
+//! error-log lines; and never torn when many processes share one pipe.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use ferrocorn_log::{AccessRecord, Format, HeldLines, Level, LogConfig, Logs};
+
+fn log_path(logs: &Logs, path: &str) {
+    let rec = AccessRecord {
+        target: path,
+        path,
+        query: "",
+        ..common::record()
+    };
+    logs.access().expect("access log").log(&rec);
+}
+
+fn formats() -> Vec<Format> {
+    let mut f = vec![Format::Plain];
+    if cfg!(feature = "structured") {
+        f.extend([Format::Console, Format::Json]);
+    }
+    f
+}
+
+#[test]
+fn held_lines_wait_for_flush_and_keep_their_order() {
+    for format in formats() {
+        let (logs, error, access) = common::memory_logs(format, Level::Info);
+        let held = HeldLines::new();
+        for i in 0..10 {
+            log_path(&logs, &format!("/held/{i}"));
+        }
+        slog::info!(logs.error(), "error lines are not held");
+        assert_eq!(
+            access.lines().len(),
+            0,
+            "{format}: written before the flush"
+        );
+        assert_eq!(error.lines().len(), 1, "{format}: the error line was held");
+        held.flush();
+        let lines = access.lines();
+        assert_eq!(lines.len(), 10, "{format}: {lines:?}");
+        for (i, line) in lines.iter().enumerate() {
+            assert!(
+                line.contains(&format!("/held/{i} ")),
+                "{format}: line {i}: {line}"
+            );
+        }
+        drop(held);
+        // Without a guard, each line is written at once.
+        log_path(&logs, "/after");
+        assert_eq!(access.lines().len(), 11, "{format}");
+    }
+}
+
+#[test]
+fn dropping_the_guard_writes_what_is_held() {
+    let (logs, _error, access) = common::memory_logs(Format::Plain, Level::Info);
+    let held = HeldLines::new();
+    log_path(&logs, "/a");
+    log_path(&logs, "/b");
+    assert!(access.lines().is_empty());
+    drop(held);
+    assert_eq!(access.lines().len(), 2);
+}
+
+#[test]
+fn logs_flush_writes_this_threads_held_lines() {
+    let (logs, _error, access) = common::memory_logs(Format::Plain, Level::Info);
+    let _held = HeldLines::new();
+    log_path(&logs, "/a");
+    assert!(access.lines().is_empty());
+    logs.flush();
+    assert_eq!(access.lines().len(), 1);
+}
+
+#[test]
+fn held_lines_are_written_at_64_kib() {
+    let (logs, _error, access) = common::memory_logs(Format::Plain, Level::Info);
+    let held = HeldLines::new();
+    let long = format!("/{}", "x".repeat(1000));
+    let mut n = 0;
+    while access.lines().is_empty() {
+        log_path(&logs, &long);
+        n += 1;
+        assert!(n <= 70, "more than 64 KiB held");
+    }
+    let written = access.contents().len();
+    assert!(written >= 64 * 1024, "written at {written} bytes");
+    assert_eq!(
+        access.lines().len(),
+        n,
+        "the line that passed 64 KiB is written too"
+    );
+    drop(held);
+}
+
+#[test]
+fn a_thread_that_ends_writes_its_held_lines() {
+    let (logs, _error, access) = common::memory_logs(Format::Plain, Level::Info);
+    let logs2 = logs.clone();
+    std::thread::spawn(move || {
+        // Even when the guard is never dropped: the thread's own state is.
+        std::mem::forget(HeldLines::new());
+        log_path(&logs2, "/from-thread");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(access.lines().len(), 1);
+}
+
+#[test]
+fn guards_nest() {
+    let (logs, _error, access) = common::memory_logs(Format::Plain, Level::Info);
+    let outer = HeldLines::new();
+    {
+        let _inner = HeldLines::new();
+        log_path(&logs, "/a");
+    }
+    // The inner guard wrote what was held; the outer one still holds.
+    assert_eq!(access.lines().len(), 1);
+    log_path(&logs, "/b");
+    assert_eq!(access.lines().len(), 1);
+    drop(outer);
+    assert_eq!(access.lines().len(), 2);
+}
+
+const PIPE_HELPER_ENV: &str = "FERROCORN_LOG_PIPE_HELPER";
+const PIPE_LINES: usize = 3000;
+
+/// In a helper process: many access lines to stdout, held and flushed in
+/// batches of about 40 KiB.
+#[test]
+fn pipe_helper() {
+    let Ok(id) = std::env::var(PIPE_HELPER_ENV) else {
+        return;
+    };
+    let logs = Logs::new(&LogConfig {
+        format: Format::Json,
+        level: Level::Info,
+        error_log: "-".parse().unwrap(),
+        access_log: Some("-".parse().unwrap()),
+        ..LogConfig::default()
+    })
+    .unwrap();
+    let pad = "p".repeat(150);
+    let held = HeldLines::new();
+    for i in 0..PIPE_LINES {
+        log_path(&logs, &format!("/{id}/{i}/{pad}"));
+        if i % 128 == 127 {
+            held.flush();
+        }
+    }
+    drop(held);
+}
+
+/// Two processes write held batches (far larger than `PIPE_BUF`) to one
+/// pipe at the same time, as workers do to a container's stdout: every line
+/// arrives whole, and each process's lines in order.
+#[test]
+fn processes_sharing_a_pipe_never_tear_a_line() {
+    if !cfg!(feature = "structured") {
+        return;
+    }
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut children = Vec::new();
+    for id in ["a", "b"] {
+        children.push(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "pipe_helper", "--test-threads=1", "--quiet"])
+                .env(PIPE_HELPER_ENV, id)
+                .stdout(writer.try_clone().unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    drop(writer);
+    let mut out = String::new();
+    reader.read_to_string(&mut out).unwrap();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let mut next = [0usize; 2];
+    let mut count = 0;
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn line ({e}): {line:?}"));
+        let path = v["path"].as_str().expect("path");
+        let mut parts = path.split('/').skip(1);
+        let who = match parts.next() {
+            Some("a") => 0,
+            Some("b") => 1,
+            other => panic!("unknown writer {other:?} in {line:?}"),
+        };
+        let i: usize = parts.next().unwrap().parse().unwrap();
+        assert_eq!(i, next[who], "lines of one process out of order");
+        next[who] += 1;
+        count += 1;
+    }
+    assert_eq!(count, 2 * PIPE_LINES, "lines lost");
+}
