@@ -360,3 +360,100 @@ fn max_requests_restarts_the_worker() {
         e.matches("Booting worker with pid").count() >= 2
     });
 }
+
+/// Reads one response with a Content-Length body from a keep-alive
+/// connection; its status.
+fn read_one_response(conn: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> u16 {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])
+                .expect("UTF-8 head")
+                .to_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("Content-Length");
+            if buf.len() >= end + 4 + len {
+                buf.drain(..end + 4 + len);
+                return head[9..12].parse().expect("status");
+            }
+        }
+        let n = conn.read(&mut chunk).expect("read a response");
+        assert!(n > 0, "connection closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Access lines of requests run on the workers' loops are held and written
+/// once per loop turn: after a graceful stop, every answered request has its
+/// line, whole, from two workers writing to one stdout.
+#[test]
+fn every_answered_request_has_its_access_line_after_a_graceful_stop() {
+    use std::io::Write;
+    const CONNS: usize = 8;
+    const PER_CONN: usize = 250;
+    let mut s = Server::builder()
+        .args(["--access-logfile", "-", "-w", "2"])
+        .env("LOGGING_FORMATTER_NAME", "json")
+        .start();
+    let addr = s.addr;
+    let clients: Vec<_> = (0..CONNS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut conn = std::net::TcpStream::connect(addr).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut buf = Vec::new();
+                // Batches of pipelined requests: many answered per loop turn.
+                for batch in 0..PER_CONN / 10 {
+                    let mut reqs = String::new();
+                    for i in batch * 10..batch * 10 + 10 {
+                        reqs.push_str(&format!(
+                            "GET /status/200?c={c}&i={i} HTTP/1.1\r\nHost: x\r\n\r\n"
+                        ));
+                    }
+                    conn.write_all(reqs.as_bytes()).unwrap();
+                    for _ in 0..10 {
+                        assert_eq!(read_one_response(&mut conn, &mut buf), 200);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    s.signal(libc::SIGTERM);
+    let status = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits after TERM");
+    assert!(status.success(), "{status:?}");
+    let out = s.stdout();
+    let mut seen = std::collections::HashSet::new();
+    for line in out.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("torn line ({e}): {line:?}"));
+        assert_eq!(v["logger"], "gunicorn.access", "{line}");
+        let event = v["event"].as_str().expect("event");
+        let target = event
+            .split("GET ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("no request line in {event:?}"));
+        if target.starts_with("/status/200?c=") {
+            // (the harness's own readiness request is not counted)
+            assert!(seen.insert(target.to_owned()), "logged twice: {target}");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        CONNS * PER_CONN,
+        "access lines of answered requests"
+    );
+}
