@@ -181,6 +181,31 @@ impl AccessLogFormat {
         &self.source
     }
 
+    /// Whether a line shows request headers (`u`, `f`, `a`, `{name}i`,
+    /// `{HTTP_*}e`): when not, a caller may pass none.
+    pub fn uses_request_headers(&self) -> bool {
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Atom(
+                    Atom::User
+                        | Atom::Referer
+                        | Atom::UserAgent
+                        | Atom::RequestHeader(_)
+                        | Atom::Env(EnvVar::Header(_))
+                )
+            )
+        })
+    }
+
+    /// Whether a line shows response headers (`{name}o`): when not, a
+    /// caller may pass none.
+    pub fn uses_response_headers(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Atom(Atom::ResponseHeader(_))))
+    }
+
     /// Appends the line for `rec` (without a newline) to `out`. The `t` atom
     /// takes the current time (the clock is read only if the format has one).
     pub fn render(&self, rec: &AccessRecord<'_>, out: &mut Vec<u8>) {

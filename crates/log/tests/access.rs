@@ -236,3 +236,55 @@ fn plain_access_log_is_the_line_alone() {
     assert!(lines[0].starts_with("127.0.0.1 - user ["));
     assert!(lines[0].ends_with(r#"200 1234 "http://ref/" "curl/8.5.0""#));
 }
+
+/// A caller may leave out the headers a format does not show: the line is
+/// the same, and formats that show headers say so.
+#[test]
+fn formats_say_which_headers_they_show() {
+    let rec = common::record();
+    let at = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+    let cases: &[(&str, bool, bool)] = &[
+        (ferrocorn_log::DEFAULT_ACCESS_LOG_FORMAT, true, false),
+        (
+            "%(h)s %(l)s %(t)s \"%(r)s\" %(s)s %(b)s %(L)s %(p)s",
+            false,
+            false,
+        ),
+        (
+            "%(m)s %(U)s %(q)s %(H)s %(B)s %(T)s %(M)s %(D)s",
+            false,
+            false,
+        ),
+        ("%(u)s", true, false),
+        ("%(f)s", true, false),
+        ("%(a)s", true, false),
+        ("%({x-request-id}i)s", true, false),
+        ("%({HTTP_X_REQUEST_ID}e)s %({REMOTE_ADDR}e)s", true, false),
+        ("%({REMOTE_ADDR}e)s %({QUERY_STRING}e)s", false, false),
+        ("%({x-resp}o)s", false, true),
+        ("%({x-resp}o)s %(a)s", true, true),
+    ];
+    for &(format, req, resp) in cases {
+        let f = AccessLogFormat::parse(format).unwrap();
+        assert_eq!(f.uses_request_headers(), req, "{format}: request headers");
+        assert_eq!(
+            f.uses_response_headers(),
+            resp,
+            "{format}: response headers"
+        );
+        let mut full = Vec::new();
+        f.render_at(&rec, at, &mut full);
+        let stripped_rec = AccessRecord {
+            request_headers: if req { rec.request_headers } else { &[] },
+            response_headers: if resp { rec.response_headers } else { &[] },
+            ..rec
+        };
+        let mut stripped = Vec::new();
+        f.render_at(&stripped_rec, at, &mut stripped);
+        assert_eq!(
+            String::from_utf8_lossy(&full),
+            String::from_utf8_lossy(&stripped),
+            "{format}"
+        );
+    }
+}

@@ -557,8 +557,20 @@ fn finish_request(
     let took = start.elapsed();
     shared.metrics.request(head.method(), status, took);
     if let Some(access) = &shared.access {
-        let req_headers: Vec<(&str, &[u8])> = head.headers().collect();
-        let resp_headers: Vec<(&str, &[u8])> = header_lines(resp_headers).collect();
+        // Headers only when the format shows them, on the stack when few.
+        let format = access.format();
+        let (mut req_stack, mut req_heap) = ([("", &b""[..]); 32], Vec::new());
+        let req_headers = if format.uses_request_headers() {
+            collect_small(head.headers(), &mut req_stack, &mut req_heap)
+        } else {
+            &[]
+        };
+        let (mut resp_stack, mut resp_heap) = ([("", &b""[..]); 16], Vec::new());
+        let resp_headers = if format.uses_response_headers() {
+            collect_small(header_lines(resp_headers), &mut resp_stack, &mut resp_heap)
+        } else {
+            &[]
+        };
         access.log(&Record {
             remote: peer,
             method: head.method(),
@@ -569,11 +581,31 @@ fn finish_request(
             status,
             response_bytes: bytes,
             request_time: took,
-            request_headers: &req_headers,
-            response_headers: &resp_headers,
+            request_headers: req_headers,
+            response_headers: resp_headers,
             pid: shared.pid,
         });
     }
+}
+
+/// The items of `it`, in `stack` when they fit, else in `heap`.
+fn collect_small<'a, T: Copy>(
+    mut it: impl Iterator<Item = T>,
+    stack: &'a mut [T],
+    heap: &'a mut Vec<T>,
+) -> &'a [T] {
+    let mut n = 0;
+    while let Some(x) = it.next() {
+        if n == stack.len() {
+            heap.extend_from_slice(stack);
+            heap.push(x);
+            heap.extend(it);
+            return heap;
+        }
+        stack[n] = x;
+        n += 1;
+    }
+    &stack[..n]
 }
 
 pub(crate) struct Serialized {
@@ -728,4 +760,24 @@ pub(crate) fn error_response(status: u16, why: &str) -> Vec<u8> {
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collect_small;
+
+    #[test]
+    fn collect_small_keeps_order_on_the_stack_and_beyond() {
+        for n in [0usize, 1, 3, 4, 5, 40] {
+            let mut stack = [0usize; 4];
+            let mut heap = Vec::new();
+            let got = collect_small(0..n, &mut stack, &mut heap).to_vec();
+            assert_eq!(got, (0..n).collect::<Vec<_>>(), "{n} items");
+            assert_eq!(
+                heap.is_empty(),
+                n <= 4,
+                "{n} items: heap used only past the stack"
+            );
+        }
+    }
 }
