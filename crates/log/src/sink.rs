@@ -304,6 +304,8 @@ pub(crate) fn flush_held() {
 /// ```
 #[must_use = "lines are held only while the guard lives"]
 pub struct HeldLines {
+    /// Whether this guard was counted (the thread's state was reachable).
+    counted: bool,
     // Per-thread state: the guard must stay on its thread.
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -311,12 +313,17 @@ pub struct HeldLines {
 impl HeldLines {
     /// Starts holding this thread's access-log lines (guards nest).
     pub fn new() -> HeldLines {
-        let _ = HELD.try_with(|h| {
-            if let Ok(mut h) = h.try_borrow_mut() {
-                h.guards += 1;
-            }
-        });
+        let counted = HELD
+            .try_with(|h| match h.try_borrow_mut() {
+                Ok(mut h) => {
+                    h.guards += 1;
+                    true
+                }
+                Err(_) => false,
+            })
+            .unwrap_or(false);
         HeldLines {
+            counted,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -338,7 +345,9 @@ impl Drop for HeldLines {
         let _ = HELD.try_with(|h| {
             if let Ok(mut h) = h.try_borrow_mut() {
                 h.flush();
-                h.guards = h.guards.saturating_sub(1);
+                if self.counted {
+                    h.guards -= 1;
+                }
             }
         });
     }
