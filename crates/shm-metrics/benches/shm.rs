@@ -12,6 +12,9 @@ use ferrocorn_shm_metrics::{
     GaugeMode, MultiProcessCollector, Registry, encode_text, mark_process_dead,
 };
 
+mod fixture;
+use fixture::write_process;
+
 fn updates(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let r = Registry::new(dir.path());
@@ -43,87 +46,6 @@ fn updates(c: &mut Criterion) {
         b.iter(|| black_box(&hist).observe(black_box(0.3)))
     });
     g.finish();
-}
-
-/// Writes one process's ~1,000 series into `scratch`, then moves its files
-/// into `dir` under the id `id` (as if process `id` had written them).
-fn write_process(scratch: &Path, dir: &Path, id: u32) {
-    let r = Registry::new(scratch);
-    let k = f64::from(id % 97);
-    let methods = ["GET", "POST", "PUT", "DELETE"];
-    let statuses = ["200", "201", "404", "500", "503"];
-    let requests = r.counter(
-        "http_requests",
-        "Requests by method, status and route.",
-        &["method", "status", "route"],
-    );
-    let latency = r.histogram(
-        "http_request_duration_seconds",
-        "Latency.",
-        &["method", "route"],
-        &[],
-    );
-    let events = r.counter("app_events", "Application events.", &["event"]);
-    for route in 0..10 {
-        let route = format!("/api/v1/resource{route}");
-        for m in methods {
-            for s in statuses {
-                requests
-                    .with_label_values(&[m, s, &route])
-                    .unwrap()
-                    .inc_by(k + 1.0);
-            }
-        }
-        for m in &methods[..2] {
-            latency
-                .with_label_values(&[m, &route])
-                .unwrap()
-                .observe(k / 100.0);
-        }
-    }
-    for e in 0..300 {
-        events
-            .with_label_values(&[&format!("event_{e}")])
-            .unwrap()
-            .inc();
-    }
-    for name in [
-        "active_connections",
-        "max_connections",
-        "active_threads",
-        "max_threads",
-        "pending_requests",
-    ] {
-        r.gauge(name, "Worker gauge.", &["pid"], GaugeMode::LiveAll)
-            .with_label_values(&[&id.to_string()])
-            .unwrap()
-            .set(k);
-    }
-    let inflight = r.gauge("inflight", "In flight.", &["route"], GaugeMode::LiveSum);
-    let peak = r.gauge("peak", "Peak.", &["route"], GaugeMode::Max);
-    for i in 0..50 {
-        inflight
-            .with_label_values(&[&i.to_string()])
-            .unwrap()
-            .set(k);
-        peak.with_label_values(&[&i.to_string()])
-            .unwrap()
-            .set(k * 2.0);
-    }
-    let sizes = r.summary("response_size_bytes", "Sizes.", &["route"]);
-    for i in 0..20 {
-        sizes
-            .with_label_values(&[&i.to_string()])
-            .unwrap()
-            .observe(k * 10.0);
-    }
-    let pid = std::process::id().to_string();
-    for entry in std::fs::read_dir(scratch).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if let Some(prefix) = name.strip_suffix(&format!("_{pid}.db")) {
-            std::fs::rename(scratch.join(&name), dir.join(format!("{prefix}_{id}.db"))).unwrap();
-        }
-    }
 }
 
 /// A scrape as the supervisor does it: one long-lived collector (it keeps

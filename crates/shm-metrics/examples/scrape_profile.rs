@@ -1,0 +1,73 @@
+//! Repeats scrapes of a directory for profilers (callgrind, perf) and prints
+//! the mean thread CPU time per scrape.
+//!
+//! `cargo run --release -p ferrocorn-shm-metrics --example scrape_profile -- DIR [N] [warm|cold]`
+//!
+//! When DIR does not exist it is filled with the benchmark's 64 processes x
+//! ~1,000 series first. `warm` (the default) scrapes N times with one
+//! long-lived collector, as the supervisor does, after one scrape that is not
+//! counted; `cold` makes a new collector for each scrape, as
+//! `ferrocorn metrics DIR` does.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrocorn_shm_metrics::{MultiProcessCollector, encode_text};
+
+#[path = "../benches/fixture/mod.rs"]
+mod fixture;
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; the clock id is valid.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn render(collector: &MultiProcessCollector) -> usize {
+    let families = collector.collect_families();
+    let mut out = Vec::with_capacity(1 << 20);
+    encode_text(&families, &mut out);
+    std::hint::black_box(&out);
+    out.len()
+}
+
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let Some(dir) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: scrape_profile DIR [N] [warm|cold]");
+        std::process::exit(2);
+    };
+    let n: u32 = args
+        .next()
+        .and_then(|s| s.to_str()?.parse().ok())
+        .unwrap_or(100);
+    let cold = args.next().is_some_and(|m| m == "cold");
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).expect("create DIR");
+        let scratch = tempfile::tempdir().expect("scratch directory");
+        for id in 0..64 {
+            fixture::write_process(&scratch.path().join(format!("p{id}")), &dir, 100_000 + id);
+        }
+    }
+    let collector = MultiProcessCollector::new(&dir);
+    let bytes = render(&collector);
+    let start = thread_cpu_time();
+    for _ in 0..n {
+        if cold {
+            render(&MultiProcessCollector::new(&dir));
+        } else {
+            render(&collector);
+        }
+    }
+    let per = (thread_cpu_time() - start) / n.max(1);
+    println!(
+        "{} scrape: {:.3} ms CPU ({bytes} bytes of text)",
+        if cold { "cold" } else { "warm" },
+        per.as_secs_f64() * 1e3
+    );
+}
