@@ -46,6 +46,12 @@ impl Entry {
         &data[self.key_start as usize..(self.key_start + self.key_len) as usize]
     }
 
+    /// Where the key starts in the file, and its length.
+    #[inline]
+    pub(crate) fn key_span(&self) -> (u32, u32) {
+        (self.key_start, self.key_len)
+    }
+
     /// Offset of the value in the file.
     pub(crate) fn value_offset(&self) -> usize {
         let len = self.key_len as usize;
@@ -102,6 +108,33 @@ fn walk(data: &[u8], used: usize, value_len: usize, out: &mut Vec<Entry>) -> boo
         pos = vpos + value_len;
     }
     pos == used
+}
+
+/// Walks the current layout's entries of `data[start..avail]` (`start`
+/// where an earlier walk of the same file ended), stopping before the first
+/// entry that is not whole or whose key is not a JSON list. Returns the
+/// offset after the last entry taken: `avail` when all of it was understood.
+pub(crate) fn walk_from(data: &[u8], start: usize, avail: usize, out: &mut Vec<Entry>) -> usize {
+    out.clear();
+    let avail = avail.min(data.len());
+    let mut pos = start;
+    while pos < avail {
+        let Some(len) = read_i32(data, pos).and_then(|l| usize::try_from(l).ok()) else {
+            break;
+        };
+        let vpos = pos + 4 + len + padding(len);
+        if vpos + 16 > avail || data.get(pos + 4) != Some(&b'[') {
+            break;
+        }
+        out.push(Entry {
+            key_start: (pos + 4) as u32,
+            key_len: len as u32,
+            value: read_f64(data, vpos).unwrap_or(0.0),
+            timestamp: read_f64(data, vpos + 8).unwrap_or(0.0),
+        });
+        pos = vpos + 16;
+    }
+    pos
 }
 
 /// Parses the entries of a file's bytes (`data` holds at least the first
@@ -169,27 +202,44 @@ pub(crate) fn read_file(
     whole: bool,
     stamp: bool,
 ) -> io::Result<(usize, Option<Stamp>)> {
-    let stamp = if stamp || whole {
+    if whole {
+        use std::io::Read;
+        let stamp = Stamp::of(&file.metadata()?);
+        buf.clear();
+        { file }.read_to_end(buf)?;
+        return Ok((buf.len(), Some(stamp)));
+    }
+    read_used(file, buf, FIRST_READ, stamp)
+}
+
+/// How much of a file of unknown size is read at first: a whole small file
+/// (most gauge files), and not much more (the rest of a new file is zeros).
+pub(crate) const FIRST_READ: usize = 4096;
+
+/// Reads a file's header and entries up to its `used` mark into `buf`: the
+/// first `first` bytes in one read (a caller that knows the file's last
+/// `used` mark reads all of it at once), then the rest up to `used` if the
+/// file is longer. Copies no byte past `used` except in the first read.
+pub(crate) fn read_used(
+    file: &File,
+    buf: &mut Vec<u8>,
+    first: usize,
+    stamp: bool,
+) -> io::Result<(usize, Option<Stamp>)> {
+    let stamp = if stamp {
         Some(Stamp::of(&file.metadata()?))
     } else {
         None
     };
-    if whole {
-        use std::io::Read;
-        buf.clear();
-        { file }.read_to_end(buf)?;
-        return Ok((buf.len(), stamp));
+    let first = first.max(8);
+    if buf.len() < first {
+        buf.resize(first, 0);
     }
-    // Small files (most gauge files) come in one read.
-    const FIRST: usize = 16 * 1024;
-    if buf.len() < FIRST {
-        buf.resize(FIRST, 0);
-    }
-    let n = read_at_most(file, &mut buf[..FIRST], 0)?;
+    let n = read_at_most(file, &mut buf[..first], 0)?;
     let mut len = n;
     if let Some(used) = read_i32(&buf[..n], 0) {
         let used = usize::try_from(used).unwrap_or(0);
-        if used > n && n == FIRST {
+        if used > n && n == first {
             if buf.len() < used {
                 buf.resize(used, 0);
             }

@@ -55,10 +55,17 @@
 //! keeps a dead process's value in those modes forever; folding keeps the
 //! exact same result with one file).
 //!
-//! **Reading.** Files are read once each (header, then up to `used`), in
-//! directory order (so float sums come out bit for bit as Python's), raw
-//! keys are hashed and each distinct key parsed once; a long-lived
-//! [`MultiProcessCollector`] keeps parsed keys between scrapes.
+//! **Reading.** Files are read with `pread` (never mapped: a file truncated
+//! by another program would kill the reader with SIGBUS), once each, up to
+//! `used`, in directory order (so float sums come out bit for bit as
+//! Python's); raw keys are hashed and each distinct key parsed once. A
+//! long-lived [`MultiProcessCollector`] keeps parsed keys and open files
+//! between scrapes, and for each file where its entries are: files are
+//! append-only, so the next scrape reads the file up to its last `used`
+//! mark in one call, checks that every known key is still in place (byte
+//! for byte), takes the values at their known offsets and parses only the
+//! entries appended since. A file renamed over, truncated or rewritten in
+//! place is parsed again from its start.
 //!
 //! # Example
 //! ```

@@ -51,10 +51,18 @@ pub struct MultiProcessCollector {
 /// they had when opened. A name listed again with the same inode is the
 /// same file (an inode cannot be reused while we hold it open), so the next
 /// scrape reads it without opening it again; a file renamed over or deleted
-/// gets a new inode or disappears from the listing and is closed.
+/// gets a new inode or disappears from the listing and is closed. With each
+/// file goes what was parsed of it ([`Parsed`]).
 #[derive(Default)]
 struct FileCache {
-    files: FastMap<std::ffi::OsString, (u64, std::fs::File)>,
+    files: FastMap<std::ffi::OsString, Kept>,
+}
+
+/// A file kept open: its inode number when opened, and what was parsed of it.
+struct Kept {
+    ino: u64,
+    file: std::fs::File,
+    parsed: Option<Parsed>,
 }
 
 impl FileCache {
@@ -295,10 +303,62 @@ impl Acc {
     }
 }
 
+/// One entry of a file as an earlier scrape found it: where its key is, and
+/// the key's id in the [`Merger`].
+#[derive(Clone, Copy)]
+struct Known {
+    key_start: u32,
+    key_len: u32,
+    id: u32,
+}
+
+impl Known {
+    /// Offset of the value (the timestamp follows it).
+    #[inline]
+    fn value_offset(&self) -> usize {
+        let len = self.key_len as usize;
+        self.key_start as usize + len + file::padding(len)
+    }
+}
+
+/// What the scrapes so far learnt about a file kept open. Metric files are
+/// append-only (prometheus_client and this crate write a new entry past
+/// `used`, then advance `used`; an entry never moves), so a later scrape
+/// checks that the keys found up to `end` are still in place, reads their
+/// values where they were, and parses only the entries appended past `end`.
+struct Parsed {
+    /// The [`Merger`]'s generation the key ids belong to.
+    generation: u64,
+    /// The file's `used` mark when last read: the next read asks for this
+    /// many bytes at once.
+    used: usize,
+    /// Offset after the last whole entry found.
+    end: usize,
+    entries: Vec<Known>,
+}
+
+/// How one file's bytes were understood.
+struct Added {
+    layout: Layout,
+    /// Whole entries read.
+    entries: usize,
+    /// Entries with an unreadable key.
+    bad: usize,
+}
+
+#[inline]
+fn read_f64(data: &[u8], pos: usize) -> f64 {
+    data.get(pos..pos + 8)
+        .map_or(0.0, |b| f64::from_ne_bytes(b.try_into().expect("8 bytes")))
+}
+
 /// Merge state kept between scrapes: raw key bytes are hashed, each distinct
 /// key parsed once (and not again in later scrapes); values are reset per scrape.
 #[derive(Default)]
 struct Merger {
+    /// Bumped whenever the key ids below are forgotten, so ids kept in a
+    /// [`Parsed`] are never taken for ids of another generation.
+    generation: u64,
     key_ids: FastMap<Box<[u8]>, u32>,
     /// Raw bytes of each key id.
     /// (in one contiguous arena, in first-seen order, so that checking a
@@ -329,7 +389,10 @@ impl Merger {
     fn begin(&mut self) {
         let seen = self.accs.iter().filter(|a| a.seen).count();
         if self.keys.len() > 2 * seen + 4096 {
-            *self = Merger::default();
+            *self = Merger {
+                generation: self.generation + 1,
+                ..Merger::default()
+            };
         }
         for a in &mut self.accs {
             *a = Acc::EMPTY;
@@ -425,7 +488,141 @@ impl Merger {
         })
     }
 
-    fn add_file(&mut self, name: &FileName, data: &[u8], entries: &[Entry]) -> usize {
+    /// Adds the values of one file's bytes `data`. `parsed` is what an
+    /// earlier scrape learnt about the file (kept only for a file kept open,
+    /// and updated here): when every key it found is still in place, only
+    /// the entries appended since are parsed. `scratch` is reused between
+    /// files. Returns how the bytes were understood, how many entries were
+    /// read and how many of them had an unreadable key.
+    fn add_file(
+        &mut self,
+        name: &FileName,
+        data: &[u8],
+        parsed: &mut Option<Parsed>,
+        scratch: &mut Vec<Entry>,
+    ) -> Result<Added, String> {
+        let used = data
+            .get(..4)
+            .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+        if let Some(mut p) = parsed.take()
+            && p.generation == self.generation
+            && let Some(used) = used.and_then(|u| usize::try_from(u).ok())
+            && used >= p.end
+            && data.len() >= p.end
+            && self.still_in_place(data, &p.entries)
+        {
+            // Only values changed below `end`; new entries may follow it.
+            let end = file::walk_from(data, p.end, used, scratch);
+            self.resolve(name.kind, data, scratch, &mut p.entries);
+            p.end = end;
+            p.used = used;
+            let layout = if end == used {
+                Layout::Current
+            } else {
+                Layout::Truncated
+            };
+            let entries = p.entries.len();
+            let bad = self.add_values(
+                name,
+                p.entries.iter().map(|k| {
+                    let v = k.value_offset();
+                    (k.id, read_f64(data, v), read_f64(data, v + 8))
+                }),
+            );
+            *parsed = Some(p);
+            return Ok(Added {
+                layout,
+                entries,
+                bad,
+            });
+        }
+        let layout = file::parse(data, scratch)?;
+        let mut known = Vec::with_capacity(scratch.len());
+        self.resolve(name.kind, data, scratch, &mut known);
+        let bad = self.add_values(
+            name,
+            known
+                .iter()
+                .zip(scratch.iter())
+                .map(|(k, e)| (k.id, e.value, e.timestamp)),
+        );
+        let entries = known.len();
+        if layout != Layout::Legacy
+            && let Some(last) = known.last()
+            && let Some(used) = used.and_then(|u| usize::try_from(u).ok())
+        {
+            *parsed = Some(Parsed {
+                generation: self.generation,
+                used,
+                end: last.value_offset() + 16,
+                entries: known,
+            });
+        }
+        Ok(Added {
+            layout,
+            entries,
+            bad,
+        })
+    }
+
+    /// Whether every key of `entries` is still where an earlier scrape
+    /// found it in this file (compared byte for byte, length included): a
+    /// file truncated and rewritten in place under the same inode is parsed
+    /// again from its start.
+    fn still_in_place(&self, data: &[u8], entries: &[Known]) -> bool {
+        entries.iter().all(|k| {
+            let start = k.key_start as usize;
+            let len = k.key_len as usize;
+            start >= 4
+                && data.get(start - 4..start) == Some(&(len as i32).to_ne_bytes()[..])
+                && data.get(start..start + len) == Some(self.raw_key(k.id))
+        })
+    }
+
+    /// Appends to `known` the key ids of the parsed `entries` of a file of
+    /// type `kind`. Processes of one program write the same keys in the
+    /// same order, so the ids of the last file of the same type are tried
+    /// first (one comparison, no hashing).
+    fn resolve(&mut self, kind: Kind, data: &[u8], entries: &[Entry], known: &mut Vec<Known>) {
+        if entries.is_empty() {
+            return;
+        }
+        let offset = known.len();
+        let prev = self.hints.remove(&kind).unwrap_or_default();
+        let mut ids = std::mem::take(&mut self.hint_scratch);
+        ids.clear();
+        known.reserve(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let key = e.key(data);
+            let id = match prev.get(offset + i) {
+                Some(&id) if self.raw_key(id) == key => id,
+                _ => self.key_id(key),
+            };
+            let (key_start, key_len) = e.key_span();
+            known.push(Known {
+                key_start,
+                key_len,
+                id,
+            });
+        }
+        // The hint for the next file of this type: this file's ids in order.
+        if offset == 0 {
+            ids.extend(known.iter().map(|k| k.id));
+            self.hints.insert(kind, ids);
+            self.hint_scratch = prev;
+        } else {
+            self.hints.insert(kind, prev);
+            self.hint_scratch = ids;
+        }
+    }
+
+    /// Adds `(key id, value, timestamp)` samples of one file; returns how
+    /// many had an unreadable key.
+    fn add_values(
+        &mut self,
+        name: &FileName,
+        samples: impl Iterator<Item = (u32, f64, f64)>,
+    ) -> usize {
         let gauge_mode = match name.kind {
             Kind::Gauge(m) => Some(m),
             _ => None,
@@ -437,16 +634,7 @@ impl Merger {
         }
         let mut bad = 0;
         let mut last_metric = u32::MAX;
-        let prev = self.hints.remove(&name.kind).unwrap_or_default();
-        let mut ids = std::mem::take(&mut self.hint_scratch);
-        ids.clear();
-        for (i, e) in entries.iter().enumerate() {
-            let key = e.key(data);
-            let id = match prev.get(i) {
-                Some(&id) if self.raw_key(id) == key => id,
-                _ => self.key_id(key),
-            };
-            ids.push(id);
+        for (id, value, timestamp) in samples {
             let id = id as usize;
             let Some(info) = &self.keys[id] else {
                 bad += 1;
@@ -463,13 +651,11 @@ impl Merger {
                 }
             }
             let acc = &mut self.accs[id];
-            acc.add(e.value, e.timestamp);
+            acc.add(value, timestamp);
             if all_mode {
-                acc.per_pid.push((file_idx, e.value));
+                acc.per_pid.push((file_idx, value));
             }
         }
-        self.hints.insert(name.kind, ids);
-        self.hint_scratch = prev;
         bad
     }
 
@@ -823,30 +1009,38 @@ fn merge_dir(
     let capacity = FileCache::capacity();
     for (i, (name, path, ino)) in names.iter().enumerate() {
         let is_aggregate = name.id == "aggregate";
-        let mut aggregate_data = None;
-        let len = if is_aggregate {
-            match aggregates[i].take() {
-                Some(data) => aggregate_data.insert(data).len(),
-                None => continue,
-            }
+        let added = if is_aggregate {
+            // Aggregates are replaced whole by each fold: parsed every time.
+            let Some(data) = aggregates[i].take() else {
+                continue;
+            };
+            merger.add_file(name, &data, &mut None, &mut entries)
         } else {
             // The inode and mtime matter only if an aggregate claims this pid.
             let claimed = absorbed
                 .iter()
                 .any(|(k, a)| *k == name.kind && a.id == name.id);
             let key = path.file_name().unwrap_or_default();
-            let file = match was_open.remove(key) {
-                Some((was_ino, f)) if was_ino == *ino => Ok(f),
-                _ => open(path),
+            let kept = match was_open.remove_entry(key) {
+                Some((key, kept)) if kept.ino == *ino => Ok((key, kept)),
+                _ => open(path).map(|file| {
+                    (
+                        key.to_owned(),
+                        Kept {
+                            ino: *ino,
+                            file,
+                            parsed: None,
+                        },
+                    )
+                }),
             };
-            let read = file.and_then(|f| {
-                let r = file::read_file(&f, &mut buf, false, claimed)?;
-                if cache.files.len() < capacity {
-                    cache.files.insert(key.to_owned(), (*ino, f));
-                }
-                Ok(r)
+            let read = kept.and_then(|(key, kept)| {
+                // A file read before is read up to its last `used` mark at once.
+                let first = kept.parsed.as_ref().map_or(file::FIRST_READ, |p| p.used);
+                let r = file::read_used(&kept.file, &mut buf, first, claimed)?;
+                Ok((r, key, kept))
             });
-            let (len, stamp) = match read {
+            let ((len, stamp), key, mut kept) = match read {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A deleted gauge file is simply gone; a folded file may
@@ -864,21 +1058,25 @@ fn merge_dir(
                     continue;
                 }
             };
-            if let Some(stamp) = stamp
+            let added = if let Some(stamp) = stamp
                 && absorbed
                     .iter()
                     .any(|(k, a)| *k == name.kind && a.id == name.id && a.stamp == stamp)
             {
-                continue; // already counted in the aggregate
+                None // already counted in the aggregate
+            } else {
+                Some(merger.add_file(name, &buf[..len], &mut kept.parsed, &mut entries))
+            };
+            if cache.files.len() < capacity {
+                cache.files.insert(key, kept);
             }
-            len
+            match added {
+                Some(added) => added,
+                None => continue,
+            }
         };
-        let data: &[u8] = match &aggregate_data {
-            Some(d) => d,
-            None => &buf[..len],
-        };
-        let layout = match file::parse(data, &mut entries) {
-            Ok(l) => l,
+        let added = match added {
+            Ok(a) => a,
             Err(reason) => {
                 warnings.push(Warning {
                     path: path.clone(),
@@ -887,13 +1085,13 @@ fn merge_dir(
                 continue;
             }
         };
-        match layout {
+        match added.layout {
             Layout::Current => {}
             Layout::Truncated => warnings.push(Warning {
                 path: path.clone(),
                 reason: format!(
                     "cut short or damaged: read its first {} whole entries",
-                    entries.len()
+                    added.entries
                 ),
             }),
             Layout::Legacy => warnings.push(Warning {
@@ -901,11 +1099,10 @@ fn merge_dir(
                 reason: "written by prometheus_client < 0.18 (no timestamps): read as such".into(),
             }),
         }
-        let bad = merger.add_file(name, data, &entries);
-        if bad > 0 {
+        if added.bad > 0 {
             warnings.push(Warning {
                 path: path.clone(),
-                reason: format!("{bad} entries with an unreadable key: skipped"),
+                reason: format!("{} entries with an unreadable key: skipped", added.bad),
             });
         }
     }
