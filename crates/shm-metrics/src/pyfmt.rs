@@ -141,6 +141,32 @@ pub(crate) fn python_repr(out: &mut String, x: f64) {
 /// Python's repr otherwise, switched to an exponent for positive values of a
 /// million and more (`1e+06`, `1.5e+07`), as Go prints them.
 pub fn float_to_go_string(out: &mut String, x: f64) {
+    // Most samples are counts: integers below a million print as their
+    // digits and `.0`, without the general shortest-digits formatting.
+    if x.fract() == 0.0 && x > -1e15 && x < 1e6 && x != 0.0 {
+        let mut buf = [0u8; 24];
+        let mut i = buf.len();
+        let mut n = x.abs() as u64;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if x < 0.0 {
+            i -= 1;
+            buf[i] = b'-';
+        }
+        out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
+        out.push_str(".0");
+        return;
+    }
+    float_to_go_string_general(out, x);
+}
+
+fn float_to_go_string_general(out: &mut String, x: f64) {
     if x == f64::INFINITY {
         out.push_str("+Inf");
     } else if x == f64::NEG_INFINITY {
@@ -211,6 +237,44 @@ mod tests {
         ];
         for (x, want) in cases {
             assert_eq!(go(x), want, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn integers_take_a_shortcut_to_the_same_text() {
+        let mut xs: Vec<f64> = vec![
+            1.0,
+            -1.0,
+            9.0,
+            10.0,
+            99.0,
+            100.0,
+            999_999.0,
+            1e6,
+            -1e6,
+            1e15,
+            -1e15,
+            1e15 - 1.0,
+            -(1e15 - 1.0),
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            123_456.5,
+        ];
+        // A spread of magnitudes, integral and not.
+        let mut v = 1.0f64;
+        for _ in 0..400 {
+            v *= -1.37;
+            xs.extend([v, v.round(), v.trunc() + 0.25]);
+        }
+        xs.extend((0..20_000).map(f64::from));
+        for x in xs {
+            let mut fast = String::new();
+            float_to_go_string(&mut fast, x);
+            let mut general = String::new();
+            float_to_go_string_general(&mut general, x);
+            assert_eq!(fast, general, "{x:?}");
         }
     }
 

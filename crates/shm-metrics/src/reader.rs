@@ -334,7 +334,32 @@ struct Parsed {
     used: usize,
     /// Offset after the last whole entry found.
     end: usize,
+    /// Every whole entry found, in file order.
     entries: Vec<Known>,
+    /// `(value offset, key id)` of the entries with a readable key.
+    samples: Vec<(u32, u32)>,
+    /// The metrics these keys belong to (each once, or a few times).
+    metrics: Vec<u32>,
+    /// Entries with an unreadable key.
+    bad: usize,
+    /// The layout before prometheus_client 0.18 (8-byte values, no
+    /// timestamps); never kept for a later scrape.
+    legacy: bool,
+}
+
+impl Parsed {
+    fn new(generation: u64, legacy: bool) -> Parsed {
+        Parsed {
+            generation,
+            used: 0,
+            end: 0,
+            entries: Vec::new(),
+            samples: Vec::new(),
+            metrics: Vec::new(),
+            bad: 0,
+            legacy,
+        }
+    }
 }
 
 /// How one file's bytes were understood.
@@ -503,17 +528,17 @@ impl Merger {
     ) -> Result<Added, String> {
         let used = data
             .get(..4)
-            .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+            .and_then(|b| usize::try_from(i32::from_ne_bytes(b.try_into().expect("4 bytes"))).ok());
         if let Some(mut p) = parsed.take()
             && p.generation == self.generation
-            && let Some(used) = used.and_then(|u| usize::try_from(u).ok())
+            && let Some(used) = used
             && used >= p.end
             && data.len() >= p.end
             && self.still_in_place(data, &p.entries)
         {
             // Only values changed below `end`; new entries may follow it.
             let end = file::walk_from(data, p.end, used, scratch);
-            self.resolve(name.kind, data, scratch, &mut p.entries);
+            self.resolve(name.kind, data, scratch, &mut p);
             p.end = end;
             p.used = used;
             let layout = if end == used {
@@ -521,48 +546,33 @@ impl Merger {
             } else {
                 Layout::Truncated
             };
-            let entries = p.entries.len();
-            let bad = self.add_values(
-                name,
-                p.entries.iter().map(|k| {
-                    let v = k.value_offset();
-                    (k.id, read_f64(data, v), read_f64(data, v + 8))
-                }),
-            );
-            *parsed = Some(p);
-            return Ok(Added {
+            self.add_values(name, data, &p);
+            let added = Added {
                 layout,
-                entries,
-                bad,
-            });
+                entries: p.entries.len(),
+                bad: p.bad,
+            };
+            *parsed = Some(p);
+            return Ok(added);
         }
         let layout = file::parse(data, scratch)?;
-        let mut known = Vec::with_capacity(scratch.len());
-        self.resolve(name.kind, data, scratch, &mut known);
-        let bad = self.add_values(
-            name,
-            known
-                .iter()
-                .zip(scratch.iter())
-                .map(|(k, e)| (k.id, e.value, e.timestamp)),
-        );
-        let entries = known.len();
-        if layout != Layout::Legacy
-            && let Some(last) = known.last()
-            && let Some(used) = used.and_then(|u| usize::try_from(u).ok())
-        {
-            *parsed = Some(Parsed {
-                generation: self.generation,
-                used,
-                end: last.value_offset() + 16,
-                entries: known,
-            });
-        }
-        Ok(Added {
+        let mut p = Parsed::new(self.generation, layout == Layout::Legacy);
+        self.resolve(name.kind, data, scratch, &mut p);
+        self.add_values(name, data, &p);
+        let added = Added {
             layout,
-            entries,
-            bad,
-        })
+            entries: p.entries.len(),
+            bad: p.bad,
+        };
+        if !p.legacy
+            && let Some(last) = p.entries.last()
+            && let Some(used) = used
+        {
+            p.end = last.value_offset() + 16;
+            p.used = used;
+            *parsed = Some(p);
+        }
+        Ok(added)
     }
 
     /// Whether every key of `entries` is still where an earlier scrape
@@ -573,25 +583,27 @@ impl Merger {
         entries.iter().all(|k| {
             let start = k.key_start as usize;
             let len = k.key_len as usize;
-            start >= 4
-                && data.get(start - 4..start) == Some(&(len as i32).to_ne_bytes()[..])
-                && data.get(start..start + len) == Some(self.raw_key(k.id))
+            let (kstart, klen) = self.spans[k.id as usize];
+            data.get(start.wrapping_sub(4)..start + len)
+                .is_some_and(|d| {
+                    d[..4] == (len as i32).to_ne_bytes()
+                        && d[4..] == self.arena[kstart as usize..(kstart + klen) as usize]
+                })
         })
     }
 
-    /// Appends to `known` the key ids of the parsed `entries` of a file of
-    /// type `kind`. Processes of one program write the same keys in the
-    /// same order, so the ids of the last file of the same type are tried
-    /// first (one comparison, no hashing).
-    fn resolve(&mut self, kind: Kind, data: &[u8], entries: &[Entry], known: &mut Vec<Known>) {
+    /// Adds the parsed `entries` of a file of type `kind` to `p`: their key
+    /// ids, their metrics, the count of unreadable keys. Processes of one
+    /// program write the same keys in the same order, so the ids of the last
+    /// file of the same type are tried first (one comparison, no hashing).
+    fn resolve(&mut self, kind: Kind, data: &[u8], entries: &[Entry], p: &mut Parsed) {
         if entries.is_empty() {
             return;
         }
-        let offset = known.len();
+        let offset = p.entries.len();
         let prev = self.hints.remove(&kind).unwrap_or_default();
-        let mut ids = std::mem::take(&mut self.hint_scratch);
-        ids.clear();
-        known.reserve(entries.len());
+        p.entries.reserve(entries.len());
+        let mut last_metric = u32::MAX;
         for (i, e) in entries.iter().enumerate() {
             let key = e.key(data);
             let id = match prev.get(offset + i) {
@@ -599,64 +611,74 @@ impl Merger {
                 _ => self.key_id(key),
             };
             let (key_start, key_len) = e.key_span();
-            known.push(Known {
+            let k = Known {
                 key_start,
                 key_len,
                 id,
-            });
+            };
+            p.entries.push(k);
+            match &self.keys[id as usize] {
+                Some(info) => {
+                    p.samples.push((k.value_offset() as u32, id));
+                    if info.metric != last_metric {
+                        last_metric = info.metric;
+                        p.metrics.push(info.metric);
+                    }
+                }
+                None => p.bad += 1,
+            }
+        }
+        if offset > 0 {
+            p.metrics.sort_unstable();
+            p.metrics.dedup();
         }
         // The hint for the next file of this type: this file's ids in order.
-        if offset == 0 {
-            ids.extend(known.iter().map(|k| k.id));
-            self.hints.insert(kind, ids);
-            self.hint_scratch = prev;
-        } else {
-            self.hints.insert(kind, prev);
-            self.hint_scratch = ids;
-        }
+        let mut ids = std::mem::replace(&mut self.hint_scratch, prev);
+        ids.clear();
+        ids.extend(p.entries.iter().map(|k| k.id));
+        self.hints.insert(kind, ids);
     }
 
-    /// Adds `(key id, value, timestamp)` samples of one file; returns how
-    /// many had an unreadable key.
-    fn add_values(
-        &mut self,
-        name: &FileName,
-        samples: impl Iterator<Item = (u32, f64, f64)>,
-    ) -> usize {
+    /// Adds the values of a parsed file.
+    fn add_values(&mut self, name: &FileName, data: &[u8], p: &Parsed) {
         let gauge_mode = match name.kind {
             Kind::Gauge(m) => Some(m),
             _ => None,
         };
-        let all_mode = matches!(gauge_mode, Some(GaugeMode::All | GaugeMode::LiveAll));
-        let file_idx = self.file_ids.len() as u32;
-        if all_mode {
-            self.file_ids.push(name.id.clone());
-        }
-        let mut bad = 0;
-        let mut last_metric = u32::MAX;
-        for (id, value, timestamp) in samples {
-            let id = id as usize;
-            let Some(info) = &self.keys[id] else {
-                bad += 1;
-                continue;
-            };
-            if info.metric != last_metric {
-                last_metric = info.metric;
-                let m = &mut self.metrics[info.metric as usize];
-                if m.kind.is_none() {
-                    m.kind = Some(name.kind);
-                }
-                if gauge_mode.is_some() {
-                    m.mode = gauge_mode;
-                }
+        for &metric in &p.metrics {
+            let m = &mut self.metrics[metric as usize];
+            if m.kind.is_none() {
+                m.kind = Some(name.kind);
             }
-            let acc = &mut self.accs[id];
-            acc.add(value, timestamp);
-            if all_mode {
+            if gauge_mode.is_some() {
+                m.mode = gauge_mode;
+            }
+        }
+        let sample = |vpos: u32| {
+            let vpos = vpos as usize;
+            let value = read_f64(data, vpos);
+            let timestamp = if p.legacy {
+                0.0
+            } else {
+                read_f64(data, vpos + 8)
+            };
+            (value, timestamp)
+        };
+        if matches!(gauge_mode, Some(GaugeMode::All | GaugeMode::LiveAll)) {
+            let file_idx = self.file_ids.len() as u32;
+            self.file_ids.push(name.id.clone());
+            for &(vpos, id) in &p.samples {
+                let (value, timestamp) = sample(vpos);
+                let acc = &mut self.accs[id as usize];
+                acc.add(value, timestamp);
                 acc.per_pid.push((file_idx, value));
             }
+        } else {
+            for &(vpos, id) in &p.samples {
+                let (value, timestamp) = sample(vpos);
+                self.accs[id as usize].add(value, timestamp);
+            }
         }
-        bad
     }
 
     fn families(&mut self) -> Vec<MetricFamily> {
@@ -767,21 +789,28 @@ impl Merger {
         let mut metrics = Vec::new();
         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
             // One series per (labels, pid); the file's id replaces a `pid` label.
-            let mut series: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
+            let mut series: Vec<(Vec<(&str, &str)>, f64)> = Vec::new();
             for &id in ids {
                 let k = self.keys[id].as_ref().expect("valid");
                 if k.suffix != Suffix::Bare || k.le.is_some() {
                     continue;
                 }
+                let nopid = &self.sets[k.set_nopid as usize];
                 for &(file, v) in &self.accs[id].per_pid {
-                    let mut labels: Vec<(String, String)> = self.sets[k.set_nopid as usize].clone();
-                    labels.push(("pid".into(), self.file_ids[file as usize].clone()));
-                    labels.sort();
-                    series.insert(labels, v);
+                    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(nopid.len() + 1);
+                    labels.extend(nopid.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    labels.push(("pid", &self.file_ids[file as usize]));
+                    labels.sort_unstable();
+                    series.push((labels, v));
                 }
             }
-            for (labels, v) in series {
-                metrics.push(gauge_metric(label_pairs(&labels), v));
+            // In label order; of equal label sets the last one read wins.
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            for (i, (labels, v)) in series.iter().enumerate() {
+                if series.get(i + 1).is_some_and(|next| next.0 == *labels) {
+                    continue;
+                }
+                metrics.push(gauge_metric(label_pairs(labels), *v));
             }
         } else {
             // `pid` labels are dropped and values merged: first per label
@@ -914,13 +943,13 @@ fn parse_python_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
-fn label_pairs(labels: &[(String, String)]) -> Vec<proto::LabelPair> {
+fn label_pairs<S: AsRef<str>>(labels: &[(S, S)]) -> Vec<proto::LabelPair> {
     labels
         .iter()
         .map(|(k, val)| {
             let mut p = proto::LabelPair::default();
-            p.set_name(k.clone());
-            p.set_value(val.clone());
+            p.set_name(k.as_ref().to_owned());
+            p.set_value(val.as_ref().to_owned());
             p
         })
         .collect()
