@@ -56,6 +56,9 @@ pub struct MultiProcessCollector {
 #[derive(Default)]
 struct FileCache {
     files: FastMap<std::ffi::OsString, Kept>,
+    /// The read buffer and parse scratch, reused by every scrape.
+    buf: Vec<u8>,
+    entries: Vec<Entry>,
 }
 
 /// A file kept open: its inode number when opened, and what was parsed of it.
@@ -309,7 +312,8 @@ impl Acc {
 struct Known {
     key_start: u32,
     key_len: u32,
-    id: u32,
+    /// Where the key's length and bytes are in the [`Merger`]'s arena.
+    arena: u32,
 }
 
 impl Known {
@@ -371,12 +375,6 @@ struct Added {
     bad: usize,
 }
 
-#[inline]
-fn read_f64(data: &[u8], pos: usize) -> f64 {
-    data.get(pos..pos + 8)
-        .map_or(0.0, |b| f64::from_ne_bytes(b.try_into().expect("8 bytes")))
-}
-
 /// Merge state kept between scrapes: raw key bytes are hashed, each distinct
 /// key parsed once (and not again in later scrapes); values are reset per scrape.
 #[derive(Default)]
@@ -385,9 +383,10 @@ struct Merger {
     /// [`Parsed`] are never taken for ids of another generation.
     generation: u64,
     key_ids: FastMap<Box<[u8]>, u32>,
-    /// Raw bytes of each key id.
-    /// (in one contiguous arena, in first-seen order, so that checking a
-    /// file's keys against the hints below reads memory sequentially).
+    /// Raw bytes of each key id, each after its length as in a file (in one
+    /// contiguous arena, in first-seen order, so that checking a file's keys
+    /// against the hints below, or against what was parsed of the file
+    /// before, reads memory sequentially).
     arena: Vec<u8>,
     spans: Vec<(u32, u32)>,
     /// Per file kind, the key ids of the last file of that kind in order:
@@ -420,7 +419,13 @@ impl Merger {
             };
         }
         for a in &mut self.accs {
-            *a = Acc::EMPTY;
+            // Keeps the `per_pid` allocation for the next scrape.
+            let mut per_pid = std::mem::take(&mut a.per_pid);
+            per_pid.clear();
+            *a = Acc {
+                per_pid,
+                ..Acc::EMPTY
+            };
         }
         for m in &mut self.metrics {
             m.kind = None;
@@ -468,6 +473,9 @@ impl Merger {
         self.keys.push(info);
         self.accs.push(Acc::EMPTY);
         self.key_ids.insert(key.into(), id);
+        // As in a file: the key's length, then the key.
+        self.arena
+            .extend_from_slice(&(key.len() as i32).to_ne_bytes());
         self.spans.push((self.arena.len() as u32, key.len() as u32));
         self.arena.extend_from_slice(key);
         id
@@ -581,14 +589,11 @@ impl Merger {
     /// again from its start.
     fn still_in_place(&self, data: &[u8], entries: &[Known]) -> bool {
         entries.iter().all(|k| {
-            let start = k.key_start as usize;
-            let len = k.key_len as usize;
-            let (kstart, klen) = self.spans[k.id as usize];
-            data.get(start.wrapping_sub(4)..start + len)
-                .is_some_and(|d| {
-                    d[..4] == (len as i32).to_ne_bytes()
-                        && d[4..] == self.arena[kstart as usize..(kstart + klen) as usize]
-                })
+            // The length and the key, in the file and in the arena.
+            let start = (k.key_start as usize).wrapping_sub(4);
+            let len = k.key_len as usize + 4;
+            let arena = k.arena as usize;
+            data.get(start..start + len) == self.arena.get(arena..arena + len)
         })
     }
 
@@ -602,6 +607,10 @@ impl Merger {
         }
         let offset = p.entries.len();
         let prev = self.hints.remove(&kind).unwrap_or_default();
+        // The hint for the next file of this type: this file's ids in order
+        // (a whole file's; entries appended to a known file leave it as is).
+        let mut ids = std::mem::take(&mut self.hint_scratch);
+        ids.clear();
         p.entries.reserve(entries.len());
         let mut last_metric = u32::MAX;
         for (i, e) in entries.iter().enumerate() {
@@ -610,11 +619,12 @@ impl Merger {
                 Some(&id) if self.raw_key(id) == key => id,
                 _ => self.key_id(key),
             };
+            ids.push(id);
             let (key_start, key_len) = e.key_span();
             let k = Known {
                 key_start,
                 key_len,
-                id,
+                arena: self.spans[id as usize].0 - 4,
             };
             p.entries.push(k);
             match &self.keys[id as usize] {
@@ -631,12 +641,12 @@ impl Merger {
         if offset > 0 {
             p.metrics.sort_unstable();
             p.metrics.dedup();
+            self.hints.insert(kind, prev);
+            self.hint_scratch = ids;
+        } else {
+            self.hints.insert(kind, ids);
+            self.hint_scratch = prev;
         }
-        // The hint for the next file of this type: this file's ids in order.
-        let mut ids = std::mem::replace(&mut self.hint_scratch, prev);
-        ids.clear();
-        ids.extend(p.entries.iter().map(|k| k.id));
-        self.hints.insert(kind, ids);
     }
 
     /// Adds the values of a parsed file.
@@ -654,15 +664,18 @@ impl Merger {
                 m.mode = gauge_mode;
             }
         }
+        let len = if p.legacy { 8 } else { 16 };
+        // Every sample's value lies in `data` (entries are whole).
         let sample = |vpos: u32| {
             let vpos = vpos as usize;
-            let value = read_f64(data, vpos);
-            let timestamp = if p.legacy {
-                0.0
-            } else {
-                read_f64(data, vpos + 8)
-            };
-            (value, timestamp)
+            match data.get(vpos..vpos + len) {
+                Some(b) if len == 16 => (
+                    f64::from_ne_bytes(b[..8].try_into().expect("8 bytes")),
+                    f64::from_ne_bytes(b[8..16].try_into().expect("8 bytes")),
+                ),
+                Some(b) => (f64::from_ne_bytes(b[..8].try_into().expect("8 bytes")), 0.0),
+                None => (0.0, 0.0),
+            }
         };
         if matches!(gauge_mode, Some(GaugeMode::All | GaugeMode::LiveAll)) {
             let file_idx = self.file_ids.len() as u32;
@@ -981,18 +994,20 @@ fn merge_dir(
     cache: &mut FileCache,
 ) -> io::Result<Option<Vec<MetricFamily>>> {
     use std::os::unix::fs::DirEntryExt;
-    let mut names: Vec<(FileName, PathBuf, u64)> = Vec::new();
+    // (parsed name, name in the directory, inode number); paths are made
+    // only for warnings.
+    let mut names: Vec<(FileName, std::ffi::OsString, u64)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let fname = entry.file_name();
-        let Some(fname) = fname.to_str() else {
+        let os_name = entry.file_name();
+        let Some(fname) = os_name.to_str() else {
             continue;
         };
         if !fname.ends_with(".db") {
             continue;
         }
         match FileName::parse(fname) {
-            Some(n) => names.push((n, entry.path(), entry.ino())),
+            Some(n) => names.push((n, os_name, entry.ino())),
             None => warnings.push(Warning {
                 path: entry.path(),
                 reason: "not a metric file name ({type}_{id}.db or gauge_{mode}_{id}.db): skipped"
@@ -1005,18 +1020,15 @@ fn merge_dir(
     // first, though: their trailers say which files they already contain.
     // Files are opened relative to the directory, not by full path.
     let dir_file = std::fs::File::open(dir)?;
-    let open = |path: &Path| match path.file_name() {
-        Some(name) => crate::sys::open_in(&dir_file, name),
-        None => std::fs::File::open(path),
-    };
+    let open = |name: &std::ffi::OsStr| crate::sys::open_in(&dir_file, name);
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
     let mut aggregates: Vec<Option<Vec<u8>>> = vec![None; names.len()];
-    for (i, (name, path, _)) in names.iter().enumerate() {
+    for (i, (name, fname, _)) in names.iter().enumerate() {
         if name.id != "aggregate" {
             continue;
         }
         let mut data = Vec::new();
-        match open(path).and_then(|f| file::read_file(&f, &mut data, true, false)) {
+        match open(fname).and_then(|f| file::read_file(&f, &mut data, true, false)) {
             Ok(_) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
@@ -1025,18 +1037,20 @@ fn merge_dir(
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(None),
             Err(e) => warnings.push(Warning {
-                path: path.clone(),
+                path: dir.join(fname),
                 reason: format!("cannot read: {e}; skipped"),
             }),
         }
     }
 
     merger.begin();
-    let mut buf = Vec::with_capacity(1 << 16);
-    let mut entries = Vec::with_capacity(1024);
+    // Buffers kept between scrapes: no allocation (nor zeroing) per scrape.
+    let mut buf = std::mem::take(&mut cache.buf);
+    let mut entries = std::mem::take(&mut cache.entries);
     let mut was_open = std::mem::take(&mut cache.files);
     let capacity = FileCache::capacity();
-    for (i, (name, path, ino)) in names.iter().enumerate() {
+    for (i, (name, fname, ino)) in names.iter().enumerate() {
+        let path = || dir.join(fname);
         let is_aggregate = name.id == "aggregate";
         let added = if is_aggregate {
             // Aggregates are replaced whole by each fold: parsed every time.
@@ -1049,12 +1063,11 @@ fn merge_dir(
             let claimed = absorbed
                 .iter()
                 .any(|(k, a)| *k == name.kind && a.id == name.id);
-            let key = path.file_name().unwrap_or_default();
-            let kept = match was_open.remove_entry(key) {
+            let kept = match was_open.remove_entry(fname.as_os_str()) {
                 Some((key, kept)) if kept.ino == *ino => Ok((key, kept)),
-                _ => open(path).map(|file| {
+                _ => open(fname).map(|file| {
                     (
-                        key.to_owned(),
+                        fname.clone(),
                         Kept {
                             ino: *ino,
                             file,
@@ -1081,7 +1094,7 @@ fn merge_dir(
                 }
                 Err(e) => {
                     warnings.push(Warning {
-                        path: path.clone(),
+                        path: path(),
                         reason: format!("cannot read: {e}; skipped"),
                     });
                     continue;
@@ -1108,7 +1121,7 @@ fn merge_dir(
             Ok(a) => a,
             Err(reason) => {
                 warnings.push(Warning {
-                    path: path.clone(),
+                    path: path(),
                     reason: format!("{reason}; skipped"),
                 });
                 continue;
@@ -1117,23 +1130,25 @@ fn merge_dir(
         match added.layout {
             Layout::Current => {}
             Layout::Truncated => warnings.push(Warning {
-                path: path.clone(),
+                path: path(),
                 reason: format!(
                     "cut short or damaged: read its first {} whole entries",
                     added.entries
                 ),
             }),
             Layout::Legacy => warnings.push(Warning {
-                path: path.clone(),
+                path: path(),
                 reason: "written by prometheus_client < 0.18 (no timestamps): read as such".into(),
             }),
         }
         if added.bad > 0 {
             warnings.push(Warning {
-                path: path.clone(),
+                path: path(),
                 reason: format!("{} entries with an unreadable key: skipped", added.bad),
             });
         }
     }
+    cache.buf = buf;
+    cache.entries = entries;
     Ok(Some(merger.families()))
 }

@@ -13,7 +13,10 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `+Inf`, `NaN`), labels sorted by name, `le` bounds as Python prints them,
 /// counts printed as floats. Empty families are skipped.
 pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
-    let mut s = String::with_capacity(4096);
+    // Flushed into `out` past 64 KiB (checked after each series): allocated
+    // once, and grown only by a series of more than 8 KiB of text.
+    const FLUSH: usize = 1 << 16;
+    let mut s = String::with_capacity(FLUSH + 8192);
     // Reused for every bucket bound and quantile.
     let mut bound = String::new();
     for f in families {
@@ -122,10 +125,10 @@ pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
                     sample(&mut s, name, "_sum", labels, None, sm.sample_sum(), ts);
                 }
             }
-        }
-        if s.len() > 1 << 16 {
-            out.extend_from_slice(s.as_bytes());
-            s.clear();
+            if s.len() > FLUSH {
+                out.extend_from_slice(s.as_bytes());
+                s.clear();
+            }
         }
     }
     out.extend_from_slice(s.as_bytes());
