@@ -123,7 +123,7 @@ pub(crate) fn walk_from(data: &[u8], start: usize, avail: usize, out: &mut Vec<E
             break;
         };
         let vpos = pos + 4 + len + padding(len);
-        if vpos + 16 > avail || data.get(pos + 4) != Some(&b'[') {
+        if len == 0 || vpos + 16 > avail || data.get(pos + 4) != Some(&b'[') {
             break;
         }
         out.push(Entry {
@@ -158,6 +158,15 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
         return Err(format!("used mark {used} is smaller than the header"));
     }
     let avail = used.min(data.len());
+    // The common case in one pass: whole current-layout entries up to `avail`.
+    if walk_from(data, 8, avail, out) == avail {
+        return Ok(if avail == used {
+            Layout::Current
+        } else {
+            Layout::Truncated
+        });
+    }
+    out.clear();
     let looks_like_keys =
         |entries: &[Entry]| entries.iter().all(|e| e.key(data).first() == Some(&b'['));
     if walk(data, avail, 16, out) && looks_like_keys(out) {
@@ -203,11 +212,24 @@ pub(crate) fn read_file(
     stamp: bool,
 ) -> io::Result<(usize, Option<Stamp>)> {
     if whole {
-        use std::io::Read;
-        let stamp = Stamp::of(&file.metadata()?);
+        // From offset 0 whatever the file position (the file may be kept
+        // open and read again), to its end, however it grows meanwhile.
+        let meta = file.metadata()?;
         buf.clear();
-        { file }.read_to_end(buf)?;
-        return Ok((buf.len(), Some(stamp)));
+        buf.resize(usize::try_from(meta.len()).unwrap_or(0).max(FIRST_READ), 0);
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(2 * len, 0);
+            }
+            let n = read_at_most(file, &mut buf[len..], len as u64)?;
+            len += n;
+            if len < buf.len() {
+                break;
+            }
+        }
+        buf.truncate(len);
+        return Ok((len, Some(Stamp::of(&meta))));
     }
     read_used(file, buf, FIRST_READ, stamp)
 }

@@ -612,6 +612,7 @@ impl Merger {
         let mut ids = std::mem::take(&mut self.hint_scratch);
         ids.clear();
         p.entries.reserve(entries.len());
+        p.samples.reserve(entries.len());
         let mut last_metric = u32::MAX;
         for (i, e) in entries.iter().enumerate() {
             let key = e.key(data);
@@ -1022,18 +1023,42 @@ fn merge_dir(
     let dir_file = std::fs::File::open(dir)?;
     let open = |name: &std::ffi::OsStr| crate::sys::open_in(&dir_file, name);
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
-    let mut aggregates: Vec<Option<Vec<u8>>> = vec![None; names.len()];
-    for (i, (name, fname, _)) in names.iter().enumerate() {
+    // Files kept open by the last scrape; those not listed now are closed.
+    let mut was_open = std::mem::take(&mut cache.files);
+    // A kept file of this name, if it is still the same file, or else the
+    // file opened now.
+    let mut take =
+        |fname: &std::ffi::OsString, ino: u64| match was_open.remove_entry(fname.as_os_str()) {
+            Some((key, kept)) if kept.ino == ino => Ok((key, kept)),
+            _ => open(fname).map(|file| {
+                (
+                    fname.clone(),
+                    Kept {
+                        ino,
+                        file,
+                        parsed: None,
+                    },
+                )
+            }),
+        };
+    // Aggregates are replaced by renaming a new file over them (a new inode),
+    // and read whole: their trailer lies past `used`.
+    let mut aggregates: Vec<Option<(std::ffi::OsString, Kept, Vec<u8>)>> =
+        (0..names.len()).map(|_| None).collect();
+    for (i, (name, fname, ino)) in names.iter().enumerate() {
         if name.id != "aggregate" {
             continue;
         }
         let mut data = Vec::new();
-        match open(fname).and_then(|f| file::read_file(&f, &mut data, true, false)) {
-            Ok(_) => {
+        match take(fname, *ino).and_then(|(key, kept)| {
+            file::read_file(&kept.file, &mut data, true, false)?;
+            Ok((key, kept))
+        }) {
+            Ok((key, kept)) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
                 }
-                aggregates[i] = Some(data);
+                aggregates[i] = Some((key, kept, data));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(None),
             Err(e) => warnings.push(Warning {
@@ -1047,35 +1072,25 @@ fn merge_dir(
     // Buffers kept between scrapes: no allocation (nor zeroing) per scrape.
     let mut buf = std::mem::take(&mut cache.buf);
     let mut entries = std::mem::take(&mut cache.entries);
-    let mut was_open = std::mem::take(&mut cache.files);
     let capacity = FileCache::capacity();
     for (i, (name, fname, ino)) in names.iter().enumerate() {
         let path = || dir.join(fname);
         let is_aggregate = name.id == "aggregate";
         let added = if is_aggregate {
-            // Aggregates are replaced whole by each fold: parsed every time.
-            let Some(data) = aggregates[i].take() else {
+            let Some((key, mut kept, data)) = aggregates[i].take() else {
                 continue;
             };
-            merger.add_file(name, &data, &mut None, &mut entries)
+            let added = merger.add_file(name, &data, &mut kept.parsed, &mut entries);
+            if cache.files.len() < capacity {
+                cache.files.insert(key, kept);
+            }
+            added
         } else {
             // The inode and mtime matter only if an aggregate claims this pid.
             let claimed = absorbed
                 .iter()
                 .any(|(k, a)| *k == name.kind && a.id == name.id);
-            let kept = match was_open.remove_entry(fname.as_os_str()) {
-                Some((key, kept)) if kept.ino == *ino => Ok((key, kept)),
-                _ => open(fname).map(|file| {
-                    (
-                        fname.clone(),
-                        Kept {
-                            ino: *ino,
-                            file,
-                            parsed: None,
-                        },
-                    )
-                }),
-            };
+            let kept = take(fname, *ino);
             let read = kept.and_then(|(key, kept)| {
                 // A file read before is read up to its last `used` mark at once.
                 let first = kept.parsed.as_ref().map_or(file::FIRST_READ, |p| p.used);

@@ -346,3 +346,37 @@ fn python_files_continued_between_scrapes_match_python() {
 fn child_writer() {
     child_writer_body();
 }
+
+#[test]
+fn aggregates_kept_open_are_read_again_from_their_start() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("live");
+    std::fs::create_dir(&dir).unwrap();
+    let pid = std::process::id();
+    // Process `id` wrote `v` to one counter and exited.
+    let dead = |id: u32, v: f64| {
+        let scratch = root.path().join(format!("scratch{id}"));
+        Registry::new(&scratch)
+            .counter("folded", "Folded.", &[])
+            .with_label_values(&[])
+            .unwrap()
+            .inc_by(v);
+        std::fs::copy(
+            scratch.join(format!("counter_{pid}.db")),
+            dir.join(format!("counter_{id}.db")),
+        )
+        .unwrap();
+        ferrocorn_shm_metrics::mark_process_dead(&dir, id).unwrap();
+    };
+    let collector = MultiProcessCollector::new(&dir);
+    dead(7, 1.0);
+    for _ in 0..3 {
+        let (text, _) = checked(&collector, &dir);
+        assert_eq!(value_of(&text, "folded_total"), Some(1.0), "{text}");
+    }
+    dead(8, 2.0);
+    for _ in 0..3 {
+        let (text, _) = checked(&collector, &dir);
+        assert_eq!(value_of(&text, "folded_total"), Some(3.0), "{text}");
+    }
+}
