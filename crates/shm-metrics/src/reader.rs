@@ -56,6 +56,8 @@ pub struct MultiProcessCollector {
 #[derive(Default)]
 struct FileCache {
     files: FastMap<std::ffi::OsString, Kept>,
+    /// An empty map with room for as many files, for the next scrape.
+    spare: FastMap<std::ffi::OsString, Kept>,
     /// The read buffer and parse scratch, reused by every scrape.
     buf: Vec<u8>,
     entries: Vec<Entry>,
@@ -1024,7 +1026,9 @@ fn merge_dir(
     let open = |name: &std::ffi::OsStr| crate::sys::open_in(&dir_file, name);
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
     // Files kept open by the last scrape; those not listed now are closed.
-    let mut was_open = std::mem::take(&mut cache.files);
+    // (Two maps swapped each scrape, so neither is grown again.)
+    let spare = std::mem::take(&mut cache.spare);
+    let mut was_open = std::mem::replace(&mut cache.files, spare);
     // A kept file of this name, if it is still the same file, or else the
     // file opened now.
     let mut take =
@@ -1163,6 +1167,9 @@ fn merge_dir(
             });
         }
     }
+    drop(take);
+    was_open.clear(); // closes the files no longer listed
+    cache.spare = was_open;
     cache.buf = buf;
     cache.entries = entries;
     Ok(Some(merger.families()))
