@@ -436,13 +436,13 @@ impl Merger {
         self.file_ids.clear();
     }
 
-    fn intern(&mut self, labels: &[(String, String)]) -> u32 {
-        if let Some(&id) = self.set_ids.get(labels) {
+    fn intern(&mut self, labels: Vec<(String, String)>) -> u32 {
+        if let Some(&id) = self.set_ids.get(&labels) {
             return id;
         }
         let id = self.sets.len() as u32;
-        self.sets.push(labels.to_vec());
-        self.set_ids.insert(labels.to_vec(), id);
+        self.sets.push(labels.clone());
+        self.set_ids.insert(labels, id);
         id
     }
 
@@ -484,41 +484,63 @@ impl Merger {
     }
 
     fn parse_key(&mut self, key: &[u8]) -> Option<KeyInfo> {
-        let (metric, sample, labels, help): (String, String, BTreeMap<String, String>, String) =
-            serde_json::from_slice(key).ok()?;
-        let metric_id = match self.metric_ids.get(&metric) {
+        let owned;
+        let (metric, sample, labels, help) = match plain_key(key) {
+            Some(parts) => parts,
+            None => {
+                owned =
+                    serde_json::from_slice::<(String, String, BTreeMap<String, String>, String)>(
+                        key,
+                    )
+                    .ok()?;
+                let labels = owned.2.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                (
+                    owned.0.as_str(),
+                    owned.1.as_str(),
+                    labels.collect(),
+                    owned.3.as_str(),
+                )
+            }
+        };
+        let metric_id = match self.metric_ids.get(metric) {
             Some(&id) => id,
             None => {
                 let id = self.metrics.len() as u32;
                 self.metrics.push(MetricInfo {
-                    name: metric.clone(),
-                    help,
+                    name: metric.to_owned(),
+                    help: help.to_owned(),
                     kind: None,
                     mode: None,
                 });
-                self.metric_ids.insert(metric, id);
+                self.metric_ids.insert(metric.to_owned(), id);
                 id
             }
         };
         let mut le = None;
         let mut pairs = Vec::with_capacity(labels.len());
+        let mut has_pid = false;
         for (k, v) in labels {
             if k == "le" {
-                le = Some(parse_python_float(&v)?);
+                le = Some(parse_python_float(v)?);
             } else {
-                pairs.push((k, v));
+                has_pid |= k == "pid";
+                pairs.push((k.to_owned(), v.to_owned()));
             }
         }
-        let suffix = Suffix::of(&self.metrics[metric_id as usize].name, &sample);
-        let set = self.intern(&pairs);
-        let nopid: Vec<(String, String)> =
-            pairs.iter().filter(|(n, _)| n != "pid").cloned().collect();
-        let set_nopid = self.intern(&nopid);
+        let suffix = Suffix::of(&self.metrics[metric_id as usize].name, sample);
+        let set_nopid = if has_pid {
+            let nopid: Vec<(String, String)> =
+                pairs.iter().filter(|(n, _)| n != "pid").cloned().collect();
+            self.intern(nopid)
+        } else {
+            u32::MAX
+        };
+        let set = self.intern(pairs);
         Some(KeyInfo {
             metric: metric_id,
             suffix,
             set,
-            set_nopid,
+            set_nopid: if has_pid { set_nopid } else { set },
             le,
         })
     }
@@ -954,6 +976,56 @@ impl Merger {
 /// Per label set of a histogram: (bucket bound, count) pairs and the `_sum`.
 type Buckets = (Vec<(f64, f64)>, f64);
 
+/// The parts of a key (metric, sample, labels, help) when it has the plain
+/// form prometheus_client writes for most series,
+/// `["metric", "sample", {"name": "value", ...}, "help"]`: `json.dumps`'s
+/// separators, strings without escapes or control characters, label names
+/// sorted and distinct. Then the parts are exactly what `serde_json` would
+/// make of it, without allocating; anything else is left to `serde_json`.
+fn plain_key(key: &[u8]) -> Option<(&str, &str, Vec<(&str, &str)>, &str)> {
+    fn lit(r: &mut &[u8], s: &[u8]) -> Option<()> {
+        *r = r.strip_prefix(s)?;
+        Some(())
+    }
+    fn string<'a>(r: &mut &'a [u8]) -> Option<&'a str> {
+        let rest = r.strip_prefix(b"\"")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        let s = std::str::from_utf8(&rest[..end]).ok()?;
+        *r = &rest[end + 1..];
+        Some(s)
+    }
+    let mut r = key;
+    lit(&mut r, b"[")?;
+    let metric = string(&mut r)?;
+    lit(&mut r, b", ")?;
+    let sample = string(&mut r)?;
+    lit(&mut r, b", {")?;
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    if r.first() != Some(&b'}') {
+        loop {
+            let name = string(&mut r)?;
+            lit(&mut r, b": ")?;
+            let value = string(&mut r)?;
+            if labels.last().is_some_and(|&(last, _)| last >= name) {
+                return None;
+            }
+            labels.push((name, value));
+            if lit(&mut r, b", ").is_none() {
+                break;
+            }
+        }
+    }
+    lit(&mut r, b"}, ")?;
+    let help = string(&mut r)?;
+    lit(&mut r, b"]")?;
+    r.is_empty().then_some((metric, sample, labels, help))
+}
+
 /// Python's `float()` of a label value (`1.0`, `1e+06`, `+Inf`, `NaN`).
 fn parse_python_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
@@ -1173,4 +1245,74 @@ fn merge_dir(
     cache.buf = buf;
     cache.entries = entries;
     Ok(Some(merger.families()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Parts = (String, String, Vec<(String, String)>, String);
+
+    fn by_serde(key: &[u8]) -> Option<Parts> {
+        let (m, s, l, h): (String, String, BTreeMap<String, String>, String) =
+            serde_json::from_slice(key).ok()?;
+        Some((m, s, l.into_iter().collect(), h))
+    }
+
+    fn by_plain(key: &[u8]) -> Option<Parts> {
+        let (m, s, l, h) = plain_key(key)?;
+        let l = l.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Some((m.into(), s.into(), l, h.into()))
+    }
+
+    #[test]
+    fn plain_keys_parse_as_serde_json_parses_them() {
+        let labels: &[&[(&str, &str)]] = &[
+            &[],
+            &[("a", "x")],
+            &[("le", "0.5"), ("method", "GET"), ("pid", "77")],
+            &[("a", ""), ("b", "\u{fc}n\u{ef}")],
+            &[("a", "q\"uote")],
+            &[("a", "back\\slash"), ("b", "new\nline")],
+            &[("a", "\u{1F600}"), ("b", "\u{7f}")],
+        ];
+        let mut plain = 0;
+        for l in labels {
+            for help in ["", "Help.", "with \"quotes\""] {
+                let key = crate::pyfmt::mmap_key("m", "m_total", l, help);
+                let serde = by_serde(key.as_bytes());
+                assert!(serde.is_some(), "{key}");
+                match by_plain(key.as_bytes()) {
+                    Some(p) => {
+                        plain += 1;
+                        assert_eq!(Some(p), serde, "{key}");
+                    }
+                    // Escapes are left to serde_json.
+                    None => assert!(key.contains('\\'), "{key}"),
+                }
+            }
+        }
+        assert!(plain >= 6, "the plain form was taken {plain} times");
+        // Not plain: left to serde_json, whatever it makes of them.
+        for key in [
+            r#"["m", "m", {"b": "1", "a": "2"}, "h"]"#,
+            r#"["m", "m", {"a": "1", "a": "2"}, "h"]"#,
+            r#"["m","m",{},"h"]"#,
+            r#" ["m", "m", {}, "h"]"#,
+            r#"["m", "m", {}, "h"] "#,
+            r#"["m", "m", {}, "h"]x"#,
+            r#"["m", "m", {"a": 1}, "h"]"#,
+            r#"["m", "m", {"a": "1",}, "h"]"#,
+            r#"["m", "m", {}, "h", "extra"]"#,
+            "[\"m\", \"m\u{1}\", {}, \"h\"]",
+        ] {
+            assert_eq!(by_plain(key.as_bytes()), None, "{key}");
+        }
+        // Plain, and the same as serde_json's reading.
+        for key in [r#"["m", "m", {}, "h"]"#, r#"["", "", {"": ""}, ""]"#] {
+            assert_eq!(by_plain(key.as_bytes()), by_serde(key.as_bytes()), "{key}");
+            assert!(by_plain(key.as_bytes()).is_some(), "{key}");
+        }
+        assert_eq!(by_plain(b"[\"m\", \"\xff\", {}, \"h\"]"), None);
+    }
 }
