@@ -976,13 +976,16 @@ impl Merger {
 /// Per label set of a histogram: (bucket bound, count) pairs and the `_sum`.
 type Buckets = (Vec<(f64, f64)>, f64);
 
+/// A key's metric name, sample name, label pairs and help.
+type KeyParts<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 /// The parts of a key (metric, sample, labels, help) when it has the plain
 /// form prometheus_client writes for most series,
 /// `["metric", "sample", {"name": "value", ...}, "help"]`: `json.dumps`'s
 /// separators, strings without escapes or control characters, label names
 /// sorted and distinct. Then the parts are exactly what `serde_json` would
 /// make of it, without allocating; anything else is left to `serde_json`.
-fn plain_key(key: &[u8]) -> Option<(&str, &str, Vec<(&str, &str)>, &str)> {
+fn plain_key(key: &[u8]) -> Option<KeyParts<'_>> {
     fn lit(r: &mut &[u8], s: &[u8]) -> Option<()> {
         *r = r.strip_prefix(s)?;
         Some(())
@@ -1239,7 +1242,6 @@ fn merge_dir(
             });
         }
     }
-    drop(take);
     was_open.clear(); // closes the files no longer listed
     cache.spare = was_open;
     cache.buf = buf;
