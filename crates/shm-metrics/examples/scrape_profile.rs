@@ -4,7 +4,7 @@
 //! `cargo run --release -p ferrocorn-shm-metrics --example scrape_profile -- DIR [N] [warm|cold]`
 //!
 //! When DIR does not exist it is filled with the benchmark's 64 processes x
-//! ~1,000 series first. `warm` (the default) scrapes N times with one
+//! ~1,000 series first, by a child process (`scrape_profile DIR 0 write`). `warm` (the default) scrapes N times with one
 //! long-lived collector, as the supervisor does, after one scrape that is not
 //! counted; `cold` makes a new collector for each scrape, as
 //! `ferrocorn metrics DIR` does.
@@ -47,13 +47,26 @@ fn main() {
         .and_then(|s| s.to_str()?.parse().ok())
         .unwrap_or(100);
     let cold = args.next().is_some_and(|m| m == "cold");
-    if !dir.exists() {
+    if std::env::args_os().nth(3).is_some_and(|m| m == "write") {
         std::fs::create_dir_all(&dir).expect("create DIR");
         let scratch = tempfile::tempdir().expect("scratch directory");
         for id in 0..64 {
             fixture::write_process(&scratch.path().join(format!("p{id}")), &dir, 100_000 + id);
         }
+        return;
     }
+    if !dir.exists() {
+        // Written by a child process, as workers write the files a
+        // supervisor reads: this process must not hold them mapped.
+        let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .arg(&dir)
+            .arg("0")
+            .arg("write")
+            .status()
+            .expect("run a writer");
+        assert!(status.success(), "the writer failed");
+    }
+
     let collector = MultiProcessCollector::new(&dir);
     let bytes = render(&collector);
     let start = thread_cpu_time();
