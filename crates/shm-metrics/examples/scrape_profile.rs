@@ -49,7 +49,10 @@ fn main() {
     let cold = args.next().is_some_and(|m| m == "cold");
     if std::env::args_os().nth(3).is_some_and(|m| m == "write") {
         std::fs::create_dir_all(&dir).expect("create DIR");
-        let scratch = tempfile::tempdir().expect("scratch directory");
+        // Next to DIR: the files are renamed into it, within one file system.
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let scratch = tempfile::tempdir_in(parent.unwrap_or(std::path::Path::new(".")))
+            .expect("scratch directory");
         for id in 0..64 {
             fixture::write_process(&scratch.path().join(format!("p{id}")), &dir, 100_000 + id);
         }
