@@ -826,29 +826,99 @@ impl Merger {
         let mode = m.mode.unwrap_or(GaugeMode::All);
         let mut metrics = Vec::new();
         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
-            // One series per (labels, pid); the file's id replaces a `pid` label.
-            let mut series: Vec<(Vec<(&str, &str)>, f64)> = Vec::new();
+            // One series per (labels, pid); the file's id replaces a `pid`
+            // label. They are ordered by their label pairs with `pid` in its
+            // place by name, compared without building them: the other
+            // pairs are an interned set, and pids compare by their rank.
+            struct Series {
+                set: u32,
+                /// Where `pid` goes among the set's pairs.
+                pos: usize,
+                file: u32,
+                v: f64,
+            }
+            let mut by_pid: Vec<u32> = (0..self.file_ids.len() as u32).collect();
+            by_pid.sort_unstable_by(|&a, &b| {
+                self.file_ids[a as usize].cmp(&self.file_ids[b as usize])
+            });
+            let mut pid_rank = vec![0u32; self.file_ids.len()];
+            let mut rank = 0;
+            for (i, &f) in by_pid.iter().enumerate() {
+                if i > 0 && self.file_ids[f as usize] != self.file_ids[by_pid[i - 1] as usize] {
+                    rank += 1;
+                }
+                pid_rank[f as usize] = rank;
+            }
+            let mut series: Vec<Series> = Vec::new();
             for &id in ids {
                 let k = self.keys[id].as_ref().expect("valid");
                 if k.suffix != Suffix::Bare || k.le.is_some() {
                     continue;
                 }
                 let nopid = &self.sets[k.set_nopid as usize];
+                let pos = nopid.partition_point(|(n, _)| n.as_str() < "pid");
                 for &(file, v) in &self.accs[id].per_pid {
-                    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(nopid.len() + 1);
-                    labels.extend(nopid.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-                    labels.push(("pid", &self.file_ids[file as usize]));
-                    labels.sort_unstable();
-                    series.push((labels, v));
+                    series.push(Series {
+                        set: k.set_nopid,
+                        pos,
+                        file,
+                        v,
+                    });
                 }
             }
-            // In label order; of equal label sets the last one read wins.
-            series.sort_by(|a, b| a.0.cmp(&b.0));
-            for (i, (labels, v)) in series.iter().enumerate() {
-                if series.get(i + 1).is_some_and(|next| next.0 == *labels) {
+            // The label pair at `i` of a series.
+            let pair = |s: &Series, i: usize| -> (&str, &str) {
+                let set = &self.sets[s.set as usize];
+                match i.cmp(&s.pos) {
+                    std::cmp::Ordering::Less => (&set[i].0, &set[i].1),
+                    std::cmp::Ordering::Equal => ("pid", &self.file_ids[s.file as usize]),
+                    std::cmp::Ordering::Greater => (&set[i - 1].0, &set[i - 1].1),
+                }
+            };
+            let cmp = |a: &Series, b: &Series| -> std::cmp::Ordering {
+                let pids = || pid_rank[a.file as usize].cmp(&pid_rank[b.file as usize]);
+                if a.set == b.set {
+                    return pids();
+                }
+                let (na, nb) = (
+                    self.sets[a.set as usize].len() + 1,
+                    self.sets[b.set as usize].len() + 1,
+                );
+                for i in 0..na.min(nb) {
+                    let o = if i == a.pos && i == b.pos {
+                        pids()
+                    } else {
+                        pair(a, i).cmp(&pair(b, i))
+                    };
+                    if o.is_ne() {
+                        return o;
+                    }
+                }
+                na.cmp(&nb)
+            };
+            // In label order; of equal label sets the last one read wins
+            // (a stable sort). Two common shapes sort by two ranks: every
+            // label name after `pid` (`pid` first, then the set's order),
+            // or the same names, all before `pid` (the set, then `pid`).
+            let names = |s: &Series| self.sets[s.set as usize].iter().map(|(n, _)| n);
+            if series.iter().all(|s| s.pos == 0) {
+                series.sort_by_key(|s| (pid_rank[s.file as usize], self.rank[s.set as usize]));
+            } else if series.first().is_some_and(|f| {
+                series
+                    .iter()
+                    .all(|s| s.pos == self.sets[s.set as usize].len() && names(s).eq(names(f)))
+            }) {
+                series.sort_by_key(|s| (self.rank[s.set as usize], pid_rank[s.file as usize]));
+            } else {
+                series.sort_by(cmp);
+            }
+            for (i, s) in series.iter().enumerate() {
+                if series.get(i + 1).is_some_and(|next| cmp(s, next).is_eq()) {
                     continue;
                 }
-                metrics.push(gauge_metric(label_pairs(labels), *v));
+                let n = self.sets[s.set as usize].len() + 1;
+                let labels: Vec<(&str, &str)> = (0..n).map(|i| pair(s, i)).collect();
+                metrics.push(gauge_metric(label_pairs(&labels), s.v));
             }
         } else {
             // `pid` labels are dropped and values merged: first per label
