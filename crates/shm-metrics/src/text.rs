@@ -1,7 +1,7 @@
 //! The Prometheus text exposition format (0.0.4), numbers printed as
 //! prometheus_client prints them.
 
-use prometheus::proto::{LabelPair, MetricFamily, MetricType};
+use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::pyfmt::float_to_go_string;
 
@@ -13,125 +13,170 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `+Inf`, `NaN`), labels sorted by name, `le` bounds as Python prints them,
 /// counts printed as floats. Empty families are skipped.
 pub fn encode_text(families: &[MetricFamily], out: &mut Vec<u8>) {
-    // Flushed into `out` past 64 KiB (checked after each series): allocated
-    // once, and grown only by a series of more than 8 KiB of text.
-    const FLUSH: usize = 1 << 16;
-    let mut s = String::with_capacity(FLUSH + 8192);
-    // Reused for every bucket bound and quantile.
-    let mut bound = String::new();
+    let mut w = TextWriter::new(out);
     for f in families {
         if f.get_metric().is_empty() {
             continue;
         }
         let name = f.name();
-        let typ = match f.get_field_type() {
+        w.header(name, f.help(), f.get_field_type());
+        for m in f.get_metric() {
+            let labels = m.get_label();
+            let pairs = || labels.iter().map(|l| (l.name(), l.value()));
+            let ts = m.timestamp_ms();
+            match f.get_field_type() {
+                MetricType::COUNTER => w.value(name, pairs(), m.get_counter().get_value(), ts),
+                MetricType::GAUGE => w.value(name, pairs(), m.get_gauge().get_value(), ts),
+                #[allow(deprecated)]
+                MetricType::UNTYPED => w.value(name, pairs(), m.get_untyped().get_value(), ts),
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    w.histogram(
+                        name,
+                        pairs,
+                        h.get_bucket()
+                            .iter()
+                            .map(|b| (b.upper_bound(), b.cumulative_count())),
+                        h.get_sample_count(),
+                        h.get_sample_sum(),
+                        ts,
+                    );
+                }
+                MetricType::SUMMARY => {
+                    let sm = m.get_summary();
+                    w.summary(
+                        name,
+                        pairs,
+                        sm.get_quantile().iter().map(|q| (q.quantile(), q.value())),
+                        sm.sample_count(),
+                        sm.sample_sum(),
+                        ts,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Writes exposition text into `out`: through a buffer flushed into `out`
+/// past 64 KiB (checked after each series), allocated once and grown only
+/// by a series of more than 8 KiB of text; the rest when dropped. Shared by
+/// [`encode_text`] and the collector's direct text output, so both print
+/// alike by construction.
+pub(crate) struct TextWriter<'o> {
+    out: &'o mut Vec<u8>,
+    s: String,
+    /// Reused for every bucket bound and quantile.
+    bound: String,
+}
+
+const FLUSH: usize = 1 << 16;
+
+impl<'o> TextWriter<'o> {
+    pub(crate) fn new(out: &'o mut Vec<u8>) -> TextWriter<'o> {
+        TextWriter {
+            out,
+            s: String::with_capacity(FLUSH + 8192),
+            bound: String::new(),
+        }
+    }
+
+    fn series_done(&mut self) {
+        if self.s.len() > FLUSH {
+            self.out.extend_from_slice(self.s.as_bytes());
+            self.s.clear();
+        }
+    }
+
+    /// `# HELP` and `# TYPE` of a family.
+    pub(crate) fn header(&mut self, name: &str, help: &str, t: MetricType) {
+        let typ = match t {
             MetricType::COUNTER => "counter",
             MetricType::GAUGE => "gauge",
             MetricType::HISTOGRAM => "histogram",
             MetricType::SUMMARY => "summary",
             MetricType::UNTYPED => "untyped",
         };
+        let s = &mut self.s;
         s.push_str("# HELP ");
         s.push_str(name);
         s.push(' ');
-        escape(&mut s, f.help(), false);
+        escape(s, help, false);
         s.push_str("\n# TYPE ");
         s.push_str(name);
         s.push(' ');
         s.push_str(typ);
         s.push('\n');
-        for m in f.get_metric() {
-            let labels = m.get_label();
-            let ts = m.timestamp_ms();
-            match f.get_field_type() {
-                MetricType::COUNTER => sample(
-                    &mut s,
-                    name,
-                    "",
-                    labels,
-                    None,
-                    m.get_counter().get_value(),
-                    ts,
-                ),
-                MetricType::GAUGE => sample(
-                    &mut s,
-                    name,
-                    "",
-                    labels,
-                    None,
-                    m.get_gauge().get_value(),
-                    ts,
-                ),
-                #[allow(deprecated)]
-                MetricType::UNTYPED => sample(
-                    &mut s,
-                    name,
-                    "",
-                    labels,
-                    None,
-                    m.get_untyped().get_value(),
-                    ts,
-                ),
-                MetricType::HISTOGRAM => {
-                    let h = m.get_histogram();
-                    let mut inf_seen = false;
-                    for b in h.get_bucket() {
-                        bound.clear();
-                        float_to_go_string(&mut bound, b.upper_bound());
-                        inf_seen |= b.upper_bound() == f64::INFINITY;
-                        let v = b.cumulative_count() as f64;
-                        sample(&mut s, name, "_bucket", labels, Some(("le", &bound)), v, ts);
-                    }
-                    let count = h.get_sample_count() as f64;
-                    if !inf_seen {
-                        sample(
-                            &mut s,
-                            name,
-                            "_bucket",
-                            labels,
-                            Some(("le", "+Inf")),
-                            count,
-                            ts,
-                        );
-                    }
-                    sample(&mut s, name, "_count", labels, None, count, ts);
-                    sample(&mut s, name, "_sum", labels, None, h.get_sample_sum(), ts);
-                }
-                MetricType::SUMMARY => {
-                    let sm = m.get_summary();
-                    let q = &mut bound;
-                    for quantile in sm.get_quantile() {
-                        q.clear();
-                        float_to_go_string(q, quantile.quantile());
-                        sample(
-                            &mut s,
-                            name,
-                            "",
-                            labels,
-                            Some(("quantile", q)),
-                            quantile.value(),
-                            ts,
-                        );
-                    }
-                    sample(
-                        &mut s,
-                        name,
-                        "_count",
-                        labels,
-                        None,
-                        sm.sample_count() as f64,
-                        ts,
-                    );
-                    sample(&mut s, name, "_sum", labels, None, sm.sample_sum(), ts);
-                }
-            }
-            if s.len() > FLUSH {
-                out.extend_from_slice(s.as_bytes());
-                s.clear();
-            }
-        }
     }
-    out.extend_from_slice(s.as_bytes());
+
+    /// A counter, gauge or untyped series.
+    pub(crate) fn value<'l>(
+        &mut self,
+        name: &str,
+        labels: impl Iterator<Item = (&'l str, &'l str)>,
+        v: f64,
+        ts: i64,
+    ) {
+        sample(&mut self.s, name, "", labels, None, v, ts);
+        self.series_done();
+    }
+
+    /// A histogram series: its buckets (bound, cumulative count) in order,
+    /// `+Inf` added when missing, `_count` and `_sum`; counts as floats.
+    pub(crate) fn histogram<'l, I: Iterator<Item = (&'l str, &'l str)>>(
+        &mut self,
+        name: &str,
+        labels: impl Fn() -> I,
+        buckets: impl Iterator<Item = (f64, u64)>,
+        count: u64,
+        sum: f64,
+        ts: i64,
+    ) {
+        let mut inf_seen = false;
+        for (upper, cumulative) in buckets {
+            self.bound.clear();
+            float_to_go_string(&mut self.bound, upper);
+            inf_seen |= upper == f64::INFINITY;
+            let v = cumulative as f64;
+            let le = Some(("le", self.bound.as_str()));
+            sample(&mut self.s, name, "_bucket", labels(), le, v, ts);
+        }
+        let count = count as f64;
+        if !inf_seen {
+            let le = Some(("le", "+Inf"));
+            sample(&mut self.s, name, "_bucket", labels(), le, count, ts);
+        }
+        sample(&mut self.s, name, "_count", labels(), None, count, ts);
+        sample(&mut self.s, name, "_sum", labels(), None, sum, ts);
+        self.series_done();
+    }
+
+    /// A summary series: its quantiles (quantile, value), `_count`, `_sum`.
+    pub(crate) fn summary<'l, I: Iterator<Item = (&'l str, &'l str)>>(
+        &mut self,
+        name: &str,
+        labels: impl Fn() -> I,
+        quantiles: impl Iterator<Item = (f64, f64)>,
+        count: u64,
+        sum: f64,
+        ts: i64,
+    ) {
+        for (quantile, value) in quantiles {
+            self.bound.clear();
+            float_to_go_string(&mut self.bound, quantile);
+            let q = Some(("quantile", self.bound.as_str()));
+            sample(&mut self.s, name, "", labels(), q, value, ts);
+        }
+        sample(&mut self.s, name, "_count", labels(), None, count as f64, ts);
+        sample(&mut self.s, name, "_sum", labels(), None, sum, ts);
+        self.series_done();
+    }
+}
+
+impl Drop for TextWriter<'_> {
+    fn drop(&mut self) {
+        self.out.extend_from_slice(self.s.as_bytes());
+    }
 }
 
 fn escape(out: &mut String, s: &str, quote: bool) {
@@ -152,18 +197,19 @@ fn escape(out: &mut String, s: &str, quote: bool) {
     }
 }
 
-fn sample(
+fn sample<'l>(
     out: &mut String,
     name: &str,
     suffix: &str,
-    labels: &[LabelPair],
+    labels: impl Iterator<Item = (&'l str, &'l str)>,
     extra: Option<(&str, &str)>,
     value: f64,
     timestamp_ms: i64,
 ) {
     out.push_str(name);
     out.push_str(suffix);
-    if !labels.is_empty() || extra.is_some() {
+    let mut labels = labels.peekable();
+    if labels.peek().is_some() || extra.is_some() {
         out.push('{');
         let mut first = true;
         let mut extra = extra;
@@ -177,15 +223,15 @@ fn sample(
             escape(out, v, true);
             out.push('"');
         };
-        for l in labels {
+        for (name, value) in labels {
             // Python sorts every label by name, `le` and `quantile` included.
             if let Some((k, v)) = extra
-                && k < l.name()
+                && k < name
             {
                 label(out, k, v);
                 extra = None;
             }
-            label(out, l.name(), l.value());
+            label(out, name, value);
         }
         if let Some((k, v)) = extra {
             label(out, k, v);
