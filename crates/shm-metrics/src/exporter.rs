@@ -13,6 +13,11 @@ use crate::text::{TEXT_CONTENT_TYPE, encode_text};
 /// Where the exporter gets the families to serve, called once per scrape.
 pub type Source = Box<dyn FnMut() -> Vec<MetricFamily> + Send>;
 
+/// Where the exporter gets the exposition text to serve, called once per
+/// scrape to append it to the buffer given (for example with
+/// [`MultiProcessCollector::encode_text_to`](crate::MultiProcessCollector::encode_text_to)).
+pub type TextSource = Box<dyn FnMut(&mut Vec<u8>) + Send>;
+
 const MAX_CLIENTS: usize = 32;
 const MAX_REQUEST: usize = 16 * 1024;
 
@@ -26,7 +31,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// directory) when a request is complete.
 pub struct Exporter {
     listener: TcpListener,
-    source: Source,
+    source: TextSource,
     first_token: usize,
     clients: Vec<Option<Client>>,
     timeout: Duration,
@@ -51,7 +56,12 @@ impl Exporter {
     pub const TOKENS: usize = 1 + MAX_CLIENTS;
 
     /// An exporter serving families from `source` on `listener`.
-    pub fn new(listener: TcpListener, source: Source) -> Exporter {
+    pub fn new(listener: TcpListener, mut source: Source) -> Exporter {
+        Exporter::with_text(listener, Box::new(move |out| encode_text(&source(), out)))
+    }
+
+    /// An exporter serving the text `source` writes on `listener`.
+    pub fn with_text(listener: TcpListener, source: TextSource) -> Exporter {
         Exporter {
             listener,
             source,
@@ -194,7 +204,12 @@ impl Exporter {
 }
 
 impl Client {
-    fn read(&mut self, registry: &mio::Registry, token: Token, source: &mut Source) -> Progress {
+    fn read(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        source: &mut TextSource,
+    ) -> Progress {
         let mut chunk = [0u8; 4096];
         loop {
             match self.stream.read(&mut chunk) {
@@ -232,7 +247,9 @@ impl Client {
                         .iter()
                         .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
                         .any(|h| accepts_gzip(h.value));
-                    metrics_response(&source(), gzip, method == "HEAD")
+                    let mut body = Vec::with_capacity(64 * 1024);
+                    source(&mut body);
+                    metrics_response(body, gzip, method == "HEAD")
                 }
             }
         };
@@ -304,9 +321,7 @@ fn simple(status: u16, reason: &str, extra: &[&str]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn metrics_response(families: &[MetricFamily], gzip: bool, head: bool) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 * 1024);
-    encode_text(families, &mut body);
+fn metrics_response(mut body: Vec<u8>, gzip: bool, head: bool) -> Vec<u8> {
     let mut gzipped = false;
     if gzip {
         let mut enc = flate2::write::GzEncoder::new(

@@ -103,7 +103,7 @@ mod text;
 mod writer;
 
 pub use aggregate::mark_process_dead;
-pub use exporter::{Exporter, Source};
+pub use exporter::{Exporter, Source, TextSource};
 pub use pyfmt::float_to_go_string;
 pub use reader::{MultiProcessCollector, Warning, render_dir};
 pub use text::{TEXT_CONTENT_TYPE, encode_text};

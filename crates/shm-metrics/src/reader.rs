@@ -139,6 +139,40 @@ impl MultiProcessCollector {
     /// Reads and merges the directory, returning the warnings too.
     pub fn collect_with_warnings(&self) -> (Vec<MetricFamily>, Vec<Warning>) {
         let mut warnings = Vec::new();
+        let families = self
+            .merged(&mut warnings, Merger::families)
+            .unwrap_or_default();
+        (families, warnings)
+    }
+
+    /// Reads and merges the directory and appends its exposition text to
+    /// `out`: the bytes [`encode_text`](crate::encode_text) prints for
+    /// [`collect_families`](Self::collect_families), without building the
+    /// families first (a third less work for a large scrape). Warnings go
+    /// to the `on_warning` callback.
+    pub fn encode_text_to(&self, out: &mut Vec<u8>) {
+        let mut warnings = Vec::new();
+        self.merged(&mut warnings, |merger| {
+            let mut text = TextOut {
+                w: crate::text::TextWriter::new(out),
+                pending: None,
+                name: String::new(),
+                t: MetricType::UNTYPED,
+            };
+            merger.emit(&mut text);
+        });
+        if let Some(f) = &self.on_warning {
+            warnings.iter().for_each(f);
+        }
+    }
+
+    /// Reads and merges the directory, then hands the merger to `f`; `None`
+    /// when the directory cannot be listed (a warning says so).
+    fn merged<T>(
+        &self,
+        warnings: &mut Vec<Warning>,
+        f: impl FnOnce(&mut Merger) -> T,
+    ) -> Option<T> {
         // A file listed but gone when opened was most likely folded into an
         // aggregate meanwhile: start over so nothing is lost or counted twice.
         const ATTEMPTS: usize = 10;
@@ -148,19 +182,19 @@ impl MultiProcessCollector {
             let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             match merge_dir(
                 &self.dir,
-                &mut warnings,
+                warnings,
                 attempt == ATTEMPTS - 1,
                 &mut merger,
                 &mut files,
             ) {
-                Ok(Some(families)) => return (families, warnings),
-                Ok(None) => continue,
+                Ok(true) => return Some(f(&mut merger)),
+                Ok(false) => continue,
                 Err(e) => {
                     warnings.push(Warning {
                         path: self.dir.clone(),
                         reason: format!("cannot list directory: {e}"),
                     });
-                    return (Vec::new(), warnings);
+                    return None;
                 }
             }
         }
@@ -187,9 +221,8 @@ pub fn render_dir(dir: &Path) -> io::Result<Vec<u8>> {
             format!("{} is not a directory", dir.display()),
         ));
     }
-    let families = MultiProcessCollector::new(dir).collect_families();
     let mut out = Vec::new();
-    crate::encode_text(&families, &mut out);
+    MultiProcessCollector::new(dir).encode_text_to(&mut out);
     Ok(out)
 }
 
@@ -720,6 +753,14 @@ impl Merger {
     }
 
     fn families(&mut self) -> Vec<MetricFamily> {
+        let mut out = ProtoOut::default();
+        self.emit(&mut out);
+        out.families
+    }
+
+    /// Writes the merged families to `out`, in the order of their names
+    /// (families without a sample are left out).
+    fn emit(&mut self, out: &mut impl Emit) {
         self.rank_sets();
         // Group keys by metric, then by (sample name, labels): keys differing
         // only in help text or JSON spelling are the same series. Label sets
@@ -733,27 +774,34 @@ impl Merger {
                 by_metric[k.metric as usize].push(id);
             }
         }
-        let mut out = Vec::new();
+        // A counter's family is `<name>_total`; equal names keep their order.
+        let total_names: Vec<Option<String>> = self
+            .metrics
+            .iter()
+            .map(|m| (m.kind == Some(Kind::Counter)).then(|| format!("{}_total", m.name)))
+            .collect();
+        let family_name = |i: usize| -> &str {
+            total_names[i]
+                .as_deref()
+                .unwrap_or(self.metrics[i].name.as_str())
+        };
+        let mut order: Vec<usize> = (0..self.metrics.len())
+            .filter(|&i| !by_metric[i].is_empty() && self.metrics[i].kind.is_some())
+            .collect();
+        order.sort_by(|&a, &b| family_name(a).cmp(family_name(b)));
         let mut scratch = Vec::new();
-        for (m, ids) in self.metrics.iter().zip(by_metric) {
-            if ids.is_empty() {
-                continue;
+        for i in order {
+            let (m, ids) = (&self.metrics[i], &by_metric[i]);
+            let name = family_name(i);
+            match m.kind {
+                None => {}
+                Some(Kind::Counter) => self.counter_family(name, m, ids, &mut scratch, out),
+                Some(Kind::Summary) => self.summary_family(m, ids, &mut scratch, out),
+                Some(Kind::Histogram) => self.histogram_family(m, ids, &mut scratch, out),
+                Some(Kind::Gauge(_)) => self.gauge_family(m, ids, &mut scratch, out),
             }
-            let fam = match m.kind {
-                None => None,
-                Some(Kind::Counter) => Some(self.counter_family(m, &ids, &mut scratch)),
-                Some(Kind::Summary) => Some(self.summary_family(m, &ids, &mut scratch)),
-                Some(Kind::Histogram) => Some(self.histogram_family(m, &ids, &mut scratch)),
-                Some(Kind::Gauge(_)) => Some(self.gauge_family(m, &ids, &mut scratch)),
-            };
-            if let Some(f) = fam
-                && !f.get_metric().is_empty()
-            {
-                out.push(f);
-            }
+            out.end_family();
         }
-        out.sort_by(|a, b| a.name().cmp(b.name()));
-        out
     }
 
     /// The keys of `ids` with sample `suffix` (and no `le`), merged per label
@@ -794,27 +842,16 @@ impl Merger {
 
     fn counter_family(
         &self,
+        name: &str,
         m: &MetricInfo,
         ids: &[usize],
         scratch: &mut Vec<(u32, u32)>,
-    ) -> MetricFamily {
-        let metrics = self
-            .grouped(ids, Suffix::Total, scratch)
-            .into_iter()
-            .map(|(set, _, acc)| {
-                let mut metric = proto::Metric::from_label(label_pairs(&self.sets[set as usize]));
-                let mut c = proto::Counter::default();
-                c.set_value(acc.sum);
-                metric.set_counter(c);
-                metric
-            })
-            .collect();
-        family(
-            &format!("{}_total", m.name),
-            &m.help,
-            MetricType::COUNTER,
-            metrics,
-        )
+        out: &mut impl Emit,
+    ) {
+        out.family(name, &m.help, MetricType::COUNTER);
+        for (set, _, acc) in self.grouped(ids, Suffix::Total, scratch) {
+            out.value(Labels::of(&self.sets[set as usize]), acc.sum);
+        }
     }
 
     fn gauge_family(
@@ -822,9 +859,10 @@ impl Merger {
         m: &MetricInfo,
         ids: &[usize],
         scratch: &mut Vec<(u32, u32)>,
-    ) -> MetricFamily {
+        out: &mut impl Emit,
+    ) {
         let mode = m.mode.unwrap_or(GaugeMode::All);
-        let mut metrics = Vec::new();
+        out.family(&m.name, &m.help, MetricType::GAUGE);
         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
             // One series per (labels, pid); the file's id replaces a `pid`
             // label. They are ordered by their label pairs with `pid` in its
@@ -916,9 +954,11 @@ impl Merger {
                 if series.get(i + 1).is_some_and(|next| cmp(s, next).is_eq()) {
                     continue;
                 }
-                let n = self.sets[s.set as usize].len() + 1;
-                let labels: Vec<(&str, &str)> = (0..n).map(|i| pair(s, i)).collect();
-                metrics.push(gauge_metric(label_pairs(&labels), s.v));
+                let labels = Labels {
+                    set: &self.sets[s.set as usize],
+                    pid: Some((s.pos, &self.file_ids[s.file as usize])),
+                };
+                out.value(labels, s.v);
             }
         } else {
             // `pid` labels are dropped and values merged: first per label
@@ -945,10 +985,9 @@ impl Merger {
                     // Never set: no sample, as in prometheus_client.
                     _ => continue,
                 };
-                metrics.push(gauge_metric(label_pairs(&self.sets[set as usize]), v));
+                out.value(Labels::of(&self.sets[set as usize]), v);
             }
         }
-        family(&m.name, &m.help, MetricType::GAUGE, metrics)
     }
 
     fn summary_family(
@@ -956,7 +995,8 @@ impl Merger {
         m: &MetricInfo,
         ids: &[usize],
         scratch: &mut Vec<(u32, u32)>,
-    ) -> MetricFamily {
+        out: &mut impl Emit,
+    ) {
         // Keyed by label rank: (label set, count, sum).
         let mut all: BTreeMap<u32, (u32, f64, f64)> = BTreeMap::new();
         for (set, _, a) in self.grouped(ids, Suffix::Count, scratch) {
@@ -969,18 +1009,10 @@ impl Merger {
                 .or_insert((set, 0.0, 0.0))
                 .2 += a.sum;
         }
-        let metrics = all
-            .into_values()
-            .map(|(set, count, sum)| {
-                let mut metric = proto::Metric::from_label(label_pairs(&self.sets[set as usize]));
-                let mut s = proto::Summary::default();
-                s.set_sample_count(count as u64);
-                s.set_sample_sum(sum);
-                metric.set_summary(s);
-                metric
-            })
-            .collect();
-        family(&m.name, &m.help, MetricType::SUMMARY, metrics)
+        out.family(&m.name, &m.help, MetricType::SUMMARY);
+        for (set, count, sum) in all.into_values() {
+            out.summary(Labels::of(&self.sets[set as usize]), count as u64, sum);
+        }
     }
 
     fn histogram_family(
@@ -988,7 +1020,8 @@ impl Merger {
         m: &MetricInfo,
         ids: &[usize],
         scratch: &mut Vec<(u32, u32)>,
-    ) -> MetricFamily {
+        out: &mut impl Emit,
+    ) {
         // Keyed by label rank: (label set, buckets and sum).
         let mut groups: BTreeMap<u32, (u32, Buckets)> = BTreeMap::new();
         for (set, _, a) in self.grouped(ids, Suffix::Sum, scratch) {
@@ -1011,11 +1044,12 @@ impl Merger {
                     .push((le, self.accs[id].sum));
             }
         }
-        let mut metrics = Vec::with_capacity(groups.len());
+        out.family(&m.name, &m.help, MetricType::HISTOGRAM);
+        let mut cumulative: Vec<(f64, u64)> = Vec::new();
         for (set, (mut buckets, sum)) in groups.into_values() {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut acc = 0.0;
-            let mut out = Vec::with_capacity(buckets.len());
+            cumulative.clear();
             let mut i = 0;
             while i < buckets.len() {
                 // Equal bounds spelled differently (`1` and `1.0`) are one bucket.
@@ -1025,21 +1059,16 @@ impl Merger {
                     i += 1;
                 }
                 if bound.is_finite() || bound < 0.0 {
-                    let mut b = proto::Bucket::default();
-                    b.set_upper_bound(bound);
-                    b.set_cumulative_count(acc as u64);
-                    out.push(b);
+                    cumulative.push((bound, acc as u64));
                 }
             }
-            let mut h = proto::Histogram::default();
-            h.set_bucket(out);
-            h.set_sample_count(acc as u64);
-            h.set_sample_sum(sum);
-            let mut metric = proto::Metric::from_label(label_pairs(&self.sets[set as usize]));
-            metric.set_histogram(h);
-            metrics.push(metric);
+            out.histogram(
+                Labels::of(&self.sets[set as usize]),
+                &cumulative,
+                acc as u64,
+                sum,
+            );
         }
-        family(&m.name, &m.help, MetricType::HISTOGRAM, metrics)
     }
 }
 
@@ -1104,43 +1133,194 @@ fn parse_python_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
-fn label_pairs<S: AsRef<str>>(labels: &[(S, S)]) -> Vec<proto::LabelPair> {
-    labels
-        .iter()
-        .map(|(k, val)| {
-            let mut p = proto::LabelPair::default();
-            p.set_name(k.as_ref().to_owned());
-            p.set_value(val.as_ref().to_owned());
-            p
-        })
-        .collect()
+/// The label pairs of one series: an interned set, sorted by name, and
+/// maybe a `pid` pair that goes at `pid.0` among them.
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    set: &'a [(String, String)],
+    pid: Option<(usize, &'a str)>,
 }
 
-fn gauge_metric(labels: Vec<proto::LabelPair>, v: f64) -> proto::Metric {
-    let mut g = proto::Gauge::default();
-    g.set_value(v);
-    let mut m = proto::Metric::from_label(labels);
-    m.set_gauge(g);
-    m
+impl<'a> Labels<'a> {
+    fn of(set: &'a [(String, String)]) -> Labels<'a> {
+        Labels { set, pid: None }
+    }
+
+    fn pairs(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let (at, pid) = match self.pid {
+            Some((at, pid)) => (at, Some(("pid", pid))),
+            None => (usize::MAX, None),
+        };
+        let before = self.set[..at.min(self.set.len())].iter();
+        let after = self.set[at.min(self.set.len())..].iter();
+        let pair = |(n, v): &'a (String, String)| (n.as_str(), v.as_str());
+        before.map(pair).chain(pid).chain(after.map(pair))
+    }
 }
 
-fn family(name: &str, help: &str, t: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.into());
-    f.set_help(help.into());
-    f.set_field_type(t);
-    f.set_metric(metrics);
-    f
+/// Where the merged families go: `MetricFamily` protos or exposition text.
+trait Emit {
+    /// A family starts (it is left out if no series follows).
+    fn family(&mut self, name: &str, help: &str, t: MetricType);
+    /// A counter or gauge series of the current family.
+    fn value(&mut self, labels: Labels<'_>, v: f64);
+    /// A summary series.
+    fn summary(&mut self, labels: Labels<'_>, count: u64, sum: f64);
+    /// A histogram series: finite bounds with cumulative counts, in order.
+    fn histogram(&mut self, labels: Labels<'_>, buckets: &[(f64, u64)], count: u64, sum: f64);
+    /// The current family ends.
+    fn end_family(&mut self);
 }
 
-/// One pass over the directory. `Ok(None)`: a listed file vanished; retry.
+/// Families as `prometheus` crate protos.
+#[derive(Default)]
+struct ProtoOut {
+    families: Vec<MetricFamily>,
+    current: Option<MetricFamily>,
+    metrics: Vec<proto::Metric>,
+}
+
+impl ProtoOut {
+    fn metric(labels: Labels<'_>) -> proto::Metric {
+        proto::Metric::from_label(
+            labels
+                .pairs()
+                .map(|(k, v)| {
+                    let mut p = proto::LabelPair::default();
+                    p.set_name(k.to_owned());
+                    p.set_value(v.to_owned());
+                    p
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Emit for ProtoOut {
+    fn family(&mut self, name: &str, help: &str, t: MetricType) {
+        let mut f = MetricFamily::default();
+        f.set_name(name.into());
+        f.set_help(help.into());
+        f.set_field_type(t);
+        self.current = Some(f);
+    }
+
+    fn value(&mut self, labels: Labels<'_>, v: f64) {
+        let mut m = ProtoOut::metric(labels);
+        match self.current.as_ref().map(|f| f.get_field_type()) {
+            Some(MetricType::COUNTER) => {
+                let mut c = proto::Counter::default();
+                c.set_value(v);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = proto::Gauge::default();
+                g.set_value(v);
+                m.set_gauge(g);
+            }
+        }
+        self.metrics.push(m);
+    }
+
+    fn summary(&mut self, labels: Labels<'_>, count: u64, sum: f64) {
+        let mut m = ProtoOut::metric(labels);
+        let mut s = proto::Summary::default();
+        s.set_sample_count(count);
+        s.set_sample_sum(sum);
+        m.set_summary(s);
+        self.metrics.push(m);
+    }
+
+    fn histogram(&mut self, labels: Labels<'_>, buckets: &[(f64, u64)], count: u64, sum: f64) {
+        let mut m = ProtoOut::metric(labels);
+        let mut h = proto::Histogram::default();
+        h.set_bucket(
+            buckets
+                .iter()
+                .map(|&(bound, cumulative)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(bound);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect(),
+        );
+        h.set_sample_count(count);
+        h.set_sample_sum(sum);
+        m.set_histogram(h);
+        self.metrics.push(m);
+    }
+
+    fn end_family(&mut self) {
+        if let Some(mut f) = self.current.take()
+            && !self.metrics.is_empty()
+        {
+            f.set_metric(std::mem::take(&mut self.metrics));
+            self.families.push(f);
+        }
+        self.metrics.clear();
+    }
+}
+
+/// Families as exposition text, written as they are merged: what
+/// [`encode_text`](crate::encode_text) would print for [`ProtoOut`]'s
+/// families (the same writer), without building them.
+struct TextOut<'o> {
+    w: crate::text::TextWriter<'o>,
+    /// The current family, until its first series is written.
+    pending: Option<(String, String, MetricType)>,
+    name: String,
+    t: MetricType,
+}
+
+impl TextOut<'_> {
+    fn start(&mut self) {
+        if let Some((name, help, t)) = self.pending.take() {
+            self.w.header(&name, &help, t);
+            self.name = name;
+            self.t = t;
+        }
+    }
+}
+
+impl Emit for TextOut<'_> {
+    fn family(&mut self, name: &str, help: &str, t: MetricType) {
+        self.pending = Some((name.to_owned(), help.to_owned(), t));
+    }
+
+    fn value(&mut self, labels: Labels<'_>, v: f64) {
+        self.start();
+        self.w.value(&self.name, labels.pairs(), v, 0);
+    }
+
+    fn summary(&mut self, labels: Labels<'_>, count: u64, sum: f64) {
+        self.start();
+        let none = std::iter::empty();
+        self.w
+            .summary(&self.name, || labels.pairs(), none, count, sum, 0);
+    }
+
+    fn histogram(&mut self, labels: Labels<'_>, buckets: &[(f64, u64)], count: u64, sum: f64) {
+        self.start();
+        let b = buckets.iter().copied();
+        self.w
+            .histogram(&self.name, || labels.pairs(), b, count, sum, 0);
+    }
+
+    fn end_family(&mut self) {
+        self.pending = None;
+    }
+}
+
+/// One pass over the directory into `merger`. `Ok(false)`: a listed file
+/// vanished; retry.
 fn merge_dir(
     dir: &Path,
     warnings: &mut Vec<Warning>,
     last_attempt: bool,
     merger: &mut Merger,
     cache: &mut FileCache,
-) -> io::Result<Option<Vec<MetricFamily>>> {
+) -> io::Result<bool> {
     use std::os::unix::fs::DirEntryExt;
     // (parsed name, name in the directory, inode number); paths are made
     // only for warnings.
@@ -1209,7 +1389,7 @@ fn merge_dir(
                 }
                 aggregates[i] = Some((key, kept, data));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !last_attempt => return Ok(false),
             Err(e) => warnings.push(Warning {
                 path: dir.join(fname),
                 reason: format!("cannot read: {e}; skipped"),
@@ -1254,7 +1434,7 @@ fn merge_dir(
                     if last_attempt || !crate::aggregate::is_folded(name.kind) {
                         continue;
                     }
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Err(e) => {
                     warnings.push(Warning {
@@ -1316,7 +1496,7 @@ fn merge_dir(
     cache.spare = was_open;
     cache.buf = buf;
     cache.entries = entries;
-    Ok(Some(merger.families()))
+    Ok(true)
 }
 
 #[cfg(test)]

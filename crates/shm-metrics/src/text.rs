@@ -167,7 +167,15 @@ impl<'o> TextWriter<'o> {
             let q = Some(("quantile", self.bound.as_str()));
             sample(&mut self.s, name, "", labels(), q, value, ts);
         }
-        sample(&mut self.s, name, "_count", labels(), None, count as f64, ts);
+        sample(
+            &mut self.s,
+            name,
+            "_count",
+            labels(),
+            None,
+            count as f64,
+            ts,
+        );
         sample(&mut self.s, name, "_sum", labels(), None, sum, ts);
         self.series_done();
     }

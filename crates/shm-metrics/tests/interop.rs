@@ -37,6 +37,47 @@ fn python_writes_we_read_the_same_exposition() {
     assert!(ours.contains("fc_plain_total 6.0\n"));
 }
 
+/// `encode_text_to` (text straight from the merge, what the exporter and
+/// `render_dir` serve) prints exactly what `encode_text` prints for
+/// `collect_families`: every type and gauge mode, written by Python and by
+/// us, by a new collector and by one kept across scrapes.
+#[test]
+fn text_straight_from_the_merge_equals_the_families_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..2 {
+        python_write(dir.path(), i);
+    }
+    for i in 2..4 {
+        rust_write(dir.path(), i);
+    }
+    let kept = ferrocorn_shm_metrics::MultiProcessCollector::new(dir.path());
+    for round in 0..3 {
+        if round == 2 {
+            // New series and values between two scrapes of the kept one.
+            python_write(dir.path(), 4);
+        }
+        let fresh = ferrocorn_shm_metrics::MultiProcessCollector::new(dir.path());
+        for (what, c) in [("new", &fresh), ("kept", &kept)] {
+            let mut via_families = Vec::new();
+            ferrocorn_shm_metrics::encode_text(&c.collect_families(), &mut via_families);
+            let mut direct = Vec::new();
+            c.encode_text_to(&mut direct);
+            let text = String::from_utf8_lossy(&via_families);
+            for t in ["counter", "gauge", "histogram", "summary"] {
+                assert!(
+                    text.contains(&format!(" {t}\n")),
+                    "{what}: no {t} in\n{text}"
+                );
+            }
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(via_families).unwrap(),
+                "{what} collector, round {round}"
+            );
+        }
+    }
+}
+
 #[test]
 fn we_write_python_reads_the_same_exposition() {
     let dir = tempfile::tempdir().unwrap();

@@ -208,13 +208,14 @@ impl Metrics {
         let state = Arc::new(Mutex::new(State::default()));
         let collector = MultiProcessCollector::new(dir.clone());
         let source_state = state.clone();
-        let source = Box::new(move || {
-            let mut fams = collector.collect_families();
+        // The workers' files as text straight from the merge (no families
+        // built), then the supervisor's own families.
+        let source = Box::new(move |out: &mut Vec<u8>| {
+            collector.encode_text_to(out);
             let mut st = lock(&source_state);
-            fams.extend(families.gather(&mut st));
-            fams
+            ferrocorn_shm_metrics::encode_text(&families.gather(&mut st), out);
         });
-        let exporter = Exporter::new(mio::net::TcpListener::from_std(std_listener), source);
+        let exporter = Exporter::with_text(mio::net::TcpListener::from_std(std_listener), source);
         info!(
             log,
             "Serving metrics at http://{}/metrics from {}",
