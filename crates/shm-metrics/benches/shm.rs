@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrocorn_shm_metrics::{
-    GaugeMode, MultiProcessCollector, Registry, encode_text, mark_process_dead,
+    GaugeMode, MultiProcessCollector, Registry, mark_process_dead,
 };
 
 mod fixture;
@@ -49,11 +49,10 @@ fn updates(c: &mut Criterion) {
 }
 
 /// A scrape as the supervisor does it: one long-lived collector (it keeps
-/// parsed keys between scrapes), merge and encode.
+/// parsed keys between scrapes), merged straight into text.
 fn render(collector: &MultiProcessCollector) -> Vec<u8> {
-    let families = collector.collect_families();
     let mut out = Vec::with_capacity(1 << 20);
-    encode_text(&families, &mut out);
+    collector.encode_text_to(&mut out);
     out
 }
 

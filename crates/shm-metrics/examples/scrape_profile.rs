@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrocorn_shm_metrics::{MultiProcessCollector, encode_text};
+use ferrocorn_shm_metrics::MultiProcessCollector;
 
 #[path = "../benches/fixture/mod.rs"]
 mod fixture;
@@ -29,9 +29,8 @@ fn thread_cpu_time() -> Duration {
 }
 
 fn render(collector: &MultiProcessCollector) -> usize {
-    let families = collector.collect_families();
     let mut out = Vec::with_capacity(1 << 20);
-    encode_text(&families, &mut out);
+    collector.encode_text_to(&mut out);
     std::hint::black_box(&out);
     out.len()
 }
