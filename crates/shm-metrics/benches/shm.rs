@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ferrocorn_shm_metrics::{
-    GaugeMode, MultiProcessCollector, Registry, mark_process_dead,
-};
+use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry, mark_process_dead};
 
 mod fixture;
 use fixture::write_process;
