@@ -157,7 +157,6 @@ impl MultiProcessCollector {
                 w: crate::text::TextWriter::new(out),
                 pending: None,
                 name: String::new(),
-                t: MetricType::UNTYPED,
             };
             merger.emit(&mut text);
         });
@@ -866,8 +865,8 @@ impl Merger {
         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
             // One series per (labels, pid); the file's id replaces a `pid`
             // label. They are ordered by their label pairs with `pid` in its
-            // place by name, compared without building them: the other
-            // pairs are an interned set, and pids compare by their rank.
+            // place by name, compared without building them (the other
+            // pairs are an interned set; pids of one set compare by rank).
             struct Series {
                 set: u32,
                 /// Where `pid` goes among the set's pairs.
@@ -904,35 +903,16 @@ impl Merger {
                     });
                 }
             }
-            // The label pair at `i` of a series.
-            let pair = |s: &Series, i: usize| -> (&str, &str) {
-                let set = &self.sets[s.set as usize];
-                match i.cmp(&s.pos) {
-                    std::cmp::Ordering::Less => (&set[i].0, &set[i].1),
-                    std::cmp::Ordering::Equal => ("pid", &self.file_ids[s.file as usize]),
-                    std::cmp::Ordering::Greater => (&set[i - 1].0, &set[i - 1].1),
-                }
+            let labels = |s: &Series| Labels {
+                set: &self.sets[s.set as usize],
+                pid: Some((s.pos, &self.file_ids[s.file as usize])),
             };
             let cmp = |a: &Series, b: &Series| -> std::cmp::Ordering {
-                let pids = || pid_rank[a.file as usize].cmp(&pid_rank[b.file as usize]);
                 if a.set == b.set {
-                    return pids();
+                    // The same pairs but `pid`: by the pids' rank.
+                    return pid_rank[a.file as usize].cmp(&pid_rank[b.file as usize]);
                 }
-                let (na, nb) = (
-                    self.sets[a.set as usize].len() + 1,
-                    self.sets[b.set as usize].len() + 1,
-                );
-                for i in 0..na.min(nb) {
-                    let o = if i == a.pos && i == b.pos {
-                        pids()
-                    } else {
-                        pair(a, i).cmp(&pair(b, i))
-                    };
-                    if o.is_ne() {
-                        return o;
-                    }
-                }
-                na.cmp(&nb)
+                labels(a).pairs().cmp(labels(b).pairs())
             };
             // In label order; of equal label sets the last one read wins
             // (a stable sort). Two common shapes sort by two ranks: every
@@ -954,11 +934,7 @@ impl Merger {
                 if series.get(i + 1).is_some_and(|next| cmp(s, next).is_eq()) {
                     continue;
                 }
-                let labels = Labels {
-                    set: &self.sets[s.set as usize],
-                    pid: Some((s.pos, &self.file_ids[s.file as usize])),
-                };
-                out.value(labels, s.v);
+                out.value(labels(s), s.v);
             }
         } else {
             // `pid` labels are dropped and values merged: first per label
@@ -1269,8 +1245,8 @@ struct TextOut<'o> {
     w: crate::text::TextWriter<'o>,
     /// The current family, until its first series is written.
     pending: Option<(String, String, MetricType)>,
+    /// The family being written.
     name: String,
-    t: MetricType,
 }
 
 impl TextOut<'_> {
@@ -1278,7 +1254,6 @@ impl TextOut<'_> {
         if let Some((name, help, t)) = self.pending.take() {
             self.w.header(&name, &help, t);
             self.name = name;
-            self.t = t;
         }
     }
 }
