@@ -120,6 +120,9 @@ pub struct AccessLogFormat {
     source: String,
     /// Whether a `t` atom needs the clock.
     needs_time: bool,
+    /// Whether atoms show request / response headers.
+    uses_request_headers: bool,
+    uses_response_headers: bool,
 }
 
 impl AccessLogFormat {
@@ -169,10 +172,27 @@ impl AccessLogFormat {
             parts.push(Part::Literal(lit.into_boxed_str()));
         }
         let needs_time = parts.contains(&Part::Atom(Atom::Time));
+        let uses_request_headers = parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Atom(
+                    Atom::User
+                        | Atom::Referer
+                        | Atom::UserAgent
+                        | Atom::RequestHeader(_)
+                        | Atom::Env(EnvVar::Header(_))
+                )
+            )
+        });
+        let uses_response_headers = parts
+            .iter()
+            .any(|p| matches!(p, Part::Atom(Atom::ResponseHeader(_))));
         Ok(AccessLogFormat {
             parts,
             source: format.to_string(),
             needs_time,
+            uses_request_headers,
+            uses_response_headers,
         })
     }
 
@@ -184,26 +204,13 @@ impl AccessLogFormat {
     /// Whether a line shows request headers (`u`, `f`, `a`, `{name}i`,
     /// `{HTTP_*}e`): when not, a caller may pass none.
     pub fn uses_request_headers(&self) -> bool {
-        self.parts.iter().any(|p| {
-            matches!(
-                p,
-                Part::Atom(
-                    Atom::User
-                        | Atom::Referer
-                        | Atom::UserAgent
-                        | Atom::RequestHeader(_)
-                        | Atom::Env(EnvVar::Header(_))
-                )
-            )
-        })
+        self.uses_request_headers
     }
 
     /// Whether a line shows response headers (`{name}o`): when not, a
     /// caller may pass none.
     pub fn uses_response_headers(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|p| matches!(p, Part::Atom(Atom::ResponseHeader(_))))
+        self.uses_response_headers
     }
 
     /// Appends the line for `rec` (without a newline) to `out`. The `t` atom
@@ -244,6 +251,8 @@ impl Default for AccessLogFormat {
                 parts: Vec::new(),
                 source: String::new(),
                 needs_time: false,
+                uses_request_headers: false,
+                uses_response_headers: false,
             }
         })
     }

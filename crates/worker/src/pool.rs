@@ -559,14 +559,15 @@ fn finish_request(
     if let Some(access) = &shared.access {
         // Headers only when the format shows them, on the stack when few.
         let format = access.format();
-        let (mut req_stack, mut req_heap) = ([("", &b""[..]); 32], Vec::new());
+        let (mut req_stack, mut req_heap, mut resp_stack, mut resp_heap);
         let req_headers = if format.uses_request_headers() {
+            (req_stack, req_heap) = ([("", &b""[..]); 32], Vec::new());
             collect_small(head.headers(), &mut req_stack, &mut req_heap)
         } else {
             &[]
         };
-        let (mut resp_stack, mut resp_heap) = ([("", &b""[..]); 16], Vec::new());
         let resp_headers = if format.uses_response_headers() {
+            (resp_stack, resp_heap) = ([("", &b""[..]); 16], Vec::new());
             collect_small(header_lines(resp_headers), &mut resp_stack, &mut resp_heap)
         } else {
             &[]
