@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry, mark_process_dead};
 
 mod fixture;
-use fixture::write_process;
+use fixture::{thread_cpu_time, write_process};
 
 fn updates(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -52,19 +52,6 @@ fn render(collector: &MultiProcessCollector) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 << 20);
     collector.encode_text_to(&mut out);
     out
-}
-
-/// CPU time of the calling thread (user + system): unlike wall-clock time it
-/// does not grow when other processes compete for the CPU.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own; the clock id is valid.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Mean (wall clock, thread CPU time) of `f` over `iterations` runs.

@@ -10,23 +10,12 @@
 //! `ferrocorn metrics DIR` does.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ferrocorn_shm_metrics::MultiProcessCollector;
 
 #[path = "../benches/fixture/mod.rs"]
 mod fixture;
-
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own; the clock id is valid.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+use fixture::thread_cpu_time;
 
 fn render(collector: &MultiProcessCollector) -> usize {
     let mut out = Vec::with_capacity(1 << 20);

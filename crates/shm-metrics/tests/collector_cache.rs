@@ -12,11 +12,6 @@ use std::path::Path;
 use common::*;
 use ferrocorn_shm_metrics::{GaugeMode, MultiProcessCollector, Registry, Warning};
 
-fn value_of(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 fn scrape(c: &MultiProcessCollector) -> (String, Vec<Warning>) {
     let (families, warnings) = c.collect_with_warnings();
     let mut out = Vec::new();
@@ -291,16 +286,7 @@ n = int(sys.argv[1])\n\
 c = Counter('fc_cached', 'Cached.', ['k'])\n\
 for j in range(n):\n    c.labels('series number %d' % j).inc(j + 0.5)\n\
 Gauge('fc_cached_peak', 'Peak.', ['n'], multiprocess_mode='max').labels(str(n)).set(n)\n";
-    let out = std::process::Command::new(python())
-        .args(["-c", script, &n.to_string()])
-        .env("PROMETHEUS_MULTIPROC_DIR", dir)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(Some(dir), &["-c", script, &n.to_string()]);
 }
 
 #[test]

@@ -15,11 +15,6 @@ fn child_writer() {
     child_writer_body();
 }
 
-fn value_of(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn files_are_laid_out_as_prometheus_client_writes_them() {
     let dir = tempfile::tempdir().unwrap();

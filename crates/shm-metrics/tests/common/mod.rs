@@ -36,34 +36,45 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs tests/py/write.py INDEX with PROMETHEUS_MULTIPROC_DIR=dir.
-pub fn python_write(dir: &Path, index: u32) {
-    let out = Command::new(python())
-        .arg(script("write.py"))
-        .arg(index.to_string())
-        .env("PROMETHEUS_MULTIPROC_DIR", dir)
-        .output()
-        .expect("run python");
+/// Runs the Python with prometheus_client on `args` with
+/// PROMETHEUS_MULTIPROC_DIR=dir (when given); its stdout. Panics with its
+/// stderr when it fails.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(dir: Option<&Path>, args: &[S]) -> String {
+    let mut cmd = Command::new(python());
+    cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.env("PROMETHEUS_MULTIPROC_DIR", dir);
+    }
+    let out = cmd.output().expect("run python");
     assert!(
         out.status.success(),
-        "write.py failed: {}",
+        "python {:?} failed: {}",
+        args.first().map(|a| a.as_ref().to_owned()),
         String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs tests/py/write.py INDEX with PROMETHEUS_MULTIPROC_DIR=dir.
+pub fn python_write(dir: &Path, index: u32) {
+    run_python(
+        Some(dir),
+        &[
+            script("write.py").into_os_string(),
+            index.to_string().into(),
+        ],
     );
 }
 
 /// Python's MultiProcessCollector exposition of `dir`.
 pub fn python_expose(dir: &Path) -> String {
-    let out = Command::new(python())
-        .arg(script("expose.py"))
-        .arg(dir)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "expose.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    run_python(None, &[script("expose.py").as_os_str(), dir.as_os_str()])
+}
+
+/// The value of the sample line `series` (name and labels as printed).
+pub fn value_of(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 pub fn ours(dir: &Path) -> String {
