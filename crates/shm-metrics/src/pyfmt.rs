@@ -144,23 +144,9 @@ pub fn float_to_go_string(out: &mut String, x: f64) {
     // Most samples are counts: integers below a million print as their
     // digits and `.0`, without the general shortest-digits formatting.
     if x.fract() == 0.0 && x > -1e15 && x < 1e6 && x != 0.0 {
-        let mut buf = [0u8; 24];
-        let mut i = buf.len();
-        let mut n = x.abs() as u64;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        if x < 0.0 {
-            i -= 1;
-            buf[i] = b'-';
-        }
-        out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
-        out.push_str(".0");
+        use std::fmt::Write as _;
+        // Exact: a whole number of this size is an i64.
+        let _ = write!(out, "{}.0", x as i64);
         return;
     }
     float_to_go_string_general(out, x);
