@@ -178,11 +178,11 @@ impl Exporter {
     /// the thread).
     pub fn spawn_thread(
         listener: std::net::TcpListener,
-        source: Source,
+        source: TextSource,
     ) -> io::Result<JoinHandle<()>> {
         listener.set_nonblocking(true)?;
         let mut poll = mio::Poll::new()?;
-        let mut exporter = Exporter::new(TcpListener::from_std(listener), source);
+        let mut exporter = Exporter::with_text(TcpListener::from_std(listener), source);
         exporter.register(poll.registry(), 0)?;
         std::thread::Builder::new()
             .name("metrics-exporter".into())

@@ -19,7 +19,7 @@ fn start() -> (SocketAddr, tempfile::TempDir) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let collector = MultiProcessCollector::new(dir.path());
-    Exporter::spawn_thread(listener, Box::new(move || collector.collect_families())).unwrap();
+    Exporter::spawn_thread(listener, Box::new(move |out| collector.encode_text_to(out))).unwrap();
     (addr, dir)
 }
 

@@ -55,10 +55,9 @@ impl Exporter {
         let mut backlog = backlog::Gauges::new(listeners);
         ferrocorn_shm_metrics::Exporter::spawn_thread(
             listener,
-            Box::new(move || {
-                let mut families = collector.collect_families();
-                families.extend(backlog.collect());
-                families
+            Box::new(move |out: &mut Vec<u8>| {
+                collector.encode_text_to(out);
+                ferrocorn_shm_metrics::encode_text(&backlog.collect(), out);
             }),
         )
         .map_err(|e| format!("cannot start the metrics exporter: {e}"))?;
