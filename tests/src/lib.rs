@@ -554,6 +554,55 @@ pub fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The pids the kernel's children file of `pid` lists (its main thread's
+/// children: a supervisor's workers).
+pub fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether process `pid` has the TCP socket listening on `port` of
+/// 127.0.0.1 registered in one of its epoll instances (a worker that
+/// accepts from it, as opposed to one still starting or draining). Read
+/// from /proc: the listener's inode in /proc/net/tcp, the process's fd
+/// for that inode, and a `tfd:` line for that fd in an fdinfo file.
+pub fn polls_listener(pid: u32, port: u16) -> bool {
+    let tcp = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let want = format!("0100007F:{port:04X}");
+    let Some(inode) = tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_ascii_whitespace().collect();
+        (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| f[9].to_owned())
+    }) else {
+        return false;
+    };
+    let target = format!("socket:[{inode}]");
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let fds: Vec<String> = fds
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let Some(fd) = fds.iter().find(|fd| {
+        fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .is_ok_and(|t| t.as_os_str() == target.as_str())
+    }) else {
+        return false;
+    };
+    fds.iter().any(|other| {
+        fs::read_to_string(format!("/proc/{pid}/fdinfo/{other}")).is_ok_and(|info| {
+            info.lines().any(|l| {
+                l.strip_prefix("tfd:")
+                    .and_then(|rest| rest.split_ascii_whitespace().next())
+                    == Some(fd.as_str())
+            })
+        })
+    })
+}
+
 /// Writes `text` to `name` in `dir`; returns the path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -6,7 +6,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferrocorn_tests::{Server, ferrocorn, run_to_end, sample, samples, wait_for, write_file};
+use ferrocorn_tests::{
+    Server, children, ferrocorn, run_to_end, sample, samples, wait_for, write_file,
+};
 
 /// Python with prometheus_client: `FERROCORN_TEST_PYTHON` (scripts/test sets
 /// it) or `python3`; panics with what to do when the module is missing.
@@ -175,15 +177,6 @@ fn pidfile_is_written_and_removed() {
             .is_some_and(|st| st.success())
     );
     assert!(!pidfile.exists(), "removed at exit");
-}
-
-/// The worker pids the supervisor's children file lists.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_ascii_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// The names of the `.db` files a process holds open.

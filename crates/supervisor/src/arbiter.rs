@@ -13,7 +13,7 @@ use slog::{Logger, crit, debug, error, info, warn};
 
 use crate::config::{BindAddr, SupervisorConfig};
 use crate::error::SupervisorError;
-use crate::heartbeat::{Heartbeat, Slots, now_ms};
+use crate::heartbeat::{Heartbeat, LoadBoard, Slots, now_ms};
 use crate::listen::{self, BindOptions, Listener};
 use crate::metrics::Metrics;
 use crate::notify::{self, Pidfile};
@@ -850,7 +850,7 @@ impl Arbiter {
         };
         let id = self.next_id;
         self.next_id += 1;
-        self.slots.slot(slot).store(0, Ordering::SeqCst);
+        self.slots.prepare(slot);
         if let Some(h) = self.hooks.pre_fork.as_mut() {
             h(id);
         }
@@ -864,6 +864,7 @@ impl Arbiter {
             Err(e) => {
                 sys::restore_mask(&mask);
                 error!(self.log, "fork failed: {}", e);
+                self.slots.release(slot);
                 self.free_slots.push(slot);
                 false
             }
@@ -917,6 +918,7 @@ impl Arbiter {
         let ctx = WorkerContext {
             listeners,
             heartbeat: Heartbeat::new(self.slots.clone(), slot),
+            load: LoadBoard::new(self.slots.clone(), slot),
             ppid: supervisor_pid,
             worker_id: id,
             metrics_dir,
@@ -953,6 +955,7 @@ impl Arbiter {
                 w.booted = true;
                 self.boot_deaths = 0;
             }
+            self.slots.release(w.slot);
             self.free_slots.push(w.slot);
             let expected = matches!(w.state, WState::Stopping { .. });
             let timed_out = matches!(w.state, WState::Aborted { .. });

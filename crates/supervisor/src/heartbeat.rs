@@ -6,12 +6,26 @@
 //! `CLOCK_MONOTONIC` time in milliseconds into its slot (`clock_gettime` is a
 //! vDSO call, not a syscall); the supervisor compares the slot with its own
 //! reading of the same system-wide clock. Slot value 0 means "not beaten yet".
+//!
+//! The same mapping holds each worker's open connections (its
+//! [`LoadBoard`]): a worker holding clearly more connections than its least
+//! loaded sibling leaves a new connection to that sibling for a moment (see
+//! the worker's accept loop), so the kernel's "whoever calls accept first"
+//! does not pile most keep-alive connections onto one worker.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Load value of a slot whose worker does not accept (not started, draining,
+/// full or gone).
+const NOT_ACCEPTING: u64 = u64::MAX;
+
 /// The shared array of slots; unmapped when the last handle goes away.
+///
+/// Layout, in `AtomicU64`s: `len` heartbeats, then `len` loads (open
+/// connections, or [`NOT_ACCEPTING`]), then one past the highest slot ever
+/// handed out (so a worker looks at the few slots in use, not all `len`).
 pub(crate) struct Slots {
     ptr: *const AtomicU64,
     len: usize,
@@ -29,7 +43,7 @@ impl Slots {
     #[cfg(target_os = "linux")]
     pub(crate) fn new(len: usize) -> io::Result<Arc<Slots>> {
         let len = len.max(1);
-        let bytes = len * std::mem::size_of::<AtomicU64>();
+        let bytes = (2 * len + 1) * std::mem::size_of::<AtomicU64>();
         // SAFETY: an anonymous mapping with no address hint and no fd; the
         // result is checked against MAP_FAILED before use.
         let ptr = unsafe {
@@ -47,11 +61,15 @@ impl Slots {
         }
         // Anonymous mappings are zero-filled, which is a valid AtomicU64(0);
         // mmap returns page-aligned memory, enough for AtomicU64.
-        Ok(Arc::new(Slots {
+        let slots = Slots {
             ptr: ptr as *const AtomicU64,
             len,
             bytes,
-        }))
+        };
+        for i in 0..len {
+            slots.load(i).store(NOT_ACCEPTING, Ordering::Relaxed);
+        }
+        Ok(Arc::new(slots))
     }
 
     /// Anonymous shared mappings need Linux here.
@@ -69,8 +87,37 @@ impl Slots {
 
     pub(crate) fn slot(&self, i: usize) -> &AtomicU64 {
         assert!(i < self.len, "heartbeat slot {i} out of range");
-        // SAFETY: `i < len`, the mapping holds `len` initialised AtomicU64s
-        // and lives as long as `self`.
+        self.word(i)
+    }
+
+    /// Slot `i`'s open connections ([`NOT_ACCEPTING`] when it does not accept).
+    pub(crate) fn load(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.len, "load slot {i} out of range");
+        self.word(self.len + i)
+    }
+
+    /// One past the highest slot handed out so far.
+    fn in_use(&self) -> &AtomicU64 {
+        self.word(2 * self.len)
+    }
+
+    /// Hand slot `i` to a new worker (before the fork): no beat yet, not
+    /// accepting yet, and within the range siblings look at.
+    pub(crate) fn prepare(&self, i: usize) {
+        self.slot(i).store(0, Ordering::SeqCst);
+        self.load(i).store(NOT_ACCEPTING, Ordering::SeqCst);
+        self.in_use().fetch_max(i as u64 + 1, Ordering::SeqCst);
+    }
+
+    /// Slot `i`'s worker is gone: siblings no longer count on it.
+    pub(crate) fn release(&self, i: usize) {
+        self.load(i).store(NOT_ACCEPTING, Ordering::Relaxed);
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i <= 2 * self.len);
+        // SAFETY: `i <= 2 * len`, the mapping holds `2 * len + 1`
+        // initialised AtomicU64s and lives as long as `self`.
         unsafe { &*self.ptr.add(i) }
     }
 }
@@ -152,6 +199,67 @@ impl std::fmt::Debug for Heartbeat {
     }
 }
 
+/// A worker's place on the supervisor's shared board of open connections.
+///
+/// [`publish`](Self::publish) is one relaxed store into shared memory;
+/// [`least_sibling`](Self::least_sibling) reads the slots of the workers
+/// started so far (a few words for a few workers).
+#[derive(Clone)]
+pub struct LoadBoard {
+    slots: Option<Arc<Slots>>,
+    slot: usize,
+}
+
+impl LoadBoard {
+    pub(crate) fn new(slots: Arc<Slots>, slot: usize) -> LoadBoard {
+        assert!(slot < slots.len());
+        LoadBoard {
+            slots: Some(slots),
+            slot,
+        }
+    }
+
+    /// A board with no siblings (for a worker run without a supervisor).
+    pub fn alone() -> LoadBoard {
+        LoadBoard {
+            slots: None,
+            slot: 0,
+        }
+    }
+
+    /// Record this worker's open connections; `None` when it does not
+    /// accept new ones (draining, or at its connection limit).
+    #[inline]
+    pub fn publish(&self, open: Option<usize>) {
+        if let Some(s) = &self.slots {
+            let v = open.map_or(NOT_ACCEPTING, |n| (n as u64).min(NOT_ACCEPTING - 1));
+            s.load(self.slot).store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The fewest open connections of another worker that accepts; `None`
+    /// when no other worker accepts.
+    pub fn least_sibling(&self) -> Option<usize> {
+        let s = self.slots.as_ref()?;
+        let n = (s.in_use().load(Ordering::Relaxed) as usize).min(s.len());
+        (0..n)
+            .filter(|&i| i != self.slot)
+            .map(|i| s.load(i).load(Ordering::Relaxed))
+            .filter(|&v| v != NOT_ACCEPTING)
+            .min()
+            .map(|v| v as usize)
+    }
+}
+
+impl std::fmt::Debug for LoadBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadBoard")
+            .field("slot", &self.slot)
+            .field("shared", &self.slots.is_some())
+            .finish()
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -166,5 +274,31 @@ mod tests {
         assert!(v > 0 && v <= now_ms());
         assert_eq!(slots.slot(1).load(Ordering::Relaxed), 0);
         Heartbeat::noop().beat();
+    }
+
+    #[test]
+    fn least_sibling_skips_self_idle_and_released_slots() {
+        let slots = Slots::new(8).unwrap();
+        for i in 0..4 {
+            slots.prepare(i);
+        }
+        let boards: Vec<LoadBoard> = (0..4).map(|i| LoadBoard::new(slots.clone(), i)).collect();
+        // Nobody accepts yet.
+        assert_eq!(boards[0].least_sibling(), None);
+        boards[0].publish(Some(3));
+        boards[1].publish(Some(7));
+        boards[2].publish(Some(5));
+        assert_eq!(boards[0].least_sibling(), Some(5));
+        assert_eq!(boards[2].least_sibling(), Some(3));
+        assert_eq!(boards[3].least_sibling(), Some(3));
+        boards[0].publish(None);
+        assert_eq!(boards[3].least_sibling(), Some(5));
+        slots.release(2);
+        assert_eq!(boards[3].least_sibling(), Some(7));
+        // A slot handed out again starts as not accepting.
+        slots.prepare(1);
+        assert_eq!(boards[3].least_sibling(), None);
+        assert_eq!(LoadBoard::alone().least_sibling(), None);
+        LoadBoard::alone().publish(Some(1));
     }
 }

@@ -116,7 +116,7 @@ use std::time::Duration;
 
 pub use config::{BindAddr, MetricsConfig, SupervisorConfig};
 pub use error::SupervisorError;
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{Heartbeat, LoadBoard};
 pub use service::{ExitReason, InheritedListener, Service, WorkerContext, WorkerExit};
 
 /// Worker exit code: the worker failed to boot (gunicorn's `WORKER_BOOT_ERROR`).

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::config::SupervisorConfig;
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{Heartbeat, LoadBoard};
 
 /// A listening socket the worker inherits from the supervisor (already bound
 /// and listening, shared with the other workers).
@@ -41,6 +41,9 @@ pub struct WorkerContext {
     pub listeners: Vec<InheritedListener>,
     /// Call `beat()` whenever the worker makes progress.
     pub heartbeat: Heartbeat,
+    /// Publish the worker's open connections here and leave a new
+    /// connection to a sibling holding clearly fewer (see [`LoadBoard`]).
+    pub load: LoadBoard,
     /// The supervisor's pid: exit gracefully when `getppid()` changes.
     pub ppid: u32,
     /// The worker's number, increasing over the supervisor's life (gunicorn's

@@ -239,6 +239,30 @@ impl WorkerConfig {
 /// A callback without arguments (heartbeat, reopen logs).
 pub type Callback = Arc<dyn Fn() + Send + Sync>;
 
+/// The open connections of the other workers accepting from the same
+/// listeners (a supervisor keeps them in shared memory).
+///
+/// Every worker waiting on a listener is told of a new connection and the
+/// first to call `accept` gets it, so a burst of keep-alive connections can
+/// end up mostly on one worker (seen: 222 of 256 on one of two). With
+/// siblings set, a worker holding clearly more connections than the least
+/// loaded sibling that accepts leaves a new connection to it; if nobody
+/// takes it within [`LEAVE_TO_SIBLING_MS`], the worker takes it itself.
+pub trait Siblings: Send + Sync {
+    /// Record this worker's open connections; `None` when it does not
+    /// accept (draining, at `worker_connections`, or its pool saturated).
+    /// A worker publishes changes only, and a sibling's state before its
+    /// first publish must read as not accepting.
+    fn publish(&self, open: Option<usize>);
+    /// The fewest open connections of another worker that accepts.
+    fn least_loaded(&self) -> Option<usize>;
+}
+
+/// How long a worker leaves a waiting connection to a less loaded sibling
+/// before it accepts it itself (a sibling that is stuck or slow to wake
+/// costs a new connection at most this much).
+pub const LEAVE_TO_SIBLING_MS: u64 = 2;
+
 pub(crate) const CONTROL_GRACEFUL: u8 = 1;
 pub(crate) const CONTROL_QUICK: u8 = 2;
 pub(crate) const CONTROL_REOPEN: u8 = 4;
@@ -291,6 +315,7 @@ pub struct Worker {
     access: Option<access::AccessSink>,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
+    siblings: Option<Arc<dyn Siblings>>,
     parent_pid: Option<u32>,
     handle_signals: bool,
     stats: Arc<WorkerStats>,
@@ -332,6 +357,7 @@ impl Worker {
             access: None,
             heartbeat: None,
             on_reopen_logs: None,
+            siblings: None,
             parent_pid: None,
             handle_signals: false,
             stats,
@@ -359,6 +385,14 @@ impl Worker {
     /// not entirely stuck); at most a few times a second.
     pub fn heartbeat(mut self, beat: Callback) -> Worker {
         self.heartbeat = Some(beat);
+        self
+    }
+
+    /// Share connections with the sibling workers accepting from the same
+    /// listeners (see [`Siblings`]). Without it the worker accepts whenever
+    /// it can.
+    pub fn siblings(mut self, siblings: Arc<dyn Siblings>) -> Worker {
+        self.siblings = Some(siblings);
         self
     }
 

@@ -23,7 +23,10 @@ use crate::metrics::Metrics;
 use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head};
 use crate::pool::{self, Chunk, Done, Job, Msg, Pull, Shared, Task, WBuf, lock};
 use crate::request::{BODY_HIGH_WATER, Body, BodyChan, BodyError, BodyEvent, ChanState, OwnedHead};
-use crate::{CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, Callback, Listener, Worker};
+use crate::{
+    CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, Callback, LEAVE_TO_SIBLING_MS, Listener,
+    Siblings, Worker,
+};
 
 pub(crate) const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -186,6 +189,11 @@ pub(crate) struct Server {
     handle_signals: bool,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
+    siblings: Option<Arc<dyn Siblings>>,
+    /// Since when a waiting connection is left to a less loaded sibling.
+    leaving_since: Option<u64>,
+    /// What the siblings were last told (they start with "not accepting").
+    published: Option<usize>,
     parent_pid: Option<u32>,
     logger: slog::Logger,
     now: u64,
@@ -229,6 +237,9 @@ fn jitter(max: u64) -> u64 {
 pub(crate) fn run(w: Worker) -> io::Result<()> {
     let mut server = Server::new(w)?;
     let r = server.run();
+    if let Some(s) = &server.siblings {
+        s.publish(None);
+    }
     server.shared.stop_pool();
     r
 }
@@ -306,6 +317,9 @@ impl Server {
             handle_signals: w.handle_signals,
             heartbeat: w.heartbeat,
             on_reopen_logs: w.on_reopen_logs,
+            siblings: w.siblings,
+            leaving_since: None,
+            published: None,
             parent_pid: w.parent_pid,
             logger: w.logger,
             now: 0,
@@ -409,11 +423,14 @@ impl Server {
     // ----- timing -----------------------------------------------------------
 
     fn poll_timeout(&self) -> Duration {
-        let can_accept = self.can_accept();
-        if can_accept && self.listeners.iter().any(|l| l.ready) {
-            return Duration::ZERO;
-        }
         let mut next = self.now + 1000;
+        if self.can_accept() && self.listeners.iter().any(|l| l.ready) {
+            match self.leaving_since {
+                // Look again when the sibling's time is up.
+                Some(t) => next = next.min(t + LEAVE_TO_SIBLING_MS),
+                None => return Duration::ZERO,
+            }
+        }
         if let Some(Reverse((t, _))) = self.heap.peek() {
             next = next.min(*t);
         }
@@ -576,6 +593,7 @@ impl Server {
             l.ready = true;
         }
         self.listening = true;
+        self.publish_load();
         Ok(())
     }
 
@@ -591,9 +609,18 @@ impl Server {
             l.ready = false;
         }
         self.listening = false;
+        self.publish_load();
     }
 
     fn accept_all(&mut self) {
+        self.publish_load();
+        if !self.listeners.iter().any(|l| l.ready) {
+            self.leaving_since = None;
+            return;
+        }
+        if self.leave_to_sibling() {
+            return;
+        }
         for i in 0..self.listeners.len() {
             let mut n = 0;
             while self.listeners[i].ready && n < ACCEPT_BATCH && self.can_accept() {
@@ -605,6 +632,50 @@ impl Server {
         }
         if self.nconns >= self.config.worker_connections {
             self.stop_listening();
+        }
+    }
+
+    /// Whether to leave the waiting connections to a sibling holding
+    /// clearly fewer connections (more than an eighth fewer, and at least
+    /// two). Every worker was told of them, so the sibling takes them on its
+    /// next turn; after [`LEAVE_TO_SIBLING_MS`] without that, this worker
+    /// takes one (and then leaves the next one again).
+    fn leave_to_sibling(&mut self) -> bool {
+        let Some(least) = self.siblings.as_ref().and_then(|s| s.least_loaded()) else {
+            self.leaving_since = None;
+            return false;
+        };
+        if self.nconns <= least + 1 + least / 8 {
+            self.leaving_since = None;
+            return false;
+        }
+        match self.leaving_since {
+            None => {
+                self.leaving_since = Some(self.now);
+                true
+            }
+            Some(t) if self.now < t + LEAVE_TO_SIBLING_MS => true,
+            Some(_) => {
+                self.leaving_since = None;
+                false
+            }
+        }
+    }
+
+    /// Tell the siblings how many connections this worker holds, or that
+    /// it does not accept now (draining, at `worker_connections`, or every
+    /// pool thread busy with as many requests waiting): only changes.
+    fn publish_load(&mut self) {
+        let Some(s) = &self.siblings else {
+            return;
+        };
+        let accepting = self.listening
+            && self.drain_deadline.is_none()
+            && self.shared.queued.load(Relaxed) < self.threads;
+        let load = accepting.then_some(self.nconns);
+        if load != self.published {
+            self.published = load;
+            s.publish(load);
         }
     }
 
@@ -703,6 +774,7 @@ impl Server {
             .active_connections
             .store(self.nconns, Relaxed);
         self.shared.metrics.active_connections(self.nconns);
+        self.publish_load();
         let first_byte = match self.drain_deadline {
             Some(_) => self.drain_idle_deadline().min(self.now + self.header_ms),
             None => self.now + self.header_ms,
@@ -722,6 +794,7 @@ impl Server {
             .active_connections
             .store(self.nconns, Relaxed);
         self.shared.metrics.active_connections(self.nconns);
+        self.publish_load();
         if let Some(feed) = &c.feed {
             fail_feed(feed, BodyError::Aborted);
         }

@@ -404,3 +404,48 @@ fn client_that_never_reads_is_dropped_after_timeout() {
     );
     assert_eq!(s.stats.pending_requests(), 0);
 }
+
+/// Siblings that always claim fewer connections and never accept: what the
+/// worker is left with when the sibling it defers to is stuck.
+#[derive(Default)]
+struct StuckSibling {
+    published: Mutex<Vec<Option<usize>>>,
+}
+
+impl ferrocorn_worker::Siblings for StuckSibling {
+    fn publish(&self, open: Option<usize>) {
+        self.published.lock().unwrap().push(open);
+    }
+    fn least_loaded(&self) -> Option<usize> {
+        Some(0)
+    }
+}
+
+#[test]
+fn connections_left_to_a_stuck_sibling_are_still_served_and_loads_are_published() {
+    let siblings = Arc::new(StuckSibling::default());
+    let board: Arc<dyn ferrocorn_worker::Siblings> = siblings.clone();
+    let mut s = TestServer::start_with(WorkerConfig::default(), Arc::new(TestApp), move |w| {
+        w.siblings(board)
+    });
+    // From the third connection on this worker holds clearly more than the
+    // sibling's 0 and leaves each new one to it; nobody takes them, so the
+    // worker must take them itself.
+    let mut clients: Vec<Client> = (0..8).map(|_| Client::new(s.connect())).collect();
+    for c in &mut clients {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.response().status, 200);
+    }
+    wait_for(Duration::from_secs(5), "8 connections", || {
+        s.stats.active_connections() == 8
+    });
+    let seen = siblings.published.lock().unwrap().clone();
+    assert_eq!(seen.first(), Some(&Some(0)), "{seen:?}");
+    assert!(seen.contains(&Some(8)), "{seen:?}");
+    // Only changes are published.
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "{seen:?}");
+    drop(clients);
+    s.stop.graceful();
+    s.join_within(Duration::from_secs(10)).unwrap();
+    assert_eq!(siblings.published.lock().unwrap().last(), Some(&None));
+}

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use ferrocorn_log::Logs;
 use ferrocorn_supervisor::{
-    BindAddr, InheritedListener, MetricsConfig, Service, Supervisor, SupervisorConfig,
+    BindAddr, InheritedListener, LoadBoard, MetricsConfig, Service, Supervisor, SupervisorConfig,
     SupervisorError, WORKER_BOOT_ERROR, WorkerContext,
 };
-use ferrocorn_worker::Listener;
+use ferrocorn_worker::{Listener, Siblings};
 
 use crate::Failure;
 use crate::cli::ServeArgs;
@@ -38,6 +38,19 @@ fn supervisor_config(c: &Config) -> Result<SupervisorConfig, String> {
             update_interval: m.update_interval,
         }),
     })
+}
+
+/// The supervisor's board of open connections, as the worker's siblings.
+struct Board(LoadBoard);
+
+impl Siblings for Board {
+    fn publish(&self, open: Option<usize>) {
+        self.0.publish(open);
+    }
+
+    fn least_loaded(&self) -> Option<usize> {
+        self.0.least_sibling()
+    }
 }
 
 /// What the supervisor forks: a worker with the current config, and the
@@ -77,6 +90,7 @@ impl Service for Ferrocorn {
         let heartbeat = ctx.heartbeat.clone();
         let mut worker = worker
             .heartbeat(Arc::new(move || heartbeat.beat()))
+            .siblings(Arc::new(Board(ctx.load.clone())))
             .parent_pid(ctx.ppid);
         if let Some(dir) = &ctx.metrics_dir {
             worker = metrics::attach(worker, dir, &self.config.prefix);
