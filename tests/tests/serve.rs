@@ -391,8 +391,9 @@ fn read_one_response(conn: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> u16 {
 }
 
 /// Access lines of requests run on the workers' loops are held and written
-/// once per loop turn: after a graceful stop, every answered request has its
-/// line, whole, from two workers writing to one stdout.
+/// together (at most 10 ms after the first): after a graceful stop, every
+/// answered request has its line, whole, from two workers writing to one
+/// stdout.
 #[test]
 fn every_answered_request_has_its_access_line_after_a_graceful_stop() {
     use std::io::Write;

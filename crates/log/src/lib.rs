@@ -223,11 +223,14 @@ impl Logs {
     }
 
     /// Reopens every log file by its path (after logrotate moved it; gunicorn
-    /// does this on `SIGUSR1`). Each file is swapped under its lock, so every
+    /// does this on `SIGUSR1`), after writing the lines this thread holds
+    /// ([`HeldLines`]). Each file is swapped under its lock, so every
     /// line lands whole in the old file or in the new one. Standard streams
     /// are left alone. On error the old file stays in use and the first
     /// error is returned after trying every file.
     pub fn reopen(&self) -> io::Result<()> {
+        // Lines this thread holds belong to the file being rotated away.
+        sink::flush_held();
         let mut first = Ok(());
         for sink in &self.inner.sinks {
             if let Err(e) = sink.reopen()

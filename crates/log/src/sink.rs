@@ -292,10 +292,12 @@ pub(crate) fn flush_held() {
 /// when the guard is dropped (also while unwinding) and when the thread
 /// ends. Error-log lines are never held.
 ///
-/// For a loop that serves many requests per turn and flushes before it
-/// waits for more work: one system call per turn instead of one per line
-/// (on ext4 a `write(2)` of one line costs more than formatting it). A
-/// process killed with `SIGKILL` loses the lines held at that moment.
+/// For a loop that serves many requests per turn: one system call for many
+/// lines instead of one per line (on ext4 a `write(2)` of one line costs
+/// more than formatting it). The loop decides when to flush (ferrocorn's
+/// worker: at most 10 ms after the first held line, see
+/// [`is_empty`](Self::is_empty)). A process killed with `SIGKILL` loses the
+/// lines held at that moment.
 ///
 /// ```
 /// let held = ferrocorn_log::HeldLines::new();
@@ -331,6 +333,12 @@ impl HeldLines {
     /// Writes the lines held so far.
     pub fn flush(&self) {
         flush_held();
+    }
+
+    /// Whether this thread holds no line now.
+    pub fn is_empty(&self) -> bool {
+        HELD.try_with(|h| h.try_borrow().map_or(true, |h| h.lines == 0))
+            .unwrap_or(true)
     }
 }
 

@@ -85,6 +85,26 @@ fn reopen_moves_to_the_new_file() {
 }
 
 #[test]
+fn reopen_writes_held_lines_to_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let logs = file_logs(Format::Plain, &dir.path().join("error.log"), Some(&path));
+    let access = logs.access().unwrap();
+    let held = ferrocorn_log::HeldLines::new();
+    access.log(&common::record());
+    access.log(&common::record());
+    assert!(!held.is_empty());
+    std::fs::rename(&path, &rotated).unwrap();
+    logs.reopen().unwrap();
+    assert!(held.is_empty());
+    access.log(&common::record());
+    drop(held);
+    assert_eq!(read_lines(&rotated).len(), 2);
+    assert_eq!(read_lines(&path).len(), 1);
+}
+
+#[test]
 fn reopen_under_load_loses_no_line() {
     const THREADS: usize = 4;
     let dir = tempfile::tempdir().unwrap();

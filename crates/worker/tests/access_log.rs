@@ -44,3 +44,53 @@ fn access_lines_for_plain_and_streamed_responses() {
         ]
     );
 }
+
+/// Answers on the event loop, so its access lines are held there.
+struct LoopApp;
+
+impl ferrocorn_worker::App for LoopApp {
+    fn call(&self, _req: &mut ferrocorn_worker::Request<'_>) -> ferrocorn_worker::Response {
+        ferrocorn_worker::Response::text(200, "on the loop\n")
+    }
+    fn nonblocking(&self, _method: &str, _path: &str) -> bool {
+        true
+    }
+}
+
+/// The loop holds the access lines of the requests it answers and writes
+/// them together at most 10 ms after the first: with no more traffic (the
+/// loop would otherwise sleep up to a second) they are written all the same,
+/// in order.
+#[test]
+fn lines_held_on_the_loop_are_written_soon_without_more_traffic() {
+    let access = MemoryLog::new();
+    let logs = Logs::new(&LogConfig {
+        format: Format::Plain,
+        error_log: Destination::Memory(MemoryLog::new()),
+        access_log: Some(Destination::Memory(access.clone())),
+        access_log_format: r#""%(r)s" %(s)s"#.to_string(),
+        ..LogConfig::default()
+    })
+    .unwrap();
+    let log = logs.access().unwrap().clone();
+    let s = TestServer::start_with(WorkerConfig::default(), Arc::new(LoopApp), move |w| {
+        w.access_log(log)
+    });
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    for _ in 0..3 {
+        assert_eq!(c.response().status, 200);
+    }
+    // Well under the loop's one-second sleep and the 2 s keep-alive timer.
+    wait_for(Duration::from_millis(500), "three access lines", || {
+        access.lines().len() == 3
+    });
+    assert_eq!(
+        access.lines(),
+        [
+            r#""GET /1 HTTP/1.1" 200"#,
+            r#""GET /2 HTTP/1.1" 200"#,
+            r#""GET /3 HTTP/1.1" 200"#
+        ]
+    );
+}
