@@ -160,6 +160,15 @@ impl Response {
             17 if is("transfer-encoding") => return self,
             _ => {}
         }
+        // Room for the whole line at once (for the first header, for a few
+        // more), not a reallocation per piece as the Vec grows.
+        let line = n.len() + value.len() + 4;
+        let room = if self.head.capacity() == 0 {
+            line.max(128)
+        } else {
+            line
+        };
+        self.head.reserve(room);
         self.head.extend_from_slice(n);
         self.head.extend_from_slice(b": ");
         self.head.extend_from_slice(value);
