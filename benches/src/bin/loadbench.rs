@@ -635,6 +635,8 @@ fn throughput(
                 Summary {
                     rps: stats::median(&c.rps),
                     per_cpu: stats::median(&c.per_cpu),
+                    rps_rounds: c.rps.clone(),
+                    per_cpu_rounds: c.per_cpu.clone(),
                     p50_ms: stats::median(&c.p50_us) / 1e3,
                     p99_ms: stats::median(&c.p99_us) / 1e3,
                     errors: c.errors,
@@ -966,9 +968,30 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
 struct Summary {
     rps: f64,
     per_cpu: f64,
+    /// Each round's req/s and req per CPU-second, in round order (the
+    /// servers of a round run back to back, so their ratio is a fair pair).
+    rps_rounds: Vec<f64>,
+    per_cpu_rounds: Vec<f64>,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+}
+
+/// ` (rounds A-B)`: the lowest and highest ratio of one round's pair, or
+/// nothing for a single round.
+fn round_spread(ours: &[f64], theirs: &[f64]) -> String {
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .filter(|(_, t)| **t > 0.0)
+        .map(|(o, t)| o / t)
+        .collect();
+    if ratios.len() < 2 {
+        return String::new();
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" (rounds {lo:.2}-{hi:.2})")
 }
 
 struct IdleResult {
@@ -1151,6 +1174,10 @@ impl Report {
                 }
             }
             let _ = writeln!(o, "\n## Ratios\n");
+            let _ = writeln!(
+                o,
+                "Ratios of the medians; in brackets the lowest and highest ratio of the two servers within one round (a round runs every server once, in an order rotated each round), which shows how much the shared machine moves a ratio.\n"
+            );
             let _ = writeln!(o, "| ratio | connections | value | goal | |");
             let _ = writeln!(o, "|---|---:|---:|---|---|");
             for &c in &self.connections {
@@ -1168,14 +1195,16 @@ impl Report {
                             Some(w) => (format!(">= {w}"), goal(r >= w)),
                             None => ("".into(), ""),
                         };
+                        let spread = round_spread(&f.rps_rounds, &p.rps_rounds);
                         let _ = writeln!(
                             o,
-                            "| throughput ferrocorn / {peer} | {c} | {r:.2}x | {g} | {m} |"
+                            "| throughput ferrocorn / {peer} | {c} | {r:.2}x{spread} | {g} | {m} |"
                         );
                         let e = f.per_cpu / p.per_cpu;
+                        let spread = round_spread(&f.per_cpu_rounds, &p.per_cpu_rounds);
                         let _ = writeln!(
                             o,
-                            "| requests per CPU-second ferrocorn / {peer} | {c} | {e:.2}x | | |"
+                            "| requests per CPU-second ferrocorn / {peer} | {c} | {e:.2}x{spread} | | |"
                         );
                     }
                 }
