@@ -34,22 +34,36 @@ pub fn stat(pid: u32) -> Option<(u32, char)> {
 /// CPU time `pid` has used (all its threads, user + system), in seconds,
 /// from fields 14 and 15 of `/proc/PID/stat`; 0 for a vanished process.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_user_system(pid);
+    user + system
+}
+
+/// User and system CPU time of `pid` (all its threads), in seconds; zeros
+/// for a vanished process.
+pub fn cpu_user_system(pid: u32) -> (f64, f64) {
     let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let Some(close) = text.rfind(')') else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let f: Vec<&str> = text[close + 2..].split_ascii_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / hz
+    (ticks(11) as f64 / hz, ticks(12) as f64 / hz)
 }
 
 /// The sum of [`cpu_seconds`] over `pids`.
 pub fn cpu_seconds_sum(pids: &[u32]) -> f64 {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+/// The sums of [`cpu_user_system`] over `pids`.
+pub fn cpu_user_system_sum(pids: &[u32]) -> (f64, f64) {
+    pids.iter()
+        .map(|&p| cpu_user_system(p))
+        .fold((0.0, 0.0), |(u, s), (pu, ps)| (u + pu, s + ps))
 }
 
 /// True while `pid` exists and is not a zombie.
