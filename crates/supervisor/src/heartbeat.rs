@@ -228,7 +228,8 @@ impl LoadBoard {
     }
 
     /// Record this worker's open connections; `None` when it does not
-    /// accept new ones (draining, or at its connection limit).
+    /// accept new ones (draining, at its connection limit, or its pool
+    /// saturated).
     #[inline]
     pub fn publish(&self, open: Option<usize>) {
         if let Some(s) = &self.slots {
