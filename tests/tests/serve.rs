@@ -474,7 +474,7 @@ fn connections_per_worker(s: &Server) -> Vec<u64> {
 /// leave a connection to a sibling holding clearly fewer.
 #[test]
 fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     const WORKERS: usize = 3;
     const CONNS: usize = 60;
     let s = Server::builder().args(["-w", "3"]).start();
@@ -493,17 +493,7 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
         c.write_all(req.as_bytes()).unwrap();
     }
     for c in &mut conns {
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        let r = loop {
-            let n = c.read(&mut buf).expect("read a response");
-            assert!(n > 0, "connection closed before its response");
-            raw.extend_from_slice(&buf[..n]);
-            if let Ok(r) = ferrocorn_tests::parse_response(&raw, false) {
-                break r;
-            }
-        };
-        assert_eq!(r.status, 200);
+        assert_eq!(read_one_response(c, &mut Vec::new()), 200);
     }
     // Every connection was served, so every one was accepted; the gauges
     // catch up within a metrics update.
