@@ -21,6 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// full or gone).
 const NOT_ACCEPTING: u64 = u64::MAX;
 
+/// A sibling whose last beat is older than this is not left connections: its
+/// loop is stuck (a running loop beats at least about once a second, an idle
+/// one included) and the supervisor will kill it at `timeout`.
+const STALE_BEAT_MS: u64 = 3000;
+
 /// The shared array of slots; unmapped when the last handle goes away.
 ///
 /// Layout, in `AtomicU64`s: `len` heartbeats, then `len` loads (open
@@ -238,13 +243,18 @@ impl LoadBoard {
         }
     }
 
-    /// The fewest open connections of another worker that accepts; `None`
-    /// when no other worker accepts.
+    /// The fewest open connections of another worker that accepts and whose
+    /// heartbeat is fresh; `None` when there is none.
     pub fn least_sibling(&self) -> Option<usize> {
         let s = self.slots.as_ref()?;
         let n = (s.in_use().load(Ordering::Relaxed) as usize).min(s.len());
+        let now = now_ms();
         (0..n)
             .filter(|&i| i != self.slot)
+            .filter(|&i| {
+                let beat = s.slot(i).load(Ordering::Relaxed);
+                beat == 0 || now.saturating_sub(beat) <= STALE_BEAT_MS
+            })
             .map(|i| s.load(i).load(Ordering::Relaxed))
             .filter(|&v| v != NOT_ACCEPTING)
             .min()
@@ -295,6 +305,14 @@ mod tests {
         boards[0].publish(None);
         assert_eq!(boards[3].least_sibling(), Some(5));
         slots.release(2);
+        assert_eq!(boards[3].least_sibling(), Some(7));
+        // A sibling whose loop stopped beating is passed over.
+        slots.slot(1).store(
+            now_ms().saturating_sub(STALE_BEAT_MS + 1000).max(1),
+            Ordering::Relaxed,
+        );
+        assert_eq!(boards[3].least_sibling(), None);
+        slots.slot(1).store(now_ms(), Ordering::Relaxed);
         assert_eq!(boards[3].least_sibling(), Some(7));
         // A slot handed out again starts as not accepting.
         slots.prepare(1);
