@@ -593,47 +593,51 @@ impl Merger {
         let used = data
             .get(..4)
             .and_then(|b| usize::try_from(i32::from_ne_bytes(b.try_into().expect("4 bytes"))).ok());
-        if let Some(mut p) = parsed.take()
-            && p.generation == self.generation
-            && let Some(used) = used
-            && used >= p.end
-            && data.len() >= p.end
-            && self.still_in_place(data, &p.entries)
-        {
-            // Only values changed below `end`; new entries may follow it.
-            let end = file::walk_from(data, p.end, used, scratch);
-            self.resolve(name.kind, data, scratch, &mut p);
-            p.end = end;
-            p.used = used;
-            let layout = if end == used {
-                Layout::Current
-            } else {
-                Layout::Truncated
-            };
-            self.add_values(name, data, &p);
-            let added = Added {
-                layout,
-                entries: p.entries.len(),
-                bad: p.bad,
-            };
-            *parsed = Some(p);
-            return Ok(added);
-        }
-        let layout = file::parse(data, scratch)?;
-        let mut p = Parsed::new(self.generation, layout == Layout::Legacy);
-        self.resolve(name.kind, data, scratch, &mut p);
+        // A file kept from the last scrape whose known keys are all still in
+        // place: only values changed below `end`, new entries may follow it.
+        let kept = parsed.take().filter(|p| {
+            p.generation == self.generation
+                && used.is_some_and(|used| used >= p.end)
+                && data.len() >= p.end
+                && self.still_in_place(data, &p.entries)
+        });
+        let (layout, p, keep) = match (kept, used) {
+            (Some(mut p), Some(used)) => {
+                let end = file::walk_from(data, p.end, used, scratch);
+                self.resolve(name.kind, data, scratch, &mut p);
+                p.end = end;
+                p.used = used;
+                let layout = if end == used {
+                    Layout::Current
+                } else {
+                    Layout::Truncated
+                };
+                (layout, p, true)
+            }
+            _ => {
+                let layout = file::parse(data, scratch)?;
+                let mut p = Parsed::new(self.generation, layout == Layout::Legacy);
+                self.resolve(name.kind, data, scratch, &mut p);
+                // Kept for the next scrape when there are entries to check.
+                let end = p.entries.last().map(|last| last.value_offset() + 16);
+                let keep = match (p.legacy, end, used) {
+                    (false, Some(end), Some(used)) => {
+                        p.end = end;
+                        p.used = used;
+                        true
+                    }
+                    _ => false,
+                };
+                (layout, p, keep)
+            }
+        };
         self.add_values(name, data, &p);
         let added = Added {
             layout,
             entries: p.entries.len(),
             bad: p.bad,
         };
-        if !p.legacy
-            && let Some(last) = p.entries.last()
-            && let Some(used) = used
-        {
-            p.end = last.value_offset() + 16;
-            p.used = used;
+        if keep {
             *parsed = Some(p);
         }
         Ok(added)
