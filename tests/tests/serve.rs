@@ -241,12 +241,16 @@ fn logs_as_gunicorn_and_access_log_on_stdout() {
     );
 
     assert_eq!(s.get("/status/201").status, 201);
-    let ok = wait_for(Duration::from_secs(5), || {
-        s.stdout().contains("/status/201")
-    });
+    // Found by its path, not as the last line: the other worker may write the
+    // readiness probe's `/healthz` line (held up to 10 ms) after this one.
+    let access_line = || -> Option<serde_json::Value> {
+        let out = s.stdout();
+        let line = out.lines().find(|l| l.contains("/status/201"))?;
+        serde_json::from_str(line).ok()
+    };
+    let ok = wait_for(Duration::from_secs(5), || access_line().is_some());
     assert!(ok, "access log line on stdout: {}", s.stdout());
-    let line = s.stdout();
-    let access: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    let access = access_line().expect("the line");
     assert_eq!(access["logger"], "gunicorn.access");
     assert!(
         access["event"]
