@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ferrocorn_tests::{ferrocorn_bin, free_port};
+use ferrocorn_tests::{ferrocorn_bin, free_port, wait_for};
 
 /// One fault test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -133,20 +133,6 @@ fn raise_nofile() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
-    }
-}
-
-/// Polls `cond` every 10 ms until it holds or `within` passes.
-fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
