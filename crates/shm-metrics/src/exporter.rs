@@ -31,11 +31,27 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// directory) when a request is complete.
 pub struct Exporter {
     listener: TcpListener,
-    source: TextSource,
+    scrape: Scrape,
     first_token: usize,
     clients: Vec<Option<Client>>,
     timeout: Duration,
 }
+
+/// The source and the buffer a scrape renders into, kept between scrapes
+/// (at most twice the last page's size): a large page (a megabyte for 64
+/// workers' files) is rendered without growing a buffer step by step and
+/// without fresh pages from the kernel.
+struct Scrape {
+    source: TextSource,
+    /// The largest response buffer given back, for the next scrape.
+    spare: Vec<u8>,
+    /// The length of the last page rendered: room reserved for the next.
+    last_len: usize,
+}
+
+/// Room left in front of a page for the response head, which is written
+/// there once the page's length is known: the page is not copied.
+const HEAD_ROOM: usize = 256;
 
 struct Client {
     stream: TcpStream,
@@ -64,7 +80,11 @@ impl Exporter {
     pub fn with_text(listener: TcpListener, source: TextSource) -> Exporter {
         Exporter {
             listener,
-            source,
+            scrape: Scrape {
+                source,
+                spare: Vec::new(),
+                last_len: 0,
+            },
             first_token: 0,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             timeout: Duration::from_secs(10),
@@ -108,7 +128,7 @@ impl Exporter {
         let progress = if client.writing {
             client.flush(registry, token)
         } else {
-            client.read(registry, token, &mut self.source)
+            client.read(registry, token, &mut self.scrape)
         };
         if let Progress::Close = progress {
             self.close(registry, idx);
@@ -138,6 +158,11 @@ impl Exporter {
     fn close(&mut self, registry: &mio::Registry, idx: usize) {
         if let Some(mut c) = self.clients[idx].take() {
             let _ = registry.deregister(&mut c.stream);
+            // The largest buffer is kept for the next scrape.
+            let cap = c.output.capacity();
+            if cap > self.scrape.spare.capacity() && cap <= self.scrape.keep_at_most() {
+                self.scrape.spare = c.output;
+            }
         }
     }
 
@@ -204,12 +229,7 @@ impl Exporter {
 }
 
 impl Client {
-    fn read(
-        &mut self,
-        registry: &mio::Registry,
-        token: Token,
-        source: &mut TextSource,
-    ) -> Progress {
+    fn read(&mut self, registry: &mio::Registry, token: Token, scrape: &mut Scrape) -> Progress {
         let mut chunk = [0u8; 4096];
         loop {
             match self.stream.read(&mut chunk) {
@@ -247,9 +267,8 @@ impl Client {
                         .iter()
                         .filter(|h| h.name.eq_ignore_ascii_case("accept-encoding"))
                         .any(|h| accepts_gzip(h.value));
-                    let mut body = Vec::with_capacity(64 * 1024);
-                    source(&mut body);
-                    metrics_response(body, gzip, method == "HEAD")
+                    let (response, start) = scrape.respond(gzip, method == "HEAD");
+                    return self.respond_from(registry, token, response, start);
                 }
             }
         };
@@ -257,8 +276,19 @@ impl Client {
     }
 
     fn respond(&mut self, registry: &mio::Registry, token: Token, response: Vec<u8>) -> Progress {
+        self.respond_from(registry, token, response, 0)
+    }
+
+    /// Sends `response[start..]` and closes.
+    fn respond_from(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        response: Vec<u8>,
+        start: usize,
+    ) -> Progress {
         self.output = response;
-        self.written = 0;
+        self.written = start;
         self.writing = true;
         match self.flush(registry, token) {
             Progress::Open => {
@@ -321,30 +351,66 @@ fn simple(status: u16, reason: &str, extra: &[&str]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn metrics_response(mut body: Vec<u8>, gzip: bool, head: bool) -> Vec<u8> {
-    let mut gzipped = false;
-    if gzip {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 4),
-            flate2::Compression::fast(),
+impl Scrape {
+    /// The largest buffer kept between scrapes: twice the last page, and
+    /// 64 KiB more.
+    fn keep_at_most(&self) -> usize {
+        2 * (HEAD_ROOM + self.last_len) + 64 * 1024
+    }
+
+    /// Renders the page and makes the response of a scrape. Returns the
+    /// buffer and where the response starts in it: the page is rendered
+    /// behind [`HEAD_ROOM`] bytes of room, and the head, once the length is
+    /// known, is written at the end of that room, right before the body.
+    fn respond(&mut self, gzip: bool, head: bool) -> (Vec<u8>, usize) {
+        let mut page = std::mem::take(&mut self.spare);
+        if page.capacity() > self.keep_at_most() {
+            // Pages got smaller: the memory goes back.
+            page = Vec::new();
+        }
+        page.clear();
+        page.resize(HEAD_ROOM, 0);
+        page.reserve(self.last_len + self.last_len / 8);
+        (self.source)(&mut page);
+        self.last_len = page.len() - HEAD_ROOM;
+        let mut gzipped = false;
+        if gzip {
+            let mut z = Vec::with_capacity(HEAD_ROOM + self.last_len / 4);
+            z.resize(HEAD_ROOM, 0);
+            let mut enc = flate2::write::GzEncoder::new(z, flate2::Compression::fast());
+            if enc.write_all(&page[HEAD_ROOM..]).is_ok()
+                && let Ok(z) = enc.finish()
+            {
+                // The text's buffer is kept for the next scrape.
+                self.spare = std::mem::replace(&mut page, z);
+                gzipped = true;
+            }
+        }
+        let head_text = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {TEXT_CONTENT_TYPE}\r\nContent-Length: {}\r\n{}Vary: Accept-Encoding\r\nConnection: close\r\n\r\n",
+            page.len() - HEAD_ROOM,
+            if gzipped {
+                "Content-Encoding: gzip\r\n"
+            } else {
+                ""
+            }
         );
-        if enc.write_all(&body).is_ok()
-            && let Ok(z) = enc.finish()
-        {
-            body = z;
-            gzipped = true;
+        if head {
+            page.truncate(HEAD_ROOM);
+        }
+        match HEAD_ROOM.checked_sub(head_text.len()) {
+            Some(start) => {
+                page[start..HEAD_ROOM].copy_from_slice(head_text.as_bytes());
+                (page, start)
+            }
+            // Longer than any head this writes; copied rather than cut.
+            None => {
+                let mut out = head_text.into_bytes();
+                out.extend_from_slice(&page[HEAD_ROOM..]);
+                (out, 0)
+            }
         }
     }
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {TEXT_CONTENT_TYPE}\r\nContent-Length: {}\r\n{}Vary: Accept-Encoding\r\nConnection: close\r\n\r\n",
-        body.len(),
-        if gzipped { "Content-Encoding: gzip\r\n" } else { "" }
-    )
-    .into_bytes();
-    if !head {
-        out.extend_from_slice(&body);
-    }
-    out
 }
 
 #[cfg(test)]

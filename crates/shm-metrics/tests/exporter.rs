@@ -184,3 +184,64 @@ fn mio_loop_drops_clients_past_their_deadline() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(body.is_empty());
 }
+
+/// The page's buffer is kept from one scrape to the next: pages that grow
+/// and shrink, plain, gzipped and HEAD, each come out whole and alone.
+#[test]
+fn pages_of_changing_size_come_out_exact() {
+    // Page n: `lines[n % 4]` lines of `p{n} {i}`.
+    let lines = [50_000usize, 3, 0, 20_000];
+    let page = move |n: usize| -> String {
+        (0..lines[n % lines.len()])
+            .map(|i| format!("p{n} {i}\n"))
+            .collect()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut n = 0;
+    Exporter::spawn_thread(
+        listener,
+        Box::new(move |out| {
+            out.extend_from_slice(page(n).as_bytes());
+            n += 1;
+        }),
+    )
+    .unwrap();
+    for n in 0..12 {
+        let want = page(n);
+        let length = format!("content-length: {}\r\n", want.len());
+        match n % 3 {
+            0 => {
+                let (status, headers, body) =
+                    exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                assert!(headers.contains(&length), "page {n}: {headers}");
+                assert_eq!(String::from_utf8(body).unwrap(), want, "page {n}");
+            }
+            1 => {
+                let (status, headers, body) = exchange(
+                    addr,
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+                );
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                assert!(headers.contains("content-encoding: gzip"), "{headers}");
+                assert!(
+                    headers.contains(&format!("content-length: {}\r\n", body.len())),
+                    "page {n}: {headers}"
+                );
+                let mut unzipped = String::new();
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_string(&mut unzipped)
+                    .unwrap();
+                assert_eq!(unzipped, want, "page {n}");
+            }
+            _ => {
+                let (status, headers, body) =
+                    exchange(addr, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                assert!(headers.contains(&length), "page {n}: {headers}");
+                assert!(body.is_empty(), "page {n}");
+            }
+        }
+    }
+}
