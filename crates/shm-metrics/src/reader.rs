@@ -874,8 +874,10 @@ impl Merger {
             struct Series {
                 set: u32,
                 /// Where `pid` goes among the set's pairs.
-                pos: usize,
+                pos: u32,
                 file: u32,
+                /// The order read in.
+                seq: u32,
                 v: f64,
             }
             let mut by_pid: Vec<u32> = (0..self.file_ids.len() as u32).collect();
@@ -890,26 +892,32 @@ impl Merger {
                 }
                 pid_rank[f as usize] = rank;
             }
-            let mut series: Vec<Series> = Vec::new();
-            for &id in ids {
-                let k = self.keys[id].as_ref().expect("valid");
-                if k.suffix != Suffix::Bare || k.le.is_some() {
-                    continue;
-                }
+            let valid = |id: &usize| {
+                let k = self.keys[*id].as_ref().expect("valid");
+                (k.suffix == Suffix::Bare && k.le.is_none()).then_some((*id, k))
+            };
+            let total = ids
+                .iter()
+                .filter_map(valid)
+                .map(|(id, _)| self.accs[id].per_pid.len())
+                .sum();
+            let mut series: Vec<Series> = Vec::with_capacity(total);
+            for (id, k) in ids.iter().filter_map(valid) {
                 let nopid = &self.sets[k.set_nopid as usize];
-                let pos = nopid.partition_point(|(n, _)| n.as_str() < "pid");
+                let pos = nopid.partition_point(|(n, _)| n.as_str() < "pid") as u32;
                 for &(file, v) in &self.accs[id].per_pid {
                     series.push(Series {
                         set: k.set_nopid,
                         pos,
                         file,
+                        seq: series.len() as u32,
                         v,
                     });
                 }
             }
             let labels = |s: &Series| Labels {
                 set: &self.sets[s.set as usize],
-                pid: Some((s.pos, &self.file_ids[s.file as usize])),
+                pid: Some((s.pos as usize, &self.file_ids[s.file as usize])),
             };
             let cmp = |a: &Series, b: &Series| -> std::cmp::Ordering {
                 if a.set == b.set {
@@ -919,18 +927,26 @@ impl Merger {
                 labels(a).pairs().cmp(labels(b).pairs())
             };
             // In label order; of equal label sets the last one read wins
-            // (a stable sort). Two common shapes sort by two ranks: every
-            // label name after `pid` (`pid` first, then the set's order),
-            // or the same names, all before `pid` (the set, then `pid`).
+            // (a stable sort, or the order read as the last key). Two common
+            // shapes sort by two ranks: every label name after `pid` (`pid`
+            // first, then the set's order), or the same names, all before
+            // `pid` (the set, then `pid`).
             let names = |s: &Series| self.sets[s.set as usize].iter().map(|(n, _)| n);
+            let ranks = |hi: u32, lo: u32| (u64::from(hi) << 32) | u64::from(lo);
             if series.iter().all(|s| s.pos == 0) {
-                series.sort_by_key(|s| (pid_rank[s.file as usize], self.rank[s.set as usize]));
+                series.sort_unstable_by_key(|s| {
+                    let key = ranks(pid_rank[s.file as usize], self.rank[s.set as usize]);
+                    (key, s.seq)
+                });
             } else if series.first().is_some_and(|f| {
-                series
-                    .iter()
-                    .all(|s| s.pos == self.sets[s.set as usize].len() && names(s).eq(names(f)))
+                series.iter().all(|s| {
+                    s.pos as usize == self.sets[s.set as usize].len() && names(s).eq(names(f))
+                })
             }) {
-                series.sort_by_key(|s| (self.rank[s.set as usize], pid_rank[s.file as usize]));
+                series.sort_unstable_by_key(|s| {
+                    let key = ranks(self.rank[s.set as usize], pid_rank[s.file as usize]);
+                    (key, s.seq)
+                });
             } else {
                 series.sort_by(cmp);
             }
