@@ -20,6 +20,9 @@ use ferrocorn_benches::{http, procfs, stats, sys, wrk};
 
 /// Connections held open for the idle keep-alive measurement.
 const IDLE_CONNECTIONS: usize = 10_000;
+/// Scrapes of each exporter, in alternation, for the scrape measurement.
+const SCRAPE_PAIRS: usize = 15;
+
 /// Worker files and series per file for the scrape measurement.
 const SCRAPE_FILES: usize = 64;
 
@@ -900,18 +903,57 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
     let py_addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut py_ms = Vec::new();
-    let mut py_samples = 0;
-    for _ in 0..5 {
-        let (ms, n) = timed_scrape(py_addr)?;
-        py_ms.push(ms);
-        py_samples = n;
+    // Killed on every way out of this function.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
-    let _ = py.kill();
-    let _ = py.wait();
+    let _py = KillOnDrop(py);
+    let (_, py_samples) = timed_scrape(py_addr)?;
+
+    // ferrocorn: the real binary's exporter, with the files copied into its
+    // metrics directory after it started (it cleans the directory at start).
+    let dir = paths.tmp.path().join("ferrocorn-scrape");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir_s = dir.to_str().ok_or("utf-8 temp path")?.to_owned();
+    let server = Server::ferrocorn(paths, "ferrocorn scrape", &["--metrics-dir", &dir_s], &[])?;
+    let maddr = server.metrics.ok_or("no metrics address")?;
+    let (_, base_samples) = timed_scrape(maddr)?;
+    for e in fs::read_dir(&files).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        fs::copy(e.path(), dir.join(e.file_name())).map_err(|e| e.to_string())?;
+    }
+    let (_, rs_samples) = timed_scrape(maddr)?;
+
+    // The two exporters in alternation (which goes first alternates too), so
+    // that each ratio compares scrapes a fraction of a second apart on this
+    // shared machine, whose speed drifts.
+    let mut py_ms = Vec::new();
+    let mut rs_ms = Vec::new();
+    let mut ratios = Vec::new();
+    for pair in 0..SCRAPE_PAIRS {
+        let (py, rs) = if pair % 2 == 0 {
+            let py = timed_scrape(py_addr)?.0;
+            (py, timed_scrape(maddr)?.0)
+        } else {
+            let rs = timed_scrape(maddr)?.0;
+            (timed_scrape(py_addr)?.0, rs)
+        };
+        py_ms.push(py);
+        rs_ms.push(rs);
+        ratios.push(py / rs);
+    }
+    drop(_py);
     println!(
         "   python MultiProcessCollector: median {:.1} ms ({py_samples} samples)",
         stats::median(&py_ms)
+    );
+    println!(
+        "   ferrocorn /metrics: median {:.2} ms ({rs_samples} samples, {base_samples} of them its own before the copy)",
+        stats::median(&rs_ms)
     );
     let out = Command::new(&python)
         .args(["-c", PY_INPROCESS])
@@ -939,36 +981,14 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
         "   in-process merge + encode: python generate_latest {py_inproc_ms:.1} ms, ferrocorn_shm_metrics::render_dir {:.2} ms",
         stats::median(&lib_ms)
     );
-
-    // ferrocorn: the real binary's exporter, with the files copied into its
-    // metrics directory after it started (it cleans the directory at start).
-    let dir = paths.tmp.path().join("ferrocorn-scrape");
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let dir_s = dir.to_str().ok_or("utf-8 temp path")?.to_owned();
-    let server = Server::ferrocorn(paths, "ferrocorn scrape", &["--metrics-dir", &dir_s], &[])?;
-    let maddr = server.metrics.ok_or("no metrics address")?;
-    let (_, base_samples) = timed_scrape(maddr)?;
-    for e in fs::read_dir(&files).map_err(|e| e.to_string())? {
-        let e = e.map_err(|e| e.to_string())?;
-        fs::copy(e.path(), dir.join(e.file_name())).map_err(|e| e.to_string())?;
-    }
-    let mut rs_ms = Vec::new();
-    let mut rs_samples = 0;
-    for _ in 0..30 {
-        let (ms, n) = timed_scrape(maddr)?;
-        rs_ms.push(ms);
-        rs_samples = n;
-    }
-    println!(
-        "   ferrocorn /metrics: median {:.2} ms ({rs_samples} samples, {base_samples} of them its own before the copy)",
-        stats::median(&rs_ms)
-    );
+    drop(server);
     report.scrape = Some(ScrapeResult {
         python_inproc_ms: py_inproc_ms,
         lib_ms: stats::median(&lib_ms),
         python_ms: stats::median(&py_ms),
         python_samples: py_samples,
         ferrocorn_ms: stats::median(&rs_ms),
+        ratios,
         ferrocorn_samples: rs_samples,
         ferrocorn_own_samples: base_samples,
     });
@@ -1021,6 +1041,8 @@ struct ScrapeResult {
     python_ms: f64,
     python_samples: usize,
     ferrocorn_ms: f64,
+    /// Python's time over ferrocorn's, one per pair of scrapes.
+    ratios: Vec<f64>,
     ferrocorn_samples: usize,
     ferrocorn_own_samples: usize,
 }
@@ -1299,14 +1321,16 @@ impl Report {
             );
         }
         if let Some(s) = &self.scrape {
-            let ratio = s.python_ms / s.ferrocorn_ms;
+            let ratio = stats::median(&s.ratios);
+            let lo = s.ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = s.ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let _ = writeln!(
                 o,
                 "\n## Scrape of {SCRAPE_FILES} workers' files, ~1,000 series each\n"
             );
             let _ = writeln!(
                 o,
-                "Files written by prometheus_client in multiprocess mode (64 processes: 300 counter, 100 `all` gauge and 612 histogram series each). Python: prometheus_client's start_http_server over MultiProcessCollector. ferrocorn: the binary's exporter with the same files copied into its metrics directory. Time of a whole HTTP GET /metrics, median.\n"
+                "Files written by prometheus_client in multiprocess mode (64 processes: 300 counter, 100 `all` gauge and 612 histogram series each). Python: prometheus_client's start_http_server over MultiProcessCollector. ferrocorn: the binary's exporter with the same files copied into its metrics directory. Time of a whole HTTP GET /metrics, median of {SCRAPE_PAIRS} scrapes of each, in alternation; the ratio is the median of the {SCRAPE_PAIRS} pairs' ratios.\n"
             );
             let _ = writeln!(o, "| exporter | ms | samples |\n|---|---:|---:|");
             let _ = writeln!(
@@ -1331,7 +1355,7 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "\nferrocorn's scrape is {ratio:.0}x faster over HTTP (goal >= 50x: {}), {:.0}x in process.",
+                "\nferrocorn's scrape is {ratio:.0}x faster over HTTP (pairs {lo:.0}-{hi:.0}x; goal >= 50x: {}), {:.0}x in process.",
                 goal(ratio >= 50.0),
                 s.python_inproc_ms / s.lib_ms
             );
