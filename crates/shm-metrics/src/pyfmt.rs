@@ -144,9 +144,9 @@ pub fn float_to_go_string(out: &mut String, x: f64) {
     // Most samples are counts: integers below a million print as their
     // digits and `.0`, without the general shortest-digits formatting.
     if x.fract() == 0.0 && x > -1e15 && x < 1e6 && x != 0.0 {
-        use std::fmt::Write as _;
         // Exact: a whole number of this size is an i64.
-        let _ = write!(out, "{}.0", x as i64);
+        out.push_str(itoa::Buffer::new().format(x as i64));
+        out.push_str(".0");
         return;
     }
     float_to_go_string_general(out, x);

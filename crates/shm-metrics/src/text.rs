@@ -250,7 +250,7 @@ fn sample<'l>(
     float_to_go_string(out, value);
     if timestamp_ms != 0 {
         out.push(' ');
-        out.push_str(&timestamp_ms.to_string());
+        out.push_str(itoa::Buffer::new().format(timestamp_ms));
     }
     out.push('\n');
 }
