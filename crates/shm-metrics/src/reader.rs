@@ -878,6 +878,8 @@ impl Merger {
                 file: u32,
                 /// The order read in.
                 seq: u32,
+                /// The sort key of the common shapes below.
+                key: u64,
                 v: f64,
             }
             let mut by_pid: Vec<u32> = (0..self.file_ids.len() as u32).collect();
@@ -911,6 +913,7 @@ impl Merger {
                         pos,
                         file,
                         seq: series.len() as u32,
+                        key: 0,
                         v,
                     });
                 }
@@ -934,19 +937,19 @@ impl Merger {
             let names = |s: &Series| self.sets[s.set as usize].iter().map(|(n, _)| n);
             let ranks = |hi: u32, lo: u32| (u64::from(hi) << 32) | u64::from(lo);
             if series.iter().all(|s| s.pos == 0) {
-                series.sort_unstable_by_key(|s| {
-                    let key = ranks(pid_rank[s.file as usize], self.rank[s.set as usize]);
-                    (key, s.seq)
-                });
+                for s in &mut series {
+                    s.key = ranks(pid_rank[s.file as usize], self.rank[s.set as usize]);
+                }
+                series.sort_unstable_by_key(|s| (s.key, s.seq));
             } else if series.first().is_some_and(|f| {
                 series.iter().all(|s| {
                     s.pos as usize == self.sets[s.set as usize].len() && names(s).eq(names(f))
                 })
             }) {
-                series.sort_unstable_by_key(|s| {
-                    let key = ranks(self.rank[s.set as usize], pid_rank[s.file as usize]);
-                    (key, s.seq)
-                });
+                for s in &mut series {
+                    s.key = ranks(self.rank[s.set as usize], pid_rank[s.file as usize]);
+                }
+                series.sort_unstable_by_key(|s| (s.key, s.seq));
             } else {
                 series.sort_by(cmp);
             }
