@@ -681,6 +681,16 @@ impl Server {
         }
     }
 
+    /// `nconns` changed: the stats, the gauge and the siblings hear of it.
+    fn connections_changed(&mut self) {
+        self.shared
+            .stats
+            .active_connections
+            .store(self.nconns, Relaxed);
+        self.shared.metrics.active_connections(self.nconns);
+        self.publish_load();
+    }
+
     /// Tell the siblings how many connections this worker holds, or that
     /// it does not accept now (draining, at `worker_connections`, or every
     /// pool thread busy with as many requests waiting): only changes.
@@ -788,12 +798,7 @@ impl Server {
             local,
         });
         self.nconns += 1;
-        self.shared
-            .stats
-            .active_connections
-            .store(self.nconns, Relaxed);
-        self.shared.metrics.active_connections(self.nconns);
-        self.publish_load();
+        self.connections_changed();
         let first_byte = match self.drain_deadline {
             Some(_) => self.drain_idle_deadline().min(self.now + self.header_ms),
             None => self.now + self.header_ms,
@@ -808,12 +813,7 @@ impl Server {
         };
         self.free.push(idx as u32);
         self.nconns -= 1;
-        self.shared
-            .stats
-            .active_connections
-            .store(self.nconns, Relaxed);
-        self.shared.metrics.active_connections(self.nconns);
-        self.publish_load();
+        self.connections_changed();
         if let Some(feed) = &c.feed {
             fail_feed(feed, BodyError::Aborted);
         }
