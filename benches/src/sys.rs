@@ -1,4 +1,5 @@
-//! The few system calls the benchmark needs: more file descriptors, signals.
+//! The few system calls the benchmark needs: more file descriptors, signals,
+//! the CPU time of finished children.
 
 use std::io;
 
@@ -34,4 +35,19 @@ pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// User plus system CPU seconds of all children this process has waited for
+/// (`getrusage(RUSAGE_CHILDREN)`). The difference across one
+/// `Command::output()` is that child's CPU time, provided no other child is
+/// reaped meanwhile (loadbench runs one load generator at a time).
+pub fn waited_children_cpu_seconds() -> io::Result<f64> {
+    // SAFETY: rusage is plain old data, so all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own; RUSAGE_CHILDREN is valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(secs(usage.ru_utime) + secs(usage.ru_stime))
 }

@@ -35,6 +35,8 @@ pub struct WrkResult {
     pub max_us: f64,
     /// Socket errors (connect + read + write + timeout) plus non-2xx/3xx answers.
     pub errors: u64,
+    /// CPU seconds (user + system) wrk itself used; 0 when only parsed.
+    pub client_cpu_s: f64,
 }
 
 impl WrkResult {
@@ -64,11 +66,13 @@ pub fn parse(output: &str) -> Option<WrkResult> {
         p99_us: field("p99_us")?,
         max_us: field("max_us")?,
         errors,
+        client_cpu_s: 0.0,
     })
 }
 
 /// Runs `wrk -t threads -c connections -d duration -s script url` (keep-alive,
-/// wrk's default) and parses its result.
+/// wrk's default) and parses its result, with the CPU time wrk used (the
+/// caller must not reap another child meanwhile).
 pub fn run(
     url: &str,
     threads: usize,
@@ -76,6 +80,7 @@ pub fn run(
     duration: Duration,
     script: &Path,
 ) -> io::Result<WrkResult> {
+    let cpu0 = crate::sys::waited_children_cpu_seconds()?;
     let out = Command::new("wrk")
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
@@ -86,6 +91,7 @@ pub fn run(
         .arg(script)
         .arg(url)
         .output()?;
+    let client_cpu_s = crate::sys::waited_children_cpu_seconds()? - cpu0;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(io::Error::other(format!(
@@ -94,8 +100,10 @@ pub fn run(
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    parse(&stdout)
-        .ok_or_else(|| io::Error::other(format!("no LOADBENCH line in wrk output: {stdout}")))
+    let mut r = parse(&stdout)
+        .ok_or_else(|| io::Error::other(format!("no LOADBENCH line in wrk output: {stdout}")))?;
+    r.client_cpu_s = client_cpu_s;
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -501,6 +501,8 @@ struct Cell {
     /// The server's user and system (kernel) CPU per request, microseconds.
     user_us: Vec<f64>,
     sys_us: Vec<f64>,
+    /// wrk's own CPU (user + system) per request, microseconds.
+    client_us: Vec<f64>,
     p50_us: Vec<f64>,
     p99_us: Vec<f64>,
     errors: u64,
@@ -602,11 +604,12 @@ fn throughput(
                 let (user, sys) = (user1 - user0, sys1 - sys0);
                 let cpu = user + sys;
                 println!(
-                    "   round {} c={conns:<4} {:<26} {:>9.0} req/s {:>7.0} req/CPU-s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+                    "   round {} c={conns:<4} {:<26} {:>9.0} req/s {:>7.0} req/CPU-s  wrk {:>5.2} µs/req  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
                     round + 1,
                     s.name,
                     r.requests_per_sec(),
                     r.requests as f64 / cpu.max(0.01),
+                    r.client_cpu_s * 1e6 / (r.requests as f64).max(1.0),
                     r.p50_us / 1e3,
                     r.p99_us / 1e3,
                     r.errors
@@ -617,6 +620,7 @@ fn throughput(
                 let per_req = 1e6 / (r.requests as f64).max(1.0);
                 cell.user_us.push(user * per_req);
                 cell.sys_us.push(sys * per_req);
+                cell.client_us.push(r.client_cpu_s * per_req);
                 cell.p50_us.push(r.p50_us);
                 cell.p99_us.push(r.p99_us);
                 cell.errors += r.errors;
@@ -648,6 +652,7 @@ fn throughput(
                     per_cpu: stats::median(&c.per_cpu),
                     user_us: stats::median(&c.user_us),
                     sys_us: stats::median(&c.sys_us),
+                    client_us: stats::median(&c.client_us),
                     rps_rounds: c.rps.clone(),
                     per_cpu_rounds: c.per_cpu.clone(),
                     p50_ms: stats::median(&c.p50_us) / 1e3,
@@ -1005,6 +1010,8 @@ struct Summary {
     /// Median user and system CPU microseconds per request.
     user_us: f64,
     sys_us: f64,
+    /// Median CPU microseconds wrk spent per request.
+    client_us: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
@@ -1088,6 +1095,52 @@ fn goal(met: bool) -> &'static str {
 impl Report {
     fn cell(&self, name: &str, conns: usize) -> Option<&Summary> {
         self.cells.get(&(name.to_owned(), conns))
+    }
+
+    /// How fast the run could go if ferrocorn's own code took no time: wrk
+    /// and the server share the machine's CPUs, so wrk's CPU per request plus
+    /// the kernel's work for the server (system calls, the loopback delivery)
+    /// cap what user-space changes can reach.
+    fn render_client_bound(&self, o: &mut String) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut rows = String::new();
+        for &c in &self.connections {
+            let Some(f) = self.cell(FERRO, c) else {
+                continue;
+            };
+            if f.client_us <= 0.0 {
+                continue;
+            }
+            let floor_us = f.client_us + f.sys_us;
+            let bound = cpus * 1e6 / floor_us;
+            let vs = |peer: &str| {
+                self.cell(peer, c)
+                    .map_or("-".to_owned(), |p| format!("{:.2}x", bound / p.rps))
+            };
+            let _ = writeln!(
+                rows,
+                "| {c} | {:.2} | {:.2} | {bound:.0} | {:.2}x | {} | {} |",
+                f.client_us,
+                f.sys_us,
+                bound / f.rps,
+                vs("nginx"),
+                vs("hyper")
+            );
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "\n## The load generator's share\n");
+        let _ = writeln!(
+            o,
+            "wrk runs on the same {cpus:.0} CPUs as the server. If ferrocorn's own code took no time (no user CPU), each request would still cost wrk's CPU and the kernel's work for ferrocorn (its two system calls and the loopback delivery they run), both medians from the table above; filling all {cpus:.0} CPUs with nothing else gives the bound. A throughput ratio above the bound's ratio cannot be reached by changing ferrocorn's code, only by fewer or cheaper system calls.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| connections | wrk µs/req | ferrocorn kernel µs/req | bound req/s | bound / ferrocorn | bound / nginx | bound / hyper |"
+        );
+        let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|");
+        o.push_str(&rows);
     }
 
     fn render(&self, paths: &Paths, opts: &Options) -> String {
@@ -1194,20 +1247,27 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "CPU of the serving processes from /proc/PID/stat, split into user and kernel time per request: on loopback most of a request's cost is the kernel's (the `send` runs the delivery to wrk), the user part is the server's own code.\n"
+                "CPU of the serving processes from /proc/PID/stat, split into user and kernel time per request: on loopback most of a request's cost is the kernel's (the `send` runs the delivery to wrk), the user part is the server's own code. `wrk µs/req` is the CPU wrk itself used per request (getrusage of the finished wrk), on the same two CPUs.\n"
             );
             let _ = writeln!(
                 o,
-                "| server | connections | req/s | req per server CPU-s | user µs/req | kernel µs/req | p50 ms | p99 ms | errors |"
+                "| server | connections | req/s | req per server CPU-s | user µs/req | kernel µs/req | wrk µs/req | p50 ms | p99 ms | errors |"
             );
-            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             for &c in &self.connections {
                 for s in &self.servers {
                     if let Some(x) = self.cell(s, c) {
                         let _ = writeln!(
                             o,
-                            "| {s} | {c} | {:.0} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} | {} |",
-                            x.rps, x.per_cpu, x.user_us, x.sys_us, x.p50_ms, x.p99_ms, x.errors
+                            "| {s} | {c} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {} |",
+                            x.rps,
+                            x.per_cpu,
+                            x.user_us,
+                            x.sys_us,
+                            x.client_us,
+                            x.p50_ms,
+                            x.p99_ms,
+                            x.errors
                         );
                     }
                 }
@@ -1273,6 +1333,7 @@ impl Report {
                     );
                 }
             }
+            self.render_client_bound(&mut o);
         }
         if !self.idle.is_empty() {
             let _ = writeln!(
