@@ -1163,23 +1163,24 @@ impl Report {
             "Produced by `just bench` (benches/src/bin/loadbench.rs); all servers on loopback, measured in the same run.\n"
         );
         let _ = writeln!(o, "- date: {date}");
+        let root = paths.root.to_str().unwrap_or(".");
+        let dirty = Command::new("git")
+            .args(["-C", root, "status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .map_or(true, |o| !o.stdout.is_empty());
         let _ = writeln!(
             o,
-            "- commit: {} (working tree of a shared checkout: other crates may carry uncommitted changes)",
-            command_output(
-                "git",
-                &[
-                    "-C",
-                    paths.root.to_str().unwrap_or("."),
-                    "rev-parse",
-                    "--short",
-                    "HEAD"
-                ]
-            )
+            "- commit: {}{}",
+            command_output("git", &["-C", root, "rev-parse", "--short", "HEAD"]),
+            if dirty {
+                " with uncommitted changes in the working tree"
+            } else {
+                " (clean working tree)"
+            }
         );
         let _ = writeln!(
             o,
-            "- load average at the end: {} (the machine is shared; `req per server CPU-s` does not depend on what else runs)",
+            "- load average at the end: {} (the machine is shared: what else runs moves throughput most, the CPU per request less, but both)",
             fs::read_to_string("/proc/loadavg")
                 .unwrap_or_default()
                 .split_whitespace()
