@@ -165,6 +165,9 @@ struct ListenerState {
     sock: Lst,
     local: Option<SocketAddr>,
     wildcard: bool,
+    /// Set TCP_NODELAY on each accepted connection: false when the
+    /// listener already has it, as accepted sockets inherit it.
+    set_nodelay: bool,
     ready: bool,
 }
 
@@ -277,21 +280,23 @@ impl Server {
         });
         let mut listeners = Vec::with_capacity(w.listeners.len());
         for l in w.listeners {
-            let (sock, local) = match l {
+            let (sock, local, set_nodelay) = match l {
                 Listener::Tcp(l) => {
                     l.set_nonblocking(true)?;
                     let local = l.local_addr().ok();
-                    (Lst::Tcp(TcpListener::from_std(l)), local)
+                    let set_nodelay = !nodelay_inherited(&l);
+                    (Lst::Tcp(TcpListener::from_std(l)), local, set_nodelay)
                 }
                 Listener::Unix(l) => {
                     l.set_nonblocking(true)?;
-                    (Lst::Unix(UnixListener::from_std(l)), None)
+                    (Lst::Unix(UnixListener::from_std(l)), None, false)
                 }
             };
             listeners.push(ListenerState {
                 sock,
                 wildcard: local.is_some_and(|a| a.ip().is_unspecified()),
                 local,
+                set_nodelay,
                 ready: true,
             });
         }
@@ -713,7 +718,9 @@ impl Server {
         let l = &mut self.listeners[i];
         let accepted = match &l.sock {
             Lst::Tcp(s) => s.accept().map(|(sock, peer)| {
-                let _ = sock.set_nodelay(true);
+                if l.set_nodelay {
+                    let _ = sock.set_nodelay(true);
+                }
                 let local = if l.wildcard {
                     sock.local_addr().ok()
                 } else {
@@ -1566,6 +1573,24 @@ fn fail_feed(feed: &Feed, e: BodyError) {
     }
     drop(st);
     feed.chan.cond.notify_all();
+}
+
+/// Whether connections accepted from `l` start with TCP_NODELAY. Linux
+/// copies the option from the listening socket to every socket it accepts,
+/// and the supervisor sets it on each TCP listener, so a worker does not
+/// repeat it with one `setsockopt` per connection (nginx does not either); a
+/// listener without it (one handed over by systemd, say) keeps the per
+/// connection call. Elsewhere the call is always made.
+fn nodelay_inherited(l: &std::net::TcpListener) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        socket2::SockRef::from(l).tcp_nodelay().unwrap_or(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = l;
+        false
+    }
 }
 
 #[cfg(test)]

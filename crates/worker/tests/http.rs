@@ -738,3 +738,57 @@ fn tcp_and_unix_listeners_in_one_worker() {
     stop.graceful();
     t.join().unwrap().unwrap();
 }
+
+/// The worker's end of the TCP connection whose client end is `client`,
+/// found among this process's descriptors (the worker runs on a thread of
+/// the test), with its TCP_NODELAY setting.
+fn server_side_nodelay(client: &std::net::TcpStream) -> Option<bool> {
+    use std::os::fd::BorrowedFd;
+    let want_peer = client.local_addr().ok()?;
+    let want_local = client.peer_addr().ok()?;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the descriptor was open a moment ago and is only queried
+        // (getsockname, getpeername, getsockopt); if another test thread
+        // closed it meanwhile the calls fail or describe another socket,
+        // which the address match below rejects.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        if local == Some(want_local) && peer == Some(want_peer) {
+            return sock.tcp_nodelay().ok();
+        }
+    }
+    None
+}
+
+/// Every accepted TCP connection has TCP_NODELAY (a response written in
+/// pieces must not wait for the client's delayed ACK): inherited from a
+/// listener that has it, as the supervisor's do, set by the worker on each
+/// connection of a listener that does not (a socket handed over by systemd).
+#[test]
+fn accepted_connections_have_tcp_nodelay() {
+    for listener_nodelay in [true, false] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(listener_nodelay)
+            .unwrap();
+        let s = TestServer::start_on(listener, WorkerConfig::default(), Arc::new(TestApp), |w| w);
+        let mut c = Client::new(s.connect());
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.response().status, 200);
+        assert_eq!(
+            server_side_nodelay(&c.stream),
+            Some(true),
+            "listener with TCP_NODELAY {listener_nodelay}: the accepted connection's setting"
+        );
+    }
+}

@@ -30,6 +30,16 @@ impl TestServer {
         f: impl FnOnce(Worker) -> Worker,
     ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(listener, config, app, f)
+    }
+
+    /// A worker serving `listener`, set up by the caller.
+    pub fn start_on(
+        listener: TcpListener,
+        config: WorkerConfig,
+        app: Arc<dyn App>,
+        f: impl FnOnce(Worker) -> Worker,
+    ) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let worker = f(Worker::new(config, vec![Listener::Tcp(listener)], app).unwrap());
         let stop = worker.shutdown_handle();
