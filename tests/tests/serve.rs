@@ -488,10 +488,37 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
         "{WORKERS} workers reporting; stderr:\n{}",
         s.stderr()
     );
+    // A worker's gauges appear as it sets up, a moment before its loop
+    // accepts, and a worker not accepting yet cannot take its share of a
+    // burst. So first one connection after another until every worker holds
+    // one (each is then accepting), then none again.
+    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+    let mut warm = Vec::new();
+    let all_serving = wait_for(Duration::from_secs(10), || {
+        let mut c = std::net::TcpStream::connect(s.addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_one_response(&mut c, &mut Vec::new()), 200);
+        warm.push(c);
+        connections_per_worker(&s).iter().all(|&n| n > 0)
+    });
+    assert!(
+        all_serving,
+        "not every worker took a connection: {:?} after {}",
+        connections_per_worker(&s),
+        warm.len()
+    );
+    drop(warm);
+    assert!(
+        wait_for(Duration::from_secs(10), || connections_per_worker(&s)
+            .iter()
+            .all(|&n| n == 0)),
+        "warm-up connections still open: {:?}",
+        connections_per_worker(&s)
+    );
     let mut conns: Vec<std::net::TcpStream> = (0..CONNS)
         .map(|_| std::net::TcpStream::connect(s.addr).expect("connect"))
         .collect();
-    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
     for c in &mut conns {
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c.write_all(req.as_bytes()).unwrap();
@@ -515,7 +542,8 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
     let fair = (CONNS / WORKERS) as u64;
     assert!(
         per_worker[0] >= fair / 2 && per_worker[WORKERS - 1] <= fair * 3 / 2,
-        "connections per worker {per_worker:?}: one holds under half or over 1.5 times its share of {fair}"
+        "connections per worker {per_worker:?}: one holds under half or over 1.5 times its share of {fair}; stderr:\n{}",
+        s.stderr()
     );
     drop(conns);
 }
