@@ -493,11 +493,14 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
     // burst. So first one connection after another until every worker holds
     // one (each is then accepting), then none again.
     let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+    let send = |c: &mut std::net::TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+    };
     let mut warm = Vec::new();
     let all_serving = wait_for(Duration::from_secs(10), || {
         let mut c = std::net::TcpStream::connect(s.addr).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(req.as_bytes()).unwrap();
+        send(&mut c);
         assert_eq!(read_one_response(&mut c, &mut Vec::new()), 200);
         warm.push(c);
         connections_per_worker(&s).iter().all(|&n| n > 0)
@@ -520,8 +523,7 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
         .map(|_| std::net::TcpStream::connect(s.addr).expect("connect"))
         .collect();
     for c in &mut conns {
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(req.as_bytes()).unwrap();
+        send(c);
     }
     for c in &mut conns {
         assert_eq!(read_one_response(c, &mut Vec::new()), 200);

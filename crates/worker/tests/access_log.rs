@@ -9,17 +9,23 @@ use common::{Client, TestApp, TestServer, wait_for};
 use ferrocorn_log::{Destination, Format, LogConfig, Logs, MemoryLog};
 use ferrocorn_worker::WorkerConfig;
 
-#[test]
-fn access_lines_for_plain_and_streamed_responses() {
+/// Plain logs in memory, the access log in `format`; and its lines.
+fn memory_logs(format: &str) -> (Logs, MemoryLog) {
     let access = MemoryLog::new();
     let logs = Logs::new(&LogConfig {
         format: Format::Plain,
         error_log: Destination::Memory(MemoryLog::new()),
         access_log: Some(Destination::Memory(access.clone())),
-        access_log_format: r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %({x-query}o)s %(p)s"#.to_string(),
+        access_log_format: format.to_string(),
         ..LogConfig::default()
     })
     .unwrap();
+    (logs, access)
+}
+
+#[test]
+fn access_lines_for_plain_and_streamed_responses() {
+    let (logs, access) = memory_logs(r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %({x-query}o)s %(p)s"#);
     let log = logs.access().unwrap().clone();
     let s = TestServer::start_with(WorkerConfig::default(), Arc::new(TestApp), move |w| {
         w.access_log(log).logger(logs.error().clone())
@@ -63,15 +69,7 @@ impl ferrocorn_worker::App for LoopApp {
 /// in order.
 #[test]
 fn lines_held_on_the_loop_are_written_soon_without_more_traffic() {
-    let access = MemoryLog::new();
-    let logs = Logs::new(&LogConfig {
-        format: Format::Plain,
-        error_log: Destination::Memory(MemoryLog::new()),
-        access_log: Some(Destination::Memory(access.clone())),
-        access_log_format: r#""%(r)s" %(s)s"#.to_string(),
-        ..LogConfig::default()
-    })
-    .unwrap();
+    let (logs, access) = memory_logs(r#""%(r)s" %(s)s"#);
     let log = logs.access().unwrap().clone();
     let s = TestServer::start_with(WorkerConfig::default(), Arc::new(LoopApp), move |w| {
         w.access_log(log)
