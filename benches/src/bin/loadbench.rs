@@ -347,16 +347,14 @@ impl Server {
                 &mport.to_string(),
             ]);
         }
-        cmd.args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null());
+        // Server::start sends stdout (the access log) and stderr to a file.
+        cmd.args(args).envs(env.iter().copied());
         let workers = args
             .windows(2)
             .find(|w| w[0] == "-w")
             .map_or(2, |w| w[1].parse().unwrap_or(2));
         let mut s = Server::start(name, cmd, addr, Workers::Children, workers)?;
         s.metrics = metrics;
-        let _ = paths;
         Ok(s)
     }
 }
