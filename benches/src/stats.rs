@@ -1,4 +1,5 @@
-//! Medians (of a handful of rounds: no interpolation tricks needed).
+//! Medians, percentiles and ranges (of a handful of rounds: no interpolation
+//! tricks needed).
 
 /// The median of `values` (the mean of the two middle ones for an even
 /// count); NaN for an empty slice.
@@ -27,6 +28,15 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The lowest and highest of `values`; (inf, -inf) for an empty slice.
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +47,12 @@ mod tests {
         assert_eq!(median(&[5.0]), 5.0);
         assert_eq!(median(&[4.0, 1.0]), 2.5);
         assert_eq!(median(&[9.0, 1.0, 3.0]), 3.0);
+    }
+
+    #[test]
+    fn lowest_and_highest() {
+        assert_eq!(min_max(&[2.0, 0.5, 7.0, 3.0]), (0.5, 7.0));
+        assert_eq!(min_max(&[4.0]), (4.0, 4.0));
     }
 
     #[test]

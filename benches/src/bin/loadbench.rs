@@ -22,7 +22,6 @@ use ferrocorn_benches::{http, procfs, stats, sys, wrk};
 const IDLE_CONNECTIONS: usize = 10_000;
 /// Scrapes of each exporter, in alternation, for the scrape measurement.
 const SCRAPE_PAIRS: usize = 15;
-
 /// Worker files and series per file for the scrape measurement.
 const SCRAPE_FILES: usize = 64;
 
@@ -1027,8 +1026,7 @@ fn round_spread(ours: &[f64], theirs: &[f64]) -> String {
     if ratios.len() < 2 {
         return String::new();
     }
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = stats::min_max(&ratios);
     format!(" (rounds {lo:.2}-{hi:.2})")
 }
 
@@ -1382,8 +1380,7 @@ impl Report {
         }
         if let Some(s) = &self.scrape {
             let ratio = stats::median(&s.ratios);
-            let lo = s.ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = s.ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = stats::min_max(&s.ratios);
             let _ = writeln!(
                 o,
                 "\n## Scrape of {SCRAPE_FILES} workers' files, ~1,000 series each\n"
