@@ -809,25 +809,44 @@ fn ttin_ttou_under_load() {
 ///
 /// The issue says QUIT, nginx's and unicorn's graceful stop; in gunicorn, and
 /// in ferrocorn's supervisor, QUIT is the quick stop and the documented end of
-/// a binary upgrade is TERM to the old master (gunicorn.org/signals).
+/// a binary upgrade is TERM to the old master (gunicorn.org/signals). QUIT
+/// after WINCH is [`usr2_upgrade_then_winch_and_quit_old`].
 #[test]
 fn usr2_upgrade_then_term_old() {
-    usr2_upgrade(false);
+    usr2_upgrade(false, OldEnd::Term);
 }
 
 /// The same upgrade with the metrics exporter on (the default): the new
 /// supervisor must come up with its exporter on the same port.
 #[test]
 fn usr2_upgrade_with_metrics_then_term_old() {
-    usr2_upgrade(true);
+    usr2_upgrade(true, OldEnd::Term);
 }
 
-fn usr2_upgrade(metrics: bool) {
+/// nginx's and unicorn's recipe, which the issue names: USR2, then WINCH
+/// (the old workers stop gracefully), then QUIT to the old supervisor. QUIT
+/// is the quick stop here as in gunicorn, so it must find no worker left to
+/// cut short: no request fails.
+#[test]
+fn usr2_upgrade_then_winch_and_quit_old() {
+    usr2_upgrade(true, OldEnd::WinchThenQuit);
+}
+
+/// How the old supervisor is ended after a binary upgrade.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OldEnd {
+    /// gunicorn's documented end: TERM, the graceful stop.
+    Term,
+    /// WINCH, wait for its workers to be gone, then QUIT (the quick stop).
+    WinchThenQuit,
+}
+
+fn usr2_upgrade(metrics: bool, end: OldEnd) {
     let _serial = serial();
-    let name = if metrics {
-        "usr2+metrics+term"
-    } else {
-        "usr2+term"
+    let name = match (metrics, end) {
+        (false, OldEnd::Term) => "usr2+term",
+        (true, OldEnd::Term) => "usr2+metrics+term",
+        (_, OldEnd::WinchThenQuit) => "usr2+winch+quit",
     };
     let pidfile_dir = tempfile::tempdir().expect("tempdir");
     let pidfile = pidfile_dir.path().join("ferrocorn.pid");
@@ -855,11 +874,28 @@ fn usr2_upgrade(metrics: bool) {
     let new = new.expect("found");
     f.others.push(new);
     thread::sleep(Duration::from_millis(500));
-    signal(old, libc::SIGTERM);
+    let (last, last_name) = match end {
+        OldEnd::Term => (libc::SIGTERM, "TERM"),
+        OldEnd::WinchThenQuit => {
+            signal(old, libc::SIGWINCH);
+            // Its only child left is the new supervisor.
+            let drained = wait_for(Duration::from_secs(10), || {
+                children(old).into_iter().all(|c| c == new)
+            });
+            assert!(
+                drained,
+                "{name}: the old supervisor's workers did not stop after WINCH ({:?}); stderr:\n{}",
+                children(old),
+                f.stderr()
+            );
+            (libc::SIGQUIT, "QUIT")
+        }
+    };
+    signal(old, last);
     let exited = f.wait_exit(Duration::from_secs(10));
     assert!(
         exited.is_some(),
-        "{name}: the old supervisor {old} did not exit after TERM"
+        "{name}: the old supervisor {old} did not exit after {last_name}"
     );
     let new_workers = children(new);
     thread::sleep(Duration::from_millis(700));
