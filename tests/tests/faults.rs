@@ -803,6 +803,64 @@ fn ttin_ttou_under_load() {
     assert_no_loss("ttin/ttou", &t, &f, 1000);
 }
 
+/// HUP, TTIN, TTOU and USR1 overlapping, one every 150 ms for 5.5 s, with
+/// fast requests and slow ones (30 ms) in flight: reloads start while the
+/// previous generation is still stopping, and no request fails. The worker
+/// count ends where gunicorn's rules put it: HUP resets it to the configured
+/// count, TTIN adds one, TTOU removes one but never the last.
+#[test]
+fn signal_storm_under_load() {
+    let _serial = serial();
+    let configured = 2;
+    let f = Ferrocorn::start(&["-w", "2", "--threads", "2"], configured);
+    let fast = Load::start(f.addr, 12, "/", Duration::from_secs(30));
+    let slow = Load::start(f.addr, 4, "/delay/30", Duration::from_secs(30));
+    let storm = [
+        libc::SIGHUP,
+        libc::SIGTTIN,
+        libc::SIGUSR1,
+        libc::SIGTTIN,
+        libc::SIGTTIN,
+        libc::SIGHUP,
+        libc::SIGTTOU,
+        libc::SIGTTIN,
+    ];
+    // 37 signals end on the third TTIN of a round: 5 workers.
+    let count = 37;
+    let mut expected = configured;
+    for sig in storm.iter().cycle().take(count) {
+        signal(f.pid(), *sig);
+        expected = match *sig {
+            libc::SIGHUP => configured,
+            libc::SIGTTIN => expected + 1,
+            libc::SIGTTOU => expected.max(2) - 1,
+            _ => expected,
+        };
+        thread::sleep(Duration::from_millis(150));
+    }
+    let settled = wait_for(Duration::from_secs(10), || f.workers().len() == expected);
+    let fast = fast.finish();
+    let slow = slow.finish();
+    println!(
+        "storm: {count} signals, {} workers at the end (expected {expected})",
+        f.workers().len()
+    );
+    assert_no_loss("storm, fast requests", &fast, &f, 1000);
+    assert_no_loss("storm, slow requests", &slow, &f, 100);
+    assert!(
+        settled,
+        "storm: {} workers {:?}, expected {expected}; stderr:\n{}",
+        f.workers().len(),
+        f.workers(),
+        f.stderr()
+    );
+    assert_eq!(
+        get_once(f.addr, "/").map(|r| r.status).ok(),
+        Some(200),
+        "storm: not serving after the storm"
+    );
+}
+
 /// USR2 (exec a new supervisor inheriting the sockets), then TERM to the old
 /// supervisor: no request fails, the new one keeps serving. Metrics off: the
 /// listeners' hand-over alone.
