@@ -73,6 +73,13 @@ pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// ferrocorn reads (so the caller's shell does not leak into a test).
 pub fn ferrocorn() -> Command {
     let mut cmd = Command::new(ferrocorn_bin());
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// Removes the variables ferrocorn reads from `cmd`'s environment and gives
+/// it no stdin.
+fn clean_env(cmd: &mut Command) {
     for var in [
         "PORT",
         "WEB_CONCURRENCY",
@@ -87,7 +94,6 @@ pub fn ferrocorn() -> Command {
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null());
-    cmd
 }
 
 /// Runs a command that should end by itself (`--check-config`, a failing
@@ -177,6 +183,23 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             cmd: ferrocorn(),
+            addr: None,
+            metrics: None,
+            explicit_bind: false,
+            explicit_metrics: false,
+            explicit_log_format: false,
+        }
+    }
+
+    /// As [`Server::builder`], for a ferrocorn that `wrapper` starts: a
+    /// command ending in ferrocorn's path, run with the builder's arguments
+    /// appended (`unshare -m sh -c '...; exec "$@"' sh BIN`, say) and
+    /// becoming ferrocorn's process (`exec`), so that [`Server::pid`] is the
+    /// supervisor's.
+    pub fn builder_wrapped(mut wrapper: Command) -> ServerBuilder {
+        clean_env(&mut wrapper);
+        ServerBuilder {
+            cmd: wrapper,
             addr: None,
             metrics: None,
             explicit_bind: false,

@@ -220,3 +220,89 @@ fn a_worker_forked_after_scrapes_holds_only_its_own_metric_files() {
         "worker {new} holds other processes' metric files: {held:?}"
     );
 }
+
+/// The metrics directory on a full filesystem (a 64 KiB tmpfs filled up, in
+/// a mount namespace of ferrocorn's own): each worker logs that it cannot
+/// create its metric files and serves without them. A sparse metric file on
+/// a full filesystem (what `ftruncate` alone makes, and Python's
+/// prometheus_client too) kills the process writing it with SIGBUS: the
+/// workers died that way, were respawned and died again, thousands of times
+/// a second, and never served.
+#[test]
+fn a_full_metrics_filesystem_costs_the_metrics_not_the_requests() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mnt = root.path().join("full");
+    std::fs::create_dir(&mnt).expect("mount point");
+    // Root makes a mount namespace; anyone else needs a user namespace too.
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let ns: &[&str] = if as_root {
+        &["--mount", "--propagation", "private"]
+    } else {
+        &["--map-root-user", "--mount"]
+    };
+    let probe = Command::new("unshare").args(ns).arg("true").status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "this test needs `unshare {}` (util-linux) to work: root, or unprivileged user namespaces",
+        ns.join(" ")
+    );
+    let mut wrapper = Command::new("unshare");
+    wrapper.args(ns).args([
+        "sh",
+        "-c",
+        // The fill stops at ENOSPC; whatever head says of it is expected.
+        r#"d="$1"; shift
+           mount -t tmpfs -o size=64k ferrocorn-full "$d" && mkdir "$d/m" || exit 97
+           head -c 1048576 /dev/zero > "$d/fill" 2>/dev/null
+           exec "$@""#,
+        "sh",
+    ]);
+    wrapper.arg(&mnt).arg(ferrocorn_tests::ferrocorn_bin());
+    let dir = mnt.join("m");
+    let s = Server::builder_wrapped(wrapper)
+        .args(["-w", "2", "--metrics-dir", dir.to_str().expect("utf-8 path")])
+        .start();
+    for _ in 0..200 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    s.wait_stderr(
+        Duration::from_secs(10),
+        "both workers' metrics error",
+        |e| {
+            e.lines()
+                .filter(|l| {
+                    l.contains("cannot create the worker metrics")
+                        && l.contains("No space left on device")
+                })
+                .count()
+                == 2
+        },
+    );
+    let text = s.scrape();
+    assert_eq!(sample(&text, "gunicorn_workers "), Some(2.0), "{text}");
+    let stderr = s.stderr();
+    assert!(!stderr.contains("SIGBUS"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Booting worker").count(),
+        2,
+        "workers were respawned:\n{stderr}"
+    );
+    assert_eq!(children(s.pid()).len(), 2, "{stderr}");
+    // No empty metric file left behind for a reader to trip on; the
+    // directory as ferrocorn sees it, through its mount namespace.
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root", s.pid()))
+        .join(dir.strip_prefix("/").expect("absolute"));
+    let files: Vec<(String, u64)> = std::fs::read_dir(&seen)
+        .unwrap_or_else(|e| panic!("{}: {e}", seen.display()))
+        .map(|e| {
+            let e = e.expect("dir entry");
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect();
+    assert!(
+        files.iter().all(|(name, len)| !name.ends_with(".db") || *len >= 8),
+        "{files:?}"
+    );
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::hash::FastMap;
-use crate::sys::{Map, Slot};
+use crate::sys::{self, Map, Slot};
 
 /// Size of a new file (sparse), as prometheus_client creates it.
 pub(crate) const INITIAL_SIZE: usize = 1 << 16;
@@ -338,8 +338,8 @@ impl ShmFile {
             .mode(0o600)
             .open(path)?;
         let mut size = usize::try_from(file.metadata()?.len()).unwrap_or(MAX_SIZE);
-        if size == 0 {
-            file.set_len(INITIAL_SIZE as u64)?;
+        let new = size == 0;
+        if new {
             size = INITIAL_SIZE;
         }
         if !(8..=MAX_SIZE).contains(&size) {
@@ -347,6 +347,16 @@ impl ShmFile {
                 io::ErrorKind::InvalidData,
                 format!("{}: bad size {size}", path.display()),
             ));
+        }
+        // The whole file, holes included: a file continued from an earlier
+        // process with this pid may have been extended sparse (Python does).
+        if let Err(e) = sys::reserve(&file, 0, size as u64) {
+            if new {
+                // Leave no empty file behind: a reader (Python's too) would
+                // take it for a broken one.
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
         }
         let map = Map::new(&file, size)?;
         let mut positions = FastMap::default();
@@ -410,7 +420,7 @@ impl ShmFile {
                     "metric file would exceed 2 GiB",
                 ));
             }
-            self.file.set_len(cap as u64)?;
+            sys::reserve(&self.file, st.map().len() as u64, cap as u64)?;
             let map = Map::new(&self.file, cap)?;
             st.maps.push(map);
         }

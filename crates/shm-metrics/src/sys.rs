@@ -165,6 +165,56 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
     }
 }
 
+/// Makes `file` at least `size` bytes long with every block from `from` on
+/// allocated, so that writing through a mapping of it cannot raise SIGBUS:
+/// on a full filesystem this fails with `ENOSPC` instead. (A file extended
+/// with `ftruncate` alone is sparse, and a store into a page of it the
+/// filesystem then has no room for kills the process with SIGBUS.)
+#[cfg(target_os = "linux")]
+pub(crate) fn reserve(file: &File, from: u64, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let off = libc::off_t::try_from(from);
+    let len = size.checked_sub(from).map(libc::off_t::try_from);
+    let (Ok(off), Some(Ok(len))) = (off, len) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "metric file range out of bounds",
+        ));
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: posix_fallocate takes a descriptor borrowed from `file`,
+        // open for writing while `file` lives, and two integers; it returns
+        // an error number and touches no memory of ours.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => {}
+            // A filesystem without fallocate (the C library did not emulate
+            // it): extend the file sparse, as Python's prometheus_client does.
+            libc::EOPNOTSUPP | libc::EINVAL => {
+                if file.metadata()?.len() < size {
+                    file.set_len(size)?;
+                }
+                return Ok(());
+            }
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Off Linux: the file is extended sparse (`ftruncate`), as Python's
+/// prometheus_client does; a full filesystem can then raise SIGBUS.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn reserve(file: &File, _from: u64, size: u64) -> io::Result<()> {
+    if file.metadata()?.len() < size {
+        file.set_len(size)?;
+    }
+    Ok(())
+}
+
 /// A value replaced now and then (after a fork) and read on every update
 /// without a lock. Replaced values are kept until the cell drops, so a
 /// reference obtained from [`SwapCell::get`] stays valid for `&self`'s life.
