@@ -95,7 +95,10 @@ impl Service for Ferrocorn {
         if let Some(dir) = &ctx.metrics_dir {
             worker = metrics::attach(worker, dir, &self.config.prefix);
         }
-        ctx.heartbeat.beat();
+        // The first heartbeat comes from the serving loop, once the worker
+        // is set up: a worker dying before it counts as failing to boot, and
+        // workers failing to boot stop the server instead of being respawned
+        // for ever (the supervisor's timeout covers a slow setup).
         let code = match worker.run() {
             Ok(()) => 0,
             Err(e) => {
