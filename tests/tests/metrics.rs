@@ -261,7 +261,12 @@ fn a_full_metrics_filesystem_costs_the_metrics_not_the_requests() {
     wrapper.arg(&mnt).arg(ferrocorn_tests::ferrocorn_bin());
     let dir = mnt.join("m");
     let s = Server::builder_wrapped(wrapper)
-        .args(["-w", "2", "--metrics-dir", dir.to_str().expect("utf-8 path")])
+        .args([
+            "-w",
+            "2",
+            "--metrics-dir",
+            dir.to_str().expect("utf-8 path"),
+        ])
         .start();
     for _ in 0..200 {
         assert_eq!(s.get("/").status, 200);
@@ -302,7 +307,9 @@ fn a_full_metrics_filesystem_costs_the_metrics_not_the_requests() {
         })
         .collect();
     assert!(
-        files.iter().all(|(name, len)| !name.ends_with(".db") || *len >= 8),
+        files
+            .iter()
+            .all(|(name, len)| !name.ends_with(".db") || *len >= 8),
         "{files:?}"
     );
 }
