@@ -982,6 +982,25 @@ fn usr2_upgrade(metrics: bool, end: OldEnd) {
 /// timeout.
 #[test]
 fn slowloris_cut_at_header_timeout() {
+    let head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+    slow_clients("slowloris", &head[..1], &head[1..], "/");
+}
+
+/// The same with 1,000 clients sending a whole head and then a short body a
+/// byte a second, while the other clients ask for `/echo`, which needs a
+/// pool thread: the workers read short bodies themselves, under the header
+/// timeout, so the slow clients hold connections and no thread. (Before,
+/// they held every pool thread, the workers stopped accepting, and the
+/// other clients were not served at all.)
+#[test]
+fn slow_bodies_cut_at_header_timeout() {
+    let head = b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n";
+    slow_clients("slow bodies", head, &[b'a'; 100], "/echo");
+}
+
+/// 1,000 connections that send `first` at once and then `trickle` a byte a
+/// second, with 4 other clients asking for `path` meanwhile.
+fn slow_clients(name: &str, first: &[u8], trickle: &[u8], path: &'static str) {
     let _serial = serial();
     raise_nofile();
     let header_timeout = Duration::from_secs(2);
@@ -997,16 +1016,15 @@ fn slowloris_cut_at_header_timeout() {
         2,
     );
     const SLOW: usize = 1000;
-    let head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
     let mut slow: Vec<(TcpStream, Instant, Option<Duration>)> = Vec::with_capacity(SLOW);
     for i in 0..SLOW {
         let s = TcpStream::connect(f.addr).unwrap_or_else(|e| panic!("slow connection {i}: {e}"));
         s.set_nonblocking(true).expect("nonblocking");
-        let _ = (&s).write(&head[..1]);
+        let _ = (&s).write(first);
         slow.push((s, Instant::now(), None));
     }
-    let load = Load::start(f.addr, 4, "/", Duration::from_secs(20));
-    let mut sent = 1;
+    let load = Load::start(f.addr, 4, path, Duration::from_secs(20));
+    let mut sent = 0;
     let mut last_byte = Instant::now();
     let deadline = Instant::now() + header_timeout + Duration::from_secs(3);
     let mut buf = [0u8; 512];
@@ -1037,8 +1055,8 @@ fn slowloris_cut_at_header_timeout() {
                     Ok(_) => {}
                 }
             } else if byte_due
-                && sent < head.len()
-                && let Err(e) = (&*s).write(&head[sent..sent + 1])
+                && sent < trickle.len()
+                && let Err(e) = (&*s).write(&trickle[sent..sent + 1])
                 && e.kind() != io::ErrorKind::WouldBlock
             {
                 *closed = Some(opened.elapsed());
@@ -1049,43 +1067,43 @@ fn slowloris_cut_at_header_timeout() {
         }
     }
     let t = load.finish();
-    report("slowloris: other clients", &t);
+    report(&format!("{name}: other clients"), &t);
     let cut: Vec<Duration> = slow.iter().filter_map(|s| s.2).collect();
     let earliest = cut.iter().min().copied().unwrap_or_default();
     let latest = cut.iter().max().copied().unwrap_or_default();
     println!(
-        "slowloris: {}/{SLOW} slow connections cut, after {earliest:?} .. {latest:?} (header timeout {header_timeout:?})",
+        "{name}: {}/{SLOW} slow connections cut, after {earliest:?} .. {latest:?} (header timeout {header_timeout:?})",
         cut.len()
     );
     assert_eq!(
         t.failed,
         0,
-        "slowloris: other clients failed: {:?}",
+        "{name}: other clients failed: {:?}",
         t.first_errors()
     );
     assert!(
         t.ok >= 500,
-        "slowloris: only {} requests of the other clients served",
+        "{name}: only {} requests of the other clients served",
         t.ok
     );
     let p99 = t.latency_percentile_ms(99.0);
     assert!(
         p99 < 10.0,
-        "slowloris: other clients' p99 {p99:.2} ms >= 10 ms"
+        "{name}: other clients' p99 {p99:.2} ms >= 10 ms"
     );
     assert_eq!(
         cut.len(),
         SLOW,
-        "slowloris: {} slow connections still open 3 s past the header timeout",
+        "{name}: {} slow connections still open 3 s past the header timeout",
         SLOW - cut.len()
     );
     assert!(
         earliest >= header_timeout.mul_f64(0.9),
-        "slowloris: a slow connection was cut after {earliest:?}, before the header timeout {header_timeout:?}"
+        "{name}: a slow connection was cut after {earliest:?}, before the header timeout {header_timeout:?}"
     );
     assert!(
         latest <= header_timeout + Duration::from_millis(1500),
-        "slowloris: a slow connection lived {latest:?}"
+        "{name}: a slow connection lived {latest:?}"
     );
 }
 

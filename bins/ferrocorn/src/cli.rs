@@ -112,7 +112,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub keep_alive: Option<Seconds>,
 
-    /// Seconds a client has to send a complete request head. [default: 30]
+    /// Seconds a client has to send a complete request head (and up to 64 KiB
+    /// of its body). [default: 30]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub header_timeout: Option<Seconds>,
 

@@ -196,9 +196,10 @@ pub struct WorkerConfig {
     /// Largest request body in bytes (0 = unlimited, the default as gunicorn);
     /// larger: 413.
     pub limit_request_body: u64,
-    /// A request head must arrive within this long of its first byte (and a
-    /// new connection's first byte within this long of the accept): else 408
-    /// (default 30 s).
+    /// A request head, with a body of up to [`HOLD_BODY_MAX`] bytes (or that
+    /// much of a longer one), must arrive within this long of its first byte
+    /// (and a new connection's first byte within this long of the accept):
+    /// else 408 (default 30 s).
     pub header_timeout: Duration,
     /// Run the app on the event loop thread when the whole request is
     /// already read (for handlers that never block).
@@ -235,6 +236,18 @@ impl WorkerConfig {
         .normalized()
     }
 }
+
+/// A request body up to this long (by `Content-Length`), or the first this
+/// many bytes of a longer one, is read by the event loop before the request
+/// goes to the app, within the head's `header_timeout` (else 408). A client
+/// trickling its body then holds a connection, as a slow head does, and not
+/// a pool thread: before, 8 clients sending a byte a second stopped a worker
+/// with 2 threads from serving anyone (its pool full, it stopped accepting)
+/// for as long as they kept at it. The rest of a longer body, and a chunked
+/// one, is streamed to the app as it arrives. A body announced with
+/// `Expect: 100-continue` is held (the loop then sends the 100) only when it
+/// is this short, so that the app can still refuse a long one unsent.
+pub const HOLD_BODY_MAX: u64 = 64 * 1024;
 
 /// A callback without arguments (heartbeat, reopen logs).
 pub type Callback = Arc<dyn Fn() + Send + Sync>;

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::HOLD_BODY_MAX;
 use crate::buf::{BUF_SIZE, Buf, BufPool};
 use crate::metrics::Metrics;
 use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head};
-use crate::pool::{self, Chunk, Done, Job, Msg, Pull, Shared, Task, WBuf, lock};
+use crate::pool::{self, Chunk, Done, Job, Msg, OutBody, Pull, Shared, Task, WBuf, lock};
 use crate::request::{BODY_HIGH_WATER, Body, BodyChan, BodyError, BodyEvent, ChanState, OwnedHead};
 use crate::{
     CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, Callback, LEAVE_TO_SIBLING_MS, Listener,
@@ -84,6 +85,11 @@ const TIMER_IDLE: u16 = 1 << 8;
 const TIMER_HEAD: u16 = 1 << 9;
 /// Bytes arrived since the last parse attempt.
 const NEW_DATA: u16 = 1 << 10;
+/// The loop answered the held request's `Expect: 100-continue`.
+const CONTINUE_SENT: u16 = 1 << 11;
+
+/// The interim response the loop sends for a held body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 enum Sock {
     Tcp(TcpStream),
@@ -1211,6 +1217,21 @@ impl Server {
         c.deadline = 0;
     }
 
+    /// How many buffered bytes the request whose head is `head` needs
+    /// before it goes to the app, when `have` are buffered; `None` when it
+    /// can go now ([`HOLD_BODY_MAX`]).
+    fn body_to_hold(&self, head: &Head, have: usize) -> Option<usize> {
+        let Framing::Length(n) = head.framing else {
+            return None;
+        };
+        let limit = self.config.limit_request_body;
+        if (limit > 0 && n > limit) || (head.expect_continue && n > HOLD_BODY_MAX) {
+            return None;
+        }
+        let need = head.len + n.min(HOLD_BODY_MAX) as usize;
+        (have < need).then_some(need)
+    }
+
     /// Parse and dispatch the next request, reading as needed.
     fn next_request(&mut self, idx: usize) -> Step {
         let c = self.conns[idx].as_mut().expect("live");
@@ -1218,8 +1239,24 @@ impl Server {
         if has_data && c.flags & NEW_DATA != 0 {
             c.flags &= !NEW_DATA;
             let rbuf = c.rbuf.as_ref().expect("has data");
+            let have = rbuf.len();
             match parse_head(rbuf.filled(), &self.limits, &mut self.scratch) {
-                Ok(Some(head)) => return self.dispatch(idx, head),
+                Ok(Some(head)) => match self.body_to_hold(&head, have) {
+                    None => return self.dispatch(idx, head),
+                    Some(_) if head.expect_continue => {
+                        let c = self.conns[idx].as_mut().expect("live");
+                        if c.flags & CONTINUE_SENT == 0 {
+                            c.flags |= CONTINUE_SENT;
+                            c.wbuf = Some(WBuf {
+                                head: Vec::new(),
+                                body: OutBody::Static(CONTINUE),
+                                pos: 0,
+                            });
+                            return Step::Continue;
+                        }
+                    }
+                    Some(_) => {}
+                },
                 Ok(None) => {}
                 Err(e) => {
                     self.error(idx, e.status, e.reason);
@@ -1260,7 +1297,8 @@ impl Server {
         if c.rbuf.is_none() {
             c.rbuf = Some(self.bufs.get());
         }
-        let max = self.max_head + 2;
+        // Room for the longest head, and for a held body after it.
+        let max = self.max_head + 2 + HOLD_BODY_MAX as usize;
         let rbuf = c.rbuf.as_mut().expect("some");
         let spare = rbuf.spare(max);
         if spare.is_empty() {
@@ -1383,7 +1421,7 @@ impl Server {
             // Pipelined bytes wait in the buffer.
             c.flags |= NEW_DATA;
         }
-        c.flags = (c.flags | IN_APP | SERVED) & !(TIMER_HEAD | TIMER_IDLE);
+        c.flags = (c.flags | IN_APP | SERVED) & !(TIMER_HEAD | TIMER_IDLE | CONTINUE_SENT);
         let streaming = c.feed.is_some();
         let (peer, local) = (c.peer, c.local);
         self.dispatched += 1;

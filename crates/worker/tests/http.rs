@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Client, TestApp, TestServer, wait_for};
-use ferrocorn_worker::{Request, Response, WorkerConfig};
+use ferrocorn_worker::{HOLD_BODY_MAX, Request, Response, WorkerConfig};
 
 fn server() -> TestServer {
     TestServer::start(
@@ -227,8 +227,9 @@ fn chunked_body_with_extensions_and_trailers() {
 }
 
 #[test]
-fn body_is_streamed_not_buffered_before_the_app_runs() {
-    // The app sees the first bytes while the client has not sent the rest.
+fn body_beyond_the_held_part_is_streamed() {
+    // The app sees the first bytes while the client has not sent the rest:
+    // the loop holds the first HOLD_BODY_MAX bytes, and streams the others.
     let seen = Arc::new(AtomicUsize::new(0));
     let seen2 = seen.clone();
     let app = move |req: &mut Request<'_>| {
@@ -243,14 +244,46 @@ fn body_is_streamed_not_buffered_before_the_app_runs() {
     };
     let s = TestServer::start(WorkerConfig::default(), app);
     let mut c = Client::new(s.connect());
-    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst");
+    let held = HOLD_BODY_MAX as usize;
+    c.send(
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\nfirst",
+            held + 5
+        )
+        .as_bytes(),
+    );
+    c.send(&vec![b'x'; held - 5]);
     wait_for(
         Duration::from_secs(5),
         "the app to read the first part",
         || seen.load(Ordering::SeqCst) == 1,
     );
     c.send(b"12345");
-    assert_eq!(c.response().body_str(), "first+5");
+    assert_eq!(c.response().body_str(), format!("first+{held}"));
+}
+
+#[test]
+fn a_slow_body_holds_a_connection_not_a_pool_thread() {
+    // One pool thread, and a client sending its short body in pieces...
+    let s = TestServer::start(
+        WorkerConfig {
+            threads: 1,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut slow = Client::new(s.connect());
+    slow.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab");
+    // ...while requests for that thread, on another connection, are
+    // answered: the loop holds the short body until it is all there. (Before,
+    // the thread waited on the slow client's body and these waited for it.)
+    let mut other = Client::new(s.connect());
+    for _ in 0..3 {
+        other.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz");
+        assert_eq!(other.response().body_str(), "xyz");
+    }
+    slow.send(b"cd");
+    assert_eq!(slow.response().body_str(), "abcd");
 }
 
 #[test]
@@ -265,16 +298,35 @@ fn expect_100_continue_is_sent_on_first_read() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "data");
 
-    // An app that answers without reading: no 100, and the connection closes
-    // (the body was never sent).
+    // A body longer than the loop holds: an app that answers without
+    // reading sends no 100, and the connection closes (the body was never
+    // sent).
     let mut c = Client::new(s.connect());
     c.send(
-        b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        format!(
+            "POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            HOLD_BODY_MAX + 1
+        )
+        .as_bytes(),
     );
     let r = c.response();
     assert_eq!(r.status, 200);
     assert!(r.closes());
     c.assert_closed();
+
+    // A short one is held by the loop, which sends the 100 itself: the app
+    // runs with the whole body.
+    let mut c = Client::new(s.connect());
+    c.send(
+        b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(c.response().status, 100);
+    c.send(b"data");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert!(!r.closes());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
 }
 
 #[test]
@@ -519,8 +571,24 @@ fn nonblocking_requests_run_on_the_loop_thread_while_the_pool_is_busy() {
     let r = slow.response();
     assert!(is_pool(&r), "/slow did not run on the pool: {r:?}");
 
-    // A nonblocking request whose body has not arrived goes to the pool.
+    // A nonblocking request whose short body comes later is held by the
+    // loop until it is there, and then runs on the loop.
     fast.send(b"POST /fast-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n");
+    fast.send(b"abc");
+    let r = fast.response();
+    assert_eq!(r.body_str(), "abc");
+    assert!(!is_pool(&r), "{r:?}");
+
+    // One whose body goes on beyond what the loop holds goes to the pool.
+    let held = HOLD_BODY_MAX as usize;
+    fast.send(
+        format!(
+            "POST /fast-echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            held + 3
+        )
+        .as_bytes(),
+    );
+    fast.send(&vec![b'a'; held]);
     wait_for(
         Duration::from_secs(5),
         "the request to be dispatched",
@@ -528,13 +596,13 @@ fn nonblocking_requests_run_on_the_loop_thread_while_the_pool_is_busy() {
     );
     fast.send(b"abc");
     let r = fast.response();
-    assert_eq!(r.body_str(), "abc");
+    assert_eq!(r.body.len(), held + 3);
     assert!(is_pool(&r), "a body still to read ran inline: {r:?}");
 
     wait_for(Duration::from_secs(5), "counters to settle", || {
         stats.pending_requests() == 0 && stats.active_threads() == 0
     });
-    assert_eq!(stats.requests_served(), 9);
+    assert_eq!(stats.requests_served(), 10);
     stop.quick();
     t.join().unwrap().unwrap();
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, TestApp, TestServer, expect_refused};
-use ferrocorn_worker::WorkerConfig;
+use ferrocorn_worker::{HOLD_BODY_MAX, WorkerConfig};
 
 fn server() -> TestServer {
     TestServer::start(
@@ -315,6 +315,8 @@ fn header_timeout_gets_408_and_silent_clients_are_closed() {
 
 #[test]
 fn stalled_body_times_out_with_408() {
+    // Beyond the part the loop holds, the body is the app's to read, and a
+    // pause longer than `timeout` ends it.
     let s = TestServer::start(
         WorkerConfig {
             timeout: Duration::from_millis(300),
@@ -322,9 +324,37 @@ fn stalled_body_times_out_with_408() {
         },
         TestApp,
     );
+    let held = HOLD_BODY_MAX as usize;
     let mut c = Client::new(s.connect());
+    c.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            held + 10
+        )
+        .as_bytes(),
+    );
+    c.send(&vec![b'h'; held + 5]);
+    let r = c.response();
+    assert_eq!(r.status, 408);
+    c.assert_closed();
+}
+
+#[test]
+fn a_held_body_must_arrive_within_the_header_timeout() {
+    // A short body is read by the loop with the head, under the head's
+    // deadline: a client trickling it is cut as a slow head is.
+    let s = TestServer::start(
+        WorkerConfig {
+            header_timeout: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    let start = Instant::now();
     c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf ");
     let r = c.response();
     assert_eq!(r.status, 408);
+    assert!(start.elapsed() >= Duration::from_millis(250));
     c.assert_closed();
 }
