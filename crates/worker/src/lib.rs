@@ -199,7 +199,7 @@ pub struct WorkerConfig {
     /// A request head, with a body of up to [`HOLD_BODY_MAX`] bytes (or that
     /// much of a longer one), must arrive within this long of its first byte
     /// (and a new connection's first byte within this long of the accept):
-    /// else 408 (default 30 s).
+    /// else 408 (default 30 s). Zero: no limit.
     pub header_timeout: Duration,
     /// Run the app on the event loop thread when the whole request is
     /// already read (for handlers that never block).

@@ -351,7 +351,11 @@ impl Server {
             restart_pending: false,
             quick_requested: false,
             keepalive_ms: ms(config.keepalive),
-            header_ms: ms(config.header_timeout).max(1),
+            header_ms: if config.header_timeout.is_zero() {
+                0
+            } else {
+                ms(config.header_timeout).max(1)
+            },
             timeout_ms: ms(config.timeout).max(1),
             threads,
             config,
@@ -812,9 +816,10 @@ impl Server {
         });
         self.nconns += 1;
         self.connections_changed();
-        let first_byte = match self.drain_deadline {
-            Some(_) => self.drain_idle_deadline().min(self.now + self.header_ms),
-            None => self.now + self.header_ms,
+        let first_byte = match (self.drain_deadline, self.head_deadline()) {
+            (Some(_), 0) => self.drain_idle_deadline(),
+            (Some(_), d) => self.drain_idle_deadline().min(d),
+            (None, d) => d,
         };
         self.set_deadline(idx, first_byte);
         self.drive(idx);
@@ -1217,6 +1222,15 @@ impl Server {
         c.deadline = 0;
     }
 
+    /// When a head that starts now must be in: 0 (none) for a zero
+    /// `header_timeout`.
+    fn head_deadline(&self) -> u64 {
+        match self.header_ms {
+            0 => 0,
+            ms => self.now + ms,
+        }
+    }
+
     /// How many buffered bytes the request whose head is `head` needs
     /// before it goes to the app, when `have` are buffered; `None` when it
     /// can go now ([`HOLD_BODY_MAX`]).
@@ -1275,7 +1289,7 @@ impl Server {
             if has_data {
                 if c.flags & TIMER_HEAD == 0 {
                     c.flags = (c.flags | TIMER_HEAD) & !TIMER_IDLE;
-                    let d = now + self.header_ms;
+                    let d = self.head_deadline();
                     self.set_deadline(idx, d);
                 }
             } else {

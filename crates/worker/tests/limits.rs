@@ -314,6 +314,29 @@ fn header_timeout_gets_408_and_silent_clients_are_closed() {
 }
 
 #[test]
+fn zero_header_timeout_is_no_limit() {
+    // It was taken as 1 ms: every head that came in two pieces got a 408,
+    // and a connection whose first byte was a moment late was closed.
+    let s = TestServer::start(
+        WorkerConfig {
+            header_timeout: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+        TestApp,
+    );
+    let mut c = Client::new(s.connect());
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"GET / HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"st: x\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"cd");
+    assert_eq!(c.response().body_str(), "abcd");
+}
+
+#[test]
 fn stalled_body_times_out_with_408() {
     // Beyond the part the loop holds, the body is the app's to read, and a
     // pause longer than `timeout` ends it.
