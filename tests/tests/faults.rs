@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ferrocorn_tests::{ferrocorn_bin, free_port, wait_for};
+use ferrocorn_tests::{ferrocorn_bin, free_port, request, samples, wait_for};
 
 /// One fault test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -140,6 +140,8 @@ fn raise_nofile() {
 struct Ferrocorn {
     child: Child,
     addr: SocketAddr,
+    /// The metrics exporter's address, when it is on.
+    metrics: Option<SocketAddr>,
     tmp: tempfile::TempDir,
     /// Supervisors started by USR2, to clean up too.
     others: Vec<u32>,
@@ -162,6 +164,7 @@ impl Ferrocorn {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let metrics_dir = tmp.path().join("metrics");
         fs::create_dir_all(&metrics_dir).expect("metrics dir");
+        let metrics_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let stderr = fs::File::create(tmp.path().join("stderr.log")).expect("stderr log");
         let mut cmd = Command::new(ferrocorn_bin());
         cmd.arg("-b").arg(addr.to_string());
@@ -170,7 +173,7 @@ impl Ferrocorn {
                 "--metrics-bind",
                 "127.0.0.1",
                 "--metrics-port",
-                &free_port().to_string(),
+                &metrics_addr.port().to_string(),
             ])
             .arg("--metrics-dir")
             .arg(&metrics_dir);
@@ -188,6 +191,7 @@ impl Ferrocorn {
         let mut f = Ferrocorn {
             child,
             addr,
+            metrics: metrics.then_some(metrics_addr),
             tmp,
             others: Vec::new(),
         };
@@ -207,6 +211,24 @@ impl Ferrocorn {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The sum of `gunicorn_requests_total` over its series, from one scrape.
+    fn requests_total(&self) -> f64 {
+        let addr = self.metrics.expect("metrics are on");
+        let r = request(addr, "GET", "/metrics", &[], b"")
+            .unwrap_or_else(|e| panic!("scrape {addr}: {e}; stderr:\n{}", self.stderr()));
+        assert_eq!(r.status, 200, "scrape status");
+        let text = r.text();
+        samples(&text, "gunicorn_requests_total")
+            .iter()
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("bad sample {l:?}"))
+            })
+            .sum()
     }
 
     fn workers(&self) -> BTreeSet<u32> {
@@ -1123,18 +1145,44 @@ fn max_requests_under_load() {
         2,
     );
     let first = f.workers();
+    // Requests answered before the load (the start-up checks), counted
+    // before their answers were written.
+    let before = f.requests_total();
     let load = Load::start(f.addr, 8, "/", Duration::from_secs(20));
     let mut seen: BTreeSet<u32> = first.clone();
+    // The requests counter, scraped throughout: workers exit at
+    // max_requests and their counts move to the supervisor's aggregate
+    // file, and no scrape may see the total go back.
+    let mut totals = vec![before];
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
         seen.extend(f.workers());
-        thread::sleep(Duration::from_millis(20));
+        totals.push(f.requests_total());
     }
     let t = load.finish();
+    let after = f.requests_total();
     let restarts = seen.len() - first.len();
     println!(
-        "max_requests: {restarts} worker restarts seen ({} workers in all)",
-        seen.len()
+        "max_requests: {restarts} worker restarts seen ({} workers in all); {} scrapes, requests_total {before} before the load and {after} after, {} answered",
+        seen.len(),
+        totals.len(),
+        t.ok
+    );
+    let back: Vec<(f64, f64)> = totals
+        .windows(2)
+        .filter(|w| w[1] < w[0])
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        back.is_empty(),
+        "max_requests: the requests counter went back between scrapes: {back:?}"
+    );
+    assert_eq!(
+        after - before,
+        t.ok as f64,
+        "max_requests: the requests counter grew by {} over the load, its clients had {} answers",
+        after - before,
+        t.ok
     );
     assert!(
         restarts >= 2,
