@@ -1195,6 +1195,70 @@ fn max_requests_under_load() {
 /// The stale check and the response reader agree with a real socket: a
 /// server that answers once with `Connection: close` and closes is seen as
 /// closed before the next request, not as a failure.
+/// USR1 under load, twice, after the access log was moved away each time
+/// (what logrotate does): every answered request has exactly one access
+/// line, in the file that was current when it was written.
+#[test]
+fn usr1_log_rotation_under_load_loses_no_access_line() {
+    let _serial = serial();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    let log_s = log.to_str().expect("utf-8 path").to_owned();
+    let f = Ferrocorn::start(&["-w", "2", "--access-logfile", &log_s], 2);
+    // The load asks for a path of its own, so that its lines can be told
+    // from the start-up checks' (`GET /`).
+    let load = Load::start(f.addr, 8, "/healthz", Duration::from_secs(20));
+    let mut rotated = Vec::new();
+    for i in 1..=2 {
+        thread::sleep(Duration::from_millis(700));
+        let old = logs.path().join(format!("access.log.{i}"));
+        fs::rename(&log, &old).expect("rotate the access log");
+        signal(f.pid(), libc::SIGUSR1);
+        rotated.push(old);
+        // The workers open a new file.
+        assert!(
+            wait_for(Duration::from_secs(5), || log.exists()),
+            "no new access log after USR1; stderr:\n{}",
+            f.stderr()
+        );
+    }
+    thread::sleep(Duration::from_millis(700));
+    let t = load.finish();
+    let files: Vec<_> = rotated.iter().chain([&log]).collect();
+    let count = || -> Vec<usize> {
+        files
+            .iter()
+            .map(|p| {
+                fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("\"GET /healthz HTTP/1.1\" 200"))
+                    .count()
+            })
+            .collect()
+    };
+    // Lines are held for at most 10 ms before they are written.
+    let complete = wait_for(Duration::from_secs(5), || {
+        count().iter().sum::<usize>() >= t.ok as usize
+    });
+    let per_file = count();
+    println!(
+        "usr1 rotation: {} requests answered; access lines per file (oldest first) {per_file:?}",
+        t.ok
+    );
+    assert_no_loss("usr1 rotation", &t, &f, 1000);
+    assert!(
+        complete && per_file.iter().sum::<usize>() == t.ok as usize,
+        "usr1 rotation: {} access lines {per_file:?} for {} answered requests",
+        per_file.iter().sum::<usize>(),
+        t.ok
+    );
+    assert!(
+        per_file.iter().all(|&n| n > 0),
+        "usr1 rotation: a file got no lines {per_file:?}"
+    );
+}
+
 #[test]
 fn load_generator_sees_server_close_as_stale_not_failure() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
