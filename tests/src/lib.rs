@@ -42,6 +42,42 @@ pub fn ferrocorn_bin() -> PathBuf {
     bin
 }
 
+/// A command that runs ferrocorn (its arguments appended, for
+/// [`Server::builder_wrapped`]) in a mount namespace of its own where `mnt`
+/// (created here) is a 64 KiB tmpfs filled up, with an empty directory `m`
+/// in it: every write of file data there fails with ENOSPC. `None` when no
+/// mount namespace can be made here (root can make one; anyone else, or
+/// root in a container that may not, needs a user namespace too; both are
+/// tried, with `unshare` from util-linux).
+pub fn on_a_full_filesystem(mnt: &Path) -> Option<Command> {
+    fs::create_dir_all(mnt).expect("mount point");
+    let variants: [&[&str]; 2] = [
+        &["--mount", "--propagation", "private"],
+        &["--map-root-user", "--mount"],
+    ];
+    let ns = variants.into_iter().find(|ns| {
+        Command::new("unshare")
+            .args(*ns)
+            .args(["sh", "-c", "mount -t tmpfs probe /mnt"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })?;
+    let mut wrapper = Command::new("unshare");
+    wrapper.args(ns).args([
+        "sh",
+        "-c",
+        // The fill stops at ENOSPC; whatever head says of it is expected.
+        r#"d="$1"; shift
+           mount -t tmpfs -o size=64k ferrocorn-full "$d" && mkdir "$d/m" || exit 97
+           head -c 1048576 /dev/zero > "$d/fill" 2>/dev/null
+           exec "$@""#,
+        "sh",
+    ]);
+    wrapper.arg(mnt).arg(ferrocorn_bin());
+    Some(wrapper)
+}
+
 /// A port that was free a moment ago (bound to 127.0.0.1:0 and released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

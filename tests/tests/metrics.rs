@@ -232,41 +232,14 @@ fn a_worker_forked_after_scrapes_holds_only_its_own_metric_files() {
 fn a_full_metrics_filesystem_costs_the_metrics_not_the_requests() {
     let root = tempfile::tempdir().expect("tempdir");
     let mnt = root.path().join("full");
-    std::fs::create_dir(&mnt).expect("mount point");
-    // A mount namespace of its own: root can make one; anyone else (or
-    // root in a container that may not) needs a user namespace too.
-    let variants: [&[&str]; 2] = [
-        &["--mount", "--propagation", "private"],
-        &["--map-root-user", "--mount"],
-    ];
-    let Some(ns) = variants.into_iter().find(|ns| {
-        Command::new("unshare")
-            .args(*ns)
-            .args(["sh", "-c", "mount -t tmpfs probe /mnt"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }) else {
+    let Some(wrapper) = ferrocorn_tests::on_a_full_filesystem(&mnt) else {
         // Not a pass: say so where the test output shows it.
         eprintln!(
             "SKIPPED a_full_metrics_filesystem_costs_the_metrics_not_the_requests: \
-             no mount namespace here (`unshare --mount` as root, or with \
-             --map-root-user, from util-linux)"
+             no mount namespace here"
         );
         return;
     };
-    let mut wrapper = Command::new("unshare");
-    wrapper.args(ns).args([
-        "sh",
-        "-c",
-        // The fill stops at ENOSPC; whatever head says of it is expected.
-        r#"d="$1"; shift
-           mount -t tmpfs -o size=64k ferrocorn-full "$d" && mkdir "$d/m" || exit 97
-           head -c 1048576 /dev/zero > "$d/fill" 2>/dev/null
-           exec "$@""#,
-        "sh",
-    ]);
-    wrapper.arg(&mnt).arg(ferrocorn_tests::ferrocorn_bin());
     let dir = mnt.join("m");
     let s = Server::builder_wrapped(wrapper)
         .args([

@@ -549,3 +549,31 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
     );
     drop(conns);
 }
+
+/// The access log on a full filesystem: requests are answered, and each
+/// worker says in the error log that lines could not be written (before,
+/// they were lost without a word).
+#[test]
+fn access_lines_that_cannot_be_written_are_reported() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mnt = root.path().join("full");
+    let Some(wrapper) = ferrocorn_tests::on_a_full_filesystem(&mnt) else {
+        eprintln!(
+            "SKIPPED access_lines_that_cannot_be_written_are_reported: no mount namespace here"
+        );
+        return;
+    };
+    let log = mnt.join("access.log");
+    let log_s = log.to_str().expect("utf-8 path");
+    let s = Server::builder_wrapped(wrapper)
+        .args(["-w", "1", "--access-logfile", log_s])
+        .start();
+    for _ in 0..50 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    s.wait_stderr(Duration::from_secs(10), "the dropped lines' report", |e| {
+        e.lines()
+            .any(|l| l.contains("access log lines could not be written to") && l.contains(log_s))
+    });
+    assert_eq!(s.get("/healthz").status, 200);
+}

@@ -53,7 +53,9 @@
 //! stamp the child's pid, provided no other thread held a log's lock at
 //! the fork.) A destination that blocks (a full pipe) blocks the logging
 //! thread, as in gunicorn; a failed write is counted in
-//! [`Logs::dropped_lines`], never retried or reported.
+//! [`Logs::dropped_lines`] (and [`AccessLog::dropped_lines`]), never
+//! retried; ferrocorn's workers report the access log's count in the error
+//! log, at most once a minute.
 //!
 //! # Features
 //!
@@ -181,6 +183,7 @@ impl Logs {
                         logger,
                         format,
                         typed_keys: config.format == Format::Json,
+                        sink,
                     }),
                 })
             }
@@ -256,6 +259,17 @@ impl Logs {
     pub fn dropped_lines(&self) -> u64 {
         self.inner.sinks.iter().map(|s| s.dropped()).sum()
     }
+
+    /// [`Logs::dropped_lines`] for each destination that dropped any: its
+    /// name (a path, `stdout`, `stderr`) and the count since start.
+    pub fn dropped_lines_by_destination(&self) -> Vec<(String, u64)> {
+        self.inner
+            .sinks
+            .iter()
+            .filter(|s| s.dropped() > 0)
+            .map(|s| (s.destination().to_string(), s.dropped()))
+            .collect()
+    }
 }
 
 impl fmt::Debug for Logs {
@@ -324,6 +338,7 @@ struct AccessInner {
     logger: slog::Logger,
     format: AccessLogFormat,
     typed_keys: bool,
+    sink: Arc<sink::Sink>,
 }
 
 thread_local! {
@@ -331,6 +346,17 @@ thread_local! {
 }
 
 impl AccessLog {
+    /// Lines of this log's destination that could not be written (a full
+    /// disk, a closed pipe) since start, access lines or others sharing it.
+    pub fn dropped_lines(&self) -> u64 {
+        self.inner.sink.dropped()
+    }
+
+    /// Where the lines go: a path, `stdout` or `stderr`.
+    pub fn destination(&self) -> String {
+        self.inner.sink.destination().to_string()
+    }
+
     /// Formats and writes the line for one request.
     pub fn log(&self, rec: &AccessRecord<'_>) {
         let write = |buf: &mut Vec<u8>| {

@@ -148,8 +148,9 @@ impl Sink {
         self.write_lines(line, 1);
     }
 
-    /// Writes `lines` complete lines. A failed write is counted, not
-    /// reported: there is nowhere left to report it.
+    /// Writes `lines` complete lines. A failed write is counted here; the
+    /// caller may report the count (ferrocorn's workers do, for the access
+    /// log, in the error log).
     ///
     /// Many processes may write to one destination (every worker's stdout is
     /// the same pipe under a container runtime). A `write(2)` to a regular

@@ -88,6 +88,8 @@ const NEW_DATA: u16 = 1 << 10;
 /// The loop answered the held request's `Expect: 100-continue`.
 const CONTINUE_SENT: u16 = 1 << 11;
 
+/// Lines the access log could not write are reported at most this often.
+const DROPPED_REPORT_MS: u64 = 60_000;
 /// The interim response the loop sends for a held body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -217,6 +219,9 @@ pub(crate) struct Server {
     last_second: u64,
     accept_pause_until: u64,
     accept_error_logged: u64,
+    /// Access-log lines dropped as of the last report, and when it was.
+    dropped_reported: u64,
+    dropped_report_at: u64,
     dispatched: u64,
     max_requests: u64,
     drain_deadline: Option<u64>,
@@ -345,6 +350,8 @@ impl Server {
             last_second: 0,
             accept_pause_until: 0,
             accept_error_logged: 0,
+            dropped_reported: 0,
+            dropped_report_at: 0,
             dispatched: 0,
             max_requests,
             drain_deadline: None,
@@ -562,7 +569,33 @@ impl Server {
                 );
                 self.begin_drain("parent changed");
             }
+            self.report_dropped_lines();
         }
+    }
+
+    /// Says in the error log, at most once every [`DROPPED_REPORT_MS`], how
+    /// many access-log lines could not be written (a full disk, a closed
+    /// pipe) since the last report: otherwise they are lost without a word.
+    fn report_dropped_lines(&mut self) {
+        let Some(access) = &self.shared.access else {
+            return;
+        };
+        let total = access.dropped_lines();
+        if total == self.dropped_reported
+            || (self.dropped_report_at != 0
+                && self.now < self.dropped_report_at + DROPPED_REPORT_MS)
+        {
+            return;
+        }
+        slog::error!(
+            self.logger,
+            "{} access log lines could not be written to {} ({} since the worker started)",
+            total - self.dropped_reported,
+            access.destination(),
+            total
+        );
+        self.dropped_reported = total;
+        self.dropped_report_at = self.now.max(1);
     }
 
     fn beat(&mut self) {
