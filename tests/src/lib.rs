@@ -50,6 +50,12 @@ pub fn ferrocorn_bin() -> PathBuf {
 /// root in a container that may not, needs a user namespace too; both are
 /// tried, with `unshare` from util-linux).
 pub fn on_a_full_filesystem(mnt: &Path) -> Option<Command> {
+    on_a_small_filesystem(mnt, 64, true)
+}
+
+/// As [`on_a_full_filesystem`], with a tmpfs of `kib` KiB, filled up only
+/// when `fill`.
+pub fn on_a_small_filesystem(mnt: &Path, kib: u32, fill: bool) -> Option<Command> {
     fs::create_dir_all(mnt).expect("mount point");
     let variants: [&[&str]; 2] = [
         &["--mount", "--propagation", "private"],
@@ -68,13 +74,17 @@ pub fn on_a_full_filesystem(mnt: &Path) -> Option<Command> {
         "sh",
         "-c",
         // The fill stops at ENOSPC; whatever head says of it is expected.
-        r#"d="$1"; shift
-           mount -t tmpfs -o size=64k ferrocorn-full "$d" && mkdir "$d/m" || exit 97
-           head -c 1048576 /dev/zero > "$d/fill" 2>/dev/null
+        r#"d="$1"; size="$2"; fill="$3"; shift 3
+           mount -t tmpfs -o "size=${size}k" ferrocorn-small "$d" && mkdir "$d/m" || exit 97
+           [ "$fill" = no ] || head -c 1073741824 /dev/zero > "$d/fill" 2>/dev/null
            exec "$@""#,
         "sh",
     ]);
-    wrapper.arg(mnt).arg(ferrocorn_bin());
+    wrapper
+        .arg(mnt)
+        .arg(kib.to_string())
+        .arg(if fill { "yes" } else { "no" })
+        .arg(ferrocorn_bin());
     Some(wrapper)
 }
 

@@ -294,3 +294,55 @@ fn a_full_metrics_filesystem_costs_the_metrics_not_the_requests() {
         "{files:?}"
     );
 }
+
+/// Room for the worker's metric files but not for their growth: the first
+/// request whose series does not fit is not counted, and the worker says
+/// so in the error log once (before, such requests went uncounted without
+/// a word), and goes on serving.
+#[test]
+fn a_series_that_does_not_fit_is_reported() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mnt = root.path().join("small");
+    // One worker's three files take 3 x 64 KiB; the counter file cannot
+    // grow to 128 KiB in 224.
+    let Some(wrapper) = ferrocorn_tests::on_a_small_filesystem(&mnt, 224, false) else {
+        eprintln!("SKIPPED a_series_that_does_not_fit_is_reported: no mount namespace here");
+        return;
+    };
+    let dir = mnt.join("m");
+    let s = Server::builder_wrapped(wrapper)
+        .args([
+            "-w",
+            "1",
+            "--metrics-dir",
+            dir.to_str().expect("utf-8 path"),
+        ])
+        .start();
+    // ~800 series (GET and HEAD of 400 statuses), ~120 bytes each: more
+    // than the counter file's first 64 KiB hold.
+    for code in 200..600 {
+        for method in ["GET", "HEAD"] {
+            let r = ferrocorn_tests::request(s.addr, method, &format!("/status/{code}"), &[], b"")
+                .unwrap_or_else(|e| panic!("{method} /status/{code}: {e}"));
+            assert_eq!(r.status, code);
+        }
+    }
+    s.wait_stderr(
+        Duration::from_secs(10),
+        "the uncounted requests' error",
+        |e| {
+            e.lines().any(|l| {
+                l.contains("cannot add gunicorn_requests_total{")
+                    && l.contains("No space left on device")
+            })
+        },
+    );
+    let stderr = s.stderr();
+    assert_eq!(
+        stderr.matches("cannot add gunicorn_requests_total").count(),
+        1,
+        "said more than once:\n{stderr}"
+    );
+    assert!(!stderr.contains("SIGBUS"), "{stderr}");
+    assert_eq!(s.get("/").status, 200);
+}

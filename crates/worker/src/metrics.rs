@@ -21,7 +21,7 @@ fn method_index(method: &str) -> usize {
 mod enabled {
     use std::cell::RefCell;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
 
     use ferrocorn_shm_metrics::{
@@ -38,6 +38,11 @@ mod enabled {
         /// Tells this instance's entries apart in the threads' caches.
         id: u64,
         durations: Vec<Histogram>,
+        /// For the one error when a new series cannot be added to the
+        /// metric file (a full disk): the requests it would count are not.
+        logger: slog::Logger,
+        requests_name: String,
+        lost_said: AtomicBool,
     }
 
     /// Instance ids (never reused, unlike addresses).
@@ -65,7 +70,7 @@ mod enabled {
             let Some(registry) = registry else {
                 return Metrics::default();
             };
-            match Self::build(registry, prefix, config) {
+            match Self::build(registry, prefix, config, logger) {
                 Ok(inner) => Metrics {
                     inner: Some(Arc::new(inner)),
                 },
@@ -80,6 +85,7 @@ mod enabled {
             registry: &Registry,
             prefix: &str,
             config: &crate::WorkerConfig,
+            logger: &slog::Logger,
         ) -> std::io::Result<Inner> {
             // LiveAll: one series per worker pid, gone when the worker dies.
             let gauge = |name: &str, help: &str| {
@@ -112,8 +118,9 @@ mod enabled {
                 "Requests read by a worker and not yet answered.",
             )?;
             pending_requests.set(0.0);
+            let requests_name = format!("{prefix}_requests");
             let requests = registry.counter(
-                &format!("{prefix}_requests"),
+                &requests_name,
                 "Requests answered, by method and status.",
                 &["method", "status"],
             );
@@ -134,6 +141,9 @@ mod enabled {
                 requests,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 durations,
+                logger: logger.clone(),
+                requests_name,
+                lost_said: AtomicBool::new(false),
             })
         }
 
@@ -168,11 +178,24 @@ mod enabled {
                     return;
                 }
                 let name = METHODS.get(m).copied().unwrap_or("other");
-                if let Ok(c) = i.requests.with_label_values(&[name, &status.to_string()]) {
-                    c.inc();
-                    // Entries of instances gone from this thread go too.
-                    cache.retain(|e| e.0 == i.id);
-                    cache.push((i.id, m, status, c));
+                match i.requests.with_label_values(&[name, &status.to_string()]) {
+                    Ok(c) => {
+                        c.inc();
+                        // Entries of instances gone from this thread go too.
+                        cache.retain(|e| e.0 == i.id);
+                        cache.push((i.id, m, status, c));
+                    }
+                    Err(e) if !i.lost_said.swap(true, Ordering::Relaxed) => {
+                        slog::error!(
+                            i.logger,
+                            "cannot add {}_total{{method=\"{}\",status=\"{}\"}} to the metric files: {}; requests without a series go uncounted",
+                            i.requests_name,
+                            name,
+                            status,
+                            e
+                        );
+                    }
+                    Err(_) => {}
                 }
             });
         }
