@@ -68,24 +68,29 @@ fn signal(pid: u32, sig: i32) {
     assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
 }
 
-/// The socket inode of the TCP connection local -> remote (/proc/net/tcp).
-fn tcp_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
-    let hex = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) => format!(
-            "{:08X}:{:04X}",
-            u32::from_ne_bytes(v4.ip().octets()),
-            v4.port()
-        ),
-        SocketAddr::V6(_) => String::new(),
+/// The socket inodes of the IPv4 TCP connections whose local end is
+/// `local`, by their remote end (/proc/net/tcp, read once: with the
+/// thousands of TIME_WAIT sockets earlier tests leave, each read takes a
+/// while).
+fn tcp_inodes(local: SocketAddr) -> std::collections::HashMap<SocketAddr, u64> {
+    let parse = |hex: &str| -> Option<SocketAddr> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
+        Some(SocketAddr::from((ip, u16::from_str_radix(port, 16).ok()?)))
     };
-    let (l, r) = (hex(local), hex(remote));
-    let text = fs::read_to_string("/proc/net/tcp").ok()?;
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_ascii_whitespace().collect();
-        (f.len() > 9 && f[1] == l && f[2] == r)
-            .then(|| f[9].parse().ok())
-            .flatten()
-    })
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            if f.len() <= 9 || parse(f[1])? != local {
+                return None;
+            }
+            // TIME_WAIT leftovers have no inode.
+            let inode: u64 = f[9].parse().ok()?;
+            (inode != 0).then_some((parse(f[2])?, inode))
+        })
+        .collect()
 }
 
 /// The socket inodes process `pid` holds.
@@ -664,10 +669,11 @@ fn sigterm_answers_in_flight_and_queued() {
     // in the listen backlog (the worker is at worker_connections).
     let held = wait_for(Duration::from_secs(3), || {
         let owned = socket_inodes(worker);
+        let inodes = tcp_inodes(f.addr);
         slow.iter().all(|c| {
             c.local()
-                .and_then(|local| tcp_inode(f.addr, local))
-                .is_some_and(|inode| owned.contains(&inode))
+                .and_then(|local| inodes.get(&local))
+                .is_some_and(|inode| owned.contains(inode))
         })
     });
     assert!(held, "the worker did not accept the 4 slow connections");
@@ -750,14 +756,15 @@ fn sigkill_worker_fails_only_its_connections() {
     let victim = workers[0];
     // Which client is on which worker, right before the kill.
     let victim_sockets = socket_inodes(victim);
+    let inodes = tcp_inodes(f.addr);
     let on_victim: Vec<bool> = load
         .current
         .iter()
         .map(|c| {
             c.lock()
                 .unwrap()
-                .and_then(|local| tcp_inode(f.addr, local))
-                .is_some_and(|inode| victim_sockets.contains(&inode))
+                .and_then(|local| inodes.get(&local))
+                .is_some_and(|inode| victim_sockets.contains(inode))
         })
         .collect();
     signal(victim, libc::SIGKILL);
