@@ -1202,6 +1202,47 @@ fn max_requests_under_load() {
 /// The stale check and the response reader agree with a real socket: a
 /// server that answers once with `Connection: close` and closes is seen as
 /// closed before the next request, not as a failure.
+/// The whole server stopped (SIGSTOP to the supervisor and its workers, as
+/// a container freeze or a debugger does) for longer than `timeout`, under
+/// load, then continued, the supervisor first: it must not take its
+/// workers' old heartbeats for stuck workers. Before, it killed them the
+/// moment it ran again (WORKER TIMEOUT), and their clients' requests failed.
+#[test]
+fn a_stopped_server_continues_without_killing_its_workers() {
+    let _serial = serial();
+    let f = Ferrocorn::start(&["-w", "2", "--timeout", "2"], 2);
+    let workers = f.workers();
+    let load = Load::start(f.addr, 8, "/", Duration::from_secs(30));
+    thread::sleep(Duration::from_millis(300));
+    signal(f.pid(), libc::SIGSTOP);
+    for &w in &workers {
+        signal(w, libc::SIGSTOP);
+    }
+    // Longer than the 2 s timeout; the load's clients wait it out.
+    thread::sleep(Duration::from_millis(3000));
+    signal(f.pid(), libc::SIGCONT);
+    // The supervisor runs alone for a moment: time enough to judge the
+    // heartbeats (it checks them at once, and every second).
+    thread::sleep(Duration::from_millis(300));
+    for &w in &workers {
+        signal(w, libc::SIGCONT);
+    }
+    thread::sleep(Duration::from_millis(1500));
+    let t = load.finish();
+    let stderr = f.stderr();
+    println!(
+        "stopped 3 s: workers {workers:?} before, {:?} after",
+        f.workers()
+    );
+    assert!(!stderr.contains("WORKER TIMEOUT"), "{stderr}");
+    assert_eq!(f.workers(), workers, "workers were replaced:\n{stderr}");
+    assert!(
+        stderr.contains("the supervisor did not run for"),
+        "the stall was not noticed:\n{stderr}"
+    );
+    assert_no_loss("stopped 3 s", &t, &f, 1000);
+}
+
 /// USR1 under load, twice, after the access log was moved away each time
 /// (what logrotate does): every answered request has exactly one access
 /// line, in the file that was current when it was written.

@@ -35,6 +35,12 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 const RESEND: Duration = Duration::from_secs(1);
 /// Workers dying before their first heartbeat this many times in a row stop the server.
 const MAX_BOOT_DEATHS: u32 = 5;
+/// The loop wakes at least once a second; a longer gap than this between
+/// two heartbeat checks means the supervisor itself did not run (the
+/// container frozen, the process stopped, the machine starved), and so,
+/// most likely, neither did the workers: their heartbeats are then judged
+/// from the moment it runs again, not from before the gap.
+const STALL_MS: u64 = 2000;
 /// The loop's pace while something is in transition.
 const FAST_TICK: Duration = Duration::from_millis(20);
 
@@ -112,6 +118,11 @@ struct Arbiter {
     promote_to: Option<PathBuf>,
     reexec_child: Option<i32>,
     boot_deaths: u32,
+    /// When the heartbeats were last checked (or the loop started), and when
+    /// the supervisor last ran again after a stall ([`STALL_MS`]; 0 =
+    /// never), in heartbeat-clock ms.
+    checked_ms: u64,
+    resumed_ms: u64,
     halt: Option<SupervisorError>,
     halted: Option<SupervisorError>,
 }
@@ -301,6 +312,8 @@ impl Arbiter {
             promote_to,
             reexec_child: None,
             boot_deaths: 0,
+            checked_ms: 0,
+            resumed_ms: 0,
             halt: None,
             halted: None,
         })
@@ -317,6 +330,7 @@ impl Arbiter {
         }
         let mut events = Events::with_capacity(64);
         let mut signals = Vec::new();
+        self.checked_ms = now_ms();
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -1039,6 +1053,15 @@ impl Arbiter {
     fn murder_workers(&mut self) {
         let now = now_ms();
         let timeout_ms = self.cfg.timeout.as_millis() as u64;
+        if now.saturating_sub(self.checked_ms) > STALL_MS {
+            warn!(
+                self.log,
+                "the supervisor did not run for {} ms (stopped, frozen or starved); the workers' heartbeats count from now",
+                now - self.checked_ms
+            );
+            self.resumed_ms = now;
+        }
+        self.checked_ms = now;
         for (&pid, w) in self.workers.iter_mut() {
             let beat = self.slots.slot(w.slot).load(Ordering::Relaxed);
             if beat != 0 && !w.booted {
@@ -1048,6 +1071,7 @@ impl Arbiter {
             match w.state {
                 WState::Running => {
                     let last = if beat == 0 { w.spawned_ms } else { beat };
+                    let last = last.max(self.resumed_ms);
                     if timeout_ms > 0 && now.saturating_sub(last) > timeout_ms {
                         crit!(self.log, "WORKER TIMEOUT (pid:{})", pid);
                         let _ = sys::kill(pid, libc::SIGABRT);
