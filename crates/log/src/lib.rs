@@ -259,17 +259,6 @@ impl Logs {
     pub fn dropped_lines(&self) -> u64 {
         self.inner.sinks.iter().map(|s| s.dropped()).sum()
     }
-
-    /// [`Logs::dropped_lines`] for each destination that dropped any: its
-    /// name (a path, `stdout`, `stderr`) and the count since start.
-    pub fn dropped_lines_by_destination(&self) -> Vec<(String, u64)> {
-        self.inner
-            .sinks
-            .iter()
-            .filter(|s| s.dropped() > 0)
-            .map(|s| (s.destination().to_string(), s.dropped()))
-            .collect()
-    }
 }
 
 impl fmt::Debug for Logs {

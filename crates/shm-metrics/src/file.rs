@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use crate::hash::FastMap;
 use crate::sys::{self, Map, Slot};
 
-/// Size of a new file (sparse), as prometheus_client creates it.
+/// Size of a new file, as prometheus_client creates it (which leaves it
+/// sparse; ours are allocated, see `sys::reserve`).
 pub(crate) const INITIAL_SIZE: usize = 1 << 16;
 /// `used` is an `i32`: files cannot grow past it.
 const MAX_SIZE: usize = i32::MAX as usize;

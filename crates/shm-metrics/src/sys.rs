@@ -2,7 +2,9 @@
 //! files, atomic access to their 8-byte values, the fork hook and `flock`.
 //!
 //! Mapping strategy: a metric file is mapped once at its current size. When an
-//! append does not fit, the file is extended (`ftruncate`) and a *second*,
+//! append does not fit, the file is extended with its blocks allocated
+//! ([`reserve`]: `posix_fallocate`, so that a full disk is an error here
+//! rather than a SIGBUS at the next store) and a *second*,
 //! larger `MAP_SHARED` mapping of the same file is added; the older mappings
 //! stay mapped for as long as the file object lives (and a handle keeps the
 //! file object alive). Shared mappings of one file share the page cache, so a
