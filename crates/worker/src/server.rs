@@ -258,6 +258,8 @@ fn jitter(max: u64) -> u64 {
 pub(crate) fn run(w: Worker) -> io::Result<()> {
     let mut server = Server::new(w)?;
     let r = server.run();
+    // The loop's held lines are written by now: the last count, unthrottled.
+    server.report_dropped_lines(true);
     if let Some(s) = &server.siblings {
         s.publish(None);
     }
@@ -569,20 +571,22 @@ impl Server {
                 );
                 self.begin_drain("parent changed");
             }
-            self.report_dropped_lines();
+            self.report_dropped_lines(false);
         }
     }
 
-    /// Says in the error log, at most once every [`DROPPED_REPORT_MS`], how
-    /// many access-log lines could not be written (a full disk, a closed
-    /// pipe) since the last report: otherwise they are lost without a word.
-    fn report_dropped_lines(&mut self) {
+    /// Says in the error log, at most once every [`DROPPED_REPORT_MS`] (or
+    /// now, when `at_exit`), how many access-log lines could not be written
+    /// (a full disk, a closed pipe) since the last report: otherwise they
+    /// are lost without a word.
+    fn report_dropped_lines(&mut self, at_exit: bool) {
         let Some(access) = &self.shared.access else {
             return;
         };
         let total = access.dropped_lines();
         if total == self.dropped_reported
-            || (self.dropped_report_at != 0
+            || (!at_exit
+                && self.dropped_report_at != 0
                 && self.now < self.dropped_report_at + DROPPED_REPORT_MS)
         {
             return;
