@@ -1268,19 +1268,18 @@ impl Server {
         }
     }
 
-    /// How many buffered bytes the request whose head is `head` needs
-    /// before it goes to the app, when `have` are buffered; `None` when it
-    /// can go now ([`HOLD_BODY_MAX`]).
-    fn body_to_hold(&self, head: &Head, have: usize) -> Option<usize> {
+    /// Whether the request whose head is `head` waits for more of its body
+    /// ([`HOLD_BODY_MAX`]) before it goes to the app, with `have` bytes
+    /// buffered.
+    fn holds_body(&self, head: &Head, have: usize) -> bool {
         let Framing::Length(n) = head.framing else {
-            return None;
+            return false;
         };
         let limit = self.config.limit_request_body;
         if (limit > 0 && n > limit) || (head.expect_continue && n > HOLD_BODY_MAX) {
-            return None;
+            return false;
         }
-        let need = head.len + n.min(HOLD_BODY_MAX) as usize;
-        (have < need).then_some(need)
+        have < head.len + n.min(HOLD_BODY_MAX) as usize
     }
 
     /// Parse and dispatch the next request, reading as needed.
@@ -1292,22 +1291,22 @@ impl Server {
             let rbuf = c.rbuf.as_ref().expect("has data");
             let have = rbuf.len();
             match parse_head(rbuf.filled(), &self.limits, &mut self.scratch) {
-                Ok(Some(head)) => match self.body_to_hold(&head, have) {
-                    None => return self.dispatch(idx, head),
-                    Some(_) if head.expect_continue => {
-                        let c = self.conns[idx].as_mut().expect("live");
-                        if c.flags & CONTINUE_SENT == 0 {
-                            c.flags |= CONTINUE_SENT;
-                            c.wbuf = Some(WBuf {
-                                head: Vec::new(),
-                                body: OutBody::Static(CONTINUE),
-                                pos: 0,
-                            });
-                            return Step::Continue;
-                        }
+                Ok(Some(head)) if !self.holds_body(&head, have) => {
+                    return self.dispatch(idx, head);
+                }
+                Ok(Some(head)) => {
+                    // Held: a client waiting for `100 Continue` gets it, once.
+                    let c = self.conns[idx].as_mut().expect("live");
+                    if head.expect_continue && c.flags & CONTINUE_SENT == 0 {
+                        c.flags |= CONTINUE_SENT;
+                        c.wbuf = Some(WBuf {
+                            head: Vec::new(),
+                            body: OutBody::Static(CONTINUE),
+                            pos: 0,
+                        });
+                        return Step::Continue;
                     }
-                    Some(_) => {}
-                },
+                }
                 Ok(None) => {}
                 Err(e) => {
                     self.error(idx, e.status, e.reason);
