@@ -1336,3 +1336,51 @@ fn load_generator_sees_server_close_as_stale_not_failure() {
     assert_eq!(c.get("/").expect("second").status, 200);
     assert_eq!(server.join().expect("server"), 2);
 }
+
+/// `--timeout 0` (never kill, copied from gunicorn configs all the time) is
+/// not a stall bound: 5 uploads of 5 MB to `/echo` in 64 KiB pieces all get
+/// 200, and a client that reads a 4 MB answer only from 500 ms after its
+/// request gets all of it. Before, the body and write stall bound was
+/// `timeout` raised to 1 ms: uploads got 408 and the late reader a reset.
+#[test]
+fn timeout_zero_keeps_uploads_and_late_readers() {
+    let _serial = serial();
+    let f = Ferrocorn::start_with(&["-w", "1", "--timeout", "0"], 1, false);
+    let upload = |len: usize, wait: Duration| -> io::Result<Response> {
+        let mut c = Conn::open(f.addr, Duration::from_secs(10))?;
+        let head =
+            format!("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len}\r\n\r\n");
+        c.r.get_mut().write_all(head.as_bytes())?;
+        let piece = vec![b'a'; 64 * 1024];
+        let mut sent = 0;
+        while sent < len {
+            let n = piece.len().min(len - sent);
+            c.r.get_mut().write_all(&piece[..n])?;
+            sent += n;
+        }
+        thread::sleep(wait);
+        read_response(&mut c.r)
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            upload(5 << 20, Duration::ZERO)
+                .map(|r| r.status)
+                .map_err(|e| e.to_string()),
+        );
+    }
+    println!("timeout 0: 5 uploads of 5 MB: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s == &Ok(200)),
+        "uploads with --timeout 0: {statuses:?}; stderr:\n{}",
+        f.stderr()
+    );
+    let late = upload(4 << 20, Duration::from_millis(500)).map(|r| r.status);
+    println!("timeout 0: a 4 MB answer read from 500 ms on: {late:?}");
+    assert_eq!(
+        late.map_err(|e| e.to_string()),
+        Ok(200),
+        "late reader with --timeout 0; stderr:\n{}",
+        f.stderr()
+    );
+}

@@ -117,6 +117,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub header_timeout: Option<Seconds>,
 
+    /// Seconds a request body may stop arriving, or a response stop being
+    /// read, before the request is cut (408) or the connection closed; 0 =
+    /// no limit. [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub stall_timeout: Option<Seconds>,
+
     /// Requests a worker serves before it restarts; 0 = never. [default: 0]
     #[arg(long, value_name = "INT")]
     pub max_requests: Option<u64>,

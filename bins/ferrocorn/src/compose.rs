@@ -66,6 +66,7 @@ pub fn worker_config(c: &Config) -> WorkerConfig {
         limit_request_field_size: c.limit_request_field_size,
         limit_request_body: c.limit_request_body,
         header_timeout: c.header_timeout,
+        stall_timeout: c.stall_timeout,
         ..WorkerConfig::default()
     }
 }

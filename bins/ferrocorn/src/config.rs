@@ -226,6 +226,8 @@ layer! {
     keepalive: Seconds,
     /// Seconds a client has to send a complete request head.
     header_timeout: Seconds,
+    /// Seconds a body or a response write may stall.
+    stall_timeout: Seconds,
     /// Requests before a worker restarts (0 = never).
     max_requests: u64,
     /// Random extra requests before a restart.
@@ -474,6 +476,7 @@ impl Layer {
             graceful_timeout: cli(&args.graceful_timeout, "--graceful-timeout"),
             keepalive: cli(&args.keep_alive, "--keep-alive"),
             header_timeout: cli(&args.header_timeout, "--header-timeout"),
+            stall_timeout: cli(&args.stall_timeout, "--stall-timeout"),
             max_requests: cli(&args.max_requests, "--max-requests"),
             max_requests_jitter: cli(&args.max_requests_jitter, "--max-requests-jitter"),
             limit_request_line: cli(&args.limit_request_line, "--limit-request-line"),
@@ -687,6 +690,9 @@ pub struct Config {
     pub keepalive: Duration,
     /// Time a client has to send a request head (zero = no limit).
     pub header_timeout: Duration,
+    /// A request body or a response write stalled this long is cut (zero =
+    /// no limit).
+    pub stall_timeout: Duration,
     /// Requests before a worker restarts (0 = never).
     pub max_requests: u64,
     /// Random extra requests before a restart.
@@ -788,6 +794,7 @@ impl Config {
         t.insert("graceful_timeout".into(), secs(self.graceful_timeout));
         t.insert("keepalive".into(), secs(self.keepalive));
         t.insert("header_timeout".into(), secs(self.header_timeout));
+        t.insert("stall_timeout".into(), secs(self.stall_timeout));
         t.insert("max_requests".into(), int(self.max_requests));
         t.insert("max_requests_jitter".into(), int(self.max_requests_jitter));
         t.insert(
@@ -982,6 +989,11 @@ impl Layer {
         let keepalive = duration("keepalive", &v, false)?;
         let v = r.take("header_timeout", self.header_timeout, Seconds(30.0));
         let header_timeout = duration("header_timeout", &v, false)?;
+        // Apart from `timeout`, which judges the app: `timeout = 0` (never
+        // kill) is common in gunicorn configs and must not make a body or a
+        // write that pauses for a millisecond fail.
+        let v = r.take("stall_timeout", self.stall_timeout, Seconds(30.0));
+        let stall_timeout = duration("stall_timeout", &v, false)?;
 
         let max_requests = r.take("max_requests", self.max_requests, 0).value;
         let max_requests_jitter = r
@@ -1195,6 +1207,7 @@ impl Layer {
             graceful_timeout,
             keepalive,
             header_timeout,
+            stall_timeout,
             max_requests,
             max_requests_jitter,
             limit_request_line,
@@ -1257,6 +1270,7 @@ mod tests {
         assert_eq!(c.worker_connections, 1000);
         assert_eq!(c.backlog, 2048);
         assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.stall_timeout, Duration::from_secs(30));
         assert_eq!(c.graceful_timeout, Duration::from_secs(30));
         assert_eq!(c.keepalive, Duration::from_secs(120));
         assert_eq!(c.limit_request_line, 4094);

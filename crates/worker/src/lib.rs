@@ -177,10 +177,16 @@ pub struct WorkerConfig {
     /// Idle keep-alive connections are closed after this long; zero disables
     /// keep-alive (default 120 s).
     pub keepalive: Duration,
-    /// A request body or a response write that makes no progress for this
-    /// long is abandoned; a pool whose every thread is stuck in a request
-    /// older than this stops the heartbeat (default 30 s).
+    /// A pool whose every thread has been held by the app for longer than
+    /// this stops the heartbeat (so a supervisor kills the worker); time a
+    /// thread spends waiting for the client's body bytes does not count.
+    /// Zero: never (default 30 s).
     pub timeout: Duration,
+    /// A request body that stops arriving, or a response the client stops
+    /// reading, for this long is abandoned: the body's reader gets an error
+    /// and the client a 408; a stalled write closes the connection. Zero: no
+    /// limit (default 30 s, gunicorn's default `timeout`).
+    pub stall_timeout: Duration,
     /// How long a graceful stop may take (default 30 s).
     pub graceful_timeout: Duration,
     /// Stop gracefully after this many requests (0 = never).
@@ -213,6 +219,7 @@ impl Default for WorkerConfig {
             worker_connections: 1000,
             keepalive: Duration::from_secs(120),
             timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
             graceful_timeout: Duration::from_secs(30),
             max_requests: 0,
             max_requests_jitter: 0,

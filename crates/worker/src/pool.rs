@@ -308,12 +308,14 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether some pool thread is idle or started its task within `timeout`.
+    /// Whether some pool thread is idle or started its task within `timeout`
+    /// (always, for a zero `timeout`).
     pub(crate) fn pool_healthy(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        self.busy_since.iter().any(|b| {
-            let v = b.load(Relaxed);
-            v == 0 || v - 1 + timeout_ms > now_ms
-        })
+        timeout_ms == 0
+            || self.busy_since.iter().any(|b| {
+                let v = b.load(Relaxed);
+                v == 0 || v - 1 + timeout_ms > now_ms
+            })
     }
 }
 

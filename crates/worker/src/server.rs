@@ -229,7 +229,10 @@ pub(crate) struct Server {
     quick_requested: bool,
     keepalive_ms: u64,
     header_ms: u64,
+    /// The pool's stuck-thread limit for the heartbeat (0 = none).
     timeout_ms: u64,
+    /// The body-read and response-write stall limit (0 = none).
+    stall_ms: u64,
     threads: usize,
 }
 
@@ -365,7 +368,8 @@ impl Server {
             } else {
                 ms(config.header_timeout).max(1)
             },
-            timeout_ms: ms(config.timeout).max(1),
+            timeout_ms: ms(config.timeout),
+            stall_ms: ms(config.stall_timeout),
             threads,
             config,
         })
@@ -1130,8 +1134,7 @@ impl Server {
 
     fn drive(&mut self, idx: usize) {
         loop {
-            let now = self.now;
-            let timeout_ms = self.timeout_ms;
+            let stall = self.stall_deadline();
             let Some(c) = self.conns[idx].as_mut() else {
                 return;
             };
@@ -1143,7 +1146,7 @@ impl Server {
                     }
                     Ok(false) => {
                         let low = w.remaining() < STREAM_LOW_WATER;
-                        self.set_deadline(idx, now + timeout_ms);
+                        self.set_deadline(idx, stall);
                         if low {
                             self.pull(idx);
                         }
@@ -1257,6 +1260,15 @@ impl Server {
             self.bufs.put(b);
         }
         c.deadline = 0;
+    }
+
+    /// When a body read or a response write that waits from now on is
+    /// abandoned: 0 (none) for a zero `stall_timeout`.
+    fn stall_deadline(&self) -> u64 {
+        match self.stall_ms {
+            0 => 0,
+            ms => self.now + ms,
+        }
     }
 
     /// When a head that starts now must be in: 0 (none) for a zero
@@ -1489,11 +1501,7 @@ impl Server {
             && !self.restart_pending;
         let n = self.shared.stats.pending_requests.fetch_add(1, Relaxed) + 1;
         self.shared.metrics.pending_requests(n);
-        let deadline = if streaming {
-            self.now + self.timeout_ms
-        } else {
-            0
-        };
+        let deadline = if streaming { self.stall_deadline() } else { 0 };
         self.set_deadline(idx, deadline);
         let job = Job {
             token: idx as u32,
@@ -1536,8 +1544,7 @@ impl Server {
     /// Read body bytes for the app's reader.
     fn read_body(&mut self, idx: usize) -> Step {
         let limit = self.config.limit_request_body;
-        let now = self.now;
-        let timeout_ms = self.timeout_ms;
+        let stall = self.stall_deadline();
         let c = self.conns[idx].as_mut().expect("live");
         let feed = c.feed.as_mut().expect("feed");
         {
@@ -1641,7 +1648,7 @@ impl Server {
             self.set_deadline(idx, 0);
             return Step::Stop;
         }
-        self.set_deadline(idx, now + timeout_ms);
+        self.set_deadline(idx, stall);
         Step::Continue
     }
 }

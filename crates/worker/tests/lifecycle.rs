@@ -380,7 +380,7 @@ fn reopen_logs_and_parent_change() {
 fn client_that_never_reads_is_dropped_after_timeout() {
     let s = TestServer::start(
         WorkerConfig {
-            timeout: Duration::from_millis(300),
+            stall_timeout: Duration::from_millis(300),
             ..WorkerConfig::default()
         },
         TestApp,
