@@ -1384,3 +1384,70 @@ fn timeout_zero_keeps_uploads_and_late_readers() {
         f.stderr()
     );
 }
+
+/// A chunked body trickled a byte a second for 8 s to `/echo` on a 1-thread
+/// worker with `--timeout 3`, while 2 keep-alive clients are served by the
+/// same worker (`/` runs on its event loop): the worker is not killed
+/// (same pid, no WORKER TIMEOUT, no failed request), and when the trickle
+/// stops the request alone is cut with a 408 after `--stall-timeout 3`.
+/// Before, the thread waiting for the body counted as stuck in the app and
+/// the supervisor killed the worker at the timeout, cutting its clients.
+#[test]
+fn a_trickled_body_is_no_stuck_worker() {
+    let _serial = serial();
+    let f = Ferrocorn::start_with(
+        &[
+            "-w",
+            "1",
+            "--threads",
+            "1",
+            "--timeout",
+            "3",
+            "--stall-timeout",
+            "3",
+        ],
+        1,
+        false,
+    );
+    let before = f.workers();
+    let load = Load::start(f.addr, 2, "/", Duration::from_secs(30));
+    let mut t = Conn::open(f.addr, Duration::from_secs(10)).expect("trickler connects");
+    t.r.get_mut()
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .expect("trickler head");
+    // The stimulus: a byte a second for 8 s.
+    let mut stalled = Instant::now();
+    for i in 0..8 {
+        if i > 0 {
+            thread::sleep(Duration::from_secs(1));
+        }
+        t.r.get_mut().write_all(b"1\r\na\r\n").expect("trickle");
+        stalled = Instant::now();
+    }
+    let cut = read_response(&mut t.r)
+        .map(|r| r.status)
+        .map_err(|e| e.to_string());
+    let after = stalled.elapsed();
+    let totals = load.finish();
+    println!(
+        "trickled body: answered {cut:?} {after:?} after its last byte (stall timeout 3 s); workers {before:?} -> {:?}",
+        f.workers()
+    );
+    assert_no_loss("trickled body: keep-alive clients", &totals, &f, 100);
+    assert_eq!(
+        f.workers(),
+        before,
+        "the worker was replaced; stderr:\n{}",
+        f.stderr()
+    );
+    assert!(
+        !f.stderr().contains("WORKER TIMEOUT"),
+        "stderr:\n{}",
+        f.stderr()
+    );
+    assert_eq!(cut, Ok(408), "the trickler's answer");
+    assert!(
+        after >= Duration::from_millis(2500) && after <= Duration::from_secs(6),
+        "the stalled body was cut {after:?} after its last byte (stall timeout 3 s)"
+    );
+}

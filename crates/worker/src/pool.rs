@@ -27,6 +27,55 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A [`Shared::busy_since`] value: the thread waits for the client's bytes,
+/// which is no sign of a stuck app.
+const WAITING_FOR_CLIENT: u64 = u64::MAX;
+
+/// The busy clock of the pool thread running on this thread.
+struct BusyClock {
+    slots: Arc<[AtomicU64]>,
+    index: usize,
+    epoch: Instant,
+}
+
+thread_local! {
+    /// Set on pool threads (not on the loop thread, whose inline calls
+    /// never read a streamed body).
+    static BUSY_CLOCK: std::cell::RefCell<Option<BusyClock>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, the calling pool thread counts as waiting for the client
+/// (reading a request body), not as held by the app: the heartbeat's stuck
+/// check ([`Shared::pool_healthy`]) passes over it, and when the wait ends
+/// the app's time starts again. A slow upload is not a stuck worker (a
+/// chunked body trickled a byte every 2 s made the supervisor kill a
+/// 1-thread worker at `timeout`); a body that stalls is cut by
+/// `stall_timeout` instead.
+pub(crate) struct ClientWait(());
+
+impl ClientWait {
+    pub(crate) fn begin() -> ClientWait {
+        BUSY_CLOCK.with(|c| {
+            if let Some(c) = &*c.borrow() {
+                c.slots[c.index].store(WAITING_FOR_CLIENT, Relaxed);
+            }
+        });
+        ClientWait(())
+    }
+}
+
+impl Drop for ClientWait {
+    fn drop(&mut self) {
+        BUSY_CLOCK.with(|c| {
+            if let Some(c) = &*c.borrow() {
+                let now = c.epoch.elapsed().as_millis() as u64;
+                c.slots[c.index].store(now + 1, Relaxed);
+            }
+        });
+    }
+}
+
 /// State shared by the loop and the pool threads.
 pub(crate) struct Shared {
     pub(crate) app: Arc<dyn App>,
@@ -42,8 +91,9 @@ pub(crate) struct Shared {
     /// Set during a graceful stop: every response gets `Connection: close`.
     pub(crate) draining: AtomicBool,
     /// Per pool thread: 1 + the loop-epoch millisecond its current task
-    /// started, 0 when idle.
-    pub(crate) busy_since: Box<[AtomicU64]>,
+    /// started (or last got its thread back from a wait for the client),
+    /// 0 when idle, [`WAITING_FOR_CLIENT`] while it waits for body bytes.
+    pub(crate) busy_since: Arc<[AtomicU64]>,
     pub(crate) epoch: Instant,
     pub(crate) pid: u32,
 }
@@ -314,7 +364,7 @@ impl Shared {
         timeout_ms == 0
             || self.busy_since.iter().any(|b| {
                 let v = b.load(Relaxed);
-                v == 0 || v - 1 + timeout_ms > now_ms
+                v == 0 || v == WAITING_FOR_CLIENT || v - 1 + timeout_ms > now_ms
             })
     }
 }
@@ -331,6 +381,13 @@ pub(crate) fn spawn(shared: &Arc<Shared>, threads: usize) -> io::Result<()> {
 }
 
 fn pool_thread(shared: &Shared, i: usize) {
+    BUSY_CLOCK.with(|c| {
+        *c.borrow_mut() = Some(BusyClock {
+            slots: shared.busy_since.clone(),
+            index: i,
+            epoch: shared.epoch,
+        });
+    });
     while let Some(task) = shared.next_task() {
         shared.busy_since[i].store(shared.now_ms() + 1, Relaxed);
         let n = shared.stats.active_threads.fetch_add(1, Relaxed) + 1;
