@@ -43,6 +43,9 @@ const MAX_BOOT_DEATHS: u32 = 5;
 const STALL_MS: u64 = 2000;
 /// The loop's pace while something is in transition.
 const FAST_TICK: Duration = Duration::from_millis(20);
+/// The signal that retires one worker: a graceful stop that leaves the
+/// connections waiting in the listen queue to the other workers.
+const RETIRE: i32 = libc::SIGHUP;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WState {
@@ -550,11 +553,21 @@ impl Arbiter {
     /// Tell every worker to stop (TERM graceful, QUIT quick) and close the
     /// supervisor's copies of the listeners.
     /// SIGKILL for whatever still runs at `deadline`.
+    ///
+    /// After an upgrade (USR2) the new supervisor's workers serve the same
+    /// listeners: a graceful stop then retires the workers (HUP), leaving
+    /// the listen queue to them.
     fn begin_stop(&mut self, quick: bool, deadline: Instant) {
         if self.phase == Phase::Running {
             let _ = notify::sd_notify("STOPPING=1");
         }
-        let sig = if quick { libc::SIGQUIT } else { libc::SIGTERM };
+        let sig = if quick {
+            libc::SIGQUIT
+        } else if self.reexec_child.is_some() {
+            RETIRE
+        } else {
+            libc::SIGTERM
+        };
         info!(self.log, "Shutting down: Master");
         for (&pid, w) in self.workers.iter_mut() {
             let _ = sys::kill(pid, sig);
@@ -843,12 +856,16 @@ impl Arbiter {
         }
     }
 
+    /// Retire one worker while others (or its replacement) serve the same
+    /// listeners: SIGHUP, a graceful stop that leaves the listen queue to
+    /// them (SIGTERM would have it serve the queue too, which only a
+    /// whole-server stop wants).
     fn stop_worker(&mut self, pid: i32) {
         if let Some(w) = self.workers.get_mut(&pid) {
             debug!(self.log, "Stopping worker (pid:{})", pid);
-            let _ = sys::kill(pid, libc::SIGTERM);
+            let _ = sys::kill(pid, RETIRE);
             w.state = WState::Stopping {
-                sig: libc::SIGTERM,
+                sig: RETIRE,
                 sent: Instant::now(),
                 deadline: Instant::now() + self.cfg.graceful_timeout,
                 killed: false,

@@ -31,6 +31,12 @@
 //! | USR2 | re-exec the program with the listeners inherited (`FERROCORN_FDS`) |
 //! | WINCH | stop all workers gracefully, keep the supervisor |
 //!
+//! A worker stopped alone (HUP's old workers, TTOU, WINCH, and every worker
+//! on TERM after an upgrade, whose new supervisor serves the same sockets)
+//! gets SIGHUP, not SIGTERM: retire, a graceful stop that leaves the
+//! connections waiting in the listen queue to the other workers (see
+//! [`Service::worker`]).
+//!
 //! # Graceful stop and the listen queue
 //! Workers stop accepting when they get SIGTERM, and the kernel resets the
 //! connections still queued on a listener when its last descriptor closes

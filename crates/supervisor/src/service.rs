@@ -59,7 +59,10 @@ pub trait Service {
     ///
     /// The child starts with default signal dispositions and an empty signal
     /// mask; install your own handling (gunicorn's: TERM graceful stop,
-    /// INT/QUIT quick stop, USR1 reopen logs). Exit codes
+    /// INT/QUIT quick stop, USR1 reopen logs; and HUP: retire, a graceful
+    /// stop that leaves the connections waiting in the listen queue to the
+    /// other workers, sent when this worker alone stops: reload, TTOU,
+    /// WINCH, or TERM after an upgrade). Exit codes
     /// [`WORKER_BOOT_ERROR`](crate::WORKER_BOOT_ERROR) (3) and
     /// [`APP_LOAD_ERROR`](crate::APP_LOAD_ERROR) (4) stop the supervisor
     /// instead of respawning. Beat the heartbeat once the worker is ready to

@@ -12,7 +12,7 @@
 //! - [`Response`]: status, headers, and a body that is bytes or a stream.
 //! - [`Worker`]: takes [`Listener`]s (already bound, maybe shared with other
 //!   processes), a [`WorkerConfig`] and the app; [`Worker::run`] serves until
-//!   stopped (SIGTERM graceful, SIGINT/SIGQUIT quick when
+//!   stopped (SIGTERM graceful, SIGHUP retire, SIGINT/SIGQUIT quick when
 //!   [`Worker::handle_signals`] is on, or a [`ShutdownHandle`]).
 //! - [`parse`]: the pure request parser the worker uses (and fuzzes).
 //!
@@ -32,6 +32,16 @@
 //! client's EOF) so that a late request byte cannot turn into a reset that
 //! destroys a response. The worker returns as soon as nothing is left, and
 //! within `graceful_timeout` in any case.
+//!
+//! Taking what is in the listen backlog is right only when the whole server
+//! stops (nobody else would serve it). A worker stopping alone, while other
+//! workers or its replacement accept from the same listeners, leaves the
+//! backlog to them: a retire (SIGHUP, [`ShutdownHandle::retire`], what a
+//! supervisor sends on reload, fewer workers or an upgrade) and
+//! `max_requests` with [`Worker::siblings`] set stop accepting at once.
+//! Draining the backlog instead made a stopping worker take up to twice
+//! `worker_connections` connections it could not serve within a short
+//! `graceful_timeout`, and their clients were cut at the deadline.
 //!
 //! The loop holds no read or write buffer for an idle keep-alive connection
 //! (buffers go back to a small per-worker pool), keeps one small struct per
@@ -286,6 +296,7 @@ pub const LEAVE_TO_SIBLING_MS: u64 = 2;
 pub(crate) const CONTROL_GRACEFUL: u8 = 1;
 pub(crate) const CONTROL_QUICK: u8 = 2;
 pub(crate) const CONTROL_REOPEN: u8 = 4;
+pub(crate) const CONTROL_RETIRE: u8 = 8;
 
 /// Stops a running [`Worker`] from another thread.
 #[derive(Clone)]
@@ -311,6 +322,14 @@ impl ShutdownHandle {
     /// `graceful_timeout` (see the crate docs, "Graceful stop").
     pub fn graceful(&self) {
         self.send(CONTROL_GRACEFUL);
+    }
+    /// Graceful stop of this worker alone, as SIGHUP: as
+    /// [`graceful`](Self::graceful), except that the connections waiting in
+    /// the listen queue are left to the other workers sharing the listeners
+    /// (or to this one's replacement): the worker stops accepting at once
+    /// and finishes what it has accepted.
+    pub fn retire(&self) {
+        self.send(CONTROL_RETIRE);
     }
     /// Quick stop, as SIGINT/SIGQUIT: return now.
     pub fn quick(&self) {
@@ -430,7 +449,8 @@ impl Worker {
     }
 
     /// Install signal handling in [`Worker::run`]: SIGTERM graceful stop,
-    /// SIGINT and SIGQUIT quick stop, SIGUSR1 reopen logs, SIGPIPE ignored.
+    /// SIGHUP retire ([`ShutdownHandle::retire`]), SIGINT and SIGQUIT quick
+    /// stop, SIGUSR1 reopen logs, SIGPIPE ignored.
     /// Off by default so
     /// a worker can run on a thread of a process that handles its signals.
     pub fn handle_signals(mut self, on: bool) -> Worker {

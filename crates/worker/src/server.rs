@@ -25,8 +25,8 @@ use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head
 use crate::pool::{self, Chunk, Done, Job, Msg, OutBody, Pull, Shared, Task, WBuf, lock};
 use crate::request::{BODY_HIGH_WATER, Body, BodyChan, BodyError, BodyEvent, ChanState, OwnedHead};
 use crate::{
-    CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, Callback, LEAVE_TO_SIBLING_MS, Listener,
-    Siblings, Worker,
+    CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, CONTROL_RETIRE, Callback, LEAVE_TO_SIBLING_MS,
+    Listener, Siblings, Worker,
 };
 
 pub(crate) const WAKER: Token = Token(0);
@@ -182,6 +182,17 @@ struct ListenerState {
 enum Step {
     Continue,
     Stop,
+}
+
+/// What a graceful stop does with the connections waiting in the listen
+/// backlog (see [`Server::begin_drain`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    /// The whole server stops: serve them.
+    Take,
+    /// Other workers (or a replacement) accept from the same listeners:
+    /// leave them.
+    Leave,
 }
 
 pub(crate) struct Server {
@@ -378,9 +389,9 @@ impl Server {
     fn run(&mut self) -> io::Result<()> {
         if self.handle_signals {
             crate::sys::ignore_sigpipe();
-            use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
             let mut signals =
-                signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1])?;
+                signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGUSR1])?;
             self.poll
                 .registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -443,12 +454,23 @@ impl Server {
                 self.reopen_logs();
             }
             if ctl & CONTROL_GRACEFUL != 0 {
-                self.begin_drain("graceful stop");
+                self.begin_drain("graceful stop", Backlog::Take);
+            }
+            if ctl & CONTROL_RETIRE != 0 {
+                self.begin_drain("retire", Backlog::Leave);
             }
             if self.restart_pending {
                 self.restart_pending = false;
                 slog::info!(self.logger, "Autorestarting worker after current request.");
-                self.begin_drain("max requests");
+                // With siblings a supervisor holds the listeners and starts
+                // a replacement: the backlog is theirs. Alone, nobody else
+                // would serve it.
+                let backlog = if self.siblings.is_some() {
+                    Backlog::Leave
+                } else {
+                    Backlog::Take
+                };
+                self.begin_drain("max requests", backlog);
             }
             if self.quick_requested {
                 return Ok(());
@@ -573,7 +595,7 @@ impl Server {
                     "Parent changed, shutting down: pid {}",
                     self.shared.pid
                 );
-                self.begin_drain("parent changed");
+                self.begin_drain("parent changed", Backlog::Take);
             }
             self.report_dropped_lines(false);
         }
@@ -622,14 +644,15 @@ impl Server {
     }
 
     fn read_signals(&mut self) {
-        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
         let pending: Vec<i32> = signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGTERM => self.begin_drain("SIGTERM"),
+                SIGTERM => self.begin_drain("SIGTERM", Backlog::Take),
+                SIGHUP => self.begin_drain("SIGHUP", Backlog::Leave),
                 SIGINT | SIGQUIT => self.quick_requested = true,
                 SIGUSR1 => self.reopen_logs(),
                 _ => {}
@@ -927,13 +950,17 @@ impl Server {
     /// - the worker returns as soon as no connection and no request is
     ///   left, and at the drain deadline (`graceful_timeout`) at the latest.
     ///
-    /// Connections the kernel already completed in the listen backlog are
-    /// accepted here (up to twice `worker_connections`) and served with
-    /// `Connection: close`; then this worker closes its copies of the
-    /// listeners. On HUP, TTOU and max_requests the other workers keep
-    /// accepting from the shared queue; on TERM the supervisor first waits
-    /// for the queues to drain before it signals the workers.
-    fn begin_drain(&mut self, why: &str) {
+    /// With [`Backlog::Take`] (the whole server stops: TERM), connections
+    /// the kernel already completed in the listen backlog are accepted here
+    /// (up to twice `worker_connections`) and served with `Connection:
+    /// close`; the supervisor first waits for the queues to drain before it
+    /// signals the workers, so these are the last arrivals. With
+    /// [`Backlog::Leave`] (this worker stops alone: HUP from a supervisor
+    /// on reload, TTOU, WINCH or upgrade, or `max_requests`) none is: the
+    /// other workers, or the replacement, serve them, while this worker
+    /// could only cut them at its drain deadline. Then this worker closes
+    /// its copies of the listeners.
+    fn begin_drain(&mut self, why: &str, backlog: Backlog) {
         if self.drain_deadline.is_some() {
             return;
         }
@@ -945,7 +972,10 @@ impl Server {
         // beyond `worker_connections` (idle keep-alive connections are not
         // closed to make room), up to twice that: the queue itself is
         // bounded by the listen backlog.
-        let cap = self.config.worker_connections.saturating_mul(2);
+        let cap = match backlog {
+            Backlog::Take => self.config.worker_connections.saturating_mul(2),
+            Backlog::Leave => 0,
+        };
         for i in 0..self.listeners.len() {
             self.listeners[i].ready = true;
             while self.listeners[i].ready

@@ -501,3 +501,37 @@ fn a_thread_waiting_for_a_trickled_body_is_not_stuck() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, vec![b'a'; pieces]);
 }
+
+/// A retiring worker (SIGHUP, `ShutdownHandle::retire`) leaves the
+/// connection waiting in the backlog to the next worker on the same
+/// listener, where a graceful stop (the whole server stopping) serves it
+/// itself (`graceful_stop_serves_connections_waiting_in_the_backlog`).
+#[test]
+fn retire_leaves_the_backlog_to_the_next_worker() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let spare = listener.try_clone().unwrap();
+    let config = WorkerConfig {
+        worker_connections: 1,
+        ..WorkerConfig::default()
+    };
+    let mut s = TestServer::start_on(listener, config.clone(), Arc::new(TestApp), |w| w);
+    let mut first = Client::new(s.connect());
+    first.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(first.response().status, 200);
+    // At the limit: the second connection waits in the backlog.
+    let mut second = Client::new(s.connect());
+    second.send(b"GET /echo?queued HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.stop.retire();
+    first.assert_closed();
+    s.join_within(Duration::from_secs(3)).unwrap();
+    assert_eq!(
+        s.stats.requests_served(),
+        1,
+        "the retired worker served the queue"
+    );
+    // The next worker on the same listener serves it.
+    let _next = TestServer::start_on(spare, config, Arc::new(TestApp), |w| w);
+    let r = second.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-query"), Some("queued"));
+}
