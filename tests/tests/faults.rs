@@ -1594,3 +1594,44 @@ fn restarts_exited(f: &Ferrocorn) -> f64 {
     )
     .unwrap_or(f64::NAN)
 }
+
+/// 50 planned recycles (`-w 2 --max-requests 1`, one request at a time)
+/// count no `worker_restarts_total{reason="exited"}`, and each is logged as
+/// the recycle it is. Before, every recycle counted as an unexpected exit
+/// (1,532 after one load run) and was logged "exited with code 0".
+#[test]
+fn planned_recycles_are_not_unexpected_restarts() {
+    let _serial = serial();
+    let f = Ferrocorn::start(&["-w", "2", "--max-requests", "1"], 2);
+    let log = || fs::read_to_string(f.tmp.path().join("stderr.log")).unwrap_or_default();
+    // At most 200 requests and 60 s until 50 recycles are logged.
+    let (mut answered, mut sent) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut recycled = false;
+    while !recycled && sent < 200 && Instant::now() < deadline {
+        sent += 1;
+        if get_once(f.addr, "/").is_ok_and(|r| r.status == 200) {
+            answered += 1;
+        }
+        recycled = log().matches("recycled as planned").count() >= 50;
+    }
+    let text = log();
+    let exited = restarts_exited(&f);
+    println!(
+        "recycles: {answered} of {sent} requests answered, {} recycles logged, {} workers booted, worker_restarts_total{{reason=\"exited\"}} {exited}",
+        text.matches("recycled as planned").count(),
+        text.matches("Booting worker").count()
+    );
+    assert!(
+        recycled,
+        "fewer than 50 recycles logged after {sent} requests; stderr:\n{}",
+        f.stderr()
+    );
+    assert_eq!(answered, sent, "requests lost across recycles");
+    assert_eq!(exited, 0.0, "recycles counted as unexpected restarts");
+    assert!(
+        !text.contains("exited with code 0"),
+        "a recycle logged as an exit; stderr:\n{}",
+        f.stderr()
+    );
+}

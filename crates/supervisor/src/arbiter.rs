@@ -986,9 +986,14 @@ impl Arbiter {
                 w.booted = true;
                 self.boot_deaths = 0;
             }
+            // A worker that said it recycles (max_requests) and exits
+            // cleanly is replaced as planned: not an unexpected restart.
+            let recycled = self.slots.planned(w.slot).load(Ordering::SeqCst) != 0
+                && reason == ExitReason::Code(0)
+                && w.state == WState::Running;
             self.slots.release(w.slot);
             self.free_slots.push(w.slot);
-            let expected = matches!(w.state, WState::Stopping { .. });
+            let expected = matches!(w.state, WState::Stopping { .. }) || recycled;
             let timed_out = matches!(w.state, WState::Aborted { .. });
             let restart: Option<&'static str> = if expected {
                 None
@@ -1003,6 +1008,9 @@ impl Arbiter {
                 })
             };
             match reason {
+                ExitReason::Code(0) if recycled => {
+                    info!(self.log, "Worker (pid:{}) recycled as planned", pid)
+                }
                 ExitReason::Code(0) if expected => {
                     info!(self.log, "Worker exiting (pid: {})", pid)
                 }

@@ -354,6 +354,7 @@ pub struct Worker {
     access: Option<access::AccessSink>,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
+    on_recycle: Option<Callback>,
     siblings: Option<Arc<dyn Siblings>>,
     parent_pid: Option<u32>,
     handle_signals: bool,
@@ -396,6 +397,7 @@ impl Worker {
             access: None,
             heartbeat: None,
             on_reopen_logs: None,
+            on_recycle: None,
             siblings: None,
             parent_pid: None,
             handle_signals: false,
@@ -432,6 +434,14 @@ impl Worker {
     /// it can.
     pub fn siblings(mut self, siblings: Arc<dyn Siblings>) -> Worker {
         self.siblings = Some(siblings);
+        self
+    }
+
+    /// Called once when the worker decides to stop on its own after
+    /// `max_requests` (a planned recycle), before it drains; a supervisor
+    /// uses it to tell a recycle from an unexpected exit.
+    pub fn on_recycle(mut self, f: Callback) -> Worker {
+        self.on_recycle = Some(f);
         self
     }
 

@@ -218,6 +218,7 @@ pub(crate) struct Server {
     handle_signals: bool,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
+    on_recycle: Option<Callback>,
     siblings: Option<Arc<dyn Siblings>>,
     /// Since when a waiting connection is left to a less loaded sibling.
     leaving_since: Option<u64>,
@@ -356,6 +357,7 @@ impl Server {
             handle_signals: w.handle_signals,
             heartbeat: w.heartbeat,
             on_reopen_logs: w.on_reopen_logs,
+            on_recycle: w.on_recycle,
             siblings: w.siblings,
             leaving_since: None,
             published: None,
@@ -462,6 +464,9 @@ impl Server {
             if self.restart_pending {
                 self.restart_pending = false;
                 slog::info!(self.logger, "Autorestarting worker after current request.");
+                if let Some(f) = &self.on_recycle {
+                    f();
+                }
                 // With siblings a supervisor holds the listeners and starts
                 // a replacement: the backlog is theirs. Alone, nobody else
                 // would serve it.

@@ -88,8 +88,10 @@ impl Service for Ferrocorn {
             }
         };
         let heartbeat = ctx.heartbeat.clone();
+        let recycle = ctx.heartbeat.clone();
         let mut worker = worker
             .heartbeat(Arc::new(move || heartbeat.beat()))
+            .on_recycle(Arc::new(move || recycle.planned_exit()))
             .siblings(Arc::new(Board(ctx.load.clone())))
             .parent_pid(ctx.ppid);
         if let Some(dir) = &ctx.metrics_dir {
