@@ -18,13 +18,13 @@
 //!
 //! # Graceful stop
 //!
-//! A graceful stop (SIGTERM, [`ShutdownHandle::graceful`], `max_requests`, a
-//! change of parent) must not lose a request a keep-alive client sends while
-//! it happens, so idle connections are not closed at once: closing a socket
-//! with a request on the wire makes the kernel answer it with a reset, and
-//! the client cannot know whether it was processed. The worker takes what is
-//! already in the listen backlog, stops accepting and closes its copies of
-//! the listeners; then every connection is read on for a short grace period
+//! A graceful stop (SIGTERM, [`ShutdownHandle::graceful`], a change of
+//! parent; a retire and `max_requests` too, see below) must not lose a
+//! request a keep-alive client sends while it happens, so idle connections
+//! are not closed at once: closing a socket with a request on the wire
+//! makes the kernel answer it with a reset, and the client cannot know
+//! whether it was processed. The worker takes what is already in the listen
+//! backlog, stops accepting and closes its copies of the listeners; then every connection is read on for a short grace period
 //! (1 s, at most `graceful_timeout`): a request that arrives is answered
 //! with `Connection: close`, and so are the requests in flight. Connections
 //! that stay idle, and the ones answered, end with a lingering close (the
