@@ -14,7 +14,6 @@ with a message on the first failed check.
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path

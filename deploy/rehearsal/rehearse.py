@@ -29,7 +29,6 @@ Bounded: --steps x --step-seconds plus a few seconds of start and stop.
 import argparse
 import json
 import math
-import os
 import queue
 import signal
 import socket
