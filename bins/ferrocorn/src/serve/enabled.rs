@@ -112,6 +112,17 @@ impl Service for Ferrocorn {
 
     fn reload(&mut self) -> Result<SupervisorConfig, String> {
         let config = Config::load_from_process(&self.args).map_err(|e| e.0)?;
+        // A file caught empty while being rewritten is not a request for
+        // the defaults (issue 19): keep the running config.
+        if config.config_file_empty
+            && !self.config.config_file_empty
+            && let Some(path) = &config.config_file
+        {
+            return Err(format!(
+                "config file {} is empty and was not at the last load",
+                path.display()
+            ));
+        }
         // Open the new logs once here: a log file the new workers could not
         // open would otherwise stop the supervisor (workers failing to boot).
         compose::open_logs(&config)?;
