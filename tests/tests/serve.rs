@@ -589,3 +589,66 @@ fn access_lines_that_cannot_be_written_are_reported() {
     );
     assert_eq!(reports(&s.stderr()), 2, "{}", s.stderr());
 }
+
+/// Base64 (standard alphabet, padded), for Basic credentials.
+fn base64(raw: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in raw.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Issue 19: gunicorn's printf flags (`%(h)-15s`, `%(s)3d`) were refused
+/// (exit 2), and `%(u)s` gave `-` for Basic credentials decoding to more
+/// than 256 bytes (an ECR-style `AWS:<400-byte token>`; gunicorn logs `AWS`).
+#[test]
+fn access_format_printf_flags_and_long_basic_credentials() {
+    let s = Server::builder()
+        .args([
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "%(h)-15s|%(s)3d|%(u)s|%(m)s %(U)s|%(D)+d",
+        ])
+        .start();
+    let token = "t".repeat(400);
+    let auth = format!("Basic {}", base64(format!("AWS:{token}").as_bytes()));
+    let r = request(
+        s.addr,
+        "GET",
+        "/status/204",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 204);
+    let line = || {
+        s.stdout()
+            .lines()
+            .find(|l| l.contains("GET /status/204"))
+            .map(str::to_owned)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || line().is_some()),
+        "stdout: {}\nstderr: {}",
+        s.stdout(),
+        s.stderr()
+    );
+    let line = line().unwrap();
+    assert!(
+        line.starts_with("127.0.0.1      |204|AWS|GET /status/204|+"),
+        "{line}"
+    );
+}
