@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ferrocorn_tests::{
-    Server, curl, free_port, port_is_free, request, sample, samples, wait_for, write_file,
+    Server, children, curl, free_port, polls_listener, port_is_free, request, sample, samples,
+    wait_for, write_file,
 };
 
 #[test]
@@ -651,4 +652,150 @@ fn access_format_printf_flags_and_long_basic_credentials() {
         line.starts_with("127.0.0.1      |204|AWS|GET /status/204|+"),
         "{line}"
     );
+}
+
+/// The files process `pid` holds open that were deleted, as /proc shows
+/// them (`/path (deleted)`).
+fn deleted_files_held(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.ends_with(" (deleted)"))
+        .collect()
+}
+
+/// Issue 19: every worker kept the supervisor's log descriptors beside its
+/// own, so after `mv; kill -USR1; rm` (logrotate) the rotated files stayed
+/// allocated in every worker until it exited.
+#[test]
+fn rotated_and_deleted_logs_are_freed_after_usr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let error = dir.path().join("error.log");
+    let s = Server::builder()
+        .args([
+            "-w",
+            "2",
+            "--access-logfile",
+            access.to_str().unwrap(),
+            "--error-logfile",
+            error.to_str().unwrap(),
+        ])
+        .start();
+    // Both workers serving, so their USR1 handling is in place (a worker
+    // still starting would die of the forwarded USR1).
+    let booted = wait_for(Duration::from_secs(10), || {
+        let workers = children(s.pid());
+        workers.len() == 2 && workers.iter().all(|&w| polls_listener(w, s.addr.port()))
+    });
+    assert!(booted, "{:?}", std::fs::read_to_string(&error));
+    for _ in 0..4 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    let workers = children(s.pid());
+    std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
+    std::fs::rename(&error, dir.path().join("error.log.1")).unwrap();
+    s.signal(libc::SIGUSR1);
+    // Reopened: the supervisor and the workers create the files again.
+    assert!(
+        wait_for(Duration::from_secs(10), || access.exists()
+            && error.exists()),
+        "not reopened"
+    );
+    std::fs::remove_file(dir.path().join("access.log.1")).unwrap();
+    std::fs::remove_file(dir.path().join("error.log.1")).unwrap();
+    let mut held = Vec::new();
+    let freed = wait_for(Duration::from_secs(10), || {
+        held = std::iter::once(s.pid())
+            .chain(workers.iter().copied())
+            .flat_map(|pid| {
+                deleted_files_held(pid)
+                    .into_iter()
+                    .filter(|f| f.contains(".log.1"))
+                    .map(move |f| format!("pid {pid}: {f}"))
+            })
+            .collect();
+        held.is_empty()
+    });
+    assert!(freed, "rotated logs still held: {held:?}");
+    assert_eq!(
+        children(s.pid()),
+        workers,
+        "the same workers; error log:\n{}\nstderr:\n{}",
+        std::fs::read_to_string(&error).unwrap_or_default(),
+        s.stderr()
+    );
+    // And the lines go to the new files.
+    assert_eq!(s.get("/status/202").status, 202);
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&access).is_ok_and(|a| a.contains("/status/202"))
+    }));
+}
+
+/// Issue 19: on SIGHUP the workers took the new `loglevel` and `errorlog`
+/// but the supervisor kept the old ones (still INFO, still the old file).
+#[test]
+fn sighup_applies_the_log_settings_to_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let e1 = dir.path().join("e1.log");
+    let e2 = dir.path().join("e2.log");
+    let conf = |log: &std::path::Path, level: &str, extra: &str| {
+        format!(
+            "errorlog = {:?}\nloglevel = {level:?}\n{extra}",
+            log.to_str().unwrap()
+        )
+    };
+    let file = write_file(dir.path(), "f.toml", &conf(&e1, "info", ""));
+    let s = Server::builder()
+        .args(["-c", file.to_str().unwrap(), "--graceful-timeout", "2"])
+        .start();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(10), || read(&e1)
+            .contains("Booting worker")
+            && children(s.pid()).len() == 1),
+        "{}",
+        read(&e1)
+    );
+    let old = children(s.pid());
+
+    write_file(dir.path(), "f.toml", &conf(&e2, "warning", ""));
+    s.signal(libc::SIGHUP);
+    // The old worker is replaced and reaped (the supervisor logs the new
+    // one's boot before it stops the old one).
+    let replaced = wait_for(Duration::from_secs(15), || {
+        let now = children(s.pid());
+        now.len() == 1 && now != old
+    });
+    assert!(replaced, "e1:\n{}\ne2:\n{}", read(&e1), read(&e2));
+    let after_hup = read(&e1);
+    let hup = after_hup.find("Hang up: Master").expect("HUP logged");
+    assert!(
+        !after_hup[hup..].contains("Booting worker"),
+        "the supervisor still logs INFO to the old file:\n{after_hup}"
+    );
+    assert!(
+        !read(&e2).contains("Booting worker"),
+        "INFO below the new level:\n{}",
+        read(&e2)
+    );
+
+    // An error after the reload: in the new error log.
+    write_file(
+        dir.path(),
+        "f.toml",
+        &conf(&e2, "warning", "threads = \"many\"\n"),
+    );
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || read(&e2)
+            .contains("reload failed, keeping the running workers")),
+        "e1:\n{}\ne2:\n{}",
+        read(&e1),
+        read(&e2)
+    );
+    assert!(!read(&e1).contains("reload failed"), "{}", read(&e1));
 }

@@ -245,6 +245,18 @@ impl Logs {
         first
     }
 
+    /// Closes the log files of this process (standard streams stay open):
+    /// for a forked child that opens its own logs, so that it does not keep
+    /// its parent's files open (a file that logrotate moved and deleted
+    /// would stay allocated until the child exits). Lines written to a
+    /// closed file afterwards are dropped and counted; [`reopen`](Self::reopen)
+    /// leaves it closed.
+    pub fn close_files(&self) {
+        for sink in &self.inner.sinks {
+            sink.close();
+        }
+    }
+
     /// Writes the access-log lines this thread holds ([`HeldLines`]) and
     /// flushes the destinations. Lines of other threads that hold lines are
     /// written by their own flushes; call this before exit anyway.

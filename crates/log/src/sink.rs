@@ -70,6 +70,8 @@ enum Output {
     Fd(std::os::fd::RawFd),
     File(File),
     Memory(MemoryLog),
+    /// A file this process gave up ([`Sink::close`]): lines are dropped.
+    Closed,
 }
 
 impl Output {
@@ -80,6 +82,7 @@ impl Output {
             Output::Fd(fd) => crate::sys::is_regular_file(*fd),
             Output::File(f) => f.metadata().is_ok_and(|m| m.file_type().is_file()),
             Output::Memory(_) => true,
+            Output::Closed => false,
         }
     }
 }
@@ -172,6 +175,7 @@ impl Sink {
                     m.append(&rest[..take]);
                     Ok(())
                 }
+                Output::Closed => Err(io::ErrorKind::NotConnected.into()),
             };
             if res.is_err() {
                 break;
@@ -197,11 +201,23 @@ impl Sink {
     /// line is written whole either to the old file or to the new one.
     pub(crate) fn reopen(&self) -> io::Result<()> {
         if let Destination::File(path) = &self.dest {
+            if matches!(*lock(&self.out), Output::Closed) {
+                return Ok(());
+            }
             let new = open_append(path)?;
             let mut out = lock(&self.out);
             *out = Output::File(new);
         }
         Ok(())
+    }
+
+    /// Closes the file (a forked child that does not write to it); the
+    /// standard streams and memory logs stay.
+    pub(crate) fn close(&self) {
+        let mut out = lock(&self.out);
+        if let Output::File(_) = &*out {
+            *out = Output::Closed;
+        }
     }
 
     pub(crate) fn flush(&self) {
