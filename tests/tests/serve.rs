@@ -799,3 +799,144 @@ fn sighup_applies_the_log_settings_to_the_supervisor() {
     );
     assert!(!read(&e1).contains("reload failed"), "{}", read(&e1));
 }
+
+/// Issue 19: an access line longer than PIPE_BUF (4096) was not written
+/// atomically to a pipe: with 2 workers, 16 clients sending an 8,000-byte
+/// User-Agent (the default format logs `%(a)s`) and a slow reader, lines
+/// of the two workers came out interleaved. Every line now arrives whole:
+/// within PIPE_BUF, cut with an explicit `[...N bytes cut]`.
+#[test]
+fn long_access_lines_on_a_shared_pipe_stay_whole() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 30;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = ferrocorn_tests::ferrocorn();
+    cmd.args([
+        "-b",
+        &addr.to_string(),
+        "-w",
+        "2",
+        "--threads",
+        "4",
+        "--app",
+        "hello",
+        "--access-logfile",
+        "-",
+        "--log-format",
+        "plain",
+        "--no-metrics",
+    ]);
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0);
+    }
+    let mut child = cmd.spawn().expect("spawn ferrocorn");
+    let pid = child.id();
+    // A slow reader: 1 KiB at a time, a millisecond apart, so that the
+    // pipe is full and the workers' writes are taken in parts.
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        all
+    });
+    let stop = |child: &mut std::process::Child| {
+        // SAFETY: kill() has no memory effects.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; the group is this test's server.
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        let _ = child.wait();
+    };
+    let up = wait_for(Duration::from_secs(20), || {
+        let workers = children(pid);
+        workers.len() == 2 && workers.iter().all(|&w| polls_listener(w, addr.port()))
+    });
+    if !up {
+        stop(&mut child);
+        panic!("2 workers did not start");
+    }
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let agent = char::from(b'a' + c as u8).to_string().repeat(8000);
+                for n in 0..REQUESTS {
+                    let r = request(
+                        addr,
+                        "GET",
+                        &format!("/c{c}/{n}"),
+                        &[("User-Agent", &agent)],
+                        b"",
+                    )
+                    .expect("request");
+                    assert_eq!(r.status, 200);
+                }
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for c in clients {
+        failed += usize::from(c.join().is_err());
+    }
+    stop(&mut child);
+    let all = String::from_utf8(reader.join().unwrap()).expect("UTF-8 access lines");
+    assert_eq!(failed, 0, "clients failed");
+
+    let (mut seen, mut torn, mut long) = (0, Vec::new(), 0);
+    for line in all.lines().filter(|l| !l.contains("/healthz")) {
+        // 127.0.0.1 - - [date] "GET /cC/N HTTP/1.1" 200 B "-" "aaaa...[...N bytes cut]
+        let parsed = line.split_once("\"GET /c").and_then(|(_, rest)| {
+            let c: usize = rest.split('/').next()?.parse().ok()?;
+            let (_, r) = rest.split_once("\" 200 ")?;
+            let (_, agent) = r.split_once(" \"-\" \"")?;
+            Some((c, agent))
+        });
+        let Some((c, agent)) = parsed else {
+            torn.push(line);
+            continue;
+        };
+        let (agent, cut) = agent.split_once("[...").unwrap_or((agent, ""));
+        let letter = char::from(b'a' + c as u8);
+        let agent = agent.strip_suffix('"').unwrap_or(agent);
+        if agent.is_empty() || agent.chars().any(|ch| ch != letter) {
+            torn.push(line);
+            continue;
+        }
+        seen += 1;
+        if line.len() > 4096 {
+            long += 1;
+            continue;
+        }
+        assert!(cut.ends_with(" bytes cut]"), "no cut marker: {line:.300}");
+        let cut_bytes: usize = cut.trim_end_matches(" bytes cut]").parse().unwrap();
+        assert_eq!(
+            agent.len() + cut_bytes,
+            8001,
+            "the agent and its closing quote"
+        );
+    }
+    let torn: Vec<String> = torn.iter().map(|l| format!("{l:.200}")).collect();
+    assert!(
+        torn.is_empty(),
+        "{} torn or mixed lines, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(3)]
+    );
+    assert_eq!(long, 0, "lines longer than PIPE_BUF");
+    assert_eq!(seen, CLIENTS * REQUESTS, "every request has its line");
+}
