@@ -351,9 +351,6 @@ struct AccessInner {
 /// with the access line's typed values (but `path`, counted apart).
 const LINE_OVERHEAD: usize = 320;
 
-/// Lines shorter than this are never cut (whatever the format adds).
-const SHORT_LINE: usize = sink::PIPE_BUF - LINE_OVERHEAD - 256;
-
 /// Bytes of `s` once escaped in a JSON string (a control byte as `\u00XX`).
 fn json_len(s: &[u8]) -> usize {
     s.iter()
@@ -417,7 +414,9 @@ impl AccessLog {
             self.inner.format.render(rec, buf);
             let mut cut_path = Vec::new();
             let mut path = rec.path;
-            if buf.len() + rec.path.len() > SHORT_LINE && self.inner.sink.cuts_long_lines() {
+            // JSON at most doubles a string: a shorter line always fits.
+            let longest = 2 * (buf.len() + rec.path.len()) + self.inner.overhead;
+            if longest > sink::PIPE_BUF && self.inner.sink.cuts_long_lines() {
                 path = self.bound(buf, rec.path, &mut cut_path);
             }
             // Every atom escapes what is not UTF-8, so this never fails.
@@ -455,7 +454,7 @@ impl AccessLog {
     /// to log.
     fn bound<'a>(&self, buf: &mut Vec<u8>, path: &'a str, cut_path: &'a mut Vec<u8>) -> &'a str {
         let json = self.inner.typed_keys;
-        let mut room = sink::PIPE_BUF - self.inner.overhead;
+        let mut room = sink::PIPE_BUF.saturating_sub(self.inner.overhead);
         let mut path = path;
         if json {
             // The path shows in the line too: its key gets at most 1 KiB.
@@ -465,11 +464,12 @@ impl AccessLog {
                 cut_with_marker(path.as_bytes(), keep, cut_path);
                 path = std::str::from_utf8(cut_path).unwrap_or("-");
             }
-            room -= json_len(path.as_bytes());
+            room = room.saturating_sub(json_len(path.as_bytes()));
         }
         if (if json { json_len(buf) } else { buf.len() }) > room {
             let marker = sink::cut_marker(buf.len()).len();
-            let keep = prefix_within(buf, room - marker * if json { 2 } else { 1 }, json);
+            let room = room.saturating_sub(marker * if json { 2 } else { 1 });
+            let keep = prefix_within(buf, room, json);
             let line = std::mem::take(buf);
             cut_with_marker(&line, keep, buf);
         }

@@ -501,3 +501,34 @@ fn same(a: &Destination, b: &Destination) -> bool {
 fn canonical(p: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(p).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_never_split_a_character_or_an_escape() {
+        assert_eq!(safe_cut(b"abcdef", 10), 6);
+        assert_eq!(safe_cut(b"abcdef", 3), 3);
+        // é is two bytes: never cut between them.
+        assert_eq!(safe_cut("ab\u{e9}cd".as_bytes(), 3), 2);
+        // \xNN, \", \\ and \uNNNN stay whole.
+        assert_eq!(safe_cut(br"ab\x41cd", 4), 2);
+        assert_eq!(safe_cut(br"ab\x41cd", 6), 6);
+        assert_eq!(safe_cut(br#"ab\"cd"#, 3), 2);
+        assert_eq!(safe_cut(br"ab\\cd", 3), 2);
+        assert_eq!(
+            safe_cut(br"ab\\\x41", 6),
+            4,
+            "an escaped backslash, then \\x"
+        );
+        assert_eq!(safe_cut(br"ab\\x41", 5), 5, "\\\\ then a plain x");
+        assert_eq!(safe_cut(br"ab\u00e9cd", 6), 2);
+        let line = [b"x".repeat(9000), b"\n".to_vec()].concat();
+        let cut = cut_line(&line);
+        assert!(cut.len() <= PIPE_BUF && cut.ends_with(b" bytes cut]\n"));
+        let kept = cut.iter().take_while(|&&b| b == b'x').count();
+        let marker = cut_marker(9000 - kept);
+        assert_eq!(&cut[kept..cut.len() - 1], marker.as_bytes());
+    }
+}
