@@ -66,6 +66,8 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 
     /// Validate the configuration, print one line and exit (0 = valid).
+    /// Checks every value, unix socket path lengths and overlapping binds;
+    /// whether a port is free is only found out when serving starts.
     #[arg(long)]
     pub check_config: bool,
 

@@ -384,13 +384,6 @@ fn describe_toml(v: &toml::Value) -> String {
 }
 
 impl Layer {
-    /// Reads a TOML config file.
-    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        Layer::from_toml_str(&text, Source::File(path.to_owned()))
-    }
-
     /// Parses TOML text (the config file's content).
     pub fn from_toml_str(text: &str, source: Source) -> Result<Layer, ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -503,6 +496,65 @@ impl Layer {
             metrics_dir: cli(&args.metrics_dir, "--metrics-dir"),
         }
     }
+}
+
+/// The largest config file read: a settings file is a few KiB.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// The text of a config file: a regular file of at most
+/// [`MAX_CONFIG_FILE`] bytes. A FIFO, a device or a pipe (`-c <(...)`) is
+/// refused without blocking: opened non-blocking, checked with fstat, so
+/// `/dev/zero` cannot fill the memory, a FIFO cannot hang the start or a
+/// reload, and a pipe already drained cannot read as an empty config on
+/// SIGHUP (issue 19).
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let fail = |what: &dyn fmt::Display| {
+        ConfigError(format!(
+            "cannot read config file {}: {what}",
+            path.display()
+        ))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(&e))?;
+    let meta = file.metadata().map_err(|e| fail(&e))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a pipe or FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(fail(&format_args!(
+            "it is {what}, not a regular file (give the path of a file)"
+        )));
+    }
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(fail(&format_args!(
+            "{} bytes is more than the limit of {MAX_CONFIG_FILE}",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(&e))?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(fail(&format_args!(
+            "more than the limit of {MAX_CONFIG_FILE} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| fail(&"it is not UTF-8 text"))
 }
 
 fn nonempty(v: Option<String>) -> Option<String> {
@@ -729,6 +781,9 @@ pub struct Config {
     pub metrics: Option<MetricsSettings>,
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
+    /// Whether that file was empty (or blank): a reload refuses a file
+    /// found empty where it was not, a file being rewritten.
+    pub config_file_empty: bool,
     /// Every setting's source, for `--print-config` and for the parts of
     /// the binary that must say when a setting asks for a part not built.
     pub explicit: Vec<(&'static str, Source)>,
@@ -741,9 +796,13 @@ impl Config {
         args: &ServeArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => Layer::from_file(path)?,
-            None => Layer::default(),
+        let (file, file_empty) = match &args.config {
+            Some(path) => {
+                let text = read_config_file(path)?;
+                let layer = Layer::from_toml_str(&text, Source::File(path.to_owned()))?;
+                (layer, text.trim().is_empty())
+            }
+            None => (Layer::default(), false),
         };
         let layer = Layer::from_cli(args)
             .over(Layer::from_env(env)?)
@@ -751,6 +810,7 @@ impl Config {
             .over(Layer::env_defaults(env)?);
         let mut config = layer.resolve()?;
         config.config_file = args.config.clone();
+        config.config_file_empty = file_empty;
         Ok(config)
     }
 
@@ -772,6 +832,7 @@ impl Config {
     pub fn to_toml(&self) -> String {
         use toml::Value as V;
         let mut t = toml::Table::new();
+        // Every integer setting is validated to fit (`I64_MAX`): never clamped.
         let int = |v: u64| V::Integer(i64::try_from(v).unwrap_or(i64::MAX));
         let secs = |d: Duration| Seconds(d.as_secs_f64()).to_toml();
         t.insert(
@@ -897,6 +958,14 @@ fn count(
     Ok(v.value)
 }
 
+/// The largest integer a TOML file holds: the bound of the u64 settings, so
+/// that `--print-config` prints what is used and it loads back.
+const I64_MAX: u64 = i64::MAX as u64;
+
+/// The smallest positive duration: shorter ones would round to zero, which
+/// means "disabled" for most durations (issue 19).
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
 fn duration(
     name: &'static str,
     v: &Sourced<Seconds>,
@@ -921,7 +990,18 @@ fn duration(
             format_args!("{s} seconds is more than a year"),
         );
     }
-    Ok(Duration::from_secs_f64(s))
+    let d = Duration::from_secs_f64(s);
+    if s > 0.0 && d < MIN_DURATION {
+        return bad(
+            name,
+            &v.source,
+            format_args!(
+                "{s} seconds is less than the smallest duration, 0.001 seconds{}",
+                if positive { "" } else { " (0 disables)" }
+            ),
+        );
+    }
+    Ok(d)
 }
 
 fn one_of<'a>(
@@ -938,6 +1018,39 @@ fn one_of<'a>(
             format_args!("{:?} is not one of {}", v.value, allowed.join(", ")),
         ),
     }
+}
+
+/// The longest unix socket path: `sun_path` holds 108 bytes with the NUL.
+const MAX_UNIX_PATH: usize = 107;
+
+/// Two TCP binds of IP addresses on one port where one covers the other
+/// (`0.0.0.0:80` and `127.0.0.1:80`; `[::]:80` and any address of port 80
+/// while `net.ipv6.bindv6only` is 0, Linux's default), in `binds`' order.
+/// Host names are not resolved here; port 0 never overlaps.
+fn overlapping_binds(binds: &[Bind]) -> Option<(&Bind, &Bind)> {
+    let v6_covers_v4 =
+        std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |s| s.trim() == "0");
+    let ip_port = |b: &Bind| match b {
+        Bind::Tcp { host, port } if *port != 0 => host.parse::<IpAddr>().ok().map(|ip| (ip, *port)),
+        _ => None,
+    };
+    let covers = |wide: IpAddr, other: IpAddr| match (wide, other) {
+        (IpAddr::V4(w), IpAddr::V4(_)) => w.is_unspecified(),
+        (IpAddr::V6(w), IpAddr::V6(_)) => w.is_unspecified(),
+        (IpAddr::V6(w), IpAddr::V4(_)) => w.is_unspecified() && v6_covers_v4,
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    };
+    for (i, a) in binds.iter().enumerate() {
+        for b in &binds[i + 1..] {
+            if let (Some((ia, pa)), Some((ib, pb))) = (ip_port(a), ip_port(b))
+                && pa == pb
+                && (ia == ib || covers(ia, ib) || covers(ib, ia))
+            {
+                return Some((a, b));
+            }
+        }
+    }
+    None
 }
 
 fn is_metric_name(s: &str) -> bool {
@@ -965,6 +1078,19 @@ impl Layer {
                     "bind",
                     &bind.source,
                     format_args!("{parsed} is given twice"),
+                );
+            }
+            if let Bind::Unix(path) = &parsed
+                && path.as_os_str().len() > MAX_UNIX_PATH
+            {
+                return bad(
+                    "bind",
+                    &bind.source,
+                    format_args!(
+                        "unix socket path {} is {} bytes, more than the {MAX_UNIX_PATH} a socket address holds",
+                        path.display(),
+                        path.as_os_str().len()
+                    ),
                 );
             }
             binds.push(parsed);
@@ -995,10 +1121,12 @@ impl Layer {
         let v = r.take("stall_timeout", self.stall_timeout, Seconds(30.0));
         let stall_timeout = duration("stall_timeout", &v, false)?;
 
-        let max_requests = r.take("max_requests", self.max_requests, 0).value;
-        let max_requests_jitter = r
-            .take("max_requests_jitter", self.max_requests_jitter, 0)
-            .value;
+        // TOML integers are i64: a larger value would not load back from
+        // `--print-config` (issue 19), and no worker serves that many.
+        let v = r.take("max_requests", self.max_requests, 0);
+        let max_requests = count("max_requests", &v, 0, I64_MAX, "")?;
+        let v = r.take("max_requests_jitter", self.max_requests_jitter, 0);
+        let max_requests_jitter = count("max_requests_jitter", &v, 0, I64_MAX, "")?;
 
         let v = r.take("limit_request_line", self.limit_request_line, 4094);
         let limit_request_line = count("limit_request_line", &v, 0, 8190, " (0 = 8190)")? as usize;
@@ -1016,13 +1144,12 @@ impl Layer {
             u32::MAX as u64,
             " (0 = 8190)",
         )? as usize;
-        let limit_request_body = r
-            .take(
-                "limit_request_body",
-                self.limit_request_body,
-                DEFAULT_LIMIT_REQUEST_BODY,
-            )
-            .value;
+        let v = r.take(
+            "limit_request_body",
+            self.limit_request_body,
+            DEFAULT_LIMIT_REQUEST_BODY,
+        );
+        let limit_request_body = count("limit_request_body", &v, 0, I64_MAX, " (0 = unlimited)")?;
 
         let v = r.take("loglevel", self.loglevel, "info".to_owned());
         let loglevel = match one_of(
@@ -1088,6 +1215,15 @@ impl Layer {
             None => None,
         };
         let reuse_port = r.take("reuse_port", self.reuse_port, false).value;
+        // Without SO_REUSEPORT the second of two overlapping binds fails at
+        // start: say so now, for --check-config too (issue 19).
+        if !reuse_port && let Some((a, b)) = overlapping_binds(&binds) {
+            return bad(
+                "bind",
+                &bind.source,
+                format_args!("{a} and {b} overlap (the second cannot be bound)"),
+            );
+        }
 
         let v = r.take("app", self.app, "demo".to_owned());
         let app = match AppName::parse(&v.value) {
@@ -1226,6 +1362,7 @@ impl Layer {
             prefix,
             metrics,
             config_file: None,
+            config_file_empty: false,
             explicit: r.explicit,
         })
     }
@@ -1495,6 +1632,124 @@ mod tests {
         assert_eq!(again.binds, c.binds);
         assert_eq!(again.accesslog.as_deref(), Some("-"));
         assert_eq!(again.to_toml(), text);
+    }
+
+    #[test]
+    fn integers_fit_a_toml_file_and_never_wrap() {
+        // Issue 19: `x % (jitter + 1)` wrapped to a division by zero in
+        // every worker; values past i64::MAX printed clamped.
+        for flag in [
+            "--max-requests-jitter",
+            "--max-requests",
+            "--limit-request-body",
+        ] {
+            for big in ["18446744073709551615", "9223372036854775808"] {
+                let e = load(&[flag, big], &[]).unwrap_err();
+                let name = flag.trim_start_matches("--").replace('-', "_");
+                assert!(
+                    e.0.contains(&format!("`{name}`")) && e.0.contains("out of range"),
+                    "{flag} {big}: {e}"
+                );
+            }
+        }
+        let c = load(&["--max-requests-jitter", "9223372036854775807"], &[]).unwrap();
+        assert_eq!(c.max_requests_jitter, i64::MAX as u64);
+        assert!(
+            c.to_toml()
+                .contains("max_requests_jitter = 9223372036854775807")
+        );
+    }
+
+    #[test]
+    fn tiny_durations_are_refused_not_rounded_to_zero() {
+        for (flag, v) in [
+            ("--timeout", "1e-10"),
+            ("--keep-alive", "0.0009"),
+            ("--metrics-update-seconds", "1e-12"),
+        ] {
+            let arg = format!("{flag}={v}");
+            let r = load(&[&arg], &[]);
+            if flag == "--metrics-update-seconds" && !cfg!(feature = "metrics") {
+                continue;
+            }
+            let e = r.unwrap_err();
+            assert!(e.0.contains("smallest duration, 0.001"), "{flag}: {e}");
+        }
+        // The smallest duration loads back from --print-config.
+        let c = load(&["--timeout", "0.001", "--keep-alive", "0"], &[]).unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(1));
+        assert_eq!(c.keepalive, Duration::ZERO);
+        let f = file(&c.to_toml());
+        let again = load(&["-c", f.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(again.timeout, Duration::from_millis(1));
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn config_files_that_are_not_regular_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Neither reads /dev/zero for ever nor waits for a FIFO's writer.
+        for (path, what) in [
+            (Path::new("/dev/zero"), "a device"),
+            (fifo.as_path(), "a pipe or FIFO"),
+            (dir.path(), "a directory"),
+        ] {
+            let e = load(&["-c", path.to_str().unwrap()], &[]).unwrap_err();
+            assert!(
+                e.0.contains(&format!("cannot read config file {}", path.display()))
+                    && e.0.contains(what),
+                "{e}"
+            );
+        }
+        let big = file(&format!("# {}\nworkers = 1\n", "x".repeat(1 << 20)));
+        let e = load(&["-c", big.path().to_str().unwrap()], &[]).unwrap_err();
+        assert!(e.0.contains("more than the limit"), "{e}");
+        let empty = file(" \n");
+        let c = load(&["-c", empty.path().to_str().unwrap()], &[]).unwrap();
+        assert!(c.config_file_empty);
+        let f = file("workers = 1\n");
+        let c = load(&["-c", f.path().to_str().unwrap()], &[]).unwrap();
+        assert!(!c.config_file_empty);
+    }
+
+    #[test]
+    fn binds_that_cannot_all_be_bound_are_refused() {
+        let long = format!("unix:/tmp/{}", "s".repeat(103));
+        let e = load(&["-b", &long], &[]).unwrap_err();
+        assert!(e.0.contains("more than the 107"), "{e}");
+        let fits = format!("unix:/{}", "s".repeat(106));
+        assert!(load(&["-b", &fits], &[]).is_ok());
+        for (a, b) in [
+            ("0.0.0.0:9000", "127.0.0.1:9000"),
+            ("127.0.0.2:9000", "0.0.0.0:9000"),
+            ("[::]:9000", "[::1]:9000"),
+            ("[::1]:9000", "[0:0::1]:9000"),
+        ] {
+            let e = load(&["-b", a, "-b", b], &[]).unwrap_err();
+            assert!(e.0.contains("overlap"), "{a} {b}: {e}");
+        }
+        for (a, b) in [
+            ("0.0.0.0:9000", "127.0.0.1:9001"),
+            ("127.0.0.1:9000", "127.0.0.2:9000"),
+            ("127.0.0.1:0", "0.0.0.0:0"),
+            ("localhost:9000", "0.0.0.0:9000"),
+        ] {
+            assert!(load(&["-b", a, "-b", b], &[]).is_ok(), "{a} {b}");
+        }
+        // SO_REUSEPORT binds both.
+        assert!(
+            load(
+                &["-b", "0.0.0.0:9000", "-b", "127.0.0.1:9000", "--reuse-port"],
+                &[]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

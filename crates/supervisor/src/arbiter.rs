@@ -15,10 +15,11 @@ use crate::config::{BindAddr, SupervisorConfig};
 use crate::error::SupervisorError;
 use crate::heartbeat::{Heartbeat, LoadBoard, Slots, now_ms};
 use crate::listen::{self, BindOptions, Listener};
+use crate::logs::SwitchLogs;
 use crate::metrics::Metrics;
 use crate::notify::{self, Pidfile};
 use crate::service::{ExitReason, Hooks, Service, WorkerContext, WorkerExit, signal_name};
-use crate::{APP_LOAD_ERROR, Supervisor, SupervisorLogs, WORKER_BOOT_ERROR, backlog, sys};
+use crate::{APP_LOAD_ERROR, Supervisor, WORKER_BOOT_ERROR, backlog, sys};
 
 const SIGNAL_TOKEN: Token = Token(0);
 const EXPORTER_FIRST_TOKEN: usize = 1;
@@ -96,7 +97,7 @@ enum Phase {
 
 struct Arbiter {
     cfg: SupervisorConfig,
-    logs: Box<dyn SupervisorLogs>,
+    logs: SwitchLogs,
     log: Logger,
     hooks: Hooks,
     bind_opts: BindOptions,
@@ -140,6 +141,7 @@ pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), Sup
         unix_socket_mode,
         metrics_prefix,
     } = sup;
+    let logs = SwitchLogs::new(logs);
     let log = logs.logger();
     if let Some(h) = hooks.on_starting.as_mut() {
         h(&config);
@@ -169,7 +171,7 @@ pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), Sup
 impl Arbiter {
     fn start(
         cfg: SupervisorConfig,
-        logs: Box<dyn SupervisorLogs>,
+        logs: SwitchLogs,
         log: Logger,
         hooks: Hooks,
         bind_opts: BindOptions,
@@ -639,8 +641,13 @@ impl Arbiter {
         if new.pidfile != self.cfg.pidfile {
             warn!(self.log, "the pidfile changes only with a restart");
         }
-        if let Err(e) = self.logs.reopen() {
-            error!(self.log, "reopening log files failed: {}", e);
+        match service.reload_logs() {
+            Some(logs) => self.logs.switch(logs),
+            None => {
+                if let Err(e) = self.logs.reopen() {
+                    error!(self.log, "reopening log files failed: {}", e);
+                }
+            }
         }
         let metrics = self.cfg.metrics.clone();
         let pidfile = self.cfg.pidfile.clone();
@@ -946,6 +953,9 @@ impl Arbiter {
         if let Some(h) = self.hooks.post_fork.as_mut() {
             h(id);
         }
+        // The worker writes to its own logs: the supervisor's files would
+        // stay allocated after logrotate deletes them (issue 19).
+        self.logs.close_in_child();
         let ctx = WorkerContext {
             listeners,
             heartbeat: Heartbeat::new(self.slots.clone(), slot),

@@ -25,7 +25,7 @@
 //! |---|---|
 //! | TERM | graceful stop: drain the listen queues, SIGTERM the workers, wait up to `graceful_timeout`, SIGKILL |
 //! | INT, QUIT | quick stop: SIGQUIT the workers (also during a graceful stop) |
-//! | HUP | [`Service::reload`], new workers first, then the old ones stopped gracefully |
+//! | HUP | [`Service::reload`], new workers first, then the old ones stopped gracefully; the supervisor's logs become [`Service::reload_logs`] |
 //! | TTIN / TTOU | one worker more / less (never below one) |
 //! | USR1 | reopen logs, forwarded to the workers |
 //! | USR2 | re-exec the program with the listeners inherited (`FERROCORN_FDS`) |
@@ -104,6 +104,7 @@ mod config;
 mod error;
 mod heartbeat;
 mod listen;
+mod logs;
 mod notify;
 mod service;
 mod sys;
@@ -143,6 +144,11 @@ pub trait SupervisorLogs {
     }
     /// Flush buffered lines (before exit and before forking).
     fn flush(&self) {}
+    /// Called in a forked worker before [`Service::worker`]: close the log
+    /// files, which the worker does not write to (it opens its own), so
+    /// that a rotated and deleted file is not kept allocated by every
+    /// worker. Standard streams stay open.
+    fn close_in_child(&self) {}
 }
 
 impl SupervisorLogs for slog::Logger {
@@ -162,6 +168,10 @@ impl SupervisorLogs for ferrocorn_log::Logs {
 
     fn flush(&self) {
         ferrocorn_log::Logs::flush(self)
+    }
+
+    fn close_in_child(&self) {
+        ferrocorn_log::Logs::close_files(self)
     }
 }
 

@@ -74,6 +74,14 @@ pub trait Service {
     /// and then gracefully stops the old ones; `Err` is logged and the
     /// running workers stay.
     fn reload(&mut self) -> Result<SupervisorConfig, String>;
+
+    /// After a successful [`reload`](Self::reload): the supervisor's own
+    /// logs for the new configuration (its level, format, destinations),
+    /// which it writes to from then on. `None` (the default) keeps the
+    /// running logs, reopened.
+    fn reload_logs(&mut self) -> Option<Box<dyn crate::SupervisorLogs>> {
+        None
+    }
 }
 
 /// How a child process ended.

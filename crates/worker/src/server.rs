@@ -267,7 +267,11 @@ fn jitter(max: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^= x >> 31;
-    x % (max + 1)
+    // `max + 1` wraps to 0 at u64::MAX: every value is in range then.
+    match max.checked_add(1) {
+        Some(n) => x % n,
+        None => x,
+    }
 }
 
 pub(crate) fn run(w: Worker) -> io::Result<()> {
@@ -331,7 +335,9 @@ impl Server {
         let config = w.config;
         let limits = config.limits();
         let max_requests = if config.max_requests > 0 {
-            config.max_requests + jitter(config.max_requests_jitter)
+            config
+                .max_requests
+                .saturating_add(jitter(config.max_requests_jitter))
         } else {
             0
         };
@@ -1742,5 +1748,8 @@ mod tests {
         for _ in 0..100 {
             assert!(jitter(3) <= 3);
         }
+        // The largest value neither divides by zero nor overflows (issue 19).
+        let _ = jitter(u64::MAX);
+        assert!(jitter(u64::MAX - 1) < u64::MAX);
     }
 }

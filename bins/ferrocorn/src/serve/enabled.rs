@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferrocorn_log::Logs;
 use ferrocorn_supervisor::{
     BindAddr, InheritedListener, LoadBoard, MetricsConfig, Service, Supervisor, SupervisorConfig,
-    SupervisorError, WORKER_BOOT_ERROR, WorkerContext,
+    SupervisorError, SupervisorLogs, WORKER_BOOT_ERROR, WorkerContext,
 };
 use ferrocorn_worker::{Listener, Siblings};
 
@@ -58,6 +58,8 @@ impl Siblings for Board {
 struct Ferrocorn {
     args: ServeArgs,
     config: Config,
+    /// The supervisor's logs for the config the last reload read.
+    reloaded_logs: Option<Logs>,
 }
 
 impl Service for Ferrocorn {
@@ -114,12 +116,32 @@ impl Service for Ferrocorn {
 
     fn reload(&mut self) -> Result<SupervisorConfig, String> {
         let config = Config::load_from_process(&self.args).map_err(|e| e.0)?;
+        // A file caught empty while being rewritten is not a request for
+        // the defaults (issue 19): keep the running config.
+        if config.config_file_empty
+            && !self.config.config_file_empty
+            && let Some(path) = &config.config_file
+        {
+            return Err(format!(
+                "config file {} is empty and was not at the last load",
+                path.display()
+            ));
+        }
         // Open the new logs once here: a log file the new workers could not
         // open would otherwise stop the supervisor (workers failing to boot).
-        compose::open_logs(&config)?;
+        // The supervisor writes to them from now on (its new level, format
+        // and error log apply too).
+        let logs = compose::open_logs(&config)?;
         let sc = supervisor_config(&config)?;
         self.config = config;
+        self.reloaded_logs = Some(logs);
         Ok(sc)
+    }
+
+    fn reload_logs(&mut self) -> Option<Box<dyn SupervisorLogs>> {
+        self.reloaded_logs
+            .take()
+            .map(|l| Box::new(l) as Box<dyn SupervisorLogs>)
     }
 }
 
@@ -131,7 +153,11 @@ pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
     // on stderr only when the error log would not show it there.
     let logged_on_stderr = config.errorlog == "-" && config.loglevel != "critical";
     let prefix = config.prefix.clone();
-    let service = Ferrocorn { args, config };
+    let service = Ferrocorn {
+        args,
+        config,
+        reloaded_logs: None,
+    };
     match Supervisor::new(sc, logs)
         .metrics_prefix(prefix)
         .run(service)
