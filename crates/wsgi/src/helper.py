@@ -78,8 +78,8 @@ def setup_paths(chdir, pythonpath):
             sys.path.insert(0, p)
 
 
-def format_exception(e):
-    return "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip("\n")
+def format_exception(e, tb=None):
+    return "".join(traceback.format_exception(type(e), e, tb or e.__traceback__)).rstrip("\n")
 
 
 class FileWrapper:

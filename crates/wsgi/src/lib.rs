@@ -153,7 +153,10 @@ fn helper(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 /// The traceback of an exception as the `traceback` module prints it.
 fn format_exception(py: Python<'_>, e: &PyErr) -> String {
     helper(py)
-        .and_then(|h| h.getattr("format_exception")?.call1((e.value(py),)))
+        .and_then(|h| {
+            h.getattr("format_exception")?
+                .call1((e.value(py), e.traceback(py)))
+        })
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| e.to_string())
 }
@@ -546,5 +549,22 @@ impl App for WsgiApp {
                 error_500()
             }
         }
+    }
+}
+
+impl WsgiApp {
+    /// The same app logging to `logger` (a worker's own error log for an
+    /// app imported before the fork).
+    pub fn with_logger(&self, logger: slog::Logger) -> WsgiApp {
+        interp::keep_thread_state();
+        Python::attach(|py| WsgiApp {
+            app: self.app.clone_ref(py),
+            base: self.base.clone_ref(py),
+            file_wrapper: self.file_wrapper.clone_ref(py),
+            config: WsgiConfig {
+                logger,
+                ..self.config.clone()
+            },
+        })
     }
 }
