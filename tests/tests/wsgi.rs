@@ -240,3 +240,301 @@ fn forwarded_allow_ips_decides_who_sets_the_scheme() {
     assert_eq!(r.status, 400);
     assert_no_violation(&server);
 }
+
+#[test]
+fn wsgi_input_every_way_content_length_and_chunked() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &[]);
+    // Lines of varied length, ~300 KiB: more than one read of the worker.
+    let mut body = Vec::new();
+    for i in 0..20_000u32 {
+        body.extend_from_slice(format!("line {i} {}\n", "x".repeat((i % 13) as usize)).as_bytes());
+    }
+    body.extend_from_slice(b"no newline at the end");
+    let file = state.path().join("body.txt");
+    fs::write(&file, &body).unwrap();
+    let sha = {
+        let out = Command::new("sha256sum").arg(&file).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let want = format!("{} {sha} 0", body.len());
+    for how in [
+        "read",
+        "readn",
+        "readline",
+        "readlinen",
+        "readlines",
+        "iter",
+    ] {
+        let url = format!("http://{}/echo?{how}", server.addr);
+        let data = format!("@{}", file.display());
+        // Content-Length, then chunked (curl streams the file).
+        let out = curl(&["--data-binary", &data, &url]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{how} (Content-Length)"
+        );
+        let out = curl(&[
+            "--data-binary",
+            &data,
+            "-H",
+            "Transfer-Encoding: chunked",
+            &url,
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{how} (chunked)"
+        );
+    }
+    // Reads past the end give b"".
+    let r = request(server.addr, "POST", "/broken/readpast", &[], b"0123456789").unwrap();
+    assert_eq!((r.status, r.text()), (200, String::new()));
+    // A body over limit_request_body: 413 before the app reads it all.
+    drop(server);
+    let server = validated_server(state.path(), &["--limit-request-body", "1000"]);
+    let r = request(server.addr, "POST", "/echo?read", &[], &[b'x'; 5000]).unwrap();
+    assert_eq!(r.status, 413);
+    assert_no_violation(&server);
+}
+
+#[test]
+fn a_client_leaving_mid_body_is_an_oserror_in_the_app() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &[]);
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.write_all(
+        b"POST /broken/disconnect HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
+    )
+    .unwrap();
+    conn.write_all(&[b'y'; 100_000]).unwrap();
+    drop(conn);
+    let log = state.path().join("disconnect");
+    assert!(
+        wait_for(Duration::from_secs(10), || !lines_of(&log).is_empty()),
+        "the app never returned; stderr:\n{}",
+        server.stderr()
+    );
+    let lines = lines_of(&log);
+    assert!(lines[0].starts_with("OSError"), "{lines:?}");
+}
+
+#[test]
+fn responses_streamed_framed_and_closed_once() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &["--threads", "1"]);
+    let base = format!("http://{}", server.addr);
+
+    // A list gets a Content-Length (behind the validator's iterator it is
+    // an iterable like any other); the app's reason phrase is kept.
+    let r = request(server.addr, "GET", "/raw/list", &[], b"").unwrap();
+    assert_eq!(
+        r.headers.get("content-length").map(String::as_str),
+        Some("13")
+    );
+    assert_eq!(r.text(), "one two three");
+    let r = request(server.addr, "GET", "/list", &[], b"").unwrap();
+    assert_eq!(
+        r.headers.get("transfer-encoding").map(String::as_str),
+        Some("chunked")
+    );
+    assert_eq!(r.text(), "one two three");
+    let out = curl(&["-i", &format!("{base}/reason")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 299 My Own Reason\r\n"), "{text}");
+    // Hop-by-hop headers and Server/Date from the app are the server's.
+    let r = request(server.addr, "GET", "/hop", &[], b"").unwrap();
+    assert_eq!(r.text(), "hop");
+    assert_eq!(r.headers.get("x-kept").map(String::as_str), Some("yes"));
+    assert_eq!(
+        r.headers.get("server").map(String::as_str),
+        Some("ferrocorn")
+    );
+    assert!(!r.headers.contains_key("keep-alive") && !r.headers.contains_key("upgrade"));
+    // write() then the iterable; exc_info replaces the status before any byte.
+    let r = request(server.addr, "GET", "/write", &[], b"").unwrap();
+    assert_eq!(r.text(), "written then iterated");
+    let r = request(server.addr, "GET", "/exc_info", &[], b"").unwrap();
+    assert_eq!((r.status, r.text()), (503, "sorry".to_owned()));
+
+    // A generator's first chunk reaches the client before its next is made
+    // (the app waits for the marker the client writes once it has it).
+    let marker = state.path().join("got-first");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /stream?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        marker.display()
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the first chunk");
+        got.extend_from_slice(&buf[..n]);
+    }
+    fs::write(&marker, "").unwrap();
+    conn.read_to_end(&mut got).unwrap();
+    let r = ferrocorn_tests::parse_response(&got, false).unwrap();
+    assert_eq!(
+        r.headers.get("transfer-encoding").map(String::as_str),
+        Some("chunked")
+    );
+    assert_eq!(r.text(), "firstsecond:seenx");
+    // HTTP/1.0: close-delimited.
+    let out = curl(&["--http1.0", "-i", &format!("{base}/closing")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Transfer-Encoding") && !text.contains("Content-Length"),
+        "{text}"
+    );
+    assert!(text.ends_with(&"a".repeat(3000)), "{text}");
+
+    // close() exactly once: after the body, after HEAD, after a client
+    // that went away mid-stream, after an exception mid-stream.
+    let once = |name: &str| {
+        let path = state.path().join(name);
+        assert!(
+            wait_for(Duration::from_secs(10), || !lines_of(&path).is_empty()),
+            "{name}: close() never called; stderr:\n{}",
+            server.stderr()
+        );
+        path
+    };
+    let closing = once("stream");
+    let r = request(server.addr, "HEAD", "/head", &[], b"").unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    let head = once("head");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let _ = conn.read(&mut first).unwrap();
+    drop(conn);
+    let big = once("big");
+    let r = request(server.addr, "GET", "/broken/after", &[], b"");
+    // The head went out: the client sees a truncated body, not a 500.
+    match r {
+        Ok(r) => panic!("a complete response after an exception mid-stream: {r:?}"),
+        Err(e) => assert!(e.to_string().contains("truncated"), "{e}"),
+    }
+    let after = once("after");
+    // Later requests on the one pool thread work, and no close came twice.
+    assert_eq!(
+        request(server.addr, "GET", "/list", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    for p in [closing, head, big, after] {
+        assert_eq!(lines_of(&p), vec!["closed"], "{}", p.display());
+    }
+    assert_no_violation(&server);
+}
+
+#[test]
+fn app_errors_are_500s_or_cut_connections_and_the_worker_lives() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &[]);
+    let worker = children(server.pid());
+    for path in [
+        "/broken/before",
+        "/broken/header",
+        "/broken/name",
+        "/broken/twice",
+        "/broken/nostart",
+    ] {
+        let r = request(server.addr, "GET", path, &[], b"").unwrap();
+        assert_eq!(r.status, 500, "{path}");
+        assert_eq!(r.text(), "Internal Server Error\n", "{path}");
+    }
+    // An item that is not bytes, before the first byte: 500 too.
+    let r = request(server.addr, "GET", "/broken/notbytes", &[], b"").unwrap();
+    assert_eq!(r.status, 500);
+    let err = server.stderr();
+    assert!(
+        err.contains("Error handling request GET /broken/before"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ValueError: raised before the first byte"),
+        "{err}"
+    );
+    assert!(err.contains("Traceback (most recent call last)"), "{err}");
+    assert!(err.contains("invalid value for header"), "{err}");
+    assert!(err.contains("without exc_info"), "{err}");
+    assert!(err.contains("without calling start_response"), "{err}");
+    // The same worker still serves.
+    assert_eq!(
+        request(server.addr, "GET", "/list", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(children(server.pid()), worker);
+}
+
+#[test]
+fn threading_local_survives_across_requests_of_a_pool_thread() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &["--threads", "1"]);
+    let counts: Vec<String> = (0..5)
+        .map(|_| {
+            request(server.addr, "GET", "/local", &[], b"")
+                .unwrap()
+                .text()
+        })
+        .collect();
+    let first: Vec<&str> = counts
+        .iter()
+        .map(|c| c.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(first, ["1", "2", "3", "4", "5"], "{counts:?}");
+}
+
+#[test]
+fn file_wrapper_sends_the_file_from_its_offset() {
+    let state = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(state.path().join("file.bin"), &data).unwrap();
+    let server = validated_server(state.path(), &[]);
+    // Unwrapped, the file is read by the server (a Content-Length from the
+    // file's size); behind the validator, item by item (chunked).
+    let r = request(server.addr, "GET", "/raw/file", &[], b"").unwrap();
+    assert_eq!(
+        r.headers.get("content-length").map(String::as_str),
+        Some("1000000")
+    );
+    assert!(r.body == data, "file body differs");
+    let r = request(server.addr, "GET", "/raw/file?999000", &[], b"").unwrap();
+    assert_eq!(
+        r.headers.get("content-length").map(String::as_str),
+        Some("1000")
+    );
+    assert_eq!(r.body, &data[999_000..]);
+    let r = request(server.addr, "GET", "/file?999000", &[], b"").unwrap();
+    assert_eq!(
+        r.headers.get("transfer-encoding").map(String::as_str),
+        Some("chunked")
+    );
+    assert_eq!(r.body, &data[999_000..]);
+    // Python's http.client as a second client.
+    let out = http_client(
+        server.addr,
+        "import http.client, sys, hashlib\n\
+         c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]))\n\
+         c.request('GET', '/raw/file')\n\
+         r = c.getresponse()\n\
+         print(r.status, len(r.read()))",
+    );
+    assert_eq!(out.trim(), "200 1000000");
+    assert_no_violation(&server);
+}
