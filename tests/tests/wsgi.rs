@@ -538,3 +538,239 @@ fn file_wrapper_sends_the_file_from_its_offset() {
     assert_eq!(out.trim(), "200 1000000");
     assert_no_violation(&server);
 }
+
+/// Runs ferrocorn on an app in `dir` to its end; (output, seconds taken).
+fn run_app(dir: &Path, extra: &[&str], spec: &str) -> (std::process::Output, f64) {
+    let mut cmd = ferrocorn();
+    cmd.args([
+        "-b",
+        &format!("127.0.0.1:{}", ferrocorn_tests::free_port()),
+        "--no-metrics",
+        "--log-format",
+        "plain",
+        "--chdir",
+        dir.to_str().unwrap(),
+    ])
+    .args(extra)
+    .arg(spec);
+    let start = Instant::now();
+    let out = run_to_end(cmd, Duration::from_secs(30));
+    (out, start.elapsed().as_secs_f64())
+}
+
+#[test]
+fn an_app_that_cannot_load_stops_the_server_with_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("syntax.py"),
+        "def application(environ, start_response)\n    pass\n",
+    )
+    .unwrap();
+    fs::write(d.join("raises.py"), "raise RuntimeError('at import')\n").unwrap();
+    fs::write(
+        d.join("fine.py"),
+        "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n\
+         def factory(greeting):\n    return application\n\
+         notcallable = 42\n",
+    )
+    .unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "nosuchmodule:application",
+            "ModuleNotFoundError: No module named 'nosuchmodule'",
+        ),
+        ("syntax:application", "SyntaxError"),
+        ("raises", "RuntimeError: at import"),
+        (
+            "fine:missing",
+            "Failed to find attribute 'missing' in 'fine'.",
+        ),
+        ("fine:notcallable", "Application object must be callable."),
+        (
+            "fine:factory()",
+            "missing 1 required positional argument: 'greeting'",
+        ),
+        (
+            "fine:factory(x)",
+            "Failed to parse arguments as literal values: 'factory(x)'",
+        ),
+        (
+            "fine:a.b()",
+            "Function reference must be a simple name: 'a.b()'",
+        ),
+        (
+            "fine:a.b",
+            "Failed to parse 'a.b' as an attribute name or function call.",
+        ),
+    ];
+    for (spec, needle) in cases {
+        // Two workers: each fails, neither is respawned.
+        let (out, secs) = run_app(d, &["-w", "2"], spec);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{spec}: exit status; stderr:\n{err}"
+        );
+        assert!(err.contains(needle), "{spec}: no {needle:?} in:\n{err}");
+        assert!(!err.contains("panicked"), "{spec}:\n{err}");
+        let boots = err.matches("Booting worker").count();
+        assert!(
+            boots <= 2,
+            "{spec}: {boots} workers booted (respawned):\n{err}"
+        );
+        // Gunicorn's "within a second", with room for a loaded machine.
+        assert!(secs < 5.0, "{spec}: took {secs:.2} s");
+        eprintln!("{spec}: exit 4 after {secs:.2} s");
+    }
+    // --preload fails in the supervisor, before any worker exists.
+    let (out, _) = run_app(d, &["--preload"], "raises");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("RuntimeError: at import"), "{err}");
+    assert!(!err.contains("Booting worker"), "{err}");
+    assert_eq!(err.matches("RuntimeError: at import").count(), 1, "{err}");
+}
+
+#[test]
+fn check_app_imports_check_config_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("raises.py"), "raise RuntimeError('at import')\n").unwrap();
+    fs::write(
+        d.join("fine.py"),
+        "def application(environ, start_response):\n    return []\n",
+    )
+    .unwrap();
+    let (out, _) = run_app(d, &["--check-config"], "raises");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("serving raises"));
+    let (out, _) = run_app(d, &["--check-app"], "raises");
+    assert_clean_failure(&out, 4, "RuntimeError: at import");
+    let (out, _) = run_app(d, &["--check-app"], "fine");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app OK: fine");
+}
+
+#[test]
+fn gunicorn_command_lines_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, needle) in [
+        (
+            &["-k", "uvicorn.workers.UvicornWorker"][..],
+            "use sync or gthread",
+        ),
+        (
+            &["--worker-class", "gevent"][..],
+            "\"gevent\" is not supported",
+        ),
+        (&["--app", "hello"][..], "choose one"),
+        (&["--no-such-gunicorn-flag"][..], "--no-such-gunicorn-flag"),
+    ] {
+        let (out, _) = run_app(d, args, "fine:application");
+        let code = out.status.code();
+        assert_eq!(
+            code,
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A virtualenv of another Python version: one line naming both.
+    let venv = d.join("venv");
+    fs::create_dir(&venv).unwrap();
+    fs::write(
+        venv.join("pyvenv.cfg"),
+        "home = /usr/bin\nversion = 3.9.18\n",
+    )
+    .unwrap();
+    let mut cmd = ferrocorn();
+    cmd.env("VIRTUAL_ENV", &venv)
+        .args(["--no-metrics", "fine:application"]);
+    let out = run_to_end(cmd, Duration::from_secs(10));
+    assert_clean_failure(
+        &out,
+        2,
+        "is Python 3.9 but ferrocorn is built with Python 3.",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    // -k sync and gthread run ferrocorn's model, said at startup.
+    fs::write(
+        d.join("ok.py"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    let server = Server::builder()
+        .args([
+            "--chdir",
+            d.to_str().unwrap(),
+            "--no-metrics",
+            "-k",
+            "sync",
+            "ok",
+        ])
+        .start();
+    assert!(
+        server
+            .stderr()
+            .contains("Worker class sync: ferrocorn runs"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn the_app_runs_in_the_virtualenv_of_virtual_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    // A venv of the Python ferrocorn links (python3 on PATH at build time).
+    let made = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let site = fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    fs::create_dir_all(site.join("onlyinvenv")).unwrap();
+    fs::write(site.join("onlyinvenv/__init__.py"), "WHERE = __file__\n").unwrap();
+    let app_dir = dir.path().join("app");
+    fs::create_dir(&app_dir).unwrap();
+    fs::write(
+        app_dir.join("venvapp.py"),
+        "import sys, onlyinvenv\n\
+         def application(environ, start_response):\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+             return [('%s %s' % (sys.prefix, onlyinvenv.WHERE)).encode()]\n",
+    )
+    .unwrap();
+    // Without the venv the package is missing.
+    let (out, _) = run_app(&app_dir, &["--check-app"], "venvapp");
+    assert_clean_failure(&out, 4, "No module named 'onlyinvenv'");
+    let mut cmd_env = Server::builder().env("VIRTUAL_ENV", &venv);
+    cmd_env = cmd_env.args([
+        "--chdir",
+        app_dir.to_str().unwrap(),
+        "--no-metrics",
+        "venvapp",
+    ]);
+    let server = cmd_env.start();
+    let text = server.get("/healthz").text();
+    let (prefix, module) = text.split_once(' ').unwrap();
+    assert_eq!(Path::new(prefix), venv, "{text}");
+    assert!(module.starts_with(site.to_str().unwrap()), "{text}");
+}
