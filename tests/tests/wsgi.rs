@@ -774,3 +774,158 @@ fn the_app_runs_in_the_virtualenv_of_virtual_env() {
     assert_eq!(Path::new(prefix), venv, "{text}");
     assert!(module.starts_with(site.to_str().unwrap()), "{text}");
 }
+
+/// A server for a framework app of tests/wsgi, in the test venv.
+fn framework_server(spec: &str, extra: &[&str]) -> Server {
+    let venv = test_venv();
+    let chdir = apps();
+    let mut args = vec!["--chdir", chdir.to_str().unwrap(), "--no-metrics"];
+    args.extend_from_slice(extra);
+    args.push(spec);
+    Server::builder()
+        .env("VIRTUAL_ENV", &venv)
+        .args(args)
+        .start()
+}
+
+#[test]
+fn a_flask_app() {
+    let server = framework_server("flaskapp:app", &["--threads", "4"]);
+    let base = format!("http://{}", server.addr);
+    let out = curl(&[&format!("{base}/json?a=1&b=two")]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hello"], "flask");
+    assert_eq!(v["args"], serde_json::json!({"a": "1", "b": "two"}));
+    assert_eq!(v["scheme"], "http");
+    let out = curl(&["-H", "X-Forwarded-Proto: https", &format!("{base}/json")]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["scheme"], "https");
+    let out = curl(&[
+        "-d",
+        "name=ferro%20corn",
+        "-d",
+        "x=1",
+        &format!("{base}/form"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"name": "ferro corn", "n": 2}));
+    // A multipart upload (curl), checked by hash.
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let file = dir.path().join("upload.bin");
+    fs::write(&file, &data).unwrap();
+    let out = curl(&[
+        "-F",
+        &format!("file=@{}", file.display()),
+        &format!("{base}/upload"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = Command::new("sha256sum").arg(&file).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout)
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(v["size"], 3_000_000);
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["filename"], "upload.bin");
+    // The same upload chunked (werkzeug reads to wsgi.input's end).
+    let out = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-F",
+        &format!("file=@{}", file.display()),
+        &format!("{base}/upload"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sha256"], sha.as_str());
+    let out = curl(&["-i", &format!("{base}/stream")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+    assert!(
+        text.ends_with("chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n"),
+        "{text}"
+    );
+    // A failing view: Flask answers its own 500 and logs through logging.
+    let r = request(server.addr, "GET", "/boom", &[], b"").unwrap();
+    assert_eq!(r.status, 500);
+    server.wait_stderr(Duration::from_secs(5), "Flask's traceback", |e| {
+        e.contains("RuntimeError: flask view failed")
+    });
+}
+
+const DJANGO_CLIENT: &str = r#"
+import hashlib, http.client, json, os, re, sys
+host, port = sys.argv[1], int(sys.argv[2])
+out = {}
+def conn():
+    return http.client.HTTPConnection(host, port, timeout=20)
+c = conn()
+c.request("GET", "/json?q=ferrocorn", headers={"X-Forwarded-Proto": "https"})
+r = c.getresponse()
+out["json"] = json.loads(r.read())
+# The form: a CSRF cookie and token, then POST with and without them.
+c.request("GET", "/form")
+r = c.getresponse()
+page = r.read().decode()
+cookie = r.getheader("Set-Cookie").split(";")[0]
+token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+body = "csrfmiddlewaretoken=%s&name=ferrocorn" % token
+headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+c.request("POST", "/form", body=body, headers=headers)
+r = c.getresponse()
+out["form"] = [r.status, json.loads(r.read())]
+c.request("POST", "/form", body="name=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+r = c.getresponse()
+r.read()
+out["form_without_csrf"] = r.status
+# A multipart upload of 5 MB (with a Content-Length: Django reads a body
+# only as far as CONTENT_LENGTH says, whatever wsgi.input_terminated says).
+data = os.urandom(5 * 1024 * 1024)
+boundary = "ferrocornboundary"
+pre = ("--%s\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n"
+       "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\n"
+       "Content-Type: application/octet-stream\r\n\r\n" % (boundary, boundary)).encode()
+post = ("\r\n--%s--\r\n" % boundary).encode()
+c2 = conn()
+c2.request("POST", "/upload", body=pre + data + post,
+           headers={"Content-Type": "multipart/form-data; boundary=" + boundary})
+r = c2.getresponse()
+out["upload"] = json.loads(r.read())
+out["upload_sha256"] = hashlib.sha256(data).hexdigest()
+c2.close()
+c.request("GET", "/stream")
+r = c.getresponse()
+out["stream_te"] = r.getheader("Transfer-Encoding")
+out["stream"] = r.read().decode()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn a_django_project() {
+    let server = framework_server("djproject.wsgi:application", &["--threads", "2"]);
+    let out = http_client(server.addr, DJANGO_CLIENT);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["json"]["hello"], "django");
+    assert_eq!(v["json"]["q"], "ferrocorn");
+    assert_eq!(
+        v["json"]["secure"], true,
+        "SECURE_PROXY_SSL_HEADER from a trusted proxy"
+    );
+    assert_eq!(v["form"], serde_json::json!([200, {"name": "ferrocorn"}]));
+    assert_eq!(v["form_without_csrf"], 403);
+    assert_eq!(v["upload"]["sha256"], v["upload_sha256"]);
+    assert_eq!(v["upload"]["size"], 5 * 1024 * 1024);
+    assert_eq!(v["upload"]["field"], "value");
+    assert_eq!(v["stream_te"], "chunked");
+    let rows: Vec<&str> = v["stream"].as_str().unwrap().lines().collect();
+    assert_eq!(rows.len(), 1000);
+    assert_eq!(rows[999], "row 999");
+    assert!(
+        !server.stderr().contains("Traceback"),
+        "{}",
+        server.stderr()
+    );
+}
