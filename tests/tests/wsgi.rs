@@ -929,3 +929,143 @@ fn a_django_project() {
         server.stderr()
     );
 }
+
+const FORK_APP: &str = r#"import os
+IMPORT_PID = os.getpid()
+events = []
+os.register_at_fork(
+    before=lambda: events.append('before'),
+    after_in_parent=lambda: events.append('parent'),
+    after_in_child=lambda: events.append('child'),
+)
+VERSION = 'VERSION_MARK'
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [('%s %d %d %s' % (VERSION, IMPORT_PID, os.getpid(), ','.join(events))).encode()]
+"#;
+
+fn write_fork_app(dir: &Path, version: &str) {
+    fs::write(
+        dir.join("forkapp.py"),
+        FORK_APP.replace("VERSION_MARK", version),
+    )
+    .unwrap();
+}
+
+/// (version, import pid, serving pid, fork events) of one answer.
+fn fork_answer(server: &Server) -> (String, u32, u32, String) {
+    let text = server.get("/").text();
+    let f: Vec<&str> = text.split(' ').collect();
+    (
+        f[0].to_owned(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f.get(3).copied().unwrap_or("").to_owned(),
+    )
+}
+
+/// Requests in a loop on another thread until `stop`; (answered, failed).
+fn hammer(
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, u32)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match request(addr, "GET", "/", &[], b"") {
+                Ok(r) if r.status == 200 => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    })
+}
+
+fn new_workers_after_hup(server: &Server, old: &[u32]) {
+    server.signal(libc::SIGHUP);
+    let ok = wait_for(Duration::from_secs(20), || {
+        let now = children(server.pid());
+        now.len() == old.len() && now.iter().all(|p| !old.contains(p))
+    });
+    assert!(
+        ok,
+        "workers not replaced after HUP; stderr:\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn preload_imports_once_in_the_supervisor_with_the_fork_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fork_app(dir.path(), "one");
+    let server = Server::builder()
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args([
+            "--chdir",
+            dir.path().to_str().unwrap(),
+            "--no-metrics",
+            "-w",
+            "2",
+            "--preload",
+            "forkapp",
+        ])
+        .start();
+    let (version, import_pid, pid, events) = fork_answer(&server);
+    assert_eq!(version, "one");
+    assert_eq!(import_pid, server.pid(), "imported in the supervisor");
+    assert_ne!(pid, import_pid);
+    assert!(children(server.pid()).contains(&pid));
+    // register_at_fork hooks ran: 'before' in the supervisor, 'child' here.
+    assert!(
+        events.contains("before") && events.ends_with("child"),
+        "{events}"
+    );
+    // HUP replaces the workers without re-importing (gunicorn's preload):
+    // new code is not picked up.
+    write_fork_app(dir.path(), "two-changed");
+    let old = children(server.pid());
+    new_workers_after_hup(&server, &old);
+    let (version, import_pid2, pid2, events) = fork_answer(&server);
+    assert_eq!((version.as_str(), import_pid2), ("one", import_pid));
+    assert!(!old.contains(&pid2));
+    assert!(
+        events.contains("parent") && events.ends_with("child"),
+        "{events}"
+    );
+}
+
+#[test]
+fn without_preload_hup_deploys_new_code_with_no_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fork_app(dir.path(), "one");
+    let server = Server::builder()
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args([
+            "--chdir",
+            dir.path().to_str().unwrap(),
+            "--no-metrics",
+            "-w",
+            "2",
+            "--threads",
+            "2",
+            "forkapp",
+        ])
+        .start();
+    let (version, import_pid, pid, events) = fork_answer(&server);
+    assert_eq!(version, "one");
+    // Imported in the worker itself; no fork since, so no fork events.
+    assert_eq!(import_pid, pid);
+    assert_eq!(events, "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = hammer(server.addr, stop.clone());
+    write_fork_app(dir.path(), "two-changed");
+    let old = children(server.pid());
+    new_workers_after_hup(&server, &old);
+    assert!(wait_for(Duration::from_secs(10), || fork_answer(&server).0
+        == "two-changed"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert_eq!(failed, 0, "{ok} answered");
+    assert!(ok > 0);
+    eprintln!("HUP under load: {ok} answered, {failed} failed");
+}
