@@ -1069,3 +1069,49 @@ fn without_preload_hup_deploys_new_code_with_no_failed_request() {
     assert!(ok > 0);
     eprintln!("HUP under load: {ok} answered, {failed} failed");
 }
+
+#[test]
+fn a_segfault_in_the_app_kills_only_its_worker() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &["-w", "1"]);
+    let before = children(server.pid());
+    assert!(request(server.addr, "GET", "/broken/segfault", &[], b"").is_err());
+    server.wait_stderr(Duration::from_secs(10), "the crash", |e| {
+        e.contains("SIGSEGV")
+    });
+    assert!(wait_for(Duration::from_secs(10), || {
+        let now = children(server.pid());
+        now.len() == 1 && now != before
+    }));
+    assert_eq!(
+        request(server.addr, "GET", "/list", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[test]
+fn unix_socket_environ_as_gunicorn() {
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("s.sock");
+    let tcp = format!("127.0.0.1:{}", ferrocorn_tests::free_port());
+    let unix = format!("unix:{}", sock.display());
+    let server = validated_server(state.path(), &["-b", &tcp, "-b", &unix]);
+    let out = curl(&[
+        "--unix-socket",
+        sock.to_str().unwrap(),
+        "-H",
+        "X-Forwarded-Proto: https",
+        "http://example.org:8080/environ",
+    ]);
+    let env: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(env["REMOTE_ADDR"], "");
+    assert_eq!(env["REMOTE_PORT"], serde_json::Value::Null);
+    assert_eq!(env["SERVER_NAME"], "example.org");
+    assert_eq!(env["SERVER_PORT"], "8080");
+    // A unix-socket peer is always trusted (gunicorn).
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    assert_no_violation(&server);
+}

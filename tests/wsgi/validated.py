@@ -192,6 +192,9 @@ def broken(environ, start_response):
             note("disconnect", "OSError " + str(e))
         start_response("200 OK", text)
         return [b"late"]
+    if path == "/broken/segfault":
+        import ctypes
+        ctypes.string_at(0)
     start_response("404 Not Found", text)
     return [b"not found"]
 

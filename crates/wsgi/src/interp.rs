@@ -180,8 +180,8 @@ pub(crate) fn keep_thread_state() {
 }
 
 /// CPython's fork protocol around a `fork()` made by Rust code: call
-/// [`before_fork`] right before, then [`after_fork_parent`] in the parent
-/// or [`after_fork_child`] in the child, as `os.fork()` does, so that
+/// [`fork::before_fork`] right before, then [`fork::after_fork_parent`] in the parent
+/// or [`fork::after_fork_child`] in the child, as `os.fork()` does, so that
 /// `os.register_at_fork` hooks run and the import lock and the interpreter's
 /// locks are in a sane state in the child. Between the two the calling
 /// thread holds the GIL.

@@ -200,6 +200,10 @@ impl Iterator for PyStream {
         if let Some(first) = self.first.take() {
             return Some(Ok(first));
         }
+        // A pool thread (the worker pulls streams there), maybe not the one
+        // that called the app.
+        crate::interp::keep_thread_state();
+        mark_app_thread();
         let item = match &mut self.source {
             Source::Iter(iter) => next_python(iter, &self.state, &self.log, &self.what),
             Source::File {
