@@ -1115,3 +1115,37 @@ fn unix_socket_environ_as_gunicorn() {
     assert_eq!(env["wsgi.url_scheme"], "https");
     assert_no_violation(&server);
 }
+
+#[test]
+fn a_thread_waiting_for_a_body_does_not_hold_the_gil() {
+    let state = tempfile::tempdir().unwrap();
+    let server = validated_server(state.path(), &["--threads", "2"]);
+    // 100 KiB of a 200 KiB body: more than the worker holds before calling
+    // the app (64 KiB), so the app runs and blocks reading the rest.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"POST /echo?readn HTTP/1.1\r\nHost: x\r\nContent-Length: 204800\r\n\r\n")
+        .unwrap();
+    slow.write_all(&[b'a'; 102_400]).unwrap();
+    // The other pool thread answers meanwhile (with the GIL held by the
+    // waiting thread it would hang until the timeout).
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let r = request(server.addr, "GET", "/list", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The slow request has not been answered yet; now it completes.
+    slow.write_all(&[b'a'; 102_400]).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("204800 ") {
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+}

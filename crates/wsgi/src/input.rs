@@ -53,7 +53,10 @@ impl Input {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        let want = want.clamp(1, READ_BLOCK);
+        // Ask for a whole block whatever the caller wants: a read returns
+        // as soon as some bytes are there, and small reads (read(1) in a
+        // loop) then cost no wait each; a huge read(n) fills 1 MiB at a time.
+        let want = want.clamp(READ_BLOCK, 16 * READ_BLOCK);
         let start = self.buf.len();
         self.buf.resize(start + want, 0);
         let target = &mut self.buf[start..];
