@@ -1149,3 +1149,52 @@ fn a_thread_waiting_for_a_body_does_not_hold_the_gil() {
         raw.extend_from_slice(&buf[..n]);
     }
 }
+
+#[test]
+fn env_flags_reach_the_app_and_a_hup_rereads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("envapp.py"),
+        "import os\n\
+def application(environ, start_response):\n\
+\x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+\x20   return [os.environ.get('GREETING', '-').encode()]\n",
+    )
+    .unwrap();
+    let conf = dir.path().join("conf.toml");
+    fs::write(&conf, "raw_env = [\"GREETING=hello\"]\n").unwrap();
+    let server = Server::builder()
+        .args([
+            "-c",
+            conf.to_str().unwrap(),
+            "--chdir",
+            dir.path().to_str().unwrap(),
+            "--no-metrics",
+            "envapp",
+        ])
+        .start();
+    assert_eq!(server.get("/").text(), "hello");
+    fs::write(&conf, "raw_env = [\"GREETING=bonjour\"]\n").unwrap();
+    let old = children(server.pid());
+    new_workers_after_hup(&server, &old);
+    assert!(
+        wait_for(Duration::from_secs(10), || server.get("/").text()
+            == "bonjour"),
+        "{}",
+        server.stderr()
+    );
+    // On the command line too (repeatable -e/--env).
+    let server = Server::builder()
+        .args([
+            "-e",
+            "GREETING=hi",
+            "--env",
+            "OTHER=1",
+            "--chdir",
+            dir.path().to_str().unwrap(),
+            "--no-metrics",
+            "envapp",
+        ])
+        .start();
+    assert_eq!(server.get("/").text(), "hi");
+}

@@ -31,12 +31,14 @@ pub fn check(c: &Config) -> Result<(), String> {
 }
 
 /// Sets the `--env` variables in this process; call while it has one
-/// thread, before any fork (workers inherit them).
+/// thread: in the supervisor before any fork (workers inherit them), and in
+/// a new worker right after its fork (a HUP's new values).
 pub fn apply_env(c: &Config) {
     for (k, v) in &c.python.raw_env {
-        // SAFETY: called from main before any thread exists (the supervisor
-        // is single-threaded and forks later), so no other thread reads the
-        // environment concurrently.
+        // SAFETY: called while this process has one thread (main before
+        // any thread exists; a worker right after the fork, before its pool
+        // and before Python's threads, which a fork does not copy), so no
+        // other thread reads the environment concurrently.
         unsafe { std::env::set_var(k, v) };
     }
 }

@@ -84,6 +84,9 @@ impl Service for Ferrocorn {
             })
             .collect();
         let built = if self.config.python.wsgi_app.is_some() {
+            // The --env of the current config (re-read on HUP), as gunicorn
+            // sets them in each worker before it loads the app.
+            python::apply_env(&self.config);
             let app = match &self.preloaded {
                 Some(p) => Ok(python::preloaded_app(p, &log)),
                 None => python::load(&self.config, &log),
