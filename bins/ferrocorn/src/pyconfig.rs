@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{ConfigError, HeaderPairs, Resolver, Source, Sourced, bad, err};
+use super::{ConfigError, HeaderPairs, Resolver, Sourced, bad, err};
 
 /// The layer's Python fields, handed over by [`super::Layer::resolve`].
 pub(super) struct PythonLayer {
@@ -179,7 +179,6 @@ impl PythonSettings {
             )
             .value
             .0;
-        let _ = Source::Default;
         Ok(PythonSettings {
             wsgi_app,
             chdir,

@@ -283,7 +283,7 @@ impl WsgiApp {
 /// A latin-1 native string (PEP 3333) from bytes.
 fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     if b.is_ascii() {
-        // SAFETY-free fast path: ASCII is valid UTF-8.
+        // Fast path: ASCII is valid UTF-8 and the same in latin-1.
         PyString::new(py, std::str::from_utf8(b).unwrap_or_default())
     } else {
         let s: String = b.iter().map(|&c| c as char).collect();
@@ -486,7 +486,7 @@ impl WsgiApp {
 /// A `FileWrapper` whose file is a regular file with a descriptor: read it
 /// from its current offset to its end.
 fn file_source(wrapper: &Bound<'_, PyAny>) -> Option<Source> {
-    use std::os::fd::{BorrowedFd, FromRawFd};
+    use std::os::fd::BorrowedFd;
     let filelike = wrapper.getattr("filelike").ok()?;
     let block: usize = wrapper.getattr("blksize").ok()?.extract().ok()?;
     let fd: i32 = filelike.call_method0("fileno").ok()?.extract().ok()?;
@@ -504,7 +504,6 @@ fn file_source(wrapper: &Bound<'_, PyAny>) -> Option<Source> {
     if !meta.is_file() {
         return None;
     }
-    let _ = std::fs::File::from_raw_fd;
     let remaining = meta.len().saturating_sub(offset);
     Some(Source::File {
         fd: file.into(),

@@ -91,7 +91,6 @@ impl StartResponse {
     #[pyo3(signature = (status, headers, exc_info=None))]
     fn __call__(
         &self,
-        py: Python<'_>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
@@ -166,7 +165,6 @@ impl StartResponse {
             }
             list.push((name.to_owned(), bytes));
         }
-        let _ = py;
         let mut st = lock(&self.state);
         st.status = Some(parsed);
         st.headers = list;
