@@ -19,6 +19,12 @@ use std::time::Duration;
 
 use crate::cli::ServeArgs;
 
+// The Python (WSGI) settings, resolved in their own file.
+#[path = "pyconfig.rs"]
+mod pyconfig;
+use pyconfig::PythonLayer;
+pub use pyconfig::PythonSettings;
+
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -170,6 +176,24 @@ impl SettingValue for Vec<String> {
     }
 }
 
+/// Header/value pairs (`secure_scheme_headers`): a TOML table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderPairs(pub Vec<(String, String)>);
+
+impl SettingValue for HeaderPairs {
+    const EXPECTED: &'static str = "a table of header = value strings";
+    fn from_toml(v: &toml::Value) -> Option<Self> {
+        let t = v.as_table()?;
+        t.iter()
+            .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+            .collect::<Option<Vec<_>>>()
+            .map(HeaderPairs)
+    }
+    fn from_env(_: &str) -> Option<Self> {
+        None
+    }
+}
+
 macro_rules! layer {
     ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty, )*) => {
         /// One source's settings: every field optional, with its source.
@@ -270,28 +294,40 @@ layer! {
     metrics_update_seconds: Seconds,
     /// Directory of the shm metric files.
     metrics_dir: PathBuf,
+    /// A Python WSGI app (gunicorn's APP_MODULE).
+    wsgi_app: String,
+    /// Directory to change to before loading the app.
+    chdir: PathBuf,
+    /// Comma-separated directories put first on sys.path.
+    pythonpath: String,
+    /// Environment variables for the app, `KEY=VALUE` each (`--env`).
+    raw_env: Vec<String>,
+    /// The virtualenv the app runs in.
+    virtualenv: PathBuf,
+    /// Import the app in the supervisor before forking.
+    preload_app: bool,
+    /// gunicorn's worker class: sync or gthread.
+    worker_class: String,
+    /// Peers trusted to set the scheme through secure_scheme_headers.
+    forwarded_allow_ips: String,
+    /// Headers and values that mean https from a trusted peer.
+    secure_scheme_headers: HeaderPairs,
 }
 
 /// gunicorn settings that ferrocorn does not have (yet): named as such
 /// instead of "unknown", so a gunicorn user knows why.
 const GUNICORN_ONLY: &[&str] = &[
-    "worker_class",
-    "preload_app",
     "reload",
     "reload_engine",
     "reload_extra_files",
     "spew",
-    "chdir",
     "daemon",
-    "raw_env",
     "worker_tmp_dir",
     "user",
     "group",
     "umask",
     "initgroups",
     "tmp_upload_dir",
-    "secure_scheme_headers",
-    "forwarded_allow_ips",
     "proxy_protocol",
     "proxy_allow_ips",
     "certfile",
@@ -316,9 +352,7 @@ const GUNICORN_ONLY: &[&str] = &[
     "dogstatsd_tags",
     "proc_name",
     "default_proc_name",
-    "pythonpath",
     "paste",
-    "wsgi_app",
     "capture_output",
     "disable_redirect_access_to_syslog",
     "sendfile",
@@ -426,6 +460,8 @@ impl Layer {
             }
         }
         layer.workers = env_value(env, "WEB_CONCURRENCY", "workers")?;
+        layer.virtualenv = env_value(env, "VIRTUAL_ENV", "virtualenv")?;
+        layer.forwarded_allow_ips = env_value(env, "FORWARDED_ALLOW_IPS", "forwarded_allow_ips")?;
         Ok(layer)
     }
 
@@ -494,6 +530,18 @@ impl Layer {
             metrics_port: cli(&args.metrics_port.map(u64::from), "--metrics-port"),
             metrics_update_seconds: cli(&args.metrics_update_seconds, "--metrics-update-seconds"),
             metrics_dir: cli(&args.metrics_dir, "--metrics-dir"),
+            wsgi_app: cli(&args.app_module, "APP_MODULE"),
+            chdir: cli(&args.chdir, "--chdir"),
+            pythonpath: cli(&args.pythonpath, "--pythonpath"),
+            raw_env: (!args.env.is_empty()).then(|| Sourced {
+                value: args.env.clone(),
+                source: Source::Cli("--env"),
+            }),
+            virtualenv: cli(&args.virtualenv, "--virtualenv"),
+            preload_app: cli(&args.preload.then_some(true), "--preload"),
+            worker_class: cli(&args.worker_class, "--worker-class"),
+            forwarded_allow_ips: cli(&args.forwarded_allow_ips, "--forwarded-allow-ips"),
+            secure_scheme_headers: None,
         }
     }
 }
@@ -779,6 +827,8 @@ pub struct Config {
     pub prefix: String,
     /// The metrics exporter, `None` when turned off.
     pub metrics: Option<MetricsSettings>,
+    /// The Python (WSGI) app and its settings.
+    pub python: PythonSettings,
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
     /// Whether that file was empty (or blank): a reload refuses a file
@@ -886,7 +936,9 @@ impl Config {
             t.insert("pidfile".into(), V::String(p.display().to_string()));
         }
         t.insert("reuse_port".into(), V::Boolean(self.reuse_port));
-        t.insert("app".into(), V::String(self.app.as_str().into()));
+        if self.python.wsgi_app.is_none() {
+            t.insert("app".into(), V::String(self.app.as_str().into()));
+        }
         t.insert("prefix".into(), V::String(self.prefix.clone()));
         t.insert("metrics".into(), V::Boolean(self.metrics.is_some()));
         if let Some(m) = &self.metrics {
@@ -897,6 +949,7 @@ impl Config {
                 t.insert("metrics_dir".into(), V::String(d.display().to_string()));
             }
         }
+        self.python.to_toml(&mut t);
         toml::to_string(&t).unwrap_or_default()
     }
 }
@@ -1321,6 +1374,27 @@ impl Layer {
             None
         };
 
+        let app_explicit = r.explicit.iter().find(|(n, _)| *n == "app").cloned();
+        let python = PythonSettings::resolve(
+            &mut r,
+            PythonLayer {
+                wsgi_app: self.wsgi_app,
+                chdir: self.chdir,
+                pythonpath: self.pythonpath,
+                raw_env: self.raw_env,
+                virtualenv: self.virtualenv,
+                preload_app: self.preload_app,
+                worker_class: self.worker_class,
+                forwarded_allow_ips: self.forwarded_allow_ips,
+                secure_scheme_headers: self.secure_scheme_headers,
+            },
+        )?;
+        if let (Some(spec), Some((_, app_source))) = (&python.wsgi_app, &app_explicit) {
+            return err(format!(
+                "both a built-in app (`app` in {app_source}) and a WSGI app ({spec:?}) are given: choose one"
+            ));
+        }
+
         if !cfg!(feature = "supervisor") && workers > 1 {
             let source = r
                 .explicit
@@ -1361,6 +1435,7 @@ impl Layer {
             app,
             prefix,
             metrics,
+            python,
             config_file: None,
             config_file_empty: false,
             explicit: r.explicit,
@@ -1517,11 +1592,71 @@ mod tests {
         assert_eq!(nearest_setting("keep-alive"), Some("keepalive"));
         assert_eq!(nearest_setting("worker"), Some("workers"));
         assert_eq!(nearest_setting("wsgi_application_module_path"), None);
-        let e = Layer::from_toml_str("preload_app = true", Source::Default).unwrap_err();
+        let e = Layer::from_toml_str("daemon = true", Source::Default).unwrap_err();
         assert!(
             e.0.contains("gunicorn setting ferrocorn does not support"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn python_settings_as_gunicorn() {
+        let f = file(
+            "wsgi_app = \"proj.wsgi:application\"\nraw_env = [\"A=1\", \"B=x=y\"]\npythonpath = \"a, b\"\npreload_app = true\nworker_class = \"gthread\"\n[secure_scheme_headers]\nX-PROTO = \"https\"\n",
+        );
+        let c = load(
+            &["-c", f.path().to_str().unwrap()],
+            &[("VIRTUAL_ENV", "/v")],
+        )
+        .unwrap();
+        let p = &c.python;
+        assert_eq!(p.wsgi_app.as_deref(), Some("proj.wsgi:application"));
+        assert_eq!(
+            p.raw_env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(p.pythonpath, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert!(p.preload);
+        assert_eq!(p.virtualenv, Some(PathBuf::from("/v")));
+        assert_eq!(p.forwarded_allow_ips, "127.0.0.1,::1");
+        assert_eq!(
+            p.secure_scheme_headers,
+            vec![("X-PROTO".into(), "https".into())]
+        );
+        // --print-config's output reads back the same.
+        let again = file(&c.to_toml());
+        let c2 = load(&["-c", again.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c2.python, c.python);
+        // The positional APP_MODULE beats the file; FORWARDED_ALLOW_IPS is read.
+        let c = load(
+            &["-c", f.path().to_str().unwrap(), "other:app"],
+            &[("FORWARDED_ALLOW_IPS", "*")],
+        )
+        .unwrap();
+        assert_eq!(c.python.wsgi_app.as_deref(), Some("other:app"));
+        assert_eq!(c.python.forwarded_allow_ips, "*");
+    }
+
+    #[test]
+    fn python_settings_refused_with_one_line() {
+        let e = load(&["-k", "uvicorn.workers.UvicornWorker", "m:app"], &[]).unwrap_err();
+        assert!(
+            e.0.contains("\"uvicorn.workers.UvicornWorker\" is not supported"),
+            "{e}"
+        );
+        assert!(e.0.contains("use sync or gthread"), "{e}");
+        assert!(!e.0.contains('\n'), "{e}");
+        let e = load(&["-k", "gevent"], &[]).unwrap_err();
+        assert!(e.0.contains("gevent"), "{e}");
+        let e = load(&["--app", "demo", "m:app"], &[]).unwrap_err();
+        assert!(e.0.contains("choose one"), "{e}");
+        let e = load(&["--env", "NOEQUALS", "m:app"], &[]).unwrap_err();
+        assert!(e.0.contains("is not KEY=VALUE"), "{e}");
+        let e = load(&["--forwarded-allow-ips", "10.0.0.0/99"], &[]).unwrap_err();
+        assert!(e.0.contains("forwarded_allow_ips"), "{e}");
+        for class in ["sync", "gthread"] {
+            assert!(load(&["-k", class, "m:app"], &[]).is_ok());
+        }
     }
 
     #[test]

@@ -898,7 +898,13 @@ impl Arbiter {
         // get 1 and never notice that its parent is gone.
         let supervisor_pid = std::process::id();
         let mask = sys::block_all();
-        match sys::fork() {
+        let forked = sys::fork();
+        if !matches!(forked, Ok(None))
+            && let Some(h) = self.hooks.after_fork_parent.as_mut()
+        {
+            h(id);
+        }
+        match forked {
             Err(e) => {
                 sys::restore_mask(&mask);
                 error!(self.log, "fork failed: {}", e);

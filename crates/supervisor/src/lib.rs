@@ -244,6 +244,14 @@ impl Supervisor {
         self
     }
 
+    /// Called in the supervisor right after each fork (also a failed one),
+    /// with the new worker's id: the parent's half of a fork protocol
+    /// begun in [`Supervisor::pre_fork`] (CPython's `PyOS_AfterFork_Parent`).
+    pub fn after_fork_parent(mut self, f: impl FnMut(usize) + 'static) -> Supervisor {
+        self.hooks.after_fork_parent = Some(Box::new(f));
+        self
+    }
+
     /// Called in the child right after the fork, before [`Service::worker`].
     pub fn post_fork(mut self, f: impl FnMut(usize) + 'static) -> Supervisor {
         self.hooks.post_fork = Some(Box::new(f));

@@ -149,6 +149,7 @@ pub(crate) struct Hooks {
     pub(crate) when_ready: Hook<dyn for<'a> FnMut(Labels<'a>)>,
     pub(crate) pre_fork: Hook<dyn FnMut(usize)>,
     pub(crate) post_fork: Hook<dyn FnMut(usize)>,
+    pub(crate) after_fork_parent: Hook<dyn FnMut(usize)>,
     pub(crate) worker_exit: Hook<dyn FnMut(usize, i32)>,
     pub(crate) child_exit: Hook<dyn FnMut(&WorkerExit)>,
     pub(crate) on_reload: Hook<dyn FnMut(&SupervisorConfig)>,

@@ -690,11 +690,11 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-fn status_line(out: &mut Vec<u8>, status: u16) {
+fn status_line(out: &mut Vec<u8>, status: u16, phrase: Option<&str>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(status));
     out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(phrase.unwrap_or(reason(status)).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -709,13 +709,15 @@ pub(crate) fn serialize(
     out: &mut Vec<u8>,
 ) -> Serialized {
     let mut status = resp.status();
+    let mut phrase = resp.reason.as_deref();
     if !(100..=999).contains(&status) {
         status = 500;
+        phrase = None;
     }
     let no_body = status < 200 || status == 204 || status == 304;
     let mut close = !keep_alive || resp.close;
     out.clear();
-    status_line(out, status);
+    status_line(out, status, phrase);
     if !resp.has_server {
         out.extend_from_slice(SERVER);
     }
@@ -809,7 +811,7 @@ pub(crate) fn serialize(
 pub(crate) fn error_response(status: u16, why: &str) -> Vec<u8> {
     let body = format!("{}\n", if why.is_empty() { reason(status) } else { why });
     let mut out = Vec::with_capacity(160 + body.len());
-    status_line(&mut out, status);
+    status_line(&mut out, status, None);
     out.extend_from_slice(SERVER);
     out.extend_from_slice(b"Date: ");
     date::append_date(&mut out);
@@ -824,7 +826,30 @@ pub(crate) fn error_response(status: u16, why: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::collect_small;
+    use super::{Response, Version, collect_small, serialize};
+
+    fn head_of(resp: Response) -> String {
+        let mut out = Vec::new();
+        serialize(resp, false, Version::Http11, true, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_apps_reason_phrase_is_sent() {
+        let head = head_of(Response::new(299).reason_phrase("My Own Reason"));
+        assert!(head.starts_with("HTTP/1.1 299 My Own Reason\r\n"), "{head}");
+        let head = head_of(Response::new(200));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        // A phrase that would split the response is the app's error.
+        let resp = Response::new(200).reason_phrase("OK\r\nX-Evil: 1");
+        assert!(resp.invalid.is_some());
+        // Not for a status the worker replaces.
+        let head = head_of(Response::new(1000).reason_phrase("Weird"));
+        assert!(
+            head.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "{head}"
+        );
+    }
 
     #[test]
     fn collect_small_keeps_order_on_the_stack_and_beyond() {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use ferrocorn_log::Logs;
 use ferrocorn_supervisor::{
-    BindAddr, InheritedListener, LoadBoard, MetricsConfig, Service, Supervisor, SupervisorConfig,
-    SupervisorError, SupervisorLogs, WORKER_BOOT_ERROR, WorkerContext,
+    APP_LOAD_ERROR, BindAddr, InheritedListener, LoadBoard, MetricsConfig, Service, Supervisor,
+    SupervisorConfig, SupervisorError, SupervisorLogs, WORKER_BOOT_ERROR, WorkerContext,
 };
 use ferrocorn_worker::{Listener, Siblings};
 
@@ -15,6 +15,7 @@ use crate::cli::ServeArgs;
 use crate::compose;
 use crate::config::Config;
 use crate::metrics;
+use crate::python;
 
 /// The supervisor's settings.
 fn supervisor_config(c: &Config) -> Result<SupervisorConfig, String> {
@@ -60,6 +61,9 @@ struct Ferrocorn {
     config: Config,
     /// The supervisor's logs for the config the last reload read.
     reloaded_logs: Option<Logs>,
+    /// The WSGI app imported before forking (`--preload`): kept across
+    /// reloads, as gunicorn keeps it on HUP.
+    preloaded: Option<python::Preloaded>,
 }
 
 impl Service for Ferrocorn {
@@ -81,7 +85,27 @@ impl Service for Ferrocorn {
                 InheritedListener::Unix(u) => Listener::Unix(u),
             })
             .collect();
-        let worker = match compose::build_worker(&self.config, listeners, &logs) {
+        let built = if self.config.python.wsgi_app.is_some() {
+            // The --env of the current config (re-read on HUP), as gunicorn
+            // sets them in each worker before it loads the app.
+            python::apply_env(&self.config);
+            let app = match &self.preloaded {
+                Some(p) => Ok(python::preloaded_app(p, &log)),
+                None => python::load(&self.config, &log),
+            };
+            match app {
+                Ok(app) => compose::build_worker_serving(&self.config, listeners, &logs, app),
+                Err(trace) => {
+                    // gunicorn's APP_LOAD_ERROR: the supervisor stops, no respawn.
+                    slog::error!(log, "Exception in worker process\n{}", trace);
+                    logs.flush();
+                    return APP_LOAD_ERROR;
+                }
+            }
+        } else {
+            compose::build_worker(&self.config, listeners, &logs)
+        };
+        let worker = match built {
             Ok(w) => w,
             Err(e) => {
                 slog::error!(log, "Exception in worker process: {}", e);
@@ -110,6 +134,9 @@ impl Service for Ferrocorn {
                 1
             }
         };
+        if self.config.python.wsgi_app.is_some() {
+            python::at_exit();
+        }
         logs.flush();
         code
     }
@@ -153,19 +180,59 @@ pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
     // on stderr only when the error log would not show it there.
     let logged_on_stderr = config.errorlog == "-" && config.loglevel != "critical";
     let prefix = config.prefix.clone();
+    if let Some(class) = &config.python.worker_class {
+        slog::info!(
+            logs.error(),
+            "Worker class {}: ferrocorn runs {} worker process(es) with {} thread(s) each (gthread's model)",
+            class,
+            config.workers,
+            config.threads
+        );
+    }
+    let preloaded = if config.python.preload && config.python.wsgi_app.is_some() {
+        match python::preload(&config, logs.error()) {
+            Ok(p) => Some(p),
+            Err(trace) => {
+                // Before any worker exists: the traceback once, exit 4.
+                slog::error!(
+                    logs.error(),
+                    "Exception while preloading the app\n{}",
+                    trace
+                );
+                logs.flush();
+                return Err(Failure::Logged(crate::APP_LOAD_ERROR));
+            }
+        }
+    } else {
+        None
+    };
+    let with_python = preloaded.is_some();
     let service = Ferrocorn {
         args,
         config,
         reloaded_logs: None,
+        preloaded,
     };
-    match Supervisor::new(sc, logs)
-        .metrics_prefix(prefix)
-        .run(service)
-    {
+    let mut supervisor = Supervisor::new(sc, logs).metrics_prefix(prefix);
+    if with_python {
+        supervisor = supervisor
+            .pre_fork(|_| python::before_fork())
+            .after_fork_parent(|_| python::after_fork_parent())
+            .post_fork(|_| python::after_fork_child());
+    }
+    match supervisor.run(service) {
         Ok(()) => Ok(()),
         Err(e) => {
             let failure = match e {
                 SupervisorError::Config(m) => Failure::Config(m),
+                SupervisorError::AppLoadFailed { .. } => {
+                    let m = e.to_string();
+                    if logged_on_stderr {
+                        return Err(Failure::Logged(crate::APP_LOAD_ERROR));
+                    }
+                    eprintln!("ferrocorn: error: {m}");
+                    return Err(Failure::Logged(crate::APP_LOAD_ERROR));
+                }
                 e => Failure::Runtime(e.to_string()),
             };
             if logged_on_stderr {
