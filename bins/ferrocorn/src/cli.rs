@@ -133,7 +133,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "INT")]
     pub limit_request_fields: Option<u64>,
 
-    /// Maximum size of a header field line in bytes; 0 = 8190. [default: 8190]
+    /// Maximum size of a header field line in bytes, its CRLF included, as gunicorn counts; 0 = 8190, at most 65536. [default: 8190]
     #[arg(long, value_name = "INT")]
     pub limit_request_field_size: Option<u64>,
 

@@ -695,7 +695,7 @@ pub struct Config {
     pub limit_request_line: usize,
     /// Most header fields.
     pub limit_request_fields: usize,
-    /// Longest header field (0 = 8190).
+    /// Longest header field line, its CRLF included (0 = 8190, at most 65536).
     pub limit_request_field_size: usize,
     /// Largest request body (0 = unlimited).
     pub limit_request_body: u64,
@@ -997,11 +997,12 @@ impl Layer {
             self.limit_request_field_size,
             8190,
         );
+        // Honoured above 8190 as gunicorn does, up to the worker's maximum.
         let limit_request_field_size = count(
             "limit_request_field_size",
             &v,
             0,
-            u32::MAX as u64,
+            ferrocorn_worker::parse::MAX_FIELD_SIZE as u64,
             " (0 = 8190)",
         )? as usize;
         let limit_request_body = r

@@ -191,7 +191,9 @@ pub struct WorkerConfig {
     pub limit_request_line: usize,
     /// Most header fields (default 100, at most 32768); more: 431.
     pub limit_request_fields: usize,
-    /// Longest header field line (default 8190; 0 = 8190); longer: 431.
+    /// Longest header field line, counted as gunicorn counts it (the line
+    /// with its CRLF): default 8190, 0 = 8190, larger values honoured up to
+    /// [`parse::MAX_FIELD_SIZE`]; longer: 431.
     pub limit_request_field_size: usize,
     /// Largest request body in bytes (0 = unlimited, the default as gunicorn);
     /// larger: 413.
