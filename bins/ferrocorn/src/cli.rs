@@ -186,6 +186,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_metrics: bool,
 
+    /// Do not observe how long each connection waited in the listen queue (gunicorn_accept_queue_wait_seconds: one getsockopt per accepted TCP connection).
+    #[arg(long)]
+    pub no_accept_queue_wait: bool,
+
     /// IP address the metrics exporter binds. [default: 0.0.0.0]
     #[arg(long, value_name = "IP")]
     pub metrics_bind: Option<String>,

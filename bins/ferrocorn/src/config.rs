@@ -268,6 +268,8 @@ layer! {
     metrics_update_seconds: Seconds,
     /// Directory of the shm metric files.
     metrics_dir: PathBuf,
+    /// Observe each connection's wait in the listen queue (TCP_INFO at accept).
+    accept_queue_wait: bool,
 }
 
 /// gunicorn settings that ferrocorn does not have (yet): named as such
@@ -498,6 +500,10 @@ impl Layer {
             metrics_port: cli(&args.metrics_port.map(u64::from), "--metrics-port"),
             metrics_update_seconds: cli(&args.metrics_update_seconds, "--metrics-update-seconds"),
             metrics_dir: cli(&args.metrics_dir, "--metrics-dir"),
+            accept_queue_wait: cli(
+                &args.no_accept_queue_wait.then_some(false),
+                "--no-accept-queue-wait",
+            ),
         }
     }
 }
@@ -657,6 +663,9 @@ pub struct MetricsSettings {
     pub dir: Option<PathBuf>,
     /// Seconds between samples of sampled gauges.
     pub update_interval: Duration,
+    /// Workers observe each accepted TCP connection's listen-queue wait
+    /// (`gunicorn_accept_queue_wait_seconds`, one `getsockopt` per accept).
+    pub accept_queue_wait: bool,
 }
 
 /// gunicorn's default access log format.
@@ -825,6 +834,7 @@ impl Config {
             t.insert("metrics_bind".into(), V::String(m.bind.ip().to_string()));
             t.insert("metrics_port".into(), int(u64::from(m.bind.port())));
             t.insert("metrics_update_seconds".into(), secs(m.update_interval));
+            t.insert("accept_queue_wait".into(), V::Boolean(m.accept_queue_wait));
             if let Some(d) = &m.dir {
                 t.insert("metrics_dir".into(), V::String(d.display().to_string()));
             }
@@ -1117,6 +1127,7 @@ impl Layer {
         let metrics_dir = self
             .metrics_dir
             .inspect(|v| r.explicit.push(("metrics_dir", v.source.clone())));
+        let accept_queue_wait = r.take("accept_queue_wait", self.accept_queue_wait, true);
 
         let metrics = if !cfg!(feature = "metrics") {
             // A part built out fails clearly when asked for, never silently.
@@ -1125,6 +1136,7 @@ impl Layer {
                 ("metrics_bind", &metrics_bind.source),
                 ("metrics_port", &metrics_port.source),
                 ("metrics_update_seconds", &metrics_update.source),
+                ("accept_queue_wait", &accept_queue_wait.source),
             ]
             .into_iter()
             .chain(metrics_dir.as_ref().map(|d| ("metrics_dir", &d.source)))
@@ -1169,6 +1181,7 @@ impl Layer {
                 bind,
                 dir: metrics_dir.map(|d| d.value),
                 update_interval,
+                accept_queue_wait: accept_queue_wait.value,
             })
         } else {
             None

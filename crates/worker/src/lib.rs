@@ -103,6 +103,7 @@ mod date;
 mod metrics;
 pub mod parse;
 mod pool;
+mod reject;
 mod request;
 mod response;
 mod server;
@@ -338,6 +339,8 @@ pub struct Worker {
     metrics: Option<ferrocorn_shm_metrics::Registry>,
     #[cfg(feature = "metrics")]
     metrics_prefix: String,
+    #[cfg(feature = "metrics")]
+    accept_queue_wait: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -380,6 +383,8 @@ impl Worker {
             metrics: None,
             #[cfg(feature = "metrics")]
             metrics_prefix: "gunicorn".to_owned(),
+            #[cfg(feature = "metrics")]
+            accept_queue_wait: true,
         })
     }
 
@@ -439,7 +444,13 @@ impl Worker {
     /// `gunicorn_active_worker_threads`, `gunicorn_pending_requests` (mode
     /// `liveall`: one series per worker pid, gone when it dies), the counter
     /// `gunicorn_requests_total{method,status}` and the histogram
-    /// `gunicorn_request_duration_seconds{method}`.
+    /// `gunicorn_request_duration_seconds{method}` (requests the worker
+    /// refuses itself, 400, 408, 413, 431, 501, included, with the method
+    /// `other` when it is not a standard one or could not be read), the
+    /// counter `gunicorn_connections_closed_early_total` (a client that
+    /// closed after part of a request: not a request), and the histogram
+    /// `gunicorn_accept_queue_wait_seconds{listener}` (see
+    /// [`Worker::accept_queue_wait`]).
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, registry: ferrocorn_shm_metrics::Registry) -> Worker {
         self.metrics = Some(registry);
@@ -450,6 +461,20 @@ impl Worker {
     #[cfg(feature = "metrics")]
     pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Worker {
         self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Observe, for every connection accepted from a TCP listener, how long
+    /// it waited in the listen queue, into the histogram
+    /// `gunicorn_accept_queue_wait_seconds{listener}` (buckets 1 ms to
+    /// 10 s; `listener` as `http://127.0.0.1:8000`). The wait is a lower
+    /// bound read with one `getsockopt(TCP_INFO)` per accept (see
+    /// [`ferrocorn_tcpinfo::accept_queue_wait`]); unix sockets have no
+    /// TCP_INFO and are not observed. On by default (with
+    /// [`Worker::metrics`]); `false` saves the call.
+    #[cfg(feature = "metrics")]
+    pub fn accept_queue_wait(mut self, on: bool) -> Worker {
+        self.accept_queue_wait = on;
         self
     }
 

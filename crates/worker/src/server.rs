@@ -20,9 +20,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::HOLD_BODY_MAX;
 use crate::buf::{BUF_SIZE, Buf, BufPool};
-use crate::metrics::Metrics;
+use crate::metrics::{AcceptWait, Metrics};
 use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head};
 use crate::pool::{self, Chunk, Done, Job, Msg, OutBody, Pull, Shared, Task, WBuf, lock};
+use crate::reject;
 use crate::request::{BODY_HIGH_WATER, Body, BodyChan, BodyError, BodyEvent, ChanState, OwnedHead};
 use crate::{
     CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, Callback, LEAVE_TO_SIBLING_MS, Listener,
@@ -162,6 +163,9 @@ struct Conn {
     stream: Option<Box<pool::StreamResp>>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    /// Loop-epoch milliseconds when the buffered bytes began to arrive (the
+    /// start of a refused request, for its duration).
+    head_at: u64,
 }
 
 enum Lst {
@@ -177,6 +181,9 @@ struct ListenerState {
     /// listener already has it, as accepted sockets inherit it.
     set_nodelay: bool,
     ready: bool,
+    /// The accept-queue wait histogram (TCP listeners, with metrics, unless
+    /// turned off).
+    wait: Option<AcceptWait>,
 }
 
 enum Step {
@@ -291,6 +298,10 @@ impl Server {
                 s.send(Msg::Body(ev));
             }
         });
+        #[cfg(feature = "metrics")]
+        let observe_wait = w.accept_queue_wait;
+        #[cfg(not(feature = "metrics"))]
+        let observe_wait = false;
         let mut listeners = Vec::with_capacity(w.listeners.len());
         for l in w.listeners {
             let (sock, local, set_nodelay) = match l {
@@ -305,12 +316,18 @@ impl Server {
                     (Lst::Unix(UnixListener::from_std(l)), None, false)
                 }
             };
+            // Labelled as the supervisor labels the listener's other series.
+            let wait = match local {
+                Some(a) if observe_wait => shared.metrics.accept_wait(&format!("http://{a}")),
+                _ => None,
+            };
             listeners.push(ListenerState {
                 sock,
                 wildcard: local.is_some_and(|a| a.ip().is_unspecified()),
                 local,
                 set_nodelay,
                 ready: true,
+                wait,
             });
         }
         let config = w.config;
@@ -765,6 +782,9 @@ impl Server {
         let l = &mut self.listeners[i];
         let accepted = match &l.sock {
             Lst::Tcp(s) => s.accept().map(|(sock, peer)| {
+                if let Some(wait) = &l.wait {
+                    observe_accept_wait(wait, &sock);
+                }
                 if l.set_nodelay {
                     let _ = sock.set_nodelay(true);
                 }
@@ -850,6 +870,7 @@ impl Server {
             stream: None,
             peer,
             local,
+            head_at: 0,
         });
         self.nconns += 1;
         self.connections_changed();
@@ -1240,6 +1261,12 @@ impl Server {
 
     /// Answer `status` and close.
     fn error(&mut self, idx: usize, status: u16, why: &str) {
+        self.refuse(idx, status, why, None);
+    }
+
+    /// Answer `status` and close, counting and logging it as a request
+    /// whose head is `head` (else what is buffered); see [`reject`].
+    fn refuse(&mut self, idx: usize, status: u16, why: &str, head: Option<&[u8]>) {
         let Some(c) = self.conns[idx].as_mut() else {
             return;
         };
@@ -1247,6 +1274,13 @@ impl Server {
             slog::debug!(self.logger, "refusing request: {} {}", status, why);
         }
         let out = pool::error_response(status, why);
+        let arrived = match (head, &c.rbuf) {
+            (Some(h), _) => h,
+            (None, Some(b)) => b.filled(),
+            (None, None) => &[],
+        };
+        let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
+        reject::record(&self.shared, arrived, c.peer, status, &out, took);
         match c.wbuf.as_mut() {
             Some(w) => w.append(&out),
             None => c.wbuf = Some(WBuf::new(out)),
@@ -1316,6 +1350,10 @@ impl Server {
         }
         let c = self.conns[idx].as_mut().expect("live");
         if c.flags & READ_EOF != 0 {
+            if has_data {
+                // Part of a request, then EOF: not a request.
+                self.shared.metrics.closed_early();
+            }
             self.close(idx);
             return Step::Stop;
         }
@@ -1362,6 +1400,9 @@ impl Server {
                 Step::Continue
             }
             Ok(n) => {
+                if rbuf.is_empty() {
+                    c.head_at = self.now;
+                }
                 rbuf.advance(n);
                 c.flags |= NEW_DATA;
                 if n < want {
@@ -1377,6 +1418,10 @@ impl Server {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
             Err(_) => {
+                if has_data {
+                    // A reset in the middle of a request: not a request.
+                    self.shared.metrics.closed_early();
+                }
                 self.close(idx);
                 Step::Stop
             }
@@ -1396,8 +1441,8 @@ impl Server {
             Framing::None => Body::empty(),
             Framing::Length(n) => {
                 if limit > 0 && n > limit {
+                    self.refuse(idx, 413, "request body too large", Some(&hb));
                     self.bufs.put_head_vec(hb);
-                    self.error(idx, 413, "request body too large");
                     return Step::Continue;
                 }
                 let have = rbuf.len() as u64;
@@ -1418,15 +1463,15 @@ impl Server {
                 let decoded = dec.decode(rbuf.filled(), &mut data);
                 match decoded {
                     Err(e) => {
+                        self.refuse(idx, e.status, e.reason, Some(&hb));
                         self.bufs.put_head_vec(hb);
-                        self.error(idx, e.status, e.reason);
                         return Step::Continue;
                     }
                     Ok(d) => {
                         rbuf.consume(d.consumed);
                         if limit > 0 && data.len() as u64 > limit {
+                            self.refuse(idx, 413, "request body too large", Some(&hb));
                             self.bufs.put_head_vec(hb);
-                            self.error(idx, 413, "request body too large");
                             return Step::Continue;
                         }
                         if d.done {
@@ -1662,6 +1707,21 @@ fn fail_feed(feed: &Feed, e: BodyError) {
     drop(st);
     feed.chan.cond.notify_all();
 }
+
+/// Records how long a connection just accepted waited in the listen queue
+/// (a lower bound read from TCP_INFO: see
+/// [`ferrocorn_tcpinfo::accept_queue_wait`]). A socket the kernel cannot
+/// say it for is not observed: the histogram never gets a made-up zero.
+#[cfg(feature = "metrics")]
+fn observe_accept_wait(wait: &AcceptWait, sock: &TcpStream) {
+    if let Ok(d) = ferrocorn_tcpinfo::accept_queue_wait(sock) {
+        wait.observe(d);
+    }
+}
+
+/// Without metrics there is no histogram (and no listener has one).
+#[cfg(not(feature = "metrics"))]
+fn observe_accept_wait(_wait: &AcceptWait, _sock: &TcpStream) {}
 
 /// Whether connections accepted from `l` start with TCP_NODELAY. Linux
 /// copies the option from the listening socket to every socket it accepts,
