@@ -88,6 +88,10 @@ const TIMER_HEAD: u16 = 1 << 9;
 const NEW_DATA: u16 = 1 << 10;
 /// The loop answered the held request's `Expect: 100-continue`.
 const CONTINUE_SENT: u16 = 1 << 11;
+/// The poll reported the peer's FIN (EPOLLRDHUP): a short read no longer
+/// means the socket is drained (the FIN came with the same edge as the last
+/// data and brings no new one), so reads go on until EOF or WouldBlock.
+const PEER_HUP: u16 = 1 << 12;
 
 /// Lines the access log could not write are reported at most this often.
 const DROPPED_REPORT_MS: u64 = 60_000;
@@ -437,6 +441,9 @@ impl Server {
                     if let Some(Some(c)) = self.conns.get_mut(idx) {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             c.flags |= READABLE;
+                        }
+                        if ev.is_read_closed() || ev.is_error() {
+                            c.flags |= PEER_HUP;
                         }
                         self.drive(idx);
                     }
@@ -1405,7 +1412,7 @@ impl Server {
                 }
                 rbuf.advance(n);
                 c.flags |= NEW_DATA;
-                if n < want {
+                if n < want && c.flags & PEER_HUP == 0 {
                     // A short read drained the socket; the next arrival
                     // brings a new edge.
                     c.flags &= !READABLE;
@@ -1611,7 +1618,7 @@ impl Server {
                 }
                 Ok(n) => {
                     rbuf.advance(n);
-                    if n < want {
+                    if n < want && c.flags & PEER_HUP == 0 {
                         c.flags &= !READABLE;
                     }
                 }

@@ -136,13 +136,23 @@ fn a_client_leaving_mid_head_is_counted_apart_not_as_a_request() {
     let access = MemoryLog::new();
     let s = server(dir.path(), &access);
 
-    // Part of a head, then EOF.
-    let mut c = s.connect();
-    c.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    c.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty(), "no response: {rest:?}");
+    // Part of a head, then EOF: closed at once, without a response. Often
+    // the data and the FIN reach the worker with one poll event; before
+    // issue 22 the FIN was then missed (a short read was taken for a
+    // drained socket) and the client got a 408 after header_timeout.
+    const EARLY: usize = 20;
+    for _ in 0..EARLY {
+        let mut c = s.connect();
+        c.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest.is_empty(),
+            "no response: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
     // Connected and silent, then closed: not counted (a preconnect or a
     // TCP health check is not a broken request).
     drop(s.connect());
@@ -152,11 +162,11 @@ fn a_client_leaving_mid_head_is_counted_apart_not_as_a_request() {
     assert_eq!(c.response().status, 200);
     drop(c);
 
-    wait_for(Duration::from_secs(5), "the early close counted", || {
+    wait_for(Duration::from_secs(5), "the early closes counted", || {
         value(
             &scrape(dir.path()),
             "gunicorn_connections_closed_early_total",
-        ) == Some(1.0)
+        ) == Some(EARLY as f64)
     });
     wait_for(Duration::from_secs(5), "idle", || {
         s.stats.active_connections() == 0
@@ -164,10 +174,10 @@ fn a_client_leaving_mid_head_is_counted_apart_not_as_a_request() {
     let text = scrape(dir.path());
     assert_eq!(
         value(&text, "gunicorn_connections_closed_early_total"),
-        Some(1.0),
+        Some(EARLY as f64),
         "{text}"
     );
-    assert!(!text.contains(r#"status="400""#), "{text}");
+    assert!(!text.contains(r#"status="4"#), "no 4xx: {text}");
     assert_eq!(
         value(
             &text,
