@@ -187,3 +187,22 @@ fn a_client_leaving_mid_head_is_counted_apart_not_as_a_request() {
     );
     assert_eq!(access.lines(), [r#""GET / HTTP/1.1" 200 6 GET"#]);
 }
+
+/// A client that sends a whole request and half-closes gets its response
+/// and then the connection's end. The FIN often comes with the request in
+/// one poll event; before issue 22 it was missed and the connection stayed
+/// open until `keepalive` (120 s).
+#[test]
+fn a_half_closed_client_gets_its_response_and_the_end_at_once() {
+    let s = TestServer::start(WorkerConfig::default(), TestApp);
+    for _ in 0..10 {
+        let mut c = s.connect();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        // connect() set a 5 s read timeout: a connection held open fails.
+        let mut out = Vec::new();
+        c.read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("no EOF after the response: {e}"));
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"), "{out:?}");
+    }
+}
