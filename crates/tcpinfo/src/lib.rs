@@ -58,7 +58,6 @@ mod types;
 
 use std::io;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 pub use info::TcpInfo;
 pub use types::{
@@ -180,7 +179,7 @@ pub fn listen_queue(socket: &(impl AsFd + ?Sized)) -> io::Result<ListenQueue> {
 /// # Ok(())
 /// # }
 /// ```
-pub fn accept_queue_wait(socket: &(impl AsFd + ?Sized)) -> io::Result<Duration> {
+pub fn accept_queue_wait(socket: &(impl AsFd + ?Sized)) -> io::Result<std::time::Duration> {
     let mut buf = [0u8; info::QUEUE_WAIT_LEN];
     let len = sys::tcp_info(socket.as_fd(), &mut buf)?;
     info::queue_wait_field(&buf[..len]).ok_or_else(|| {
