@@ -147,7 +147,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "INT")]
     pub limit_request_fields: Option<u64>,
 
-    /// Maximum size of a header field line in bytes; 0 = 8190. [default: 8190]
+    /// Maximum size of a header field line in bytes, its CRLF included, as gunicorn counts; 0 = 8190, at most 65536. [default: 8190]
     #[arg(long, value_name = "INT")]
     pub limit_request_field_size: Option<u64>,
 
@@ -241,6 +241,10 @@ pub struct ServeArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
+
+    /// Do not observe how long each connection waited in the listen queue (gunicorn_accept_queue_wait_seconds: one getsockopt per accepted TCP connection).
+    #[arg(long)]
+    pub no_accept_queue_wait: bool,
 
     /// IP address the metrics exporter binds. [default: 0.0.0.0]
     #[arg(long, value_name = "IP")]

@@ -312,6 +312,8 @@ layer! {
     forwarded_allow_ips: String,
     /// Headers and values that mean https from a trusted peer.
     secure_scheme_headers: HeaderPairs,
+    /// Observe each connection's wait in the listen queue (TCP_INFO at accept).
+    accept_queue_wait: bool,
 }
 
 /// gunicorn settings that ferrocorn does not have (yet): named as such
@@ -542,6 +544,10 @@ impl Layer {
             worker_class: cli(&args.worker_class, "--worker-class"),
             forwarded_allow_ips: cli(&args.forwarded_allow_ips, "--forwarded-allow-ips"),
             secure_scheme_headers: None,
+            accept_queue_wait: cli(
+                &args.no_accept_queue_wait.then_some(false),
+                "--no-accept-queue-wait",
+            ),
         }
     }
 }
@@ -760,6 +766,9 @@ pub struct MetricsSettings {
     pub dir: Option<PathBuf>,
     /// Seconds between samples of sampled gauges.
     pub update_interval: Duration,
+    /// Workers observe each accepted TCP connection's listen-queue wait
+    /// (`gunicorn_accept_queue_wait_seconds`, one `getsockopt` per accept).
+    pub accept_queue_wait: bool,
 }
 
 /// gunicorn's default access log format.
@@ -801,7 +810,7 @@ pub struct Config {
     pub limit_request_line: usize,
     /// Most header fields.
     pub limit_request_fields: usize,
-    /// Longest header field (0 = 8190).
+    /// Longest header field line, its CRLF included (0 = 8190, at most 65536).
     pub limit_request_field_size: usize,
     /// Largest request body (0 = unlimited).
     pub limit_request_body: u64,
@@ -945,6 +954,7 @@ impl Config {
             t.insert("metrics_bind".into(), V::String(m.bind.ip().to_string()));
             t.insert("metrics_port".into(), int(u64::from(m.bind.port())));
             t.insert("metrics_update_seconds".into(), secs(m.update_interval));
+            t.insert("accept_queue_wait".into(), V::Boolean(m.accept_queue_wait));
             if let Some(d) = &m.dir {
                 t.insert("metrics_dir".into(), V::String(d.display().to_string()));
             }
@@ -1190,11 +1200,12 @@ impl Layer {
             self.limit_request_field_size,
             8190,
         );
+        // Honoured above 8190 as gunicorn does, up to the worker's maximum.
         let limit_request_field_size = count(
             "limit_request_field_size",
             &v,
             0,
-            u32::MAX as u64,
+            ferrocorn_worker::parse::MAX_FIELD_SIZE as u64,
             " (0 = 8190)",
         )? as usize;
         let v = r.take(
@@ -1317,6 +1328,7 @@ impl Layer {
         let metrics_dir = self
             .metrics_dir
             .inspect(|v| r.explicit.push(("metrics_dir", v.source.clone())));
+        let accept_queue_wait = r.take("accept_queue_wait", self.accept_queue_wait, true);
 
         let metrics = if !cfg!(feature = "metrics") {
             // A part built out fails clearly when asked for, never silently.
@@ -1325,6 +1337,7 @@ impl Layer {
                 ("metrics_bind", &metrics_bind.source),
                 ("metrics_port", &metrics_port.source),
                 ("metrics_update_seconds", &metrics_update.source),
+                ("accept_queue_wait", &accept_queue_wait.source),
             ]
             .into_iter()
             .chain(metrics_dir.as_ref().map(|d| ("metrics_dir", &d.source)))
@@ -1369,6 +1382,7 @@ impl Layer {
                 bind,
                 dir: metrics_dir.map(|d| d.value),
                 update_interval,
+                accept_queue_wait: accept_queue_wait.value,
             })
         } else {
             None

@@ -15,7 +15,10 @@ use crate::time;
 pub struct AccessRecord<'a> {
     /// The peer (`h`); `None` for a Unix socket or when unknown.
     pub remote: Option<SocketAddr>,
-    /// Request method (`m`).
+    /// Request method (`m`). Empty, with an empty `version`, for a request
+    /// the server refused before its request line could be read as
+    /// `method target version`: `target` then holds what arrived of the
+    /// line, and `r` renders it alone (or `-` when it is empty too).
     pub method: &'a str,
     /// The raw request-target as received, query included (in `r`).
     pub target: &'a str,
@@ -551,6 +554,15 @@ fn render_atom(a: &Atom, rec: &AccessRecord<'_>, now: std::time::SystemTime, out
             None => out.push(b'-'),
         },
         Atom::Time => time::push_clf(out, time::Now::from(now).secs),
+        // A request refused before its line could be split (see
+        // `AccessRecord::method`): what arrived, or `-`.
+        Atom::RequestLine if rec.method.is_empty() && rec.version.is_empty() => {
+            if rec.target.is_empty() {
+                out.push(b'-');
+            } else {
+                push_escaped(out, rec.target.as_bytes());
+            }
+        }
         Atom::RequestLine => {
             push_escaped(out, rec.method.as_bytes());
             out.push(b' ');

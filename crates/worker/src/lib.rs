@@ -113,6 +113,7 @@ mod date;
 mod metrics;
 pub mod parse;
 mod pool;
+mod reject;
 mod request;
 mod response;
 mod server;
@@ -207,7 +208,9 @@ pub struct WorkerConfig {
     pub limit_request_line: usize,
     /// Most header fields (default 100, at most 32768); more: 431.
     pub limit_request_fields: usize,
-    /// Longest header field line (default 8190; 0 = 8190); longer: 431.
+    /// Longest header field line, counted as gunicorn counts it (the line
+    /// with its CRLF): default 8190, 0 = 8190, larger values honoured up to
+    /// [`parse::MAX_FIELD_SIZE`]; longer: 431.
     pub limit_request_field_size: usize,
     /// Largest request body in bytes (0 = unlimited, the default as gunicorn);
     /// larger: 413.
@@ -363,6 +366,8 @@ pub struct Worker {
     metrics: Option<ferrocorn_shm_metrics::Registry>,
     #[cfg(feature = "metrics")]
     metrics_prefix: String,
+    #[cfg(feature = "metrics")]
+    accept_queue_wait: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -406,6 +411,8 @@ impl Worker {
             metrics: None,
             #[cfg(feature = "metrics")]
             metrics_prefix: "gunicorn".to_owned(),
+            #[cfg(feature = "metrics")]
+            accept_queue_wait: true,
         })
     }
 
@@ -474,7 +481,13 @@ impl Worker {
     /// `gunicorn_active_worker_threads`, `gunicorn_pending_requests` (mode
     /// `liveall`: one series per worker pid, gone when it dies), the counter
     /// `gunicorn_requests_total{method,status}` and the histogram
-    /// `gunicorn_request_duration_seconds{method}`.
+    /// `gunicorn_request_duration_seconds{method}` (requests the worker
+    /// refuses itself, 400, 408, 413, 431, 501, included, with the method
+    /// `other` when it is not a standard one or could not be read), the
+    /// counter `gunicorn_connections_closed_early_total` (a client that
+    /// closed after part of a request: not a request), and the histogram
+    /// `gunicorn_accept_queue_wait_seconds{listener}` (see
+    /// [`Worker::accept_queue_wait`]).
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, registry: ferrocorn_shm_metrics::Registry) -> Worker {
         self.metrics = Some(registry);
@@ -485,6 +498,20 @@ impl Worker {
     #[cfg(feature = "metrics")]
     pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Worker {
         self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Observe, for every connection accepted from a TCP listener, how long
+    /// it waited in the listen queue, into the histogram
+    /// `gunicorn_accept_queue_wait_seconds{listener}` (buckets 1 ms to
+    /// 10 s; `listener` as `http://127.0.0.1:8000`). The wait is a lower
+    /// bound read with one `getsockopt(TCP_INFO)` per accept (see
+    /// [`ferrocorn_tcpinfo::accept_queue_wait`]); unix sockets have no
+    /// TCP_INFO and are not observed. On by default (with
+    /// [`Worker::metrics`]); `false` saves the call.
+    #[cfg(feature = "metrics")]
+    pub fn accept_queue_wait(mut self, on: bool) -> Worker {
+        self.accept_queue_wait = on;
         self
     }
 

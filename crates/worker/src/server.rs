@@ -20,9 +20,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::HOLD_BODY_MAX;
 use crate::buf::{BUF_SIZE, Buf, BufPool};
-use crate::metrics::Metrics;
+use crate::metrics::{AcceptWait, Metrics};
 use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head};
 use crate::pool::{self, Chunk, Done, Job, Msg, OutBody, Pull, Shared, Task, WBuf, lock};
+use crate::reject;
 use crate::request::{BODY_HIGH_WATER, Body, BodyChan, BodyError, BodyEvent, ChanState, OwnedHead};
 use crate::{
     CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, CONTROL_RETIRE, Callback, LEAVE_TO_SIBLING_MS,
@@ -87,6 +88,10 @@ const TIMER_HEAD: u16 = 1 << 9;
 const NEW_DATA: u16 = 1 << 10;
 /// The loop answered the held request's `Expect: 100-continue`.
 const CONTINUE_SENT: u16 = 1 << 11;
+/// The poll reported the peer's FIN (EPOLLRDHUP): a short read no longer
+/// means the socket is drained (the FIN came with the same edge as the last
+/// data and brings no new one), so reads go on until EOF or WouldBlock.
+const PEER_HUP: u16 = 1 << 12;
 
 /// Lines the access log could not write are reported at most this often.
 const DROPPED_REPORT_MS: u64 = 60_000;
@@ -162,6 +167,9 @@ struct Conn {
     stream: Option<Box<pool::StreamResp>>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    /// Loop-epoch milliseconds when the buffered bytes began to arrive (the
+    /// start of a refused request, for its duration).
+    head_at: u64,
 }
 
 enum Lst {
@@ -177,6 +185,9 @@ struct ListenerState {
     /// listener already has it, as accepted sockets inherit it.
     set_nodelay: bool,
     ready: bool,
+    /// The accept-queue wait histogram (TCP listeners, with metrics, unless
+    /// turned off).
+    wait: Option<AcceptWait>,
 }
 
 enum Step {
@@ -310,6 +321,10 @@ impl Server {
                 s.send(Msg::Body(ev));
             }
         });
+        #[cfg(feature = "metrics")]
+        let observe_wait = w.accept_queue_wait;
+        #[cfg(not(feature = "metrics"))]
+        let observe_wait = false;
         let mut listeners = Vec::with_capacity(w.listeners.len());
         for l in w.listeners {
             let (sock, local, set_nodelay) = match l {
@@ -324,12 +339,18 @@ impl Server {
                     (Lst::Unix(UnixListener::from_std(l)), None, false)
                 }
             };
+            // Labelled as the supervisor labels the listener's other series.
+            let wait = match local {
+                Some(a) if observe_wait => shared.metrics.accept_wait(&format!("http://{a}")),
+                _ => None,
+            };
             listeners.push(ListenerState {
                 sock,
                 wildcard: local.is_some_and(|a| a.ip().is_unspecified()),
                 local,
                 set_nodelay,
                 ready: true,
+                wait,
             });
         }
         let config = w.config;
@@ -443,6 +464,9 @@ impl Server {
                     if let Some(Some(c)) = self.conns.get_mut(idx) {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             c.flags |= READABLE;
+                        }
+                        if ev.is_read_closed() || ev.is_error() {
+                            c.flags |= PEER_HUP;
                         }
                         self.drive(idx);
                     }
@@ -803,6 +827,9 @@ impl Server {
         let l = &mut self.listeners[i];
         let accepted = match &l.sock {
             Lst::Tcp(s) => s.accept().map(|(sock, peer)| {
+                if let Some(wait) = &l.wait {
+                    observe_accept_wait(wait, &sock);
+                }
                 if l.set_nodelay {
                     let _ = sock.set_nodelay(true);
                 }
@@ -888,6 +915,7 @@ impl Server {
             stream: None,
             peer,
             local,
+            head_at: 0,
         });
         self.nconns += 1;
         self.connections_changed();
@@ -1284,6 +1312,12 @@ impl Server {
 
     /// Answer `status` and close.
     fn error(&mut self, idx: usize, status: u16, why: &str) {
+        self.refuse(idx, status, why, None);
+    }
+
+    /// Answer `status` and close, counting and logging it as a request
+    /// whose head is `head` (else what is buffered); see [`reject`].
+    fn refuse(&mut self, idx: usize, status: u16, why: &str, head: Option<&[u8]>) {
         let Some(c) = self.conns[idx].as_mut() else {
             return;
         };
@@ -1291,6 +1325,13 @@ impl Server {
             slog::debug!(self.logger, "refusing request: {} {}", status, why);
         }
         let out = pool::error_response(status, why);
+        let arrived = match (head, &c.rbuf) {
+            (Some(h), _) => h,
+            (None, Some(b)) => b.filled(),
+            (None, None) => &[],
+        };
+        let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
+        reject::record(&self.shared, arrived, c.peer, status, &out, took);
         match c.wbuf.as_mut() {
             Some(w) => w.append(&out),
             None => c.wbuf = Some(WBuf::new(out)),
@@ -1369,6 +1410,10 @@ impl Server {
         }
         let c = self.conns[idx].as_mut().expect("live");
         if c.flags & READ_EOF != 0 {
+            if has_data {
+                // Part of a request, then EOF: not a request.
+                self.shared.metrics.closed_early();
+            }
             self.close(idx);
             return Step::Stop;
         }
@@ -1415,9 +1460,12 @@ impl Server {
                 Step::Continue
             }
             Ok(n) => {
+                if rbuf.is_empty() {
+                    c.head_at = self.now;
+                }
                 rbuf.advance(n);
                 c.flags |= NEW_DATA;
-                if n < want {
+                if n < want && c.flags & PEER_HUP == 0 {
                     // A short read drained the socket; the next arrival
                     // brings a new edge.
                     c.flags &= !READABLE;
@@ -1430,6 +1478,10 @@ impl Server {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
             Err(_) => {
+                if has_data {
+                    // A reset in the middle of a request: not a request.
+                    self.shared.metrics.closed_early();
+                }
                 self.close(idx);
                 Step::Stop
             }
@@ -1449,8 +1501,8 @@ impl Server {
             Framing::None => Body::empty(),
             Framing::Length(n) => {
                 if limit > 0 && n > limit {
+                    self.refuse(idx, 413, "request body too large", Some(&hb));
                     self.bufs.put_head_vec(hb);
-                    self.error(idx, 413, "request body too large");
                     return Step::Continue;
                 }
                 let have = rbuf.len() as u64;
@@ -1471,15 +1523,15 @@ impl Server {
                 let decoded = dec.decode(rbuf.filled(), &mut data);
                 match decoded {
                     Err(e) => {
+                        self.refuse(idx, e.status, e.reason, Some(&hb));
                         self.bufs.put_head_vec(hb);
-                        self.error(idx, e.status, e.reason);
                         return Step::Continue;
                     }
                     Ok(d) => {
                         rbuf.consume(d.consumed);
                         if limit > 0 && data.len() as u64 > limit {
+                            self.refuse(idx, 413, "request body too large", Some(&hb));
                             self.bufs.put_head_vec(hb);
-                            self.error(idx, 413, "request body too large");
                             return Step::Continue;
                         }
                         if d.done {
@@ -1614,7 +1666,7 @@ impl Server {
                 }
                 Ok(n) => {
                     rbuf.advance(n);
-                    if n < want {
+                    if n < want && c.flags & PEER_HUP == 0 {
                         c.flags &= !READABLE;
                     }
                 }
@@ -1710,6 +1762,21 @@ fn fail_feed(feed: &Feed, e: BodyError) {
     drop(st);
     feed.chan.cond.notify_all();
 }
+
+/// Records how long a connection just accepted waited in the listen queue
+/// (a lower bound read from TCP_INFO: see
+/// [`ferrocorn_tcpinfo::accept_queue_wait`]). A socket the kernel cannot
+/// say it for is not observed: the histogram never gets a made-up zero.
+#[cfg(feature = "metrics")]
+fn observe_accept_wait(wait: &AcceptWait, sock: &TcpStream) {
+    if let Ok(d) = ferrocorn_tcpinfo::accept_queue_wait(sock) {
+        wait.observe(d);
+    }
+}
+
+/// Without metrics there is no histogram (and no listener has one).
+#[cfg(not(feature = "metrics"))]
+fn observe_accept_wait(_wait: &AcceptWait, _sock: &TcpStream) {}
 
 /// Whether connections accepted from `l` start with TCP_NODELAY. Linux
 /// copies the option from the listening socket to every socket it accepts,

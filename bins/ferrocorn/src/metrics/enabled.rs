@@ -17,9 +17,13 @@ pub fn render_dir(dir: &Path) -> Result<Vec<u8>, String> {
     ferrocorn_shm_metrics::render_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// Makes `worker` write its gauges and request metrics into `dir`.
-pub fn attach(worker: Worker, dir: &Path, prefix: &str) -> Worker {
-    worker.metrics(Registry::new(dir)).metrics_prefix(prefix)
+/// Makes `worker` write its gauges and request metrics into `dir` (and
+/// observe each connection's listen-queue wait when `accept_queue_wait`).
+pub fn attach(worker: Worker, dir: &Path, prefix: &str, accept_queue_wait: bool) -> Worker {
+    worker
+        .metrics(Registry::new(dir))
+        .metrics_prefix(prefix)
+        .accept_queue_wait(accept_queue_wait)
 }
 
 /// The single-process mode's exporter: a thread serving the directory

@@ -153,7 +153,8 @@ pub fn serve(_args: ServeArgs, config: Config) -> Result<(), Failure> {
     };
     let mut worker = built.map_err(|e| fail(format!("cannot start the worker: {e}")))?;
     if let Some(e) = &exporter {
-        worker = metrics::attach(worker, e.dir(), &config.prefix);
+        let wait = config.metrics.as_ref().is_some_and(|m| m.accept_queue_wait);
+        worker = metrics::attach(worker, e.dir(), &config.prefix, wait);
     }
     slog::info!(log, "Booting worker with pid: {}", pid);
     // The exporter (and a private metrics directory) lives as long as the worker.

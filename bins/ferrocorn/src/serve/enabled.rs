@@ -121,7 +121,8 @@ impl Service for Ferrocorn {
             .siblings(Arc::new(Board(ctx.load.clone())))
             .parent_pid(ctx.ppid);
         if let Some(dir) = &ctx.metrics_dir {
-            worker = metrics::attach(worker, dir, &self.config.prefix);
+            let wait = (self.config.metrics.as_ref()).is_some_and(|m| m.accept_queue_wait);
+            worker = metrics::attach(worker, dir, &self.config.prefix, wait);
         }
         // The first heartbeat comes from the serving loop, once the worker
         // is set up: a worker dying before it counts as failing to boot, and
