@@ -121,12 +121,58 @@ pub(crate) const LOCK_FILE: &str = ".ferrocorn-aggregate.lock";
 /// holding it on purpose, and the caller (a supervisor's loop) must go on.
 const FOLD_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens the directory's lock file: created when `create` allows and the
-/// directory is writable, read-only otherwise (a `flock` needs no write
-/// access); `None` when there is none and it cannot be created. Never
-/// blocks on a FIFO nor follows a link planted at its name.
-pub(crate) fn open_lock(dir: &Path, create: bool) -> io::Result<Option<fs::File>> {
-    let path = dir.join(LOCK_FILE);
+/// The turnstile in front of [`LOCK_FILE`]: whoever waits for the lock
+/// (a reader or a fold) holds it exclusively meanwhile and lets it go once
+/// it has the lock, so that waiting readers and folds take turns. `flock`
+/// has no queue: without it a reader scraping back to back would starve
+/// folds, and folds coming back to back (many processes exiting at once)
+/// would starve readers.
+pub(crate) const TURN_FILE: &str = ".ferrocorn-aggregate.turn";
+
+/// What [`lock_dir`] got.
+pub(crate) enum Locked {
+    /// The lock, held until the file is dropped.
+    Held(#[allow(dead_code)] fs::File),
+    /// The directory has no lock file and none can be made (so no fold
+    /// can run there either).
+    NoLockFile,
+    /// Others held it for longer than the wait allowed.
+    TimedOut,
+}
+
+/// Takes the directory's fold lock, exclusively (a fold) or shared (a
+/// reader), through the turnstile, waiting at most `wait` in all.
+pub(crate) fn lock_dir(
+    dir: &Path,
+    exclusive: bool,
+    wait: std::time::Duration,
+) -> io::Result<Locked> {
+    let deadline = std::time::Instant::now() + wait;
+    let Some(lock) = open_lock(dir, LOCK_FILE, true)? else {
+        return Ok(Locked::NoLockFile);
+    };
+    // Without a turnstile (a read-only directory, say) the lock alone.
+    let turn = open_lock(dir, TURN_FILE, true).ok().flatten();
+    if let Some(t) = &turn
+        && !sys::lock(t, true, wait)?
+    {
+        return Ok(Locked::TimedOut);
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if !sys::lock(&lock, exclusive, left)? {
+        return Ok(Locked::TimedOut);
+    }
+    drop(turn);
+    Ok(Locked::Held(lock))
+}
+
+/// Opens the directory's lock file `name` ([`LOCK_FILE`] or
+/// [`TURN_FILE`]): created when `create` allows and the directory is
+/// writable, read-only otherwise (a `flock` needs no write access); `None`
+/// when there is none and it cannot be created. Never blocks on a FIFO
+/// nor follows a link planted at its name.
+pub(crate) fn open_lock(dir: &Path, name: &str, create: bool) -> io::Result<Option<fs::File>> {
+    let path = dir.join(name);
     let flags = libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     let rw = OpenOptions::new()
         .read(true)
@@ -162,21 +208,24 @@ pub(crate) fn open_lock(dir: &Path, create: bool) -> io::Result<Option<fs::File>
 }
 
 pub(crate) fn mark_id_dead(dir: &Path, id: &str) -> io::Result<()> {
-    let lock = open_lock(dir, true)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{LOCK_FILE}: cannot create"),
-        )
-    })?;
-    if !sys::lock(&lock, true, FOLD_LOCK_WAIT)? {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "{}: held by another process for {FOLD_LOCK_WAIT:?}; {id} not marked dead",
-                dir.join(LOCK_FILE).display()
-            ),
-        ));
-    }
+    let _lock = match lock_dir(dir, true, FOLD_LOCK_WAIT)? {
+        Locked::Held(lock) => lock,
+        Locked::NoLockFile => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{LOCK_FILE}: cannot create"),
+            ));
+        }
+        Locked::TimedOut => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: held by others for {FOLD_LOCK_WAIT:?}; {id} not marked dead",
+                    dir.join(LOCK_FILE).display()
+                ),
+            ));
+        }
+    };
     for mode in GaugeMode::ALL
         .into_iter()
         .filter(|m| m.is_live() || *m == GaugeMode::All)

@@ -216,25 +216,19 @@ impl MultiProcessCollector {
     /// (its files are still read so that a fold seen half-way is retried),
     /// with a warning.
     fn shared_lock(&self) -> Result<Option<std::fs::File>, Warning> {
+        use crate::aggregate::{LOCK_FILE, Locked, lock_dir};
         const WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-        let path = || self.dir.join(crate::aggregate::LOCK_FILE);
-        let lock = crate::aggregate::open_lock(&self.dir, true).map_err(|e| Warning {
-            path: path(),
-            reason: format!("cannot open the fold lock: {e}; read without it"),
-        })?;
-        let Some(lock) = lock else {
-            return Ok(None);
+        let warning = |reason: String| Warning {
+            path: self.dir.join(LOCK_FILE),
+            reason,
         };
-        match crate::sys::lock(&lock, false, WAIT) {
-            Ok(true) => Ok(Some(lock)),
-            Ok(false) => Err(Warning {
-                path: path(),
-                reason: format!("held by another process for {WAIT:?}; read without it"),
-            }),
-            Err(e) => Err(Warning {
-                path: path(),
-                reason: format!("cannot lock: {e}; read without it"),
-            }),
+        match lock_dir(&self.dir, false, WAIT) {
+            Ok(Locked::Held(lock)) => Ok(Some(lock)),
+            Ok(Locked::NoLockFile) => Ok(None),
+            Ok(Locked::TimedOut) => Err(warning(format!(
+                "held by others for {WAIT:?}; read without it"
+            ))),
+            Err(e) => Err(warning(format!("cannot lock: {e}; read without it"))),
         }
     }
 }
@@ -1439,6 +1433,9 @@ fn merge_dir(
             file::read_file(&kept.file, &mut data, true, false)?;
             Ok((key, kept))
         }) {
+            // Replaced since the listing (by a fold the lock did not keep
+            // out): the other files listed may be older than it; start over.
+            Ok((_, kept)) if kept.ino != *ino && !last_attempt => return Ok(false),
             Ok((key, kept)) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
