@@ -247,3 +247,55 @@ fn a_corrupt_used_header_costs_no_memory() {
     assert!(s.text.contains("bad_total 2.0\n"), "{}", s.text);
     assert!(!dir.path().join("counter_4.db").exists());
 }
+
+#[test]
+fn two_spellings_of_one_directory_share_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("r1");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    symlink(&real, &link).unwrap();
+    // The same directory by its path, through a link, and with a `..`.
+    let spellings = [real.clone(), link, real.join("..").join("r1")];
+    let registries: Vec<_> = spellings
+        .iter()
+        .map(ferrocorn_shm_metrics::Registry::new)
+        .collect();
+    // Each opens the file with a series, then appends another to it.
+    let names = [["a", "bb", "cccc"], ["d", "ee", "ffff"]];
+    for round in names {
+        for (i, (r, name)) in registries.iter().zip(round).enumerate() {
+            r.counter(name, "One of six.", &[])
+                .with_label_values(&[])
+                .unwrap()
+                .inc_by(i as f64 + 1.0);
+        }
+    }
+    let mut text = Vec::new();
+    MultiProcessCollector::new(&real).encode_text_to(&mut text);
+    let text = String::from_utf8(text).unwrap();
+    let expected = names.iter().flat_map(|r| r.iter().zip([1.0, 2.0, 3.0]));
+    for (name, v) in expected {
+        assert_eq!(
+            common::value_of(&text, &format!("{name}_total")),
+            Some(v),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_symlink_at_the_folds_temporary_name_is_not_followed() {
+    let dir = dir_with_a_good_file();
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(victim.path(), b"precious").unwrap();
+    symlink(victim.path(), dir.path().join(".counter_aggregate.tmp")).unwrap();
+    mark_process_dead(dir.path(), 1).unwrap();
+    assert_eq!(std::fs::read(victim.path()).unwrap(), b"precious");
+    let s = scrape_in_child(dir.path(), None);
+    assert_healthy(&s);
+    assert_eq!(
+        common::db_files(dir.path()),
+        vec!["counter_aggregate.db".to_string()]
+    );
+}
