@@ -3,26 +3,32 @@
 //! bounded however many processes come and go.
 //!
 //! # Folding, and why scrapes stay exact
-//! For each foldable kind (counter, histogram, summary and the non-live
-//! `min`, `max`, `sum`, `mostrecent` gauges) of the dead process `P`:
+//! Under the directory's lock (`.ferrocorn-aggregate.lock`, exclusive), for
+//! each foldable kind (counter, histogram, summary and the non-live `min`,
+//! `max`, `sum`, `mostrecent` gauges) of the dead process `P`:
 //!
-//! 1. read `{kind}_aggregate.db` (if any) and `{kind}_P.db`;
-//! 2. write the combined values to a temporary name that does not end in
-//!    `.db` (so no reader lists it), with a *trailer* after the `used` mark
-//!    saying "this aggregate contains file `P` with inode `I` and
-//!    modification time `T`" (Python reads only up to `used` and never sees
-//!    it; a later process reusing the pid, even the inode number, has
-//!    another modification time, so it is never mistaken for `P`);
-//! 3. rename it over `{kind}_aggregate.db` (atomic);
-//! 4. delete `{kind}_P.db`.
+//! 1. rename `{kind}_P.db` to `.{kind}_P.folding` (no `.db`: Python's
+//!    reader does not list it, and a new process reusing the pid creates a
+//!    new file rather than continuing this one);
+//! 2. read `{kind}_aggregate.db` (if any) and the hidden file, write the
+//!    combined values under a temporary name (created `O_EXCL|O_NOFOLLOW`)
+//!    with a *trailer* after the `used` mark saying "this aggregate
+//!    contains file `P` with inode `I` and modification time `T`" (Python
+//!    reads only up to `used` and never sees it), and rename it over
+//!    `{kind}_aggregate.db` (atomic);
+//! 3. delete the hidden file.
 //!
-//! Our reader lists the directory, reads aggregates first and skips a file an
-//! aggregate's trailer claims; if a listed file is gone when opened (deleted
-//! in step 4 after the reader saw an older aggregate) it starts the scrape
-//! over (up to ten times; then it goes on without the file). So a concurrent scrape by this crate never counts `P` twice and
-//! never misses it. Python's reader, which knows no trailers, can count `P`
-//! twice for the microseconds between steps 3 and 4. A fold interrupted
-//! between steps 3 and 4 is finished by the next call for the same kind.
+//! Our reader holds the lock shared while it lists and reads, so it sees
+//! the directory before or after a fold, never during one. It reads hidden
+//! files too, skipping those an aggregate's trailer claims: after a crash
+//! between 1 and 2 the hidden file is counted (and the next fold folds
+//! it), after a crash between 2 and 3 it is skipped (and the next fold
+//! deletes it). Lock waits are bounded (a scrape reads without the lock
+//! after half a second, then starts over if a listed file vanished or an
+//! aggregate changed since the listing; a fold gives up after 2 s), and a
+//! turnstile file makes waiting readers and folds take turns. Python's
+//! reader, which knows no lock or trailers, misses `P` for the
+//! microseconds between steps 1 and 2.
 //!
 //! Combining: counters, histogram buckets and `_sum`s, summaries and `sum`
 //! gauges add; `min`/`max` gauges keep the smaller/larger value; `mostrecent`
@@ -106,8 +112,10 @@ pub(crate) fn is_folded(kind: Kind) -> bool {
 ///
 /// Call it after the process was reaped and before its pid can be handed to
 /// a new worker. Calls for one directory are serialized with a lock file
-/// (`.ferrocorn-aggregate.lock`). Unreadable files of the pid are deleted
-/// (nothing in them can be recovered).
+/// (`.ferrocorn-aggregate.lock`), which this crate's scrapes hold shared;
+/// after waiting 2 s for it the call fails with `TimedOut` rather than
+/// hang its caller. Unreadable files of the pid, and names of it that are
+/// not regular files, are deleted (nothing in them can be recovered).
 pub fn mark_process_dead(dir: &Path, pid: u32) -> io::Result<()> {
     mark_id_dead(dir, &pid.to_string())
 }
