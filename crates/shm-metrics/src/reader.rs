@@ -641,7 +641,9 @@ impl Merger {
                 let end = file::walk_from(data, p.end, used, scratch);
                 self.resolve(name.kind, data, scratch, &mut p);
                 p.end = end;
-                p.used = used;
+                // What the next scrape reads at once: never more than the
+                // file held (a corrupt `used` may claim 2 GiB).
+                p.used = used.min(data.len());
                 let layout = if end == used {
                     Layout::Current
                 } else {
@@ -658,7 +660,7 @@ impl Merger {
                 let keep = match (p.legacy, end, used) {
                     (false, Some(end), Some(used)) => {
                         p.end = end;
-                        p.used = used;
+                        p.used = used.min(data.len());
                         true
                     }
                     _ => false,
