@@ -140,7 +140,7 @@ pub(crate) const TURN_FILE: &str = ".ferrocorn-aggregate.turn";
 /// What [`lock_dir`] got.
 pub(crate) enum Locked {
     /// The lock, held until the file is dropped.
-    Held(#[allow(dead_code)] fs::File),
+    Held(fs::File),
     /// The directory has no lock file and none can be made (so no fold
     /// can run there either).
     NoLockFile,
