@@ -1375,7 +1375,9 @@ fn merge_dir(
         // The hidden name of a file a fold renamed and a crash left behind
         // (see `aggregate::fold`): counted unless an aggregate claims it.
         if let Some(n) = FileName::parse_folding(fname) {
-            names.push((n, os_name, entry.ino()));
+            if crate::aggregate::is_folded(n.kind) {
+                names.push((n, os_name, entry.ino()));
+            }
             continue;
         }
         if !fname.ends_with(".db") {
