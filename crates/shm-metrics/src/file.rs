@@ -368,6 +368,8 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// lock-free through [`Slot`]s.
 pub(crate) struct ShmFile {
     file: File,
+    /// The device and inode it was opened as.
+    id: (u64, u64),
     state: Mutex<State>,
 }
 
@@ -454,14 +456,23 @@ impl ShmFile {
             }
         }
         let used = usize::try_from(used).unwrap_or(0);
+        use std::os::unix::fs::MetadataExt;
         Ok(ShmFile {
             file,
+            id: (meta.dev(), meta.ino()),
             state: Mutex::new(State {
                 used,
                 maps: vec![map],
                 positions,
             }),
         })
+    }
+
+    /// Whether `path` names this file (it was not deleted, renamed away or
+    /// replaced since it was opened).
+    pub(crate) fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
     }
 
     /// Returns the slot of `key`, appending a zero entry for it first if the

@@ -169,7 +169,9 @@ fn shared_file(dir: &Path, kind: Kind, generation: u64) -> io::Result<Arc<ShmFil
         r => r?,
     };
     let key = (dev, ino, name);
-    if let Some(f) = table.files.get(&key) {
+    // Still the file at that name: a directory deleted and made again can
+    // have the inode number of the old one, and a file may be renamed away.
+    if let Some(f) = table.files.get(&key).filter(|f| f.is_at(&path)) {
         return Ok(f.clone());
     }
     let file = Arc::new(ShmFile::open(&path)?);
