@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::HOLD_BODY_MAX;
 use crate::buf::{BUF_SIZE, Buf, BufPool};
+use crate::health;
 use crate::metrics::{AcceptWait, Metrics};
 use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head};
 use crate::pool::{self, Chunk, Done, Job, Msg, OutBody, Pull, Shared, Task, WBuf, lock};
@@ -1385,6 +1386,15 @@ impl Server {
             let rbuf = c.rbuf.as_ref().expect("has data");
             let have = rbuf.len();
             match parse_head(rbuf.filled(), &self.limits, &mut self.scratch) {
+                Ok(Some(head))
+                    if health::is_probe(
+                        self.config.health_path.as_deref(),
+                        &head,
+                        rbuf.filled(),
+                    ) =>
+                {
+                    return self.answer_probe(idx, head);
+                }
                 Ok(Some(head)) if !self.holds_body(&head, have) => {
                     return self.dispatch(idx, head);
                 }
@@ -1622,6 +1632,43 @@ impl Server {
             self.shared.submit(Task::Call(job));
             Step::Continue
         }
+    }
+
+    /// Answer a request for `health_path` here, on the loop (see
+    /// [`crate::WorkerConfig::health_path`]): it never reaches the pool, so
+    /// busy app threads cannot delay it, and it is not counted as a request
+    /// (no pending or served count, metrics, access line or `max_requests`).
+    fn answer_probe(&mut self, idx: usize, head: Head) -> Step {
+        let stopping = self.drain_deadline.is_some() || self.restart_pending;
+        let keep_alive = head.keep_alive && self.keepalive_ms > 0;
+        let mut out = self.bufs.head_vec();
+        let c = self.conns[idx].as_mut().expect("live");
+        let rbuf = c.rbuf.as_mut().expect("has data");
+        let close = health::answer(&head, rbuf.filled(), stopping, keep_alive, &mut out);
+        rbuf.consume(head.len);
+        let body_unread = head.framing != Framing::None;
+        match c.wbuf.as_mut() {
+            Some(w) => {
+                w.append(&out);
+                self.bufs.put_head_vec(out);
+            }
+            None => c.wbuf = Some(WBuf::new(out)),
+        }
+        c.flags = (c.flags | SERVED) & !(TIMER_HEAD | TIMER_IDLE | CONTINUE_SENT);
+        c.deadline = 0;
+        if close {
+            c.flags |= CLOSE_AFTER;
+            if stopping || body_unread {
+                c.flags |= LINGER_ON_CLOSE;
+            }
+        } else if c.rbuf.as_ref().is_some_and(|b| b.is_empty()) {
+            let b = c.rbuf.take().expect("some");
+            self.bufs.put(b);
+        } else {
+            // Pipelined bytes wait in the buffer.
+            c.flags |= NEW_DATA;
+        }
+        Step::Continue
     }
 
     /// Whether the app promises not to block on this request (a panic in
