@@ -131,6 +131,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub stall_timeout: Option<Seconds>,
 
+    /// A path (e.g. /healthz) each worker answers itself, never the app: 200
+    /// while it serves, 503 once it stops; "" = off. [default: off]
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+
     /// Requests a worker serves before it restarts; 0 = never. [default: 0]
     #[arg(long, value_name = "INT")]
     pub max_requests: Option<u64>,
