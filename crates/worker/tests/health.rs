@@ -18,7 +18,8 @@ fn config(threads: usize) -> WorkerConfig {
 }
 
 /// Starts `GET /sleep?ms` on a new connection and waits until the pool's
-/// only thread runs it.
+/// only thread runs it. (Keep `ms` well under the client's 5 s read
+/// timeout: the answer is read after the probes.)
 fn occupy_the_pool(s: &TestServer, ms: u64) -> Client {
     let mut busy = Client::new(s.connect());
     busy.send(format!("GET /sleep?{ms} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
@@ -31,7 +32,7 @@ fn occupy_the_pool(s: &TestServer, ms: u64) -> Client {
 #[test]
 fn answers_200_while_every_app_thread_is_busy() {
     let s = TestServer::start(config(1), TestApp);
-    let mut busy = occupy_the_pool(&s, 5000);
+    let mut busy = occupy_the_pool(&s, 3000);
 
     // A new connection, and a second probe on it (keep-alive), a HEAD and
     // a probe with a query string: all answered while the slow request
