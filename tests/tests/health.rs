@@ -132,28 +132,38 @@ fn answers_while_every_app_thread_is_busy_and_is_not_counted() {
         "the probes were answered while the slow request held the only thread"
     );
 
+    // Another method on the path: refused by the worker (405), and counted
+    // and logged as its other refusals are.
+    let r = request(s.addr, "POST", "/ready", &[], b"x").expect("POST");
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.headers.get("allow").map(String::as_str),
+        Some("GET, HEAD")
+    );
+
     let r = slow.join().unwrap().expect("the slow request");
     assert_eq!(r.status, 200);
-    // The slow request is counted and logged (once its line is out); the
-    // six probes are neither.
+    // The slow request and the 405 are counted and logged (once their
+    // lines are out); the six probes are neither.
     assert!(
-        wait_for(Duration::from_secs(10), || s
-            .stdout()
-            .contains("/delay/3000")),
-        "no access line for the slow request; stdout:\n{}",
+        wait_for(Duration::from_secs(10), || {
+            let out = s.stdout();
+            out.contains("GET /delay/3000") && out.contains("POST /ready")
+        }),
+        "no access line for the slow request or the 405; stdout:\n{}",
         s.stdout()
     );
     assert!(
         wait_for(Duration::from_secs(10), || requests_total(&s) - before
-            == 1.0),
-        "requests_total should count the slow request only: {} -> {}",
+            == 2.0),
+        "requests_total should count the slow request and the 405 only: {} -> {}",
         before,
         requests_total(&s)
     );
+    let out = s.stdout();
     assert!(
-        !s.stdout().contains("/ready"),
-        "a probe was logged:\n{}",
-        s.stdout()
+        !out.contains("GET /ready") && !out.contains("HEAD /ready"),
+        "a probe was logged:\n{out}"
     );
 }
 

@@ -15,12 +15,13 @@ pub(crate) fn is_probe(path: Option<&str>, head: &Head, buf: &[u8]) -> bool {
     path.is_some_and(|p| head.path.get(buf) == p.as_bytes())
 }
 
-/// The answer to a probe, serialized into `out`; returns whether the
-/// connection closes after it.
+/// The answer to a probe, serialized into `out`; returns its status and
+/// whether the connection closes after it.
 ///
 /// `GET` and `HEAD`: `200 ok` while the worker serves, `503 stopping` (with
 /// `Connection: close`) once it stops. Any other method: `405` with `Allow:
-/// GET, HEAD` and a close (the path is the server's, not the app's). A
+/// GET, HEAD` and a close (the path is the server's, not the app's; the
+/// caller counts and logs it as a refusal). A
 /// request with a body is answered and the connection closed, as the loop
 /// does not read the body. Never cached (`Cache-Control: no-store`).
 pub(crate) fn answer(
@@ -29,7 +30,7 @@ pub(crate) fn answer(
     stopping: bool,
     keep_alive: bool,
     out: &mut Vec<u8>,
-) -> bool {
+) -> (u16, bool) {
     let method = head.method.get(buf);
     let is_head = method == b"HEAD";
     let resp = if is_head || method == b"GET" {
@@ -44,5 +45,6 @@ pub(crate) fn answer(
     let status = resp.status();
     let resp = resp.header("Cache-Control", "no-store");
     let keep_alive = keep_alive && status == 200 && head.framing == Framing::None;
-    pool::serialize(resp, is_head, head.version, keep_alive, out).close
+    let close = pool::serialize(resp, is_head, head.version, keep_alive, out).close;
+    (status, close)
 }

@@ -227,7 +227,8 @@ pub struct WorkerConfig {
     /// A path (`/healthz`, say) the event loop answers itself, never the
     /// app: `GET`/`HEAD` get `200` while the worker serves, also when every
     /// pool thread is busy, and `503` with `Connection: close` once it stops
-    /// (graceful stop, retire, `max_requests`); other methods get `405`.
+    /// (graceful stop, retire, `max_requests`); other methods get `405`
+    /// (counted and logged as the worker's other refusals).
     /// Matched on the path without the query. Not counted as a request
     /// (stats, metrics, `max_requests`) nor written to the access log.
     /// `None`: off, the path goes to the app (the default).

@@ -1638,13 +1638,20 @@ impl Server {
     /// [`crate::WorkerConfig::health_path`]): it never reaches the pool, so
     /// busy app threads cannot delay it, and it is not counted as a request
     /// (no pending or served count, metrics, access line or `max_requests`).
+    /// Another method on the path gets a 405, counted and logged as the
+    /// loop's other refusals are ([`reject`]).
     fn answer_probe(&mut self, idx: usize, head: Head) -> Step {
         let stopping = self.drain_deadline.is_some() || self.restart_pending;
         let keep_alive = head.keep_alive && self.keepalive_ms > 0;
         let mut out = self.bufs.head_vec();
         let c = self.conns[idx].as_mut().expect("live");
         let rbuf = c.rbuf.as_mut().expect("has data");
-        let close = health::answer(&head, rbuf.filled(), stopping, keep_alive, &mut out);
+        let (status, close) = health::answer(&head, rbuf.filled(), stopping, keep_alive, &mut out);
+        if status == 405 {
+            let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
+            let arrived = &rbuf.filled()[..head.len];
+            reject::record(&self.shared, arrived, c.peer, status, &out, took);
+        }
         rbuf.consume(head.len);
         let body_unread = head.framing != Framing::None;
         match c.wbuf.as_mut() {
