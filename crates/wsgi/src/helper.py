@@ -100,3 +100,86 @@ class FileWrapper:
         if data:
             return data
         raise StopIteration
+
+
+# prometheus_client in ferrocorn's metrics directory (see the crate docs,
+# "The app's prometheus_client metrics"). Its files are named by
+# `process_identifier()`: `{pid}.py`, never the pid alone, which names the
+# files of ferrocorn's own (Rust) writer in the same process.
+
+def _py_process_identifier():
+    return "%d.py" % os.getpid()
+
+
+def _deferred_value_class(values):
+    """The value class of an app imported before the fork (--preload):
+    values live in memory and open no file in the supervisor (whose open
+    files under the metrics directory the workers close, and whose files
+    no worker death would ever clean up); a worker makes each of them a
+    file-backed value when it starts, from zero, as prometheus_client
+    itself resets values after a fork."""
+    pending = []
+
+    class DeferredValue:
+        _multiprocess = True
+
+        def __init__(self, *args, **kwargs):
+            self._args = args
+            self._kwargs = kwargs
+            self._real = None
+            self._mem = values.MutexValue(*args, **kwargs)
+            pending.append(self)
+
+        def _v(self):
+            return self._real if self._real is not None else self._mem
+
+        def inc(self, amount):
+            self._v().inc(amount)
+
+        def set(self, value, timestamp=None):
+            self._v().set(value, timestamp)
+
+        def set_exemplar(self, exemplar):
+            self._v().set_exemplar(exemplar)
+
+        def get(self):
+            return self._v().get()
+
+        def get_exemplar(self):
+            return self._v().get_exemplar()
+
+    def materialize(real):
+        for v in pending:
+            v._real = real(*v._args, **v._kwargs)
+            v._mem = None
+        pending.clear()
+
+    DeferredValue._ferrocorn_materialize = staticmethod(materialize)
+    return DeferredValue
+
+
+def setup_prometheus(directory, deferred):
+    """Points prometheus_client's multiprocess mode at `directory` (None:
+    the environment variable only, for a supervisor whose directory is
+    made later). `deferred`: in the supervisor, before a --preload import.
+    Returns whether prometheus_client is installed."""
+    if directory is not None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.environ.pop("prometheus_multiproc_dir", None)
+    import importlib.util
+    try:
+        if importlib.util.find_spec("prometheus_client") is None:
+            return False
+        from prometheus_client import values
+    except Exception:
+        return False
+    if deferred:
+        values.ValueClass = _deferred_value_class(values)
+        return True
+    old = values.ValueClass
+    real = values.MultiProcessValue(process_identifier=_py_process_identifier)
+    values.ValueClass = real
+    materialize = getattr(old, "_ferrocorn_materialize", None)
+    if materialize is not None:
+        materialize(real)
+    return True

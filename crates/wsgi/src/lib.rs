@@ -24,6 +24,46 @@
 //! Each pool thread keeps one Python thread state for its whole life, so
 //! `threading.local` data survives from one request to the next.
 //!
+//! # The app's prometheus_client metrics
+//!
+//! [`setup_prometheus`] puts the app's prometheus_client in multiprocess
+//! mode in ferrocorn's metrics directory before the app is imported. The
+//! worker's own (Rust) writer already writes `{type}_{pid}.db` there, and
+//! prometheus_client would name its files the same: two writers of one
+//! file, each caching the `used` mark in memory, overwrite each other's
+//! appends. Two designs avoid it:
+//!
+//! - **Route the app's values through the Rust writer** (a prometheus_client
+//!   value class backed by it): one writer per file, lock-free updates. But
+//!   prometheus_client's value protocol (`inc`/`set`/`get`, the reset after
+//!   a fork, the file per gauge mode, the key it builds from the metric's
+//!   name, labels and help) would be re-implemented against each
+//!   prometheus_client version, and every update would cross from Python
+//!   into Rust.
+//! - **Distinct file identities** (chosen): prometheus_client's own
+//!   `MultiProcessValue` with `process_identifier` returning `"{pid}.py"`,
+//!   so its files are `counter_1234.py.db`, `gauge_liveall_1234.py.db`,
+//!   ... Everything prometheus_client does stays its own (exemplars aside,
+//!   the same code every gunicorn deployment runs), and the three parties
+//!   understand the names: prometheus_client's `MultiProcessCollector`
+//!   splits names at `_` and takes the id as the `pid` label (`1234.py`);
+//!   ferrocorn's reader takes any id without `_`; and
+//!   `ferrocorn_shm_metrics::mark_process_dead(pid)`, which the supervisor
+//!   calls for each reaped worker, treats the ids `{pid}.{tag}` as the
+//!   pid's own: `live*` and `all` gauges deleted, counters, histograms,
+//!   summaries and `min`/`max`/`sum`/`mostrecent` gauges folded into the
+//!   aggregates with the same crash-safe, lock-serialized fold as the
+//!   worker's own files. The cost: a `1234.py` pid label on the app's
+//!   `all`/`liveall` gauges, and prometheus_client's lock and `mmap`
+//!   writes (as under gunicorn).
+//!
+//! With `--preload`, the app creates its metrics in the supervisor. There
+//! the value class keeps values in memory and opens no file (the supervisor
+//! never dies as a worker does, so its files would never be cleaned up, and
+//! the workers close every file under the metrics directory they inherit);
+//! each worker then makes every value a file-backed one, from zero, as
+//! prometheus_client itself does after a fork.
+//!
 //! [PEP 3333]: https://peps.python.org/pep-3333/
 //!
 //! # Example
@@ -188,6 +228,29 @@ pub fn setup_paths(
         helper(py)
             .and_then(|h| h.getattr("setup_paths")?.call1((chdir, paths)))
             .map(drop)
+            .map_err(|e| load_error(py, &e))
+    })
+}
+
+/// Puts the app's prometheus_client (if installed) in multiprocess mode in
+/// ferrocorn's metrics directory `dir`, with its files named
+/// `{type}_{pid}.py.db` (see [the crate docs](crate#the-apps-prometheus_client-metrics)).
+/// Call after [`initialize`] and before the app is imported: in a worker
+/// with `before_fork` false (it also turns the values of an app imported
+/// before the fork into file-backed ones), or in the supervisor before a
+/// `--preload` import with `before_fork` true (values stay in memory
+/// there; `dir` may be `None` when the directory is made later).
+/// Returns whether prometheus_client is installed.
+pub fn setup_prometheus(
+    dir: Option<&std::path::Path>,
+    before_fork: bool,
+) -> Result<bool, LoadError> {
+    interp::keep_thread_state();
+    Python::attach(|py| {
+        let dir = dir.map(|d| d.to_string_lossy().into_owned());
+        helper(py)
+            .and_then(|h| h.getattr("setup_prometheus")?.call1((dir, before_fork)))
+            .and_then(|r| r.extract::<bool>())
             .map_err(|e| load_error(py, &e))
     })
 }

@@ -30,7 +30,11 @@ pub fn apply_env(c: &Config) {
 }
 
 /// Fails: no Python.
-pub fn load(_: &Config, _: &slog::Logger) -> Result<Arc<dyn App>, String> {
+pub fn load(
+    _: &Config,
+    _: &slog::Logger,
+    _: Option<&std::path::Path>,
+) -> Result<Arc<dyn App>, String> {
     Err(NOT_BUILT.into())
 }
 
@@ -40,7 +44,11 @@ pub fn preload(_: &Config, _: &slog::Logger) -> Result<Preloaded, String> {
 }
 
 /// Unreachable (no `Preloaded` exists).
-pub fn preloaded_app(p: &Preloaded, _: &slog::Logger) -> Arc<dyn App> {
+pub fn preloaded_app(
+    p: &Preloaded,
+    _: &slog::Logger,
+    _: Option<&std::path::Path>,
+) -> Result<Arc<dyn App>, String> {
     match *p {}
 }
 

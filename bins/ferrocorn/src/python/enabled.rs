@@ -4,6 +4,7 @@
 // Preloading and the fork hooks are for the supervisor's forks.
 #![cfg_attr(not(feature = "supervisor"), allow(dead_code))]
 
+use std::path::Path;
 use std::sync::Arc;
 
 use ferrocorn_worker::App;
@@ -55,28 +56,61 @@ fn wsgi_config(c: &Config, logger: &slog::Logger) -> WsgiConfig {
     }
 }
 
-fn import(c: &Config, logger: &slog::Logger) -> Result<WsgiApp, String> {
+/// Where the app's prometheus_client writes: in a worker, the metrics
+/// directory (`None`: metrics are off, prometheus_client left alone); in
+/// the supervisor before a `--preload` import, whether metrics are on and
+/// the directory if it is known yet.
+pub enum PromDir<'a> {
+    /// In a worker.
+    Worker(Option<&'a Path>),
+    /// In the supervisor, before the fork.
+    Supervisor(Option<Option<&'a Path>>),
+}
+
+fn setup_prometheus(dir: PromDir<'_>) -> Result<(), String> {
+    let done = match dir {
+        PromDir::Worker(Some(d)) => ferrocorn_wsgi::setup_prometheus(Some(d), false),
+        PromDir::Supervisor(Some(d)) => ferrocorn_wsgi::setup_prometheus(d, true),
+        PromDir::Worker(None) | PromDir::Supervisor(None) => return Ok(()),
+    };
+    done.map(drop).map_err(|e| e.0)
+}
+
+fn import(c: &Config, logger: &slog::Logger, dir: PromDir<'_>) -> Result<WsgiApp, String> {
     let p = &c.python;
     let spec = p.wsgi_app.as_deref().unwrap_or("");
     ferrocorn_wsgi::initialize(p.virtualenv.as_deref()).map_err(|e| e.to_string())?;
     ferrocorn_wsgi::setup_paths(p.chdir.as_deref(), &p.pythonpath).map_err(|e| e.0)?;
+    setup_prometheus(dir)?;
     WsgiApp::load(spec, wsgi_config(c, logger)).map_err(|e| e.0)
 }
 
-/// Imports the configured app in this process. `Err` is the traceback (or
-/// gunicorn's one-line reason).
-pub fn load(c: &Config, logger: &slog::Logger) -> Result<Arc<dyn App>, String> {
-    import(c, logger).map(|a| Arc::new(a) as Arc<dyn App>)
+/// Imports the configured app in this process (a worker writing its
+/// metrics in `metrics_dir`). `Err` is the traceback (or gunicorn's
+/// one-line reason).
+pub fn load(
+    c: &Config,
+    logger: &slog::Logger,
+    metrics_dir: Option<&Path>,
+) -> Result<Arc<dyn App>, String> {
+    import(c, logger, PromDir::Worker(metrics_dir)).map(|a| Arc::new(a) as Arc<dyn App>)
 }
 
 /// Imports the app in the supervisor (`--preload`).
 pub fn preload(c: &Config, logger: &slog::Logger) -> Result<Preloaded, String> {
-    import(c, logger).map(Preloaded)
+    let dir = c.metrics.as_ref().map(|m| m.dir.as_deref());
+    import(c, logger, PromDir::Supervisor(dir)).map(Preloaded)
 }
 
-/// The preloaded app in a worker, logging to the worker's error log.
-pub fn preloaded_app(p: &Preloaded, logger: &slog::Logger) -> Arc<dyn App> {
-    Arc::new(p.0.with_logger(logger.clone()))
+/// The preloaded app in a worker, logging to the worker's error log, its
+/// prometheus_client values now written in `metrics_dir`.
+pub fn preloaded_app(
+    p: &Preloaded,
+    logger: &slog::Logger,
+    metrics_dir: Option<&Path>,
+) -> Result<Arc<dyn App>, String> {
+    setup_prometheus(PromDir::Worker(metrics_dir))?;
+    Ok(Arc::new(p.0.with_logger(logger.clone())))
 }
 
 /// Before the supervisor forks (the GIL taken, `register_at_fork` before-hooks).

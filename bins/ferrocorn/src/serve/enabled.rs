@@ -89,9 +89,10 @@ impl Service for Ferrocorn {
             // The --env of the current config (re-read on HUP), as gunicorn
             // sets them in each worker before it loads the app.
             python::apply_env(&self.config);
+            let dir = ctx.metrics_dir.as_deref();
             let app = match &self.preloaded {
-                Some(p) => Ok(python::preloaded_app(p, &log)),
-                None => python::load(&self.config, &log),
+                Some(p) => python::preloaded_app(p, &log, dir),
+                None => python::load(&self.config, &log, dir),
             };
             match app {
                 Ok(app) => compose::build_worker_serving(&self.config, listeners, &logs, app),

@@ -1,0 +1,313 @@
+//! A Python app's own metrics, logs and stuck threads in ferrocorn's
+//! pipeline (issue 24), with a real WSGI app (tests/wsgi/observed.py)
+//! served by the binary in the test venv (`FERROCORN_TEST_PYTHON`, which
+//! has prometheus_client), checked against prometheus_client's own
+//! MultiProcessCollector and promtool.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrocorn_tests::{Server, children, wait_for};
+
+/// The test apps (tests/wsgi).
+fn apps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("wsgi")
+}
+
+/// The tests' Python: FERROCORN_TEST_PYTHON or python3.
+fn python() -> String {
+    std::env::var("FERROCORN_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The virtualenv of the tests' Python (it has prometheus_client).
+fn test_venv() -> PathBuf {
+    let py = PathBuf::from(python());
+    let venv = py
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .filter(|v| v.join("pyvenv.cfg").is_file())
+        .unwrap_or_else(|| {
+            panic!("FERROCORN_TEST_PYTHON must be a virtualenv's python (run ./scripts/test)")
+        });
+    let ok = Command::new(&py)
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{} lacks prometheus_client", py.display());
+    venv
+}
+
+/// A server for tests/wsgi/observed.py in the test venv.
+fn observed_server(extra: &[&str]) -> Server {
+    let venv = test_venv();
+    let chdir = apps();
+    let mut args = vec!["--chdir", chdir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push("observed:application");
+    Server::builder()
+        .env("VIRTUAL_ENV", &venv)
+        .args(args)
+        .start()
+}
+
+/// prometheus_client's MultiProcessCollector over `dir`, as text.
+fn python_exposition(dir: &Path) -> String {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import sys\n\
+             from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n\
+             r = CollectorRegistry()\n\
+             multiprocess.MultiProcessCollector(r, path=sys.argv[1])\n\
+             sys.stdout.write(generate_latest(r).decode())\n",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "MultiProcessCollector failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The sample lines of the families named `app_*` (the app's own), by
+/// family: HELP and TYPE lines and samples, sorted.
+fn app_families(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# HELP ") {
+            current = rest.split(' ').next().unwrap_or("").to_string();
+        }
+        if current.starts_with("app_") {
+            out.entry(current.clone()).or_default().push(l.to_string());
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// Waits until ferrocorn's scrape and prometheus_client's collector agree
+/// on the app's families (they read at different instants: a fold or a
+/// request may come between), then returns them.
+fn agreeing(server: &Server, dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut last = (BTreeMap::new(), BTreeMap::new());
+    let agreed = wait_for(Duration::from_secs(20), || {
+        let ours = app_families(&server.scrape());
+        let theirs = app_families(&python_exposition(dir));
+        let same = ours == theirs && !ours.is_empty();
+        last = (ours, theirs);
+        same
+    });
+    if !agreed {
+        let (ours, theirs) = &last;
+        let mut diff = Vec::new();
+        for (k, v) in ours {
+            if theirs.get(k) != Some(v) {
+                diff.push(format!("{k}:\n ours {v:#?}\n python {:#?}", theirs.get(k)));
+            }
+        }
+        for k in theirs.keys().filter(|k| !ours.contains_key(*k)) {
+            diff.push(format!("{k}: only in python's"));
+        }
+        panic!(
+            "the scrape and MultiProcessCollector disagree:\n{}",
+            diff.join("\n")
+        );
+    }
+    last.0
+}
+
+fn value(families: &BTreeMap<String, Vec<String>>, family: &str, series: &str) -> Option<f64> {
+    families
+        .get(family)?
+        .iter()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn promtool_accepts(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed by this test; scripts/test installs it");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool exits 1 for lint warnings too; only parse errors matter.
+    assert!(
+        out.status.success() || !report.contains("error while linting"),
+        "promtool: {report}\n{text}"
+    );
+}
+
+/// The `.db` files in `dir`.
+fn db_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".db"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn hit(server: &Server, n: u32) -> u32 {
+    let r = server.get(&format!("/hit/{n}"));
+    assert_eq!(r.status, 200, "{}", server.stderr());
+    r.text().parse().unwrap()
+}
+
+/// The app's Counter, Histogram, Summary and Gauges in all ten modes, as
+/// ferrocorn scrapes them and as prometheus_client's own collector reads
+/// the same directory: the same samples while the workers serve, and
+/// after max_requests replaced them (live gauges of dead workers gone,
+/// counters and histograms folded, files bounded); ferrocorn's own
+/// request counter is in the same scrape; promtool accepts it. Run
+/// with and without --preload (the app imported before the fork).
+#[test]
+fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_python() {
+    for preload in [false, true] {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("metrics");
+        let mut args = vec![
+            "-w",
+            "2",
+            "--threads",
+            "2",
+            "--max-requests",
+            "6",
+            "--metrics-dir",
+            dir.to_str().unwrap(),
+        ];
+        if preload {
+            args.push("--preload");
+        }
+        let server = observed_server(&args);
+        // Fewer than max_requests for each worker: nobody replaced yet
+        // (the health check of the start counts as a request).
+        let mut pids = Vec::new();
+        for n in 1..=4 {
+            pids.push(hit(&server, n));
+        }
+        let families = agreeing(&server, &dir);
+        assert_eq!(
+            value(&families, "app_hits_total", "app_hits_total{path=\"/hit\"}"),
+            Some(4.0),
+            "{families:#?}"
+        );
+        assert_eq!(
+            value(&families, "app_idle_total", "app_idle_total"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&families, "app_size", "app_size_count{path=\"/hit\"}"),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&families, "app_time_seconds", "app_time_seconds_count"),
+            Some(4.0)
+        );
+        let pid = pids[0];
+        assert!(
+            value(
+                &families,
+                "app_gauge_liveall",
+                &format!("app_gauge_liveall{{kind=\"one\",pid=\"{pid}.py\"}}")
+            )
+            .is_some(),
+            "{families:#?}"
+        );
+        let text = server.scrape();
+        assert!(
+            text.contains("app_hits_total{path=\"/hit\"} 4.0\n"),
+            "{text}"
+        );
+        promtool_accepts(&text);
+        // No file of the app is a file of ferrocorn's writer.
+        let files = db_files(&dir);
+        assert!(
+            files.iter().any(|f| f == &format!("counter_{pid}.py.db")),
+            "{files:?}"
+        );
+        assert!(
+            files.iter().any(|f| f == &format!("counter_{pid}.db")),
+            "{files:?}"
+        );
+
+        // Past max_requests: workers replaced, several times over.
+        let total = 40;
+        let mut seen = pids.clone();
+        for n in 5..=total {
+            seen.push(hit(&server, n % 7));
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert!(seen.len() > 2, "workers were replaced: {seen:?}");
+        // Wait until the dead ones are gone from the directory.
+        let alive = |p: &u32| children(server.pid()).contains(p);
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                let files = db_files(&dir);
+                seen.iter().filter(|p| !alive(p)).all(|p| {
+                    !files.iter().any(|f| {
+                        f.contains(&format!("_{p}.py.db")) || f.contains(&format!("_{p}.db"))
+                    })
+                })
+            }),
+            "dead workers' files stay: {:?}",
+            db_files(&dir)
+        );
+        let families = agreeing(&server, &dir);
+        assert_eq!(
+            value(&families, "app_hits_total", "app_hits_total{path=\"/hit\"}"),
+            Some(f64::from(total)),
+            "{families:#?}"
+        );
+        assert_eq!(
+            value(&families, "app_size", "app_size_count{path=\"/hit\"}"),
+            Some(f64::from(total))
+        );
+        // Live gauges only of the living workers.
+        for l in &families["app_gauge_liveall"] {
+            if let Some(p) = l.split("pid=\"").nth(1) {
+                let p: u32 = p.split('.').next().unwrap().parse().unwrap();
+                assert!(alive(&p), "a dead worker's live gauge: {l}");
+            }
+        }
+        // Bounded: each living worker's files, the aggregates, nothing else.
+        let files = db_files(&dir);
+        assert!(
+            files.iter().all(|f| f.contains("_aggregate.")
+                || children(server.pid())
+                    .iter()
+                    .any(|p| f.contains(&format!("_{p}.")))),
+            "{files:?}"
+        );
+        let text = server.scrape();
+        promtool_accepts(&text);
+        assert!(
+            text.contains("gunicorn_requests_total{method=\"GET\",status=\"200\"}"),
+            "ferrocorn's own series beside the app's: {text}"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+"""The app of tests/tests/wsgi_observe.rs: its own prometheus_client
+metrics (multiprocess mode, set up by ferrocorn), logging, and requests
+that get stuck."""
+import os
+
+from prometheus_client import Counter, Gauge, Histogram, Summary
+
+MODES = ['all', 'liveall', 'min', 'livemin', 'max', 'livemax', 'sum', 'livesum',
+         'mostrecent', 'livemostrecent']
+
+HITS = Counter('app_hits', 'Hits of the app.', ['path'])
+SIZES = Histogram('app_size', 'Sizes.', ['path'], buckets=[1, 10, 100])
+TIMES = Summary('app_time_seconds', 'Times.')
+GAUGES = {m: Gauge('app_gauge_' + m, 'Gauge in mode ' + m + '.', ['kind'], multiprocess_mode=m)
+          for m in MODES}
+# Created at import and never touched: still a series (0) in each worker.
+IDLE = Counter('app_idle', 'Never incremented.')
+
+
+def _text(start_response, body, status='200 OK'):
+    body = body.encode()
+    start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/healthz':
+        return _text(start_response, 'ok')
+    if path.startswith('/hit/'):
+        n = int(path[len('/hit/'):])
+        HITS.labels(path='/hit').inc()
+        SIZES.labels(path='/hit').observe(n)
+        TIMES.observe(n / 1000)
+        for m, g in GAUGES.items():
+            g.labels(kind='n').set(n)
+            if 'mostrecent' in m:
+                g.labels(kind='one').set(1)
+            else:
+                g.labels(kind='one').inc()
+        return _text(start_response, str(os.getpid()))
+    return _text(start_response, 'not found', '404 Not Found')
