@@ -311,3 +311,98 @@ fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_python() {
         );
     }
 }
+
+/// The error log's lines that are JSON objects.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// GET `path` from a thread of its own (the answer never comes: the
+/// worker is killed).
+fn get_in_background(addr: std::net::SocketAddr, path: &str) {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let _ = ferrocorn_tests::request(addr, "GET", &path, &[], b"");
+    });
+}
+
+/// At a WORKER TIMEOUT the error log gets, before the kill, the Python
+/// stack of the thread running a request, with its method, path and age,
+/// as one JSON line: for `time.sleep`, a socket read and a pure-Python
+/// busy loop, and in the app's response generator (each stack names the
+/// app's function); for a thread holding
+/// the GIL in C code, a record saying the stack could not be taken, and
+/// the worker is killed all the same. Each time a new worker serves.
+#[test]
+fn a_stuck_worker_leaves_the_stack_of_its_requests_in_the_error_log() {
+    let server = observed_server(&[
+        "-w",
+        "1",
+        "--threads",
+        "1",
+        "--timeout",
+        "2",
+        "--no-metrics",
+        "--log-format",
+        "json",
+    ]);
+    let cases = [
+        ("/stuck/sleep", Some("sleepy_function")),
+        ("/stuck/busy", Some("busy_python_loop")),
+        ("/stuck/socket", Some("waits_for_a_socket")),
+        ("/stuck/generator", Some("slow_generator")),
+        ("/stuck/cgil", None),
+    ];
+    for (path, function) in cases {
+        let pid: u32 = server.get("/pid").text().parse().unwrap();
+        get_in_background(server.addr, path);
+        let find = |text: &str| {
+            json_lines(text).into_iter().find(|v| {
+                v["path"] == path
+                    && v["event"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("WORKER TIMEOUT: "))
+            })
+        };
+        server.wait_stderr(
+            Duration::from_secs(30),
+            &format!("the stack of {path}"),
+            |t| find(t).is_some(),
+        );
+        let record = find(&server.stderr()).unwrap();
+        assert_eq!(record["method"], "GET");
+        assert_eq!(record["level"], "critical");
+        assert!(record["age"].as_f64().is_some_and(|a| a >= 2.0), "{record}");
+        assert!(record["pid"] == pid, "{record}");
+        match function {
+            Some(f) => {
+                let stack = record["stack"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{record}"));
+                assert!(stack.contains(&format!("in {f}")), "{stack}");
+                assert!(stack.contains("observed.py"), "{stack}");
+            }
+            None => {
+                let event = record["event"].as_str().unwrap();
+                assert!(event.contains("could not be taken"), "{record}");
+            }
+        }
+        // The worker died, a new one serves.
+        let new = wait_for(Duration::from_secs(30), || {
+            ferrocorn_tests::request(server.addr, "GET", "/pid", &[], b"")
+                .is_ok_and(|r| r.status == 200 && r.text().parse::<u32>().is_ok_and(|p| p != pid))
+        });
+        assert!(new, "no new worker after {path}: {}", server.stderr());
+        assert!(!children(server.pid()).contains(&pid));
+    }
+    // One JSON line per record: every line of the error log parses.
+    let err = server.stderr();
+    for l in err.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "not JSON: {l}"
+        );
+    }
+}

@@ -1,7 +1,10 @@
 """The app of tests/tests/wsgi_observe.rs: its own prometheus_client
 metrics (multiprocess mode, set up by ferrocorn), logging, and requests
 that get stuck."""
+import ctypes
 import os
+import socket
+import time
 
 from prometheus_client import Counter, Gauge, Histogram, Summary
 
@@ -23,10 +26,58 @@ def _text(start_response, body, status='200 OK'):
     return [body]
 
 
+def sleepy_function():
+    time.sleep(60)
+
+
+def busy_python_loop():
+    deadline = time.monotonic() + 60
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+def waits_for_a_socket():
+    a, b = socket.socketpair()
+    try:
+        return a.recv(1)
+    finally:
+        a.close()
+        b.close()
+
+
+def holds_the_gil_in_c():
+    # ctypes.PyDLL keeps the GIL during the foreign call.
+    ctypes.PyDLL(None).sleep(30)
+
+
+def slow_generator():
+    yield b'first '
+    time.sleep(60)
+    yield b'never'
+
+
+STUCK = {
+    '/stuck/sleep': sleepy_function,
+    '/stuck/busy': busy_python_loop,
+    '/stuck/socket': waits_for_a_socket,
+    '/stuck/cgil': holds_the_gil_in_c,
+}
+
+
 def application(environ, start_response):
     path = environ['PATH_INFO']
     if path == '/healthz':
         return _text(start_response, 'ok')
+    if path == '/pid':
+        return _text(start_response, str(os.getpid()))
+    if path == '/stuck/generator':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return slow_generator()
+    if path in STUCK:
+        STUCK[path]()
+        return _text(start_response, 'unstuck')
     if path.startswith('/hit/'):
         n = int(path[len('/hit/'):])
         HITS.labels(path='/hit').inc()

@@ -183,3 +183,16 @@ def setup_prometheus(directory, deferred):
     if materialize is not None:
         materialize(real)
     return True
+
+
+def format_stacks(idents):
+    """The Python stack of each thread ident (None: no Python frame)."""
+    frames = sys._current_frames()
+    out = []
+    for ident in idents:
+        f = frames.get(ident)
+        if f is None:
+            out.append(None)
+        else:
+            out.append("".join(traceback.format_stack(f)).rstrip("\n"))
+    return out

@@ -64,6 +64,22 @@
 //! each worker then makes every value a file-backed one, from zero, as
 //! prometheus_client itself does after a fork.
 //!
+//! # Where a stuck worker was stuck
+//!
+//! Each thread running the app (the call, and each pull from its response
+//! iterable) is recorded with its request's method and path.
+//! [`dump_stacks_on_abort`] starts a thread that waits for SIGABRT, which
+//! the supervisor sends at a WORKER TIMEOUT; it then takes the GIL on a
+//! new thread and logs, for each thread in the app, one critical record:
+//! `method`, `path`, `age` (seconds in the app), `thread` (its Python
+//! ident) and `stack` (`traceback.format_stack` of its current frame), one
+//! JSON line each in JSON mode. A thread blocked in `time.sleep` or a
+//! socket read has released the GIL and a pure-Python loop gives it up at
+//! the next switch interval; a thread holding it inside C code never does,
+//! so after [`STACK_WAIT`] the records say the stacks could not be taken.
+//! Then the worker dies of SIGABRT, within the supervisor's 1 s grace
+//! before its SIGKILL.
+//!
 //! [PEP 3333]: https://peps.python.org/pep-3333/
 //!
 //! # Example
@@ -111,6 +127,7 @@ mod input;
 mod interp;
 mod start;
 mod stream;
+mod stuck;
 
 use std::ffi::CString;
 use std::fmt;
@@ -124,6 +141,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 pub use environ::{ForwardedAllow, default_secure_scheme_headers};
 pub use interp::{InitError, PYTHON_VERSION, check_virtualenv, fork, initialize};
+pub use stuck::{STACK_WAIT, dump_stacks_on_abort};
 
 use crate::input::Input;
 use crate::start::{ResponseState, StartResponse, lock};
@@ -594,6 +612,7 @@ impl App for WsgiApp {
             }
         };
         let body = std::mem::replace(req.body(), Body::empty());
+        let _running = stuck::InRequest::enter(req.method(), req.path());
         let (outcome, input) = Python::attach(|py| {
             let (outcome, input) = self.respond(py, &parts, body, &what);
             // The body goes back to the worker (it knows whether it was read

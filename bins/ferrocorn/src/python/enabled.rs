@@ -93,7 +93,16 @@ pub fn load(
     logger: &slog::Logger,
     metrics_dir: Option<&Path>,
 ) -> Result<Arc<dyn App>, String> {
-    import(c, logger, PromDir::Worker(metrics_dir)).map(|a| Arc::new(a) as Arc<dyn App>)
+    let app = import(c, logger, PromDir::Worker(metrics_dir))?;
+    watch_abort(logger);
+    Ok(Arc::new(app))
+}
+
+/// At a WORKER TIMEOUT's SIGABRT: the stacks of the threads in a request.
+fn watch_abort(logger: &slog::Logger) {
+    if let Err(e) = ferrocorn_wsgi::dump_stacks_on_abort(logger.clone()) {
+        slog::warn!(logger, "no Python stacks at a worker timeout: {}", e);
+    }
 }
 
 /// Imports the app in the supervisor (`--preload`).
@@ -110,6 +119,7 @@ pub fn preloaded_app(
     metrics_dir: Option<&Path>,
 ) -> Result<Arc<dyn App>, String> {
     setup_prometheus(PromDir::Worker(metrics_dir))?;
+    watch_abort(logger);
     Ok(Arc::new(p.0.with_logger(logger.clone())))
 }
 
