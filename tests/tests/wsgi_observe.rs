@@ -406,3 +406,162 @@ fn a_stuck_worker_leaves_the_stack_of_its_requests_in_the_error_log() {
         );
     }
 }
+
+/// The error log's JSON record whose `event` is `event`.
+fn record(server: &Server, event: &str) -> serde_json::Value {
+    let mut found = None;
+    wait_for(Duration::from_secs(10), || {
+        found = json_lines(&server.stderr())
+            .into_iter()
+            .find(|v| v["event"] == event);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no record {event:?} in:\n{}", server.stderr()))
+}
+
+/// The app's Python logging in ferrocorn's error log, json mode: the
+/// seed's keys (event, level, logger, pid, tid = the Python thread's
+/// ident, timestamp), `extra` fields as keys, a traceback as one
+/// `exception` field, each record one JSON line; the level follows
+/// --log-level; the app's own handler keeps working; wsgi.errors line by
+/// line as logger `wsgi`; print() stays on stdout without capture_output.
+#[test]
+fn the_apps_logging_comes_out_as_ferrocorns_json_with_the_seeds_keys() {
+    let state = tempfile::tempdir().unwrap();
+    let own = state.path().join("own.log");
+    let venv = test_venv();
+    let chdir = apps();
+    let server = Server::builder()
+        .env("VIRTUAL_ENV", &venv)
+        .env("OBSERVED_LOG_FILE", &own)
+        .args([
+            "--chdir",
+            chdir.to_str().unwrap(),
+            "--no-metrics",
+            "--threads",
+            "2",
+            "--log-format",
+            "json",
+            "observed:application",
+        ])
+        .start();
+    let worker_pid: u64 = server.get("/pid").text().parse().unwrap();
+
+    let tid: u64 = server.get("/log/warning").text().parse().unwrap();
+    let r = record(&server, "hello world");
+    assert_eq!(r["level"], "warning", "{r}");
+    assert_eq!(r["logger"], "observed.views", "{r}");
+    assert_eq!(r["pid"], worker_pid, "{r}");
+    assert_eq!(r["tid"], tid, "{r}");
+    assert!(
+        r["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{r}"
+    );
+    assert_eq!(r["user_id"], 42, "{r}");
+    assert_eq!(r["ratio"], 0.5, "{r}");
+    assert_eq!(r["flag"], true, "{r}");
+    assert_eq!(r["who"], "a \"quoted\" name", "{r}");
+    assert_eq!(r["obj"], "[1, 2]", "{r}");
+    // The seed's keys first, in its order, then the extra fields.
+    let err = server.stderr();
+    let line = err.lines().find(|l| l.contains("\"hello world\"")).unwrap();
+    let at = |k: &str| line.find(&format!("\"{k}\":")).unwrap_or(usize::MAX);
+    let order = [
+        "event",
+        "level",
+        "logger",
+        "pid",
+        "tid",
+        "timestamp",
+        "user_id",
+    ];
+    assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{line}");
+
+    server.get("/log/exception");
+    let r = record(&server, "it failed");
+    assert_eq!(r["level"], "error", "{r}");
+    let exc = r["exception"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        exc.starts_with("Traceback (most recent call last):"),
+        "{exc}"
+    );
+    assert!(exc.contains("in divide_by_zero"), "{exc}");
+    assert!(
+        exc.ends_with("ZeroDivisionError: division by zero"),
+        "{exc}"
+    );
+
+    // The level follows --log-level (info): debug records are dropped.
+    server.get("/log/debug");
+    record(&server, "an info record");
+    assert!(!server.stderr().contains("a debug record"));
+
+    // The app's own handler keeps working, and the root gets it too.
+    server.get("/log/own");
+    let r = record(&server, "to my own file too");
+    assert_eq!(r["logger"], "observed.own");
+    assert!(
+        wait_for(Duration::from_secs(5), || std::fs::read_to_string(&own)
+            .is_ok_and(
+                |t| t.contains("MINE INFO observed.own to my own file too")
+            )),
+        "{:?}",
+        std::fs::read_to_string(&own)
+    );
+
+    // wsgi.errors: line by line, logger `wsgi`.
+    server.get("/errors");
+    for line in ["first line", "second line", "third line"] {
+        let r = record(&server, line);
+        assert_eq!(r["logger"], "wsgi", "{r}");
+        assert_eq!(r["level"], "error", "{r}");
+    }
+
+    // Every line of the error log is one JSON object.
+    for l in server.stderr().lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "not JSON: {l}"
+        );
+    }
+
+    // Without capture_output, print() goes to the process's stdout (and
+    // sys.stderr to its stderr, raw).
+    server.get("/print");
+    assert!(wait_for(Duration::from_secs(5), || server
+        .stdout()
+        .contains("printed out")));
+    assert!(!server.stderr().contains("\"printed out\""));
+}
+
+/// `--log-level debug` lets the app's debug records through; with
+/// `--capture-output` print() and sys.stderr writes go to the error log
+/// (loggers `stdout` and `stderr`), in the plain format too.
+#[test]
+fn capture_output_and_the_level_in_the_plain_format() {
+    let venv = test_venv();
+    let chdir = apps();
+    let server = Server::builder()
+        .env("VIRTUAL_ENV", &venv)
+        .args([
+            "--chdir",
+            chdir.to_str().unwrap(),
+            "--no-metrics",
+            "--log-level",
+            "debug",
+            "--capture-output",
+            "--log-format",
+            "plain",
+            "observed:application",
+        ])
+        .start();
+    server.get("/log/debug");
+    server.wait_stderr(Duration::from_secs(10), "the debug record", |t| {
+        t.contains("[DEBUG] a debug record")
+    });
+    server.get("/print");
+    server.wait_stderr(Duration::from_secs(10), "print() in the error log", |t| {
+        t.contains("[INFO] printed out") && t.contains("[ERROR] printed to stderr")
+    });
+    assert!(!server.stdout().contains("printed out"));
+}

@@ -2,8 +2,12 @@
 metrics (multiprocess mode, set up by ferrocorn), logging, and requests
 that get stuck."""
 import ctypes
+import logging
+import logging.config
 import os
 import socket
+import sys
+import threading
 import time
 
 from prometheus_client import Counter, Gauge, Histogram, Summary
@@ -20,10 +24,29 @@ GAUGES = {m: Gauge('app_gauge_' + m, 'Gauge in mode ' + m + '.', ['kind'], multi
 IDLE = Counter('app_idle', 'Never incremented.')
 
 
+# The app's own handler (as Django's LOGGING installs): kept, and the
+# records still propagate to the root logger (ferrocorn's error log).
+if os.environ.get('OBSERVED_LOG_FILE'):
+    logging.config.dictConfig({
+        'version': 1,
+        'disable_existing_loggers': False,
+        'formatters': {'mine': {'format': 'MINE %(levelname)s %(name)s %(message)s'}},
+        'handlers': {'file': {'class': 'logging.FileHandler', 'formatter': 'mine',
+                              'filename': os.environ['OBSERVED_LOG_FILE']}},
+        'loggers': {'observed.own': {'handlers': ['file'], 'level': 'INFO'}},
+    })
+
+log = logging.getLogger('observed.views')
+
+
 def _text(start_response, body, status='200 OK'):
     body = body.encode()
     start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
+
+
+def divide_by_zero():
+    return 1 / 0
 
 
 def sleepy_function():
@@ -75,6 +98,36 @@ def application(environ, start_response):
     if path == '/stuck/generator':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return slow_generator()
+    if path == '/log/warning':
+        log.warning('hello %s', 'world', extra={'user_id': 42, 'ratio': 0.5, 'flag': True,
+                                                'who': 'a "quoted" name', 'obj': [1, 2]})
+        return _text(start_response, str(threading.get_ident()))
+    if path == '/log/exception':
+        try:
+            divide_by_zero()
+        except ZeroDivisionError:
+            log.exception('it failed')
+        return _text(start_response, str(threading.get_ident()))
+    if path == '/log/debug':
+        log.debug('a debug record')
+        log.info('an info record')
+        return _text(start_response, 'ok')
+    if path == '/log/own':
+        logging.getLogger('observed.own').info('to my own file too')
+        return _text(start_response, 'ok')
+    if path == '/errors':
+        errors = environ['wsgi.errors']
+        errors.write('first line\nsecond ')
+        errors.write('line\n')
+        errors.writelines(['third', ' line\n'])
+        errors.flush()
+        return _text(start_response, 'ok')
+    if path == '/print':
+        print('printed out')
+        print('printed to stderr', file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return _text(start_response, 'ok')
     if path in STUCK:
         STUCK[path]()
         return _text(start_response, 'unstuck')

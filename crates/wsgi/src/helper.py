@@ -196,3 +196,144 @@ def format_stacks(idents):
         else:
             out.append("".join(traceback.format_stack(f)).rstrip("\n"))
     return out
+
+
+# Python logging through ferrocorn's error log (see pylog.rs).
+
+_LOG_RECORD_KEYS = frozenset(vars(__import__("logging").LogRecord(
+    "x", 0, "x", 0, "x", None, None)).keys()) | {"message", "asctime", "taskName"}
+_emit = None
+
+
+def _extra_value(v):
+    if v is None or isinstance(v, (bool, int, float, str)):
+        if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+            return str(v)
+        return "None" if v is None else v
+    try:
+        return str(v)
+    except Exception:
+        return repr(v)
+
+
+def _format_exc(exc_info):
+    return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+
+
+def _make_handler_class():
+    import logging
+
+    class FerrocornHandler(logging.Handler):
+        """Hands each record to ferrocorn's error log: the seed's keys
+        (event, level, logger, pid, tid, timestamp), the traceback as one
+        `exception` field, `extra` fields as keys."""
+
+        def emit(self, record):
+            try:
+                message = record.getMessage()
+                exception = None
+                if record.exc_info and record.exc_info[0] is not None:
+                    exception = _format_exc(record.exc_info)
+                elif record.exc_text:
+                    exception = record.exc_text
+                extra = [(k, _extra_value(v)) for k, v in record.__dict__.items()
+                         if k not in _LOG_RECORD_KEYS and not k.startswith("_")]
+                _emit(record.levelno, record.name, message, exception,
+                      record.stack_info, extra)
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+
+    return FerrocornHandler
+
+
+class LineStream:
+    """A text stream whose complete lines become error-log records of
+    `logger` at `levelno` (wsgi.errors; sys.stdout and sys.stderr with
+    capture_output). A partial line waits for its end, or flush()."""
+
+    def __init__(self, logger, levelno):
+        import threading
+        self._logger = logger
+        self._levelno = levelno
+        self._local = threading.local()
+        self.encoding = "utf-8"
+        self.errors = "backslashreplace"
+
+    def _pending(self):
+        p = getattr(self._local, "pending", None)
+        if p is None:
+            p = self._local.pending = []
+        return p
+
+    def write(self, s):
+        if isinstance(s, (bytes, bytearray)):
+            s = bytes(s).decode("utf-8", "backslashreplace")
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str, not %s" % type(s).__name__)
+        pending = self._pending()
+        if "\n" not in s:
+            pending.append(s)
+            return len(s)
+        lines = s.split("\n")
+        lines[0] = "".join(pending) + lines[0]
+        pending.clear()
+        if lines[-1]:
+            pending.append(lines[-1])
+        for line in lines[:-1]:
+            self._emit(line)
+        return len(s)
+
+    def writelines(self, seq):
+        for s in seq:
+            self.write(s)
+
+    def flush(self):
+        pending = self._pending()
+        if pending:
+            line = "".join(pending)
+            pending.clear()
+            self._emit(line)
+
+    def _emit(self, line):
+        line = line.rstrip("\r")
+        if _emit is not None:
+            _emit(self._levelno, self._logger, line)
+        else:
+            sys.__stderr__.write(line + "\n")
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def fileno(self):
+        raise OSError("this stream has no file descriptor (ferrocorn's error log)")
+
+
+WSGI_ERRORS = LineStream("wsgi", 40)
+
+
+def setup_logging(emit, level, capture_output):
+    """Adds ferrocorn's handler to the root logger (once), sets the root
+    logger's level, and with capture_output sends sys.stdout and
+    sys.stderr to the error log."""
+    global _emit
+    import logging
+    _emit = emit
+    root = logging.getLogger()
+    if not any(getattr(h, "_ferrocorn", False) for h in root.handlers):
+        handler = _make_handler_class()()
+        handler._ferrocorn = True
+        root.addHandler(handler)
+    root.setLevel(level)
+    if capture_output:
+        if not isinstance(sys.stdout, LineStream):
+            sys.stdout = LineStream("stdout", 20)
+        if not isinstance(sys.stderr, LineStream):
+            sys.stderr = LineStream("stderr", 40)

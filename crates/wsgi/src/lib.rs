@@ -64,6 +64,21 @@
 //! each worker then makes every value a file-backed one, from zero, as
 //! prometheus_client itself does after a fork.
 //!
+//! # The app's Python logging
+//!
+//! [`setup_logging`] adds a handler to the root logger (once) and sets the
+//! root's level: each record is handed to Rust with its level, its
+//! logger's name, the formatted message, the traceback formatted as
+//! `traceback.format_exception` does (structlog's `format_exc_info`), the
+//! `stack_info`, and the `extra` fields (the record's attributes that a
+//! `LogRecord` does not have). Rust logs it, without the GIL, with a logger
+//! of the error log named as the record's logger, so the renderer writes
+//! the seed's keys (`event`, `level`, `logger`, `pid`, `tid` = the calling
+//! thread's `pthread_self()`, which is Python's `threading.get_ident()`,
+//! `timestamp`), then the fields. `wsgi.errors` and, with
+//! `capture_output`, `sys.stdout`/`sys.stderr` are line streams (a partial
+//! line per thread waits for its end or `flush()`) feeding the same path.
+//!
 //! # Where a stuck worker was stuck
 //!
 //! Each thread running the app (the call, and each pull from its response
@@ -125,6 +140,7 @@
 mod environ;
 mod input;
 mod interp;
+mod pylog;
 mod start;
 mod stream;
 mod stuck;
@@ -141,6 +157,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 pub use environ::{ForwardedAllow, default_secure_scheme_headers};
 pub use interp::{InitError, PYTHON_VERSION, check_virtualenv, fork, initialize};
+pub use pylog::{PythonLogging, setup_logging};
 pub use stuck::{STACK_WAIT, dump_stacks_on_abort};
 
 use crate::input::Input;
@@ -345,7 +362,7 @@ impl WsgiApp {
         base.set_item("wsgi.run_once", false)?;
         base.set_item("wsgi.input_terminated", true)?;
         base.set_item("wsgi.file_wrapper", &file_wrapper)?;
-        base.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+        base.set_item("wsgi.errors", helper.getattr("WSGI_ERRORS")?)?;
         base.set_item("SERVER_SOFTWARE", SERVER_SOFTWARE)?;
         Ok(WsgiApp {
             app,

@@ -32,6 +32,7 @@ pub fn apply_env(c: &Config) {
 /// Fails: no Python.
 pub fn load(
     _: &Config,
+    _: Option<&ferrocorn_log::Logs>,
     _: &slog::Logger,
     _: Option<&std::path::Path>,
 ) -> Result<Arc<dyn App>, String> {
@@ -39,14 +40,15 @@ pub fn load(
 }
 
 /// Fails: no Python.
-pub fn preload(_: &Config, _: &slog::Logger) -> Result<Preloaded, String> {
+pub fn preload(_: &Config, _: &ferrocorn_log::Logs) -> Result<Preloaded, String> {
     Err(NOT_BUILT.into())
 }
 
 /// Unreachable (no `Preloaded` exists).
 pub fn preloaded_app(
     p: &Preloaded,
-    _: &slog::Logger,
+    _: &Config,
+    _: &ferrocorn_log::Logs,
     _: Option<&std::path::Path>,
 ) -> Result<Arc<dyn App>, String> {
     match *p {}

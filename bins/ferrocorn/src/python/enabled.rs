@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use ferrocorn_log::Logs;
 use ferrocorn_worker::App;
-use ferrocorn_wsgi::{ForwardedAllow, WsgiApp, WsgiConfig};
+use ferrocorn_wsgi::{ForwardedAllow, PythonLogging, WsgiApp, WsgiConfig};
 
 use crate::config::Config;
 
@@ -76,12 +77,32 @@ fn setup_prometheus(dir: PromDir<'_>) -> Result<(), String> {
     done.map(drop).map_err(|e| e.0)
 }
 
-fn import(c: &Config, logger: &slog::Logger, dir: PromDir<'_>) -> Result<WsgiApp, String> {
+/// The app's Python logging into `logs` (the root logger at `loglevel`).
+fn setup_logging(c: &Config, logs: Option<&Logs>) -> Result<(), String> {
+    let Some(logs) = logs else {
+        return Ok(());
+    };
+    let named = logs.clone();
+    ferrocorn_wsgi::setup_logging(PythonLogging {
+        named: Arc::new(move |name: &str| named.logger_named(name)),
+        level: c.loglevel.to_uppercase(),
+        capture_output: c.python.capture_output,
+    })
+    .map_err(|e| e.0)
+}
+
+fn import(
+    c: &Config,
+    logs: Option<&Logs>,
+    logger: &slog::Logger,
+    dir: PromDir<'_>,
+) -> Result<WsgiApp, String> {
     let p = &c.python;
     let spec = p.wsgi_app.as_deref().unwrap_or("");
     ferrocorn_wsgi::initialize(p.virtualenv.as_deref()).map_err(|e| e.to_string())?;
     ferrocorn_wsgi::setup_paths(p.chdir.as_deref(), &p.pythonpath).map_err(|e| e.0)?;
     setup_prometheus(dir)?;
+    setup_logging(c, logs)?;
     WsgiApp::load(spec, wsgi_config(c, logger)).map_err(|e| e.0)
 }
 
@@ -90,10 +111,11 @@ fn import(c: &Config, logger: &slog::Logger, dir: PromDir<'_>) -> Result<WsgiApp
 /// one-line reason).
 pub fn load(
     c: &Config,
+    logs: Option<&Logs>,
     logger: &slog::Logger,
     metrics_dir: Option<&Path>,
 ) -> Result<Arc<dyn App>, String> {
-    let app = import(c, logger, PromDir::Worker(metrics_dir))?;
+    let app = import(c, logs, logger, PromDir::Worker(metrics_dir))?;
     watch_abort(logger);
     Ok(Arc::new(app))
 }
@@ -106,19 +128,22 @@ fn watch_abort(logger: &slog::Logger) {
 }
 
 /// Imports the app in the supervisor (`--preload`).
-pub fn preload(c: &Config, logger: &slog::Logger) -> Result<Preloaded, String> {
+pub fn preload(c: &Config, logs: &Logs) -> Result<Preloaded, String> {
     let dir = c.metrics.as_ref().map(|m| m.dir.as_deref());
-    import(c, logger, PromDir::Supervisor(dir)).map(Preloaded)
+    import(c, Some(logs), logs.error(), PromDir::Supervisor(dir)).map(Preloaded)
 }
 
 /// The preloaded app in a worker, logging to the worker's error log, its
 /// prometheus_client values now written in `metrics_dir`.
 pub fn preloaded_app(
     p: &Preloaded,
-    logger: &slog::Logger,
+    c: &Config,
+    logs: &Logs,
     metrics_dir: Option<&Path>,
 ) -> Result<Arc<dyn App>, String> {
+    let logger = logs.error();
     setup_prometheus(PromDir::Worker(metrics_dir))?;
+    setup_logging(c, Some(logs))?;
     watch_abort(logger);
     Ok(Arc::new(p.0.with_logger(logger.clone())))
 }

@@ -91,8 +91,8 @@ impl Service for Ferrocorn {
             python::apply_env(&self.config);
             let dir = ctx.metrics_dir.as_deref();
             let app = match &self.preloaded {
-                Some(p) => python::preloaded_app(p, &log, dir),
-                None => python::load(&self.config, &log, dir),
+                Some(p) => python::preloaded_app(p, &self.config, &logs, dir),
+                None => python::load(&self.config, Some(&logs), &log, dir),
             };
             match app {
                 Ok(app) => compose::build_worker_serving(&self.config, listeners, &logs, app),
@@ -192,7 +192,7 @@ pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
         );
     }
     let preloaded = if config.python.preload && config.python.wsgi_app.is_some() {
-        match python::preload(&config, logs.error()) {
+        match python::preload(&config, &logs) {
             Ok(p) => Some(p),
             Err(trace) => {
                 // Before any worker exists: the traceback once, exit 4.
