@@ -565,3 +565,70 @@ fn capture_output_and_the_level_in_the_plain_format() {
     });
     assert!(!server.stdout().contains("printed out"));
 }
+
+/// Python requests in ferrocorn's own pipeline exactly as Rust ones: the
+/// request counter by method and status, the duration histogram, the
+/// worker gauges and the access log; and `gunicorn_python_gil_wait_seconds`
+/// has one observation per request.
+#[test]
+fn python_requests_are_counted_timed_and_logged_and_their_gil_wait_observed() {
+    let server = observed_server(&["-w", "1", "--threads", "2", "--access-logfile", "-"]);
+    let pid: u32 = server.get("/pid").text().parse().unwrap();
+    let count = |text: &str, series: &str| ferrocorn_tests::sample(text, series).unwrap_or(0.0);
+    let ok = "gunicorn_requests_total{method=\"GET\",status=\"200\"}";
+    let missing = "gunicorn_requests_total{method=\"GET\",status=\"404\"}";
+    let durations = "gunicorn_request_duration_seconds_count{method=\"GET\"}";
+    let gil = "gunicorn_python_gil_wait_seconds_count ";
+    // Settled: the requests of the start are all counted.
+    let mut before = server.scrape();
+    wait_for(Duration::from_secs(10), || {
+        let now = server.scrape();
+        let settled = count(&now, durations) == count(&now, ok) + count(&now, missing)
+            && count(&now, gil) == count(&now, durations);
+        before = now;
+        settled
+    });
+    for n in 0..10 {
+        hit(&server, n);
+    }
+    for _ in 0..3 {
+        assert_eq!(server.get("/nothing/here").status, 404);
+    }
+    let mut after = String::new();
+    let counted = wait_for(Duration::from_secs(10), || {
+        after = server.scrape();
+        count(&after, durations) - count(&before, durations) == 13.0
+    });
+    assert!(counted, "before:\n{before}\nafter:\n{after}");
+    assert_eq!(count(&after, ok) - count(&before, ok), 10.0, "{after}");
+    assert_eq!(
+        count(&after, missing) - count(&before, missing),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(count(&after, gil) - count(&before, gil), 13.0, "{after}");
+    assert!(
+        after.contains("# TYPE gunicorn_python_gil_wait_seconds histogram"),
+        "{after}"
+    );
+    // The worker's gauges, for this worker.
+    assert_eq!(
+        ferrocorn_tests::sample(
+            &after,
+            &format!("gunicorn_max_worker_threads{{pid=\"{pid}\"}}")
+        ),
+        Some(2.0),
+        "{after}"
+    );
+    // The access log: one line per request, with its status.
+    let logged = wait_for(Duration::from_secs(10), || {
+        let out = server.stdout();
+        out.lines().filter(|l| l.contains("\"GET /hit/")).count() == 10
+            && out
+                .lines()
+                .filter(|l| l.contains("\"GET /nothing/here") && l.contains(" 404 "))
+                .count()
+                == 3
+    });
+    assert!(logged, "access log:\n{}", server.stdout());
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ferrocorn_log::Logs;
 use ferrocorn_worker::App;
-use ferrocorn_wsgi::{ForwardedAllow, PythonLogging, WsgiApp, WsgiConfig};
+use ferrocorn_wsgi::{ForwardedAllow, GilWait, PythonLogging, WsgiApp, WsgiConfig};
 
 use crate::config::Config;
 
@@ -45,6 +45,33 @@ pub fn apply_env(c: &Config) {
     }
 }
 
+/// `{prefix}_python_gil_wait_seconds` in the worker's metrics directory.
+#[cfg(feature = "metrics")]
+fn gil_wait(c: &Config, metrics_dir: Option<&Path>) -> Option<GilWait> {
+    let dir = metrics_dir?;
+    let h = ferrocorn_shm_metrics::Registry::new(dir)
+        .histogram(
+            &format!("{}_python_gil_wait_seconds", c.prefix),
+            "How long a pool thread waited for the GIL before calling the app, per request.",
+            &[],
+            &GIL_WAIT_BUCKETS,
+        )
+        .with_label_values(&[])
+        .ok()?;
+    Some(GilWait(Arc::new(move |d| h.observe(d.as_secs_f64()))))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn gil_wait(_: &Config, _: Option<&Path>) -> Option<GilWait> {
+    None
+}
+
+/// From 50 µs (no contention) to 5 s (a thread holding the GIL in C code).
+#[cfg(feature = "metrics")]
+const GIL_WAIT_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
 fn wsgi_config(c: &Config, logger: &slog::Logger) -> WsgiConfig {
     let p = &c.python;
     WsgiConfig {
@@ -61,6 +88,7 @@ fn wsgi_config(c: &Config, logger: &slog::Logger) -> WsgiConfig {
 /// directory (`None`: metrics are off, prometheus_client left alone); in
 /// the supervisor before a `--preload` import, whether metrics are on and
 /// the directory if it is known yet.
+#[derive(Clone, Copy)]
 pub enum PromDir<'a> {
     /// In a worker.
     Worker(Option<&'a Path>),
@@ -103,7 +131,11 @@ fn import(
     ferrocorn_wsgi::setup_paths(p.chdir.as_deref(), &p.pythonpath).map_err(|e| e.0)?;
     setup_prometheus(dir)?;
     setup_logging(c, logs)?;
-    WsgiApp::load(spec, wsgi_config(c, logger)).map_err(|e| e.0)
+    let mut config = wsgi_config(c, logger);
+    if let PromDir::Worker(d) = dir {
+        config.gil_wait = gil_wait(c, d);
+    }
+    WsgiApp::load(spec, config).map_err(|e| e.0)
 }
 
 /// Imports the configured app in this process (a worker writing its
@@ -145,7 +177,8 @@ pub fn preloaded_app(
     setup_prometheus(PromDir::Worker(metrics_dir))?;
     setup_logging(c, Some(logs))?;
     watch_abort(logger);
-    Ok(Arc::new(p.0.with_logger(logger.clone())))
+    let app = p.0.with_logger(logger.clone());
+    Ok(Arc::new(app.with_gil_wait(gil_wait(c, metrics_dir))))
 }
 
 /// Before the supervisor forks (the GIL taken, `register_at_fork` before-hooks).
