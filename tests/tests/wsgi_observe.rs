@@ -396,6 +396,10 @@ fn a_stuck_worker_leaves_the_stack_of_its_requests_in_the_error_log() {
         });
         assert!(new, "no new worker after {path}: {}", server.stderr());
         assert!(!children(server.pid()).contains(&pid));
+        // It died of its SIGABRT, inside the supervisor's grace: not of
+        // the SIGKILL that follows it (the kill is on time).
+        let died = format!("Worker (pid:{pid}) was sent SIGABRT");
+        server.wait_stderr(Duration::from_secs(10), &died, |t| t.contains(&died));
     }
     // One JSON line per record: every line of the error log parses.
     let err = server.stderr();
