@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
@@ -40,7 +40,9 @@ struct Installed {
     loggers: Mutex<HashMap<String, slog::Logger>>,
 }
 
-static INSTALLED: RwLock<Option<Installed>> = RwLock::new(None);
+/// Held only to clone or replace the `Arc` (never while writing a line),
+/// so a fork cannot leave it held in the child but for that instant.
+static INSTALLED: Mutex<Option<Arc<Installed>>> = Mutex::new(None);
 
 /// Routes the app's Python logging to ferrocorn's error log: a handler on
 /// the root logger (added once; its level set to `logging.level`),
@@ -49,10 +51,10 @@ static INSTALLED: RwLock<Option<Installed>> = RwLock::new(None);
 /// imported; call again in a worker forked from a process that called it
 /// (`--preload`), with the worker's own logs.
 pub fn setup_logging(logging: PythonLogging) -> Result<(), LoadError> {
-    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(Installed {
+    *INSTALLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Installed {
         named: logging.named,
         loggers: Mutex::new(HashMap::new()),
-    });
+    }));
     crate::interp::keep_thread_state();
     Python::attach(|py| {
         let emit = emit_function(py).map_err(|e| crate::load_error(py, &e))?;
@@ -156,8 +158,8 @@ fn emit(
     let extra: Vec<(&'static str, Value)> = extra.into_iter().map(|(k, v)| (key(&k), v)).collect();
     // Writing may block (a full pipe): not with the GIL.
     py.detach(|| {
-        let installed = INSTALLED.read().unwrap_or_else(|e| e.into_inner());
-        let Some(inst) = installed.as_ref() else {
+        let installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(inst) = installed else {
             eprintln!("{name}: {message}");
             return;
         };
