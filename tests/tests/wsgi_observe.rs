@@ -75,18 +75,16 @@ fn python_exposition(dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The sample lines of the families named `app_*` (the app's own), by
-/// family: HELP and TYPE lines and samples, sorted.
-fn app_families(text: &str) -> BTreeMap<String, Vec<String>> {
+/// The families of an exposition, by name: HELP and TYPE lines and
+/// samples, sorted.
+fn families(text: &str) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut current = String::new();
     for l in text.lines() {
         if let Some(rest) = l.strip_prefix("# HELP ") {
             current = rest.split(' ').next().unwrap_or("").to_string();
         }
-        if current.starts_with("app_") {
-            out.entry(current.clone()).or_default().push(l.to_string());
-        }
+        out.entry(current.clone()).or_default().push(l.to_string());
     }
     for v in out.values_mut() {
         v.sort();
@@ -94,14 +92,17 @@ fn app_families(text: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Waits until ferrocorn's scrape and prometheus_client's collector agree
-/// on the app's families (they read at different instants: a fold or a
-/// request may come between), then returns them.
+/// Waits until ferrocorn's scrape and prometheus_client's collector over
+/// the directory agree on every family the collector finds there (the
+/// app's, and the workers' own; the scrape adds the supervisor's), sample
+/// for sample (they read at different instants: a fold or a request may
+/// come between), then returns them.
 fn agreeing(server: &Server, dir: &Path) -> BTreeMap<String, Vec<String>> {
     let mut last = (BTreeMap::new(), BTreeMap::new());
     let agreed = wait_for(Duration::from_secs(20), || {
-        let ours = app_families(&server.scrape());
-        let theirs = app_families(&python_exposition(dir));
+        let theirs = families(&python_exposition(dir));
+        let mut ours = families(&server.scrape());
+        ours.retain(|k, _| theirs.contains_key(k));
         let same = ours == theirs && !ours.is_empty();
         last = (ours, theirs);
         same
@@ -210,6 +211,10 @@ fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_python() {
             pids.push(hit(&server, n));
         }
         let families = agreeing(&server, &dir);
+        assert!(
+            families.contains_key("gunicorn_requests_total"),
+            "{families:#?}"
+        );
         assert_eq!(
             value(&families, "app_hits_total", "app_hits_total{path=\"/hit\"}"),
             Some(4.0),
