@@ -224,6 +224,10 @@ pub struct ServeArgs {
     #[arg(long = "preload")]
     pub preload: bool,
 
+    /// Send the app's stdout and stderr (print()) to the error log.
+    #[arg(long = "capture-output")]
+    pub capture_output: bool,
+
     /// gunicorn's worker class: sync or gthread (both run ferrocorn's
     /// worker: processes with a thread pool each); others are refused.
     #[arg(short = 'k', long, value_name = "CLASS")]

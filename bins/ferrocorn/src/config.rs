@@ -308,6 +308,8 @@ layer! {
     virtualenv: PathBuf,
     /// Import the app in the supervisor before forking.
     preload_app: bool,
+    /// The app's stdout and stderr (print()) to the error log.
+    capture_output: bool,
     /// gunicorn's worker class: sync or gthread.
     worker_class: String,
     /// Peers trusted to set the scheme through secure_scheme_headers.
@@ -357,7 +359,6 @@ const GUNICORN_ONLY: &[&str] = &[
     "proc_name",
     "default_proc_name",
     "paste",
-    "capture_output",
     "disable_redirect_access_to_syslog",
     "sendfile",
     "strip_header_spaces",
@@ -544,6 +545,7 @@ impl Layer {
             }),
             virtualenv: cli(&args.virtualenv, "--virtualenv"),
             preload_app: cli(&args.preload.then_some(true), "--preload"),
+            capture_output: cli(&args.capture_output.then_some(true), "--capture-output"),
             worker_class: cli(&args.worker_class, "--worker-class"),
             forwarded_allow_ips: cli(&args.forwarded_allow_ips, "--forwarded-allow-ips"),
             secure_scheme_headers: None,
@@ -1443,6 +1445,7 @@ impl Layer {
                 raw_env: self.raw_env,
                 virtualenv: self.virtualenv,
                 preload_app: self.preload_app,
+                capture_output: self.capture_output,
                 worker_class: self.worker_class,
                 forwarded_allow_ips: self.forwarded_allow_ips,
                 secure_scheme_headers: self.secure_scheme_headers,
