@@ -84,12 +84,23 @@ impl Server {
             metrics: None,
             log,
         };
-        http::wait_ready(addr, ready_path, Duration::from_secs(20)).map_err(|e| {
-            format!(
-                "{name} did not answer on {addr}: {e}\n{}",
-                server.log_tail()
-            )
-        })?;
+        // Ready when it answers; a server that exits meanwhile fails at once.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{name} exited: {status}\n{}", server.log_tail()));
+            }
+            match http::wait_ready(addr, ready_path, Duration::from_millis(200)) {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{name} did not answer on {addr}: {e}\n{}",
+                        server.log_tail()
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
         // Every worker up, so that memory and kill measurements see them all.
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.worker_pids().len() < expect_workers {
