@@ -11,12 +11,17 @@
 //! rendering a small template from a dict, no database), `sleep` (a view
 //! sleeping 50 ms, at 64 connections: the ceiling is workers x threads /
 //! 0.05 s), `stream` (a 1 MiB response from a generator, no length) and
-//! `upload` (a 1 MiB POST body read through `wsgi.input`).
+//! `upload` (a 1 MiB POST body read through `wsgi.input`). Two light
+//! sections without wrk: `memory` (RSS and PSS from
+//! `/proc/PID/smaps_rollup` of the supervisor and 4 workers serving the
+//! Django app, ferrocorn and gunicorn, each with and without `--preload`)
+//! and `startup` (time from the spawn to the first 200 from the Django app,
+//! median of 5 starts, for all three).
 //!
 //! Installs nothing: it checks for wrk, the release binary and a venv with
 //! gunicorn 27, granian 2.8 and Django 5.2, and says how to get them. Flags:
 //! `--quick`, `--rounds N`, `--duration SECS`, `--threads N`,
-//! `--only hello|django|sleep|stream|upload` (repeatable), `--no-write`.
+//! `--only hello|django|sleep|stream|upload|memory|startup` (repeatable), `--no-write`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -76,7 +81,7 @@ impl Options {
                 "--no-write" => o.write = false,
                 "-h" | "--help" => {
                     println!(
-                        "wsgibench [--quick] [--rounds N] [--duration SECS] [--threads N] [--only hello|django|sleep|stream|upload]... [--no-write]"
+                        "wsgibench [--quick] [--rounds N] [--duration SECS] [--threads N] [--only hello|django|sleep|stream|upload|memory|startup]... [--no-write]"
                     );
                     std::process::exit(0);
                 }
@@ -263,6 +268,12 @@ fn run() -> Result<(), String> {
     for s in scenarios.iter().filter(|s| opts.wants(s.name)) {
         measure(&opts, &paths, s, &mut report)?;
     }
+    if opts.wants("memory") {
+        measure_memory(&opts, &paths, &mut report)?;
+    }
+    if opts.wants("startup") {
+        measure_startup(&opts, &paths, &mut report)?;
+    }
     let text = report.render(&paths);
     println!("\n{text}");
     if opts.write {
@@ -369,10 +380,36 @@ const GRANIAN: &str = "granian";
 const GUNICORN: &str = "gunicorn";
 
 fn start(paths: &Paths, server: &str, app: &str, threads: usize) -> Result<Server, String> {
+    start_with(paths, server, app, threads, WORKERS, false)
+}
+
+/// [`start`] with `workers` workers and, for ferrocorn and gunicorn, the
+/// app imported in the supervisor before the fork (`--preload`).
+fn start_with(
+    paths: &Paths,
+    server: &str,
+    app: &str,
+    threads: usize,
+    worker_count: usize,
+    preload: bool,
+) -> Result<Server, String> {
     let port = free_port().map_err(|e| e.to_string())?;
+    start_on(paths, server, app, threads, worker_count, preload, port)
+}
+
+/// [`start_with`] on a port given.
+fn start_on(
+    paths: &Paths,
+    server: &str,
+    app: &str,
+    threads: usize,
+    worker_count: usize,
+    preload: bool,
+    port: u16,
+) -> Result<Server, String> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let threads = threads.to_string();
-    let workers = WORKERS.to_string();
+    let workers = worker_count.to_string();
     let venv_bin = paths.venv.join("bin");
     // Every server's Python sees the venv first (ferrocorn takes the venv
     // from VIRTUAL_ENV, as a gunicorn installed in it would).
@@ -425,8 +462,19 @@ fn start(paths: &Paths, server: &str, app: &str, threads: usize) -> Result<Serve
         }
         other => return Err(format!("unknown server {other}")),
     }
+    if preload {
+        if server == GRANIAN {
+            return Err("granian has no --preload".into());
+        }
+        cmd.arg("--preload");
+    }
     cmd.env("PATH", path);
-    let mut s = Server::start(server, cmd, addr, Workers::Children, WORKERS)?;
+    let name = if preload {
+        format!("{server} --preload")
+    } else {
+        server.to_owned()
+    };
+    let mut s = Server::start(&name, cmd, addr, Workers::Children, worker_count)?;
     s.metrics = metrics;
     Ok(s)
 }
@@ -541,6 +589,206 @@ fn measure(
     Ok(())
 }
 
+/// `--only memory`: memory of the Django app served by ferrocorn and by
+/// gunicorn, each with 4 workers, with and without `--preload`.
+const MEMORY_WORKERS: usize = 4;
+/// `--only startup`: starts per server (after one unmeasured start).
+const STARTS: usize = 5;
+/// The Django app the memory and start-up sections serve.
+const DJANGO_APP: &str = "wsgibench_django:application";
+
+/// One server's memory after serving: the supervisor's and each worker's
+/// RSS and PSS, in bytes.
+struct MemoryRow {
+    name: String,
+    supervisor: (u64, u64),
+    workers: Vec<(u64, u64)>,
+    requests: u64,
+}
+
+/// `requests` GETs of `/` on fresh connections from 8 threads (so that
+/// every worker serves some and has run the view, its templates and
+/// middleware); how many answered 200.
+fn warm(addr: SocketAddr, requests: u64) -> u64 {
+    let clients = 8;
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..requests / clients)
+                    .filter(|_| {
+                        http::get(addr, "/", Duration::from_secs(10)).is_ok_and(|r| r.status == 200)
+                    })
+                    .count() as u64
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+}
+
+fn measure_memory(opts: &Options, paths: &Paths, report: &mut Report) -> Result<(), String> {
+    println!(
+        "== memory: {DJANGO_APP}, {MEMORY_WORKERS} workers x {} threads",
+        opts.threads
+    );
+    for (server, preload) in [
+        (FERRO, false),
+        (FERRO, true),
+        (GUNICORN, false),
+        (GUNICORN, true),
+    ] {
+        let s = match start_with(
+            paths,
+            server,
+            DJANGO_APP,
+            opts.threads,
+            MEMORY_WORKERS,
+            preload,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("   {server} (preload {preload}): NOT MEASURED: {e}");
+                report.notes.push(format!(
+                    "memory: {server} (preload {preload}) not measured: {e}"
+                ));
+                continue;
+            }
+        };
+        let sent = 400;
+        let ok = warm(s.addr, sent);
+        let read = |pid: u32| {
+            procfs::rss_pss_bytes(pid)
+                .map_err(|e| format!("{}: smaps_rollup of {pid}: {e}", s.name))
+        };
+        let supervisor = read(s.pid())?;
+        let workers = s
+            .worker_pids()
+            .into_iter()
+            .map(read)
+            .collect::<Result<Vec<_>, _>>()?;
+        let row = MemoryRow {
+            name: s.name.clone(),
+            supervisor,
+            workers,
+            requests: ok,
+        };
+        let (rss, pss) = row.total();
+        println!(
+            "   {:<22} {ok}/{sent} warm-up requests 200; supervisor RSS {:.1} PSS {:.1} MiB; workers RSS {:?} PSS {:?} MiB; all RSS {:.1} PSS {:.1} MiB",
+            row.name,
+            row.supervisor.0 as f64 / MIB,
+            row.supervisor.1 as f64 / MIB,
+            row.workers
+                .iter()
+                .map(|w| (w.0 as f64 / MIB * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            row.workers
+                .iter()
+                .map(|w| (w.1 as f64 / MIB * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            rss as f64 / MIB,
+            pss as f64 / MIB,
+        );
+        report.memory.push(row);
+    }
+    Ok(())
+}
+
+impl MemoryRow {
+    /// RSS and PSS summed over the supervisor and the workers.
+    fn total(&self) -> (u64, u64) {
+        self.workers
+            .iter()
+            .chain([&self.supervisor])
+            .fold((0, 0), |(r, p), w| (r + w.0, p + w.1))
+    }
+}
+
+/// Starts `server` (with `preload`) and measures the time from the spawn to
+/// the first `200` for `GET /` of the Django app, polled every 5 ms by a
+/// thread that starts probing before the spawn.
+fn time_to_first_200(
+    paths: &Paths,
+    server: &str,
+    threads: usize,
+    preload: bool,
+) -> Result<Duration, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let t0 = std::time::Instant::now();
+    let prober = std::thread::spawn(move || {
+        while t0.elapsed() < Duration::from_secs(60) {
+            if let Ok(r) = http::get(addr, "/", Duration::from_secs(30))
+                && r.status == 200
+            {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    });
+    let s = start_on(paths, server, DJANGO_APP, threads, WORKERS, preload, port);
+    let first = prober.join().ok().flatten();
+    drop(s?);
+    first.ok_or_else(|| format!("{server}: no 200 within 60 s"))
+}
+
+fn measure_startup(opts: &Options, paths: &Paths, report: &mut Report) -> Result<(), String> {
+    println!(
+        "== startup: {DJANGO_APP}, {WORKERS} workers x {} threads, {STARTS} starts each after one unmeasured",
+        opts.threads
+    );
+    let servers = [
+        (FERRO, false),
+        (FERRO, true),
+        (GRANIAN, false),
+        (GUNICORN, false),
+        (GUNICORN, true),
+    ];
+    let name = |&(server, preload): &(&str, bool)| {
+        if preload {
+            format!("{server} --preload")
+        } else {
+            server.to_owned()
+        }
+    };
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut failed = vec![false; servers.len()];
+    // One start each first (bytecode written, files in the page cache).
+    for (i, s) in servers.iter().enumerate() {
+        if let Err(e) = time_to_first_200(paths, s.0, opts.threads, s.1) {
+            println!("   {}: NOT MEASURED: {e}", name(s));
+            report
+                .notes
+                .push(format!("startup: {} not measured: {e}", name(s)));
+            failed[i] = true;
+        }
+    }
+    for round in 0..STARTS {
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            if failed[i] {
+                continue;
+            }
+            let s = &servers[i];
+            let t = time_to_first_200(paths, s.0, opts.threads, s.1)
+                .map_err(|e| format!("startup of {}: {e}", name(s)))?;
+            println!(
+                "   start {} {:<22} first 200 after {:.0} ms",
+                round + 1,
+                name(s),
+                t.as_secs_f64() * 1e3
+            );
+            times[i].push(t.as_secs_f64() * 1e3);
+        }
+    }
+    for (i, s) in servers.iter().enumerate() {
+        if !failed[i] {
+            report.startup.push((name(s), times[i].clone()));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Report {
     threads: usize,
@@ -550,6 +798,10 @@ struct Report {
     scenarios: Vec<(&'static str, &'static str, &'static [usize], f64)>,
     /// (scenario, server, connections) -> rounds.
     cells: BTreeMap<(String, String, usize), Cell>,
+    /// `--only memory`, in order.
+    memory: Vec<MemoryRow>,
+    /// `--only startup`: (server, milliseconds of each start).
+    startup: Vec<(String, Vec<f64>)>,
     notes: Vec<String>,
 }
 
@@ -620,13 +872,15 @@ impl Report {
             version("django"),
             command_output(&py, &["--version"]),
         );
-        let _ = writeln!(
-            o,
-            "Every server: the same app file, {WORKERS} workers x {} app threads, keep-alive; wrk 2 threads; {} interleaved rounds of {} s (the order rotates each round). Medians of the rounds; a ratio is the median of the per-round ratios, with their spread. CPU is the server's processes' user + system time (wrk shares the 2 CPUs, so requests per server CPU-second is the fairer figure).\n",
-            self.threads,
-            self.rounds,
-            self.duration.as_secs()
-        );
+        if !self.scenarios.is_empty() {
+            let _ = writeln!(
+                o,
+                "Every server: the same app file, {WORKERS} workers x {} app threads, keep-alive; wrk 2 threads; {} interleaved rounds of {} s (the order rotates each round). Medians of the rounds; a ratio is the median of the per-round ratios, with their spread. CPU is the server's processes' user + system time (wrk shares the 2 CPUs, so requests per server CPU-second is the fairer figure).\n",
+                self.threads,
+                self.rounds,
+                self.duration.as_secs()
+            );
+        }
         for &(scenario, app, conns_list, bytes) in &self.scenarios {
             let _ = writeln!(o, "## {scenario} (`{app}`)\n");
             let mb = bytes > 0.0;
@@ -743,6 +997,8 @@ impl Report {
             }
             let _ = writeln!(o);
         }
+        self.render_memory(&mut o);
+        self.render_startup(&mut o);
         if !self.notes.is_empty() {
             let _ = writeln!(o, "## Notes\n");
             for n in &self.notes {
@@ -750,5 +1006,89 @@ impl Report {
             }
         }
         o
+    }
+}
+
+impl Report {
+    fn render_memory(&self, o: &mut String) {
+        if self.memory.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "## memory (`{DJANGO_APP}`)\n");
+        let _ = writeln!(
+            o,
+            "{MEMORY_WORKERS} workers x {} threads each, after 400 requests to `/` on fresh connections from 8 clients (every worker has run the view). From `/proc/PID/smaps_rollup`: RSS counts a page shared copy-on-write after the fork once in every process; PSS divides it among them, so the PSS column \"all\" is the memory the server takes. gunicorn runs with the seed config (prometheus_client, structlog), ferrocorn with its metrics on.\n",
+            self.threads
+        );
+        let _ = writeln!(
+            o,
+            "| server | supervisor RSS / PSS MiB | worker RSS MiB (median) | worker PSS MiB (median) | all RSS MiB | all PSS MiB | warm-up 200s |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let mib = |b: u64| b as f64 / MIB;
+        for r in &self.memory {
+            let rss: Vec<f64> = r.workers.iter().map(|w| mib(w.0)).collect();
+            let pss: Vec<f64> = r.workers.iter().map(|w| mib(w.1)).collect();
+            let (all_rss, all_pss) = r.total();
+            let _ = writeln!(
+                o,
+                "| {} | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} / 400 |",
+                r.name,
+                mib(r.supervisor.0),
+                mib(r.supervisor.1),
+                stats::median(&rss),
+                stats::median(&pss),
+                mib(all_rss),
+                mib(all_pss),
+                r.requests
+            );
+        }
+        let pss_of = |name: &str| {
+            self.memory
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.total().1 as f64)
+        };
+        let _ = writeln!(o);
+        for (ours, theirs) in [
+            (FERRO.to_owned(), GUNICORN.to_owned()),
+            (
+                format!("{FERRO} --preload"),
+                format!("{GUNICORN} --preload"),
+            ),
+        ] {
+            if let (Some(a), Some(b)) = (pss_of(&ours), pss_of(&theirs)) {
+                let _ = writeln!(
+                    o,
+                    "- {ours} / {theirs}: all PSS {:.2}x ({:+.1} MiB)",
+                    a / b,
+                    (a - b) / MIB
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    fn render_startup(&self, o: &mut String) {
+        if self.startup.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "## startup (`{DJANGO_APP}`)\n");
+        let _ = writeln!(
+            o,
+            "Time from spawning the server to the first `200` for `GET /` (polled every 5 ms from before the spawn), {WORKERS} workers x {} threads, {STARTS} starts each after one unmeasured start, the servers interleaved.\n",
+            self.threads
+        );
+        let _ = writeln!(o, "| server | median ms | min ms | max ms |");
+        let _ = writeln!(o, "|---|---|---|---|");
+        for (name, ms) in &self.startup {
+            let (lo, hi) = stats::min_max(ms);
+            let _ = writeln!(
+                o,
+                "| {name} | {:.0} | {lo:.0} | {hi:.0} |",
+                stats::median(ms)
+            );
+        }
+        let _ = writeln!(o);
     }
 }
