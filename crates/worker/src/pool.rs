@@ -371,9 +371,7 @@ impl Shared {
         timeout_ms == 0
             || self.busy_since.iter().any(|b| {
                 let v = b.load(Relaxed);
-                v == 0
-                    || v == WAITING_FOR_CLIENT
-                    || (v - 1 >= since_ms && v - 1 + timeout_ms > now_ms)
+                v == 0 || v == WAITING_FOR_CLIENT || (v > since_ms && v - 1 + timeout_ms > now_ms)
             })
     }
 }
