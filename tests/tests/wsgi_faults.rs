@@ -48,7 +48,7 @@ fn app_dir() -> tempfile::TempDir {
 }
 
 /// `ferrocorn --chdir DIR -w WORKERS ARGS faultapp`, metrics off; waits until
-/// `/` answers and `workers` workers run.
+/// `/` answers and `workers` workers run and accept.
 fn python_server(dir: &Path, workers: usize, args: &[&str]) -> Ferrocorn {
     let chdir = dir.to_str().expect("utf-8 path");
     let w = workers.to_string();
@@ -56,7 +56,7 @@ fn python_server(dir: &Path, workers: usize, args: &[&str]) -> Ferrocorn {
     all.extend_from_slice(args);
     all.push("faultapp");
     let state = dir.join("state");
-    Ferrocorn::start_env(
+    let f = Ferrocorn::start_env(
         &all,
         workers,
         false,
@@ -65,7 +65,20 @@ fn python_server(dir: &Path, workers: usize, args: &[&str]) -> Ferrocorn {
             ("FERROCORN_TEST_STATE", state.to_str().expect("utf-8 path")),
             ("VIRTUAL_ENV", ""),
         ],
-    )
+    );
+    // One worker answering is not all of them: each imports the app before
+    // it accepts, and a load started earlier lands on the first one only.
+    let accepting = wait_for(Duration::from_secs(20), || {
+        f.workers()
+            .iter()
+            .all(|&w| polls_listener(w, f.addr.port()))
+    });
+    assert!(
+        accepting,
+        "not every worker accepts; stderr:\n{}",
+        f.stderr()
+    );
+    f
 }
 
 /// Lines the app noted in `state/name`.
@@ -216,30 +229,38 @@ fn python_term_with_slow_requests_in_flight() {
     );
 }
 
-/// SIGKILL of a worker under load (8 keep-alive clients on 2 workers): only
-/// the requests on the killed worker's connections fail, at most one per
-/// connection, and a new worker takes its place.
+/// SIGKILL of a worker under load (8 keep-alive clients on 2 workers; the
+/// one holding the most of them): only the requests on the killed worker's
+/// connections fail, at most one per connection, and a new worker takes its
+/// place.
 #[test]
 fn python_sigkill_of_a_worker_fails_only_its_connections() {
     let _serial = serial();
     let dir = app_dir();
     let f = python_server(dir.path(), 2, &["--threads", "4"]);
     let load = Load::start(f.addr, 8, "/", Duration::from_secs(60));
-    let workers: Vec<u32> = f.workers().into_iter().collect();
-    let victim = workers[0];
-    // Which client is on which worker, right before the kill.
-    let victim_sockets = socket_inodes(victim);
+    // Which client is on which worker, right before the kill; the victim
+    // is the worker holding the most clients (the kill must cut some).
     let inodes = tcp_inodes(f.addr);
-    let on_victim: Vec<bool> = load
-        .current
-        .iter()
-        .map(|c| {
-            c.lock()
-                .unwrap()
-                .and_then(|local| inodes.get(&local))
-                .is_some_and(|inode| victim_sockets.contains(inode))
+    let (victim, on_victim) = f
+        .workers()
+        .into_iter()
+        .map(|w| {
+            let sockets = socket_inodes(w);
+            let on: Vec<bool> = load
+                .current
+                .iter()
+                .map(|c| {
+                    c.lock()
+                        .unwrap()
+                        .and_then(|local| inodes.get(&local))
+                        .is_some_and(|inode| sockets.contains(inode))
+                })
+                .collect();
+            (w, on)
         })
-        .collect();
+        .max_by_key(|(_, on)| on.iter().filter(|&&v| v).count())
+        .expect("a worker");
     signal(victim, libc::SIGKILL);
     let replaced = wait_for(Duration::from_secs(20), || {
         let w = f.workers();
@@ -265,6 +286,11 @@ fn python_sigkill_of_a_worker_fails_only_its_connections() {
         "python sigkill: worker {victim} not replaced ({:?}); stderr:\n{}",
         f.workers(),
         f.stderr()
+    );
+    assert!(
+        victims > 0 && victims < on_victim.len(),
+        "python sigkill: {victims} of {} clients on the killed worker: the kill must cut some and spare some",
+        on_victim.len()
     );
     assert_eq!(
         failed_elsewhere,
