@@ -345,7 +345,7 @@ fn python_max_requests_with_jitter_under_load() {
         seen.len() - first.len(),
         f.stderr()
     );
-    assert_no_loss("python max_requests with jitter", &t, &f, 600);
+    assert_no_loss("python max_requests with jitter", &t, &f, 300);
 }
 
 /// A storm of app exceptions (4 clients asking for `/raise` back to back)
