@@ -26,6 +26,13 @@ bench *ARGS:
 e2e:
     cargo test -p ferrocorn -p ferrocorn-tests
 
+# Mutation testing of the parser, the metrics fold and the heartbeat checks
+# (needs `cargo install --locked cargo-mutants`; about an hour on two cores):
+# `just mutants`, `just mutants parse`, `just mutants aggregate --in-diff d.diff`.
+# Missed mutants must be listed as equivalent in the crate's tests/MUTANTS.md.
+mutants *ARGS:
+    ./scripts/mutants {{ARGS}}
+
 # What CI runs.
 ci:
     ./.ci/run

@@ -238,6 +238,32 @@ fn exactly_the_field_limit_waits_for_the_final_crlf() {
 }
 
 #[test]
+fn field_limits_above_the_stack_slots_hold_too() {
+    // More fields than the parser keeps on its stack (128).
+    for limit in [128, 129, 300] {
+        let limits = Limits {
+            fields: limit,
+            ..Limits::default()
+        };
+        let mut buf = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 1..limit {
+            buf.extend_from_slice(format!("X-F{i}: {i}\r\n").as_bytes());
+        }
+        partial(&buf, &limits);
+        let mut spans = Vec::new();
+        let mut whole = buf.clone();
+        whole.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse_head(&whole, &limits, &mut spans),
+            Ok(Some(_))
+        ));
+        assert_eq!(spans.len(), limit);
+        buf.extend_from_slice(b"X-Over: 1\r\n\r\n");
+        assert_eq!(refused_with(&buf, &limits), 431, "{limit}");
+    }
+}
+
+#[test]
 fn a_field_of_exactly_the_field_size_is_accepted() {
     let limits = Limits {
         field_size: 300,
