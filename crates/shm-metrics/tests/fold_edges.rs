@@ -208,6 +208,15 @@ fn io_errors_on_the_dead_files_are_returned() {
     assert!(d.join("counter_803.db").is_file());
     std::fs::remove_dir(d.join("counter_aggregate.db")).unwrap();
 
+    // The aggregate cannot be opened (a symbolic link to itself): an
+    // error, and nothing written over it.
+    std::os::unix::fs::symlink("counter_aggregate.db", d.join("counter_aggregate.db")).unwrap();
+    let e = mark_process_dead(d, 803).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    assert!(d.join("counter_aggregate.db").is_symlink());
+    assert!(d.join("counter_803.db").is_file());
+    std::fs::remove_file(d.join("counter_aggregate.db")).unwrap();
+
     // An aggregate that is not a metric file is kept, with an error.
     std::fs::write(
         d.join("counter_aggregate.db"),
