@@ -407,10 +407,10 @@ fn origin_form_with_a_url_in_its_query() {
         path_of(b"GET https://a.example:8080/ HTTP/1.1\r\nHost: x\r\n\r\n"),
         "/"
     );
-    assert_eq!(
-        path_of(b"GET http://host?q=/x HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ""
-    );
+    let req = b"GET http://host?q=/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(path_of(req), "");
+    let (head, _) = complete(req);
+    assert!(head.path.is_empty());
     let req = b"GET /abc?d HTTP/1.1\r\nHost: x\r\n\r\n";
     let (head, _) = complete(req);
     assert_eq!(head.method.get(req), b"GET");
@@ -610,6 +610,11 @@ fn chunks_decode_and_stop_at_the_end_of_the_body() {
         parse_request(&req[..req.len() - 5], &Limits::default()),
         Ok(None)
     );
+    // The body's last byte is the buffer's last byte.
+    let (_, body, used) = parse_request(&req[..req.len() - 4], &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!((body.as_slice(), used), (&b"abc"[..], req.len() - 4));
 }
 
 #[test]
