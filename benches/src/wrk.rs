@@ -80,8 +80,22 @@ pub fn run(
     duration: Duration,
     script: &Path,
 ) -> io::Result<WrkResult> {
+    run_with(url, threads, connections, duration, script, &[])
+}
+
+/// As [`run`], with more wrk arguments (`-H "Connection: close"` for a new
+/// connection per request).
+pub fn run_with(
+    url: &str,
+    threads: usize,
+    connections: usize,
+    duration: Duration,
+    script: &Path,
+    extra: &[&str],
+) -> io::Result<WrkResult> {
     let cpu0 = crate::sys::waited_children_cpu_seconds()?;
     let out = Command::new("wrk")
+        .args(extra)
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{}s", duration.as_secs().max(1)))

@@ -145,6 +145,9 @@ fn clean_env(cmd: &mut Command) {
         "LISTEN_FDS",
         "LISTEN_PID",
         "RUST_BACKTRACE",
+        "VIRTUAL_ENV",
+        "FORWARDED_ALLOW_IPS",
+        "SCRIPT_NAME",
     ] {
         cmd.env_remove(var);
     }
@@ -230,6 +233,7 @@ pub struct ServerBuilder {
     explicit_bind: bool,
     explicit_metrics: bool,
     explicit_log_format: bool,
+    health: String,
 }
 
 impl Server {
@@ -243,6 +247,7 @@ impl Server {
             explicit_bind: false,
             explicit_metrics: false,
             explicit_log_format: false,
+            health: "/healthz".into(),
         }
     }
 
@@ -260,6 +265,7 @@ impl Server {
             explicit_bind: false,
             explicit_metrics: false,
             explicit_log_format: false,
+            health: "/healthz".into(),
         }
     }
 
@@ -415,6 +421,12 @@ impl ServerBuilder {
         self
     }
 
+    /// The path whose `200` says the server is up (default `/healthz`).
+    pub fn health_path(mut self, path: &str) -> ServerBuilder {
+        self.health = path.to_owned();
+        self
+    }
+
     /// Starts the server and waits until `GET /healthz` answers (and the
     /// metrics port, when there is one, accepts).
     pub fn start(self) -> Server {
@@ -425,6 +437,7 @@ impl ServerBuilder {
             explicit_bind,
             explicit_metrics,
             explicit_log_format,
+            health,
         } = self;
         let addr = match addr {
             Some(a) => a,
@@ -471,7 +484,7 @@ impl ServerBuilder {
             if let Some(Ok(Some(_))) = server.child.as_mut().map(|c| c.try_wait()) {
                 return true;
             }
-            request(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+            request(addr, "GET", &health, &[], b"").is_ok_and(|r| r.status == 200)
                 && metrics.is_none_or(|m| TcpStream::connect(m).is_ok())
         });
         let exited = server

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use ferrocorn_tests::{assert_clean_failure, ferrocorn, run_to_end, write_file};
+use ferrocorn_tests::{
+    Server, assert_clean_failure, ferrocorn, ferrocorn_bin, run_to_end, samples, write_file,
+};
 
 const QUICK: Duration = Duration::from_secs(10);
 
@@ -331,4 +333,194 @@ fn metrics_subcommand_renders_a_directory() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(&["metrics", "/nonexistent/metrics-dir"], &[]);
     assert_clean_failure(&out, 1, "/nonexistent/metrics-dir");
+}
+
+/// Issue 19: a jitter of u64::MAX passed --check-config, then every worker
+/// panicked dividing by `jitter + 1` = 0. Now: out of range, one line, exit 2.
+#[test]
+fn max_requests_jitter_out_of_range_is_a_config_error() {
+    for check in [true, false] {
+        let mut args = vec![
+            "--max-requests",
+            "5",
+            "--max-requests-jitter",
+            "18446744073709551615",
+            "--no-metrics",
+            "-b",
+            "127.0.0.1:0",
+        ];
+        if check {
+            args.push("--check-config");
+        }
+        let out = run(&args, &[]);
+        assert_clean_failure(&out, 2, "`max_requests_jitter`");
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Issue 19: a FIFO hung the start, a pipe (`-c <(...)`, `-c /dev/stdin`)
+/// was read once and empty on reload, /dev/zero filled the memory. Only
+/// regular files are config files.
+#[test]
+fn config_file_must_be_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ferrocorn.toml");
+    mkfifo(&fifo);
+    let out = run(&["-c", fifo.to_str().unwrap(), "--check-config"], &[]);
+    assert_clean_failure(&out, 2, "a pipe or FIFO, not a regular file");
+    assert!(stderr(&out).contains(fifo.to_str().unwrap()));
+
+    let mut sh = std::process::Command::new("sh");
+    sh.args([
+        "-c",
+        "printf 'workers = 1\\n' | exec \"$0\" -c /dev/stdin --check-config",
+    ])
+    .arg(ferrocorn_bin());
+    let out = run_to_end(sh, QUICK);
+    assert_clean_failure(&out, 2, "/dev/stdin: it is a pipe or FIFO");
+
+    let out = run(&["-c", "/dev/zero", "--check-config"], &[]);
+    assert_clean_failure(&out, 2, "/dev/zero: it is a device");
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+/// Issue 19: on SIGHUP an empty file (being rewritten) reset every setting
+/// to its default, and a FIFO blocked the supervisor in open(2) so that it
+/// ignored SIGTERM. Both keep the running config with an error line.
+#[test]
+fn reload_keeps_the_config_when_the_file_is_empty_or_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "f.toml", "threads = 3\n");
+    let mut s = Server::builder()
+        .args(["-c", file.to_str().unwrap(), "--graceful-timeout", "2"])
+        .start();
+    let threads = |s: &Server| -> Vec<String> {
+        samples(&s.scrape(), "gunicorn_max_worker_threads")
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = threads(&s);
+    assert!(
+        before.len() == 1 && before[0].ends_with(" 3.0"),
+        "{before:?}"
+    );
+
+    write_file(dir.path(), "f.toml", "");
+    s.signal(libc::SIGHUP);
+    s.wait_stderr(QUICK, "the empty-file reload error", |e| {
+        e.contains("is empty and was not at the last load")
+    });
+    assert!(
+        s.stderr()
+            .contains("reload failed, keeping the running workers"),
+        "{}",
+        s.stderr()
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+    assert_eq!(threads(&s), before);
+
+    std::fs::remove_file(&file).unwrap();
+    mkfifo(&file);
+    s.signal(libc::SIGHUP);
+    s.wait_stderr(QUICK, "the FIFO reload error", |e| {
+        e.contains("a pipe or FIFO, not a regular file")
+    });
+    assert_eq!(s.get("/healthz").status, 200);
+    assert_eq!(threads(&s), before);
+
+    // The supervisor is not stuck: TERM stops it.
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(QUICK);
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "{status:?}; stderr:\n{}",
+        s.stderr()
+    );
+}
+
+/// Issue 19: --check-config said OK for binds that then failed at start: a
+/// unix path longer than a socket address holds, overlapping binds.
+#[test]
+fn check_config_refuses_binds_that_cannot_be_bound() {
+    let long = format!("unix:/tmp/{}.sock", "x".repeat(100));
+    let out = run(&["-b", &long, "--no-metrics", "--check-config"], &[]);
+    assert_clean_failure(&out, 2, "more than the 107 a socket address holds");
+    let out = run(
+        &[
+            "-b",
+            "0.0.0.0:18123",
+            "-b",
+            "127.0.0.1:18123",
+            "--no-metrics",
+            "--check-config",
+        ],
+        &[],
+    );
+    assert_clean_failure(&out, 2, "0.0.0.0:18123 and 127.0.0.1:18123 overlap");
+    let out = run(&["--help"], &[]);
+    let help = stdout(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("whether a port is free is only found out when serving starts"),
+        "{help}"
+    );
+}
+
+/// Issue 19: `--timeout 1e-10` became 0 (disabled), and a printed
+/// `metrics_update_seconds` of 1e-12 read "0" and did not load back; u64
+/// values past i64::MAX printed clamped.
+#[test]
+fn durations_and_integers_print_as_used_and_load_back() {
+    for args in [
+        &["--timeout", "1e-10"][..],
+        &["--metrics-update-seconds", "1e-12"][..],
+    ] {
+        let mut full = args.to_vec();
+        full.push("--print-config");
+        let out = run(&full, &[]);
+        assert_clean_failure(&out, 2, "less than the smallest duration, 0.001 seconds");
+    }
+    let out = run(
+        &[
+            "--limit-request-body",
+            "18446744073709551615",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert_clean_failure(&out, 2, "`limit_request_body`");
+
+    let out = run(
+        &[
+            "--print-config",
+            "--timeout",
+            "0.001",
+            "--metrics-update-seconds",
+            "0.001",
+            "--max-requests",
+            "9223372036854775807",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = toml_like::parse(&stdout(&out));
+    assert_eq!(printed["timeout"], "0.001");
+    assert_eq!(printed["metrics_update_seconds"], "0.001");
+    assert_eq!(printed["max_requests"], "9223372036854775807");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "printed.toml", &stdout(&out));
+    let again = run(&["-c", file.to_str().unwrap(), "--print-config"], &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again), stdout(&out));
 }

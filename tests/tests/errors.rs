@@ -65,6 +65,28 @@ fn error_log_in_a_missing_directory() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 
+/// Issue 19: the pidfile's write error said only "No such file or
+/// directory (os error 2)"; it names the setting and the path.
+#[test]
+fn pidfile_in_a_missing_directory() {
+    let mut cmd = ferrocorn();
+    cmd.args([
+        "-b",
+        &format!("127.0.0.1:{}", free_port()),
+        "--pid",
+        "/nonexistent/dir/ferrocorn.pid",
+        "--log-format",
+        "plain",
+        "--no-metrics",
+    ]);
+    let out = run_to_end(cmd, Duration::from_secs(10));
+    assert_clean_failure(
+        &out,
+        1,
+        "cannot write pidfile /nonexistent/dir/ferrocorn.pid: No such file or directory",
+    );
+}
+
 /// A log file the user may not write: as root, run as `nobody` (65534).
 #[test]
 fn missing_permission() {

@@ -73,7 +73,7 @@ impl Options {
                 "--no-write" => o.write = false,
                 "-h" | "--help" => {
                     println!(
-                        "loadbench [--quick] [--rounds N] [--duration SECS] [--only throughput|idle|respawn|scrape]... [--no-write]"
+                        "loadbench [--quick] [--rounds N] [--duration SECS] [--only throughput|idle|respawn|scrape|acceptwait]... [--no-write]"
                     );
                     std::process::exit(0);
                 }
@@ -100,7 +100,7 @@ struct Paths {
 
 fn run() -> Result<(), String> {
     let opts = Options::parse()?;
-    let paths = locate()?;
+    let paths = locate(&opts)?;
     let nofile = sys::raise_nofile(IDLE_CONNECTIONS as u64 * 2 + 1000)
         .map_err(|e| format!("setrlimit: {e}"))?;
     let mut report = Report::default();
@@ -139,6 +139,9 @@ fn run() -> Result<(), String> {
     if opts.wants("scrape") {
         scrape(&paths, &mut report)?;
     }
+    if opts.wants("acceptwait") {
+        accept_wait(&opts, &paths, &mut report)?;
+    }
 
     let text = report.render(&paths, &opts);
     println!("\n{text}");
@@ -150,8 +153,11 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Finds the binaries and tools, or says how to get them.
-fn locate() -> Result<Paths, String> {
+/// Finds the binaries and tools the chosen phases need, or says how to get
+/// them (`--only acceptwait` needs only wrk and ferrocorn).
+fn locate(opts: &Options) -> Result<Paths, String> {
+    let peers = opts.wants("throughput") || opts.wants("idle");
+    let python = peers || opts.wants("scrape");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or("no workspace root")?
@@ -173,7 +179,7 @@ fn locate() -> Result<Paths, String> {
     if !on_path("wrk") {
         missing.push("wrk: apt-get install wrk".to_owned());
     }
-    if !Path::new(NGINX).exists() {
+    if peers && !Path::new(NGINX).exists() {
         missing.push("nginx: apt-get install nginx-light".to_owned());
     }
     let venv_ok = Command::new(venv.join("bin/python"))
@@ -182,20 +188,20 @@ fn locate() -> Result<Paths, String> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !venv_ok {
+    if python && !venv_ok {
         missing.push(format!(
             "gunicorn 23 venv at {}: python3 -m venv .venv-bench && .venv-bench/bin/pip install gunicorn==23.0.0 prometheus_client structlog (or set FERROCORN_BENCH_VENV)",
             venv.display()
         ));
     }
-    if !seed_config.exists() {
+    if peers && !seed_config.exists() {
         missing.push(format!(
             "the seed config {} (or set FERROCORN_SEED_CONFIG)",
             seed_config.display()
         ));
     }
     for (what, p) in [("ferrocorn", &ferrocorn), ("hyper-hello", &hyper)] {
-        if !p.exists() {
+        if !p.exists() && (peers || what == "ferrocorn") {
             missing.push(format!(
                 "{what} at {}: cargo build --release -p ferrocorn -p ferrocorn-benches",
                 p.display()
@@ -662,6 +668,91 @@ fn throughput(
     report.connections = opts.connections.clone();
     report.rounds = opts.rounds;
     report.duration = opts.duration;
+    Ok(())
+}
+
+/// The cost of `gunicorn_accept_queue_wait_seconds` (one `getsockopt` per
+/// accepted connection, issue 22): ferrocorn with metrics, with and without
+/// `--no-accept-queue-wait`, each request on a new connection (wrk with
+/// `Connection: close`, the case where the cost shows most; keep-alive
+/// traffic accepts rarely), interleaved rounds; the server's user and
+/// kernel CPU per request.
+fn accept_wait(opts: &Options, paths: &Paths, report: &mut Report) -> Result<(), String> {
+    let script = paths.tmp.path().join("done.lua");
+    fs::write(&script, wrk::DONE_SCRIPT).map_err(|e| e.to_string())?;
+    let on_dir = paths.tmp.path().join("acceptwait-on");
+    let off_dir = paths.tmp.path().join("acceptwait-off");
+    for d in [&on_dir, &off_dir] {
+        fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    println!("== accept queue wait: on against off, a new connection per request");
+    let on = Server::ferrocorn(
+        paths,
+        "ferrocorn+metrics (wait on)",
+        &["--metrics-dir", on_dir.to_str().expect("utf-8 temp path")],
+        &[],
+    )?;
+    let off = Server::ferrocorn(
+        paths,
+        "ferrocorn+metrics (wait off)",
+        &[
+            "--metrics-dir",
+            off_dir.to_str().expect("utf-8 temp path"),
+            "--no-accept-queue-wait",
+        ],
+        &[],
+    )?;
+    let servers = [on, off];
+    let mut user: [Vec<f64>; 2] = Default::default();
+    let mut sys: [Vec<f64>; 2] = Default::default();
+    let mut rps: [Vec<f64>; 2] = Default::default();
+    for round in 0..opts.rounds {
+        for k in 0..2 {
+            let i = (k + round) % 2;
+            let s = &servers[i];
+            let url = format!("http://{}/", s.addr);
+            let mut pids = s.worker_pids();
+            pids.push(s.pid());
+            pids.dedup();
+            let (user0, sys0) = procfs::cpu_user_system_sum(&pids);
+            let r = wrk::run_with(
+                &url,
+                2,
+                32,
+                opts.duration,
+                &script,
+                &["-H", "Connection: close"],
+            )
+            .map_err(|e| format!("{}: {e}", s.name))?;
+            let (user1, sys1) = procfs::cpu_user_system_sum(&pids);
+            let per_req = 1e6 / (r.requests as f64).max(1.0);
+            user[i].push((user1 - user0) * per_req);
+            sys[i].push((sys1 - sys0) * per_req);
+            rps[i].push(r.requests_per_sec());
+            println!(
+                "   round {} {:<30} {:>8.0} req/s  user {:>6.2} µs/req  kernel {:>6.2} µs/req  errors {}",
+                round + 1,
+                s.name,
+                r.requests_per_sec(),
+                (user1 - user0) * per_req,
+                (sys1 - sys0) * per_req,
+                r.errors
+            );
+        }
+    }
+    let (u_on, u_off) = (stats::median(&user[0]), stats::median(&user[1]));
+    let (s_on, s_off) = (stats::median(&sys[0]), stats::median(&sys[1]));
+    let line = format!(
+        "Accept queue wait histogram, a new connection per request (wrk -c32 `Connection: close`, {} rounds of {} s, medians): on {:.0} req/s, user {u_on:.2} µs + kernel {s_on:.2} µs per request; off {:.0} req/s, user {u_off:.2} µs + kernel {s_off:.2} µs: user CPU on/off {:.3}x, user+kernel {:.3}x.",
+        opts.rounds,
+        opts.duration.as_secs(),
+        stats::median(&rps[0]),
+        stats::median(&rps[1]),
+        u_on / u_off.max(1e-9),
+        (u_on + s_on) / (u_off + s_off).max(1e-9),
+    );
+    println!("   {line}");
+    report.notes.push(line);
     Ok(())
 }
 

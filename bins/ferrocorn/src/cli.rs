@@ -16,6 +16,12 @@ Defaults read from the environment, as gunicorn (a config file overrides them):
   PORT                             bind 0.0.0.0:$PORT
   WEB_CONCURRENCY                  workers
 
+  VIRTUAL_ENV                      virtualenv (the app's site-packages)
+  FORWARDED_ALLOW_IPS              forwarded_allow_ips (default 127.0.0.1,::1)
+  SCRIPT_NAME                      the WSGI SCRIPT_NAME (mount point)
+
+Serving a WSGI app as gunicorn does: ferrocorn [OPTIONS] myproject.wsgi:application
+
 Config file (-c): TOML with the settings' names in snake_case, e.g.
   workers = 4
   timeout = 15
@@ -66,6 +72,8 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 
     /// Validate the configuration, print one line and exit (0 = valid).
+    /// Checks every value, unix socket path lengths and overlapping binds;
+    /// whether a port is free is only found out when serving starts.
     #[arg(long)]
     pub check_config: bool,
 
@@ -117,6 +125,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub header_timeout: Option<Seconds>,
 
+    /// Seconds a request body may stop arriving, or a response stop being
+    /// read, before the request is cut (408) or the connection closed; 0 =
+    /// no limit. [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub stall_timeout: Option<Seconds>,
+
+    /// A path (e.g. /healthz) each worker answers itself, never the app: 200
+    /// while it serves, 503 once it stops; "" = off. [default: off]
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+
     /// Requests a worker serves before it restarts; 0 = never. [default: 0]
     #[arg(long, value_name = "INT")]
     pub max_requests: Option<u64>,
@@ -133,7 +152,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "INT")]
     pub limit_request_fields: Option<u64>,
 
-    /// Maximum size of a header field line in bytes; 0 = 8190. [default: 8190]
+    /// Maximum size of a header field line in bytes, its CRLF included, as gunicorn counts; 0 = 8190, at most 65536. [default: 8190]
     #[arg(long, value_name = "INT")]
     pub limit_request_field_size: Option<u64>,
 
@@ -178,6 +197,52 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub app: Option<String>,
 
+    /// A Python WSGI app to serve, as gunicorn's APP_MODULE:
+    /// `module:callable`, `module:factory(args)`, or `module` (=
+    /// `module:application`). [config: wsgi_app]
+    #[arg(value_name = "APP_MODULE")]
+    pub app_module: Option<String>,
+
+    /// Change to this directory before loading the app (and put it first
+    /// on sys.path).
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Comma-separated directories put first on sys.path.
+    #[arg(long, value_name = "PATHS")]
+    pub pythonpath: Option<String>,
+
+    /// Set an environment variable for the app: KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", action = ArgAction::Append)]
+    pub env: Vec<String>,
+
+    /// The virtualenv the app runs in (its site-packages). [env: VIRTUAL_ENV]
+    #[arg(long, value_name = "DIR")]
+    pub virtualenv: Option<PathBuf>,
+
+    /// Import the app in the supervisor before forking the workers.
+    #[arg(long = "preload")]
+    pub preload: bool,
+
+    /// Send the app's stdout and stderr (print()) to the error log.
+    #[arg(long = "capture-output")]
+    pub capture_output: bool,
+
+    /// gunicorn's worker class: sync or gthread (both run ferrocorn's
+    /// worker: processes with a thread pool each); others are refused.
+    #[arg(short = 'k', long, value_name = "CLASS")]
+    pub worker_class: Option<String>,
+
+    /// Import the app (without serving), then exit: 0 when it loads, 4 when
+    /// it cannot.
+    #[arg(long)]
+    pub check_app: bool,
+
+    /// Proxies (IPs, CIDR networks, or *) whose secure_scheme_headers set
+    /// wsgi.url_scheme. [env: FORWARDED_ALLOW_IPS] [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "ADDRESSES")]
+    pub forwarded_allow_ips: Option<String>,
+
     /// Prefix of metric names and logger names. [default: gunicorn]
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
@@ -185,6 +250,10 @@ pub struct ServeArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
+
+    /// Do not observe how long each connection waited in the listen queue (gunicorn_accept_queue_wait_seconds: one getsockopt per accepted TCP connection).
+    #[arg(long)]
+    pub no_accept_queue_wait: bool,
 
     /// IP address the metrics exporter binds. [default: 0.0.0.0]
     #[arg(long, value_name = "IP")]
@@ -237,6 +306,37 @@ mod tests {
         assert_eq!(cli.serve.config, Some(PathBuf::from("f.toml")));
         assert_eq!(cli.serve.pid, Some(PathBuf::from("pid")));
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn app_module_and_gunicorn_python_flags() {
+        let cli = Cli::try_parse_from([
+            "ferrocorn",
+            "-k",
+            "gthread",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2",
+            "--chdir",
+            "/srv",
+            "--pythonpath",
+            "a,b",
+            "--preload",
+            "myproject.wsgi:application",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        let s = cli.serve;
+        assert_eq!(s.app_module.as_deref(), Some("myproject.wsgi:application"));
+        assert_eq!(s.worker_class.as_deref(), Some("gthread"));
+        assert_eq!(s.env, vec!["A=1", "B=2"]);
+        assert_eq!(s.chdir, Some(PathBuf::from("/srv")));
+        assert_eq!(s.pythonpath.as_deref(), Some("a,b"));
+        assert!(s.preload);
+        // The subcommand still wins over an APP_MODULE named like it.
+        let cli = Cli::try_parse_from(["ferrocorn", "metrics", "/tmp/m"]).unwrap();
+        assert!(cli.command.is_some());
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub fn worker_config(c: &Config) -> WorkerConfig {
         limit_request_field_size: c.limit_request_field_size,
         limit_request_body: c.limit_request_body,
         header_timeout: c.header_timeout,
+        stall_timeout: c.stall_timeout,
+        health_path: c.health_path.clone(),
         ..WorkerConfig::default()
     }
 }
@@ -74,9 +76,19 @@ pub fn worker_config(c: &Config) -> WorkerConfig {
 /// `logs`, with its signal handling on (TERM graceful, INT/QUIT quick,
 /// USR1 reopen logs).
 pub fn build_worker(c: &Config, listeners: Vec<Listener>, logs: &Logs) -> std::io::Result<Worker> {
+    build_worker_serving(c, listeners, logs, app::builtin(c.app))
+}
+
+/// [`build_worker`] serving `app` (a WSGI app) instead of the built-in one.
+pub fn build_worker_serving(
+    c: &Config,
+    listeners: Vec<Listener>,
+    logs: &Logs,
+    app: Arc<dyn ferrocorn_worker::App>,
+) -> std::io::Result<Worker> {
     let reopen = logs.clone();
     let log = logs.error().clone();
-    let mut worker = Worker::new(worker_config(c), listeners, app::builtin(c.app))?
+    let mut worker = Worker::new(worker_config(c), listeners, app)?
         .logger(logs.error().clone())
         .handle_signals(true)
         .on_reopen_logs(Arc::new(move || {

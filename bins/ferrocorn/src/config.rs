@@ -19,6 +19,12 @@ use std::time::Duration;
 
 use crate::cli::ServeArgs;
 
+// The Python (WSGI) settings, resolved in their own file.
+#[path = "pyconfig.rs"]
+mod pyconfig;
+use pyconfig::PythonLayer;
+pub use pyconfig::PythonSettings;
+
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -170,6 +176,24 @@ impl SettingValue for Vec<String> {
     }
 }
 
+/// Header/value pairs (`secure_scheme_headers`): a TOML table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderPairs(pub Vec<(String, String)>);
+
+impl SettingValue for HeaderPairs {
+    const EXPECTED: &'static str = "a table of header = value strings";
+    fn from_toml(v: &toml::Value) -> Option<Self> {
+        let t = v.as_table()?;
+        t.iter()
+            .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+            .collect::<Option<Vec<_>>>()
+            .map(HeaderPairs)
+    }
+    fn from_env(_: &str) -> Option<Self> {
+        None
+    }
+}
+
 macro_rules! layer {
     ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty, )*) => {
         /// One source's settings: every field optional, with its source.
@@ -226,6 +250,10 @@ layer! {
     keepalive: Seconds,
     /// Seconds a client has to send a complete request head.
     header_timeout: Seconds,
+    /// Seconds a body or a response write may stall.
+    stall_timeout: Seconds,
+    /// A path the workers answer themselves (a health probe); empty = off.
+    health_path: String,
     /// Requests before a worker restarts (0 = never).
     max_requests: u64,
     /// Random extra requests before a restart.
@@ -268,28 +296,44 @@ layer! {
     metrics_update_seconds: Seconds,
     /// Directory of the shm metric files.
     metrics_dir: PathBuf,
+    /// A Python WSGI app (gunicorn's APP_MODULE).
+    wsgi_app: String,
+    /// Directory to change to before loading the app.
+    chdir: PathBuf,
+    /// Comma-separated directories put first on sys.path.
+    pythonpath: String,
+    /// Environment variables for the app, `KEY=VALUE` each (`--env`).
+    raw_env: Vec<String>,
+    /// The virtualenv the app runs in.
+    virtualenv: PathBuf,
+    /// Import the app in the supervisor before forking.
+    preload_app: bool,
+    /// The app's stdout and stderr (print()) to the error log.
+    capture_output: bool,
+    /// gunicorn's worker class: sync or gthread.
+    worker_class: String,
+    /// Peers trusted to set the scheme through secure_scheme_headers.
+    forwarded_allow_ips: String,
+    /// Headers and values that mean https from a trusted peer.
+    secure_scheme_headers: HeaderPairs,
+    /// Observe each connection's wait in the listen queue (TCP_INFO at accept).
+    accept_queue_wait: bool,
 }
 
 /// gunicorn settings that ferrocorn does not have (yet): named as such
 /// instead of "unknown", so a gunicorn user knows why.
 const GUNICORN_ONLY: &[&str] = &[
-    "worker_class",
-    "preload_app",
     "reload",
     "reload_engine",
     "reload_extra_files",
     "spew",
-    "chdir",
     "daemon",
-    "raw_env",
     "worker_tmp_dir",
     "user",
     "group",
     "umask",
     "initgroups",
     "tmp_upload_dir",
-    "secure_scheme_headers",
-    "forwarded_allow_ips",
     "proxy_protocol",
     "proxy_allow_ips",
     "certfile",
@@ -314,10 +358,7 @@ const GUNICORN_ONLY: &[&str] = &[
     "dogstatsd_tags",
     "proc_name",
     "default_proc_name",
-    "pythonpath",
     "paste",
-    "wsgi_app",
-    "capture_output",
     "disable_redirect_access_to_syslog",
     "sendfile",
     "strip_header_spaces",
@@ -382,13 +423,6 @@ fn describe_toml(v: &toml::Value) -> String {
 }
 
 impl Layer {
-    /// Reads a TOML config file.
-    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        Layer::from_toml_str(&text, Source::File(path.to_owned()))
-    }
-
     /// Parses TOML text (the config file's content).
     pub fn from_toml_str(text: &str, source: Source) -> Result<Layer, ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -431,6 +465,8 @@ impl Layer {
             }
         }
         layer.workers = env_value(env, "WEB_CONCURRENCY", "workers")?;
+        layer.virtualenv = env_value(env, "VIRTUAL_ENV", "virtualenv")?;
+        layer.forwarded_allow_ips = env_value(env, "FORWARDED_ALLOW_IPS", "forwarded_allow_ips")?;
         Ok(layer)
     }
 
@@ -474,6 +510,8 @@ impl Layer {
             graceful_timeout: cli(&args.graceful_timeout, "--graceful-timeout"),
             keepalive: cli(&args.keep_alive, "--keep-alive"),
             header_timeout: cli(&args.header_timeout, "--header-timeout"),
+            stall_timeout: cli(&args.stall_timeout, "--stall-timeout"),
+            health_path: cli(&args.health_path, "--health-path"),
             max_requests: cli(&args.max_requests, "--max-requests"),
             max_requests_jitter: cli(&args.max_requests_jitter, "--max-requests-jitter"),
             limit_request_line: cli(&args.limit_request_line, "--limit-request-line"),
@@ -498,8 +536,84 @@ impl Layer {
             metrics_port: cli(&args.metrics_port.map(u64::from), "--metrics-port"),
             metrics_update_seconds: cli(&args.metrics_update_seconds, "--metrics-update-seconds"),
             metrics_dir: cli(&args.metrics_dir, "--metrics-dir"),
+            wsgi_app: cli(&args.app_module, "APP_MODULE"),
+            chdir: cli(&args.chdir, "--chdir"),
+            pythonpath: cli(&args.pythonpath, "--pythonpath"),
+            raw_env: (!args.env.is_empty()).then(|| Sourced {
+                value: args.env.clone(),
+                source: Source::Cli("--env"),
+            }),
+            virtualenv: cli(&args.virtualenv, "--virtualenv"),
+            preload_app: cli(&args.preload.then_some(true), "--preload"),
+            capture_output: cli(&args.capture_output.then_some(true), "--capture-output"),
+            worker_class: cli(&args.worker_class, "--worker-class"),
+            forwarded_allow_ips: cli(&args.forwarded_allow_ips, "--forwarded-allow-ips"),
+            secure_scheme_headers: None,
+            accept_queue_wait: cli(
+                &args.no_accept_queue_wait.then_some(false),
+                "--no-accept-queue-wait",
+            ),
         }
     }
+}
+
+/// The largest config file read: a settings file is a few KiB.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// The text of a config file: a regular file of at most
+/// [`MAX_CONFIG_FILE`] bytes. A FIFO, a device or a pipe (`-c <(...)`) is
+/// refused without blocking: opened non-blocking, checked with fstat, so
+/// `/dev/zero` cannot fill the memory, a FIFO cannot hang the start or a
+/// reload, and a pipe already drained cannot read as an empty config on
+/// SIGHUP (issue 19).
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let fail = |what: &dyn fmt::Display| {
+        ConfigError(format!(
+            "cannot read config file {}: {what}",
+            path.display()
+        ))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(&e))?;
+    let meta = file.metadata().map_err(|e| fail(&e))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a pipe or FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(fail(&format_args!(
+            "it is {what}, not a regular file (give the path of a file)"
+        )));
+    }
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(fail(&format_args!(
+            "{} bytes is more than the limit of {MAX_CONFIG_FILE}",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(&e))?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(fail(&format_args!(
+            "more than the limit of {MAX_CONFIG_FILE} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| fail(&"it is not UTF-8 text"))
 }
 
 fn nonempty(v: Option<String>) -> Option<String> {
@@ -657,6 +771,9 @@ pub struct MetricsSettings {
     pub dir: Option<PathBuf>,
     /// Seconds between samples of sampled gauges.
     pub update_interval: Duration,
+    /// Workers observe each accepted TCP connection's listen-queue wait
+    /// (`gunicorn_accept_queue_wait_seconds`, one `getsockopt` per accept).
+    pub accept_queue_wait: bool,
 }
 
 /// gunicorn's default access log format.
@@ -687,6 +804,11 @@ pub struct Config {
     pub keepalive: Duration,
     /// Time a client has to send a request head (zero = no limit).
     pub header_timeout: Duration,
+    /// A request body or a response write stalled this long is cut (zero =
+    /// no limit).
+    pub stall_timeout: Duration,
+    /// The path each worker answers itself as a health probe; `None` = off.
+    pub health_path: Option<String>,
     /// Requests before a worker restarts (0 = never).
     pub max_requests: u64,
     /// Random extra requests before a restart.
@@ -695,7 +817,7 @@ pub struct Config {
     pub limit_request_line: usize,
     /// Most header fields.
     pub limit_request_fields: usize,
-    /// Longest header field (0 = 8190).
+    /// Longest header field line, its CRLF included (0 = 8190, at most 65536).
     pub limit_request_field_size: usize,
     /// Largest request body (0 = unlimited).
     pub limit_request_body: u64,
@@ -721,8 +843,13 @@ pub struct Config {
     pub prefix: String,
     /// The metrics exporter, `None` when turned off.
     pub metrics: Option<MetricsSettings>,
+    /// The Python (WSGI) app and its settings.
+    pub python: PythonSettings,
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
+    /// Whether that file was empty (or blank): a reload refuses a file
+    /// found empty where it was not, a file being rewritten.
+    pub config_file_empty: bool,
     /// Every setting's source, for `--print-config` and for the parts of
     /// the binary that must say when a setting asks for a part not built.
     pub explicit: Vec<(&'static str, Source)>,
@@ -735,9 +862,13 @@ impl Config {
         args: &ServeArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => Layer::from_file(path)?,
-            None => Layer::default(),
+        let (file, file_empty) = match &args.config {
+            Some(path) => {
+                let text = read_config_file(path)?;
+                let layer = Layer::from_toml_str(&text, Source::File(path.to_owned()))?;
+                (layer, text.trim().is_empty())
+            }
+            None => (Layer::default(), false),
         };
         let layer = Layer::from_cli(args)
             .over(Layer::from_env(env)?)
@@ -745,6 +876,7 @@ impl Config {
             .over(Layer::env_defaults(env)?);
         let mut config = layer.resolve()?;
         config.config_file = args.config.clone();
+        config.config_file_empty = file_empty;
         Ok(config)
     }
 
@@ -766,6 +898,7 @@ impl Config {
     pub fn to_toml(&self) -> String {
         use toml::Value as V;
         let mut t = toml::Table::new();
+        // Every integer setting is validated to fit (`I64_MAX`): never clamped.
         let int = |v: u64| V::Integer(i64::try_from(v).unwrap_or(i64::MAX));
         let secs = |d: Duration| Seconds(d.as_secs_f64()).to_toml();
         t.insert(
@@ -788,6 +921,10 @@ impl Config {
         t.insert("graceful_timeout".into(), secs(self.graceful_timeout));
         t.insert("keepalive".into(), secs(self.keepalive));
         t.insert("header_timeout".into(), secs(self.header_timeout));
+        t.insert("stall_timeout".into(), secs(self.stall_timeout));
+        if let Some(p) = &self.health_path {
+            t.insert("health_path".into(), V::String(p.clone()));
+        }
         t.insert("max_requests".into(), int(self.max_requests));
         t.insert("max_requests_jitter".into(), int(self.max_requests_jitter));
         t.insert(
@@ -818,17 +955,21 @@ impl Config {
             t.insert("pidfile".into(), V::String(p.display().to_string()));
         }
         t.insert("reuse_port".into(), V::Boolean(self.reuse_port));
-        t.insert("app".into(), V::String(self.app.as_str().into()));
+        if self.python.wsgi_app.is_none() {
+            t.insert("app".into(), V::String(self.app.as_str().into()));
+        }
         t.insert("prefix".into(), V::String(self.prefix.clone()));
         t.insert("metrics".into(), V::Boolean(self.metrics.is_some()));
         if let Some(m) = &self.metrics {
             t.insert("metrics_bind".into(), V::String(m.bind.ip().to_string()));
             t.insert("metrics_port".into(), int(u64::from(m.bind.port())));
             t.insert("metrics_update_seconds".into(), secs(m.update_interval));
+            t.insert("accept_queue_wait".into(), V::Boolean(m.accept_queue_wait));
             if let Some(d) = &m.dir {
                 t.insert("metrics_dir".into(), V::String(d.display().to_string()));
             }
         }
+        self.python.to_toml(&mut t);
         toml::to_string(&t).unwrap_or_default()
     }
 }
@@ -890,6 +1031,14 @@ fn count(
     Ok(v.value)
 }
 
+/// The largest integer a TOML file holds: the bound of the u64 settings, so
+/// that `--print-config` prints what is used and it loads back.
+const I64_MAX: u64 = i64::MAX as u64;
+
+/// The smallest positive duration: shorter ones would round to zero, which
+/// means "disabled" for most durations (issue 19).
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
 fn duration(
     name: &'static str,
     v: &Sourced<Seconds>,
@@ -914,7 +1063,48 @@ fn duration(
             format_args!("{s} seconds is more than a year"),
         );
     }
-    Ok(Duration::from_secs_f64(s))
+    let d = Duration::from_secs_f64(s);
+    if s > 0.0 && d < MIN_DURATION {
+        return bad(
+            name,
+            &v.source,
+            format_args!(
+                "{s} seconds is less than the smallest duration, 0.001 seconds{}",
+                if positive { "" } else { " (0 disables)" }
+            ),
+        );
+    }
+    Ok(d)
+}
+
+/// `health_path`: empty is off; else an origin-form path, matched byte for
+/// byte against a request's path (without its query).
+fn health_path(v: &Sourced<String>) -> Result<Option<String>, ConfigError> {
+    let p = v.value.as_str();
+    if p.is_empty() {
+        return Ok(None);
+    }
+    if !p.starts_with('/') {
+        return bad(
+            "health_path",
+            &v.source,
+            format_args!("{p:?} does not start with `/`"),
+        );
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || !c.is_ascii_graphic())
+    {
+        return bad(
+            "health_path",
+            &v.source,
+            format_args!("{p:?} has {c:?}: a path without query, fragment, spaces or non-ASCII"),
+        );
+    }
+    if p.len() > 1024 {
+        return bad("health_path", &v.source, "longer than 1024 bytes");
+    }
+    Ok(Some(p.to_owned()))
 }
 
 fn one_of<'a>(
@@ -931,6 +1121,39 @@ fn one_of<'a>(
             format_args!("{:?} is not one of {}", v.value, allowed.join(", ")),
         ),
     }
+}
+
+/// The longest unix socket path: `sun_path` holds 108 bytes with the NUL.
+const MAX_UNIX_PATH: usize = 107;
+
+/// Two TCP binds of IP addresses on one port where one covers the other
+/// (`0.0.0.0:80` and `127.0.0.1:80`; `[::]:80` and any address of port 80
+/// while `net.ipv6.bindv6only` is 0, Linux's default), in `binds`' order.
+/// Host names are not resolved here; port 0 never overlaps.
+fn overlapping_binds(binds: &[Bind]) -> Option<(&Bind, &Bind)> {
+    let v6_covers_v4 =
+        std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |s| s.trim() == "0");
+    let ip_port = |b: &Bind| match b {
+        Bind::Tcp { host, port } if *port != 0 => host.parse::<IpAddr>().ok().map(|ip| (ip, *port)),
+        _ => None,
+    };
+    let covers = |wide: IpAddr, other: IpAddr| match (wide, other) {
+        (IpAddr::V4(w), IpAddr::V4(_)) => w.is_unspecified(),
+        (IpAddr::V6(w), IpAddr::V6(_)) => w.is_unspecified(),
+        (IpAddr::V6(w), IpAddr::V4(_)) => w.is_unspecified() && v6_covers_v4,
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    };
+    for (i, a) in binds.iter().enumerate() {
+        for b in &binds[i + 1..] {
+            if let (Some((ia, pa)), Some((ib, pb))) = (ip_port(a), ip_port(b))
+                && pa == pb
+                && (ia == ib || covers(ia, ib) || covers(ib, ia))
+            {
+                return Some((a, b));
+            }
+        }
+    }
+    None
 }
 
 fn is_metric_name(s: &str) -> bool {
@@ -960,6 +1183,19 @@ impl Layer {
                     format_args!("{parsed} is given twice"),
                 );
             }
+            if let Bind::Unix(path) = &parsed
+                && path.as_os_str().len() > MAX_UNIX_PATH
+            {
+                return bad(
+                    "bind",
+                    &bind.source,
+                    format_args!(
+                        "unix socket path {} is {} bytes, more than the {MAX_UNIX_PATH} a socket address holds",
+                        path.display(),
+                        path.as_os_str().len()
+                    ),
+                );
+            }
             binds.push(parsed);
         }
 
@@ -982,11 +1218,25 @@ impl Layer {
         let keepalive = duration("keepalive", &v, false)?;
         let v = r.take("header_timeout", self.header_timeout, Seconds(30.0));
         let header_timeout = duration("header_timeout", &v, false)?;
+        // Apart from `timeout`, which judges the app: `timeout = 0` (never
+        // kill) is common in gunicorn configs and must not make a body or a
+        // write that pauses for a millisecond fail.
+        let v = r.take("stall_timeout", self.stall_timeout, Seconds(30.0));
+        let stall_timeout = duration("stall_timeout", &v, false)?;
+        let health_path = match self.health_path {
+            Some(v) => {
+                r.explicit.push(("health_path", v.source.clone()));
+                health_path(&v)?
+            }
+            None => None,
+        };
 
-        let max_requests = r.take("max_requests", self.max_requests, 0).value;
-        let max_requests_jitter = r
-            .take("max_requests_jitter", self.max_requests_jitter, 0)
-            .value;
+        // TOML integers are i64: a larger value would not load back from
+        // `--print-config` (issue 19), and no worker serves that many.
+        let v = r.take("max_requests", self.max_requests, 0);
+        let max_requests = count("max_requests", &v, 0, I64_MAX, "")?;
+        let v = r.take("max_requests_jitter", self.max_requests_jitter, 0);
+        let max_requests_jitter = count("max_requests_jitter", &v, 0, I64_MAX, "")?;
 
         let v = r.take("limit_request_line", self.limit_request_line, 4094);
         let limit_request_line = count("limit_request_line", &v, 0, 8190, " (0 = 8190)")? as usize;
@@ -997,20 +1247,20 @@ impl Layer {
             self.limit_request_field_size,
             8190,
         );
+        // Honoured above 8190 as gunicorn does, up to the worker's maximum.
         let limit_request_field_size = count(
             "limit_request_field_size",
             &v,
             0,
-            u32::MAX as u64,
+            ferrocorn_worker::parse::MAX_FIELD_SIZE as u64,
             " (0 = 8190)",
         )? as usize;
-        let limit_request_body = r
-            .take(
-                "limit_request_body",
-                self.limit_request_body,
-                DEFAULT_LIMIT_REQUEST_BODY,
-            )
-            .value;
+        let v = r.take(
+            "limit_request_body",
+            self.limit_request_body,
+            DEFAULT_LIMIT_REQUEST_BODY,
+        );
+        let limit_request_body = count("limit_request_body", &v, 0, I64_MAX, " (0 = unlimited)")?;
 
         let v = r.take("loglevel", self.loglevel, "info".to_owned());
         let loglevel = match one_of(
@@ -1076,6 +1326,15 @@ impl Layer {
             None => None,
         };
         let reuse_port = r.take("reuse_port", self.reuse_port, false).value;
+        // Without SO_REUSEPORT the second of two overlapping binds fails at
+        // start: say so now, for --check-config too (issue 19).
+        if !reuse_port && let Some((a, b)) = overlapping_binds(&binds) {
+            return bad(
+                "bind",
+                &bind.source,
+                format_args!("{a} and {b} overlap (the second cannot be bound)"),
+            );
+        }
 
         let v = r.take("app", self.app, "demo".to_owned());
         let app = match AppName::parse(&v.value) {
@@ -1116,6 +1375,7 @@ impl Layer {
         let metrics_dir = self
             .metrics_dir
             .inspect(|v| r.explicit.push(("metrics_dir", v.source.clone())));
+        let accept_queue_wait = r.take("accept_queue_wait", self.accept_queue_wait, true);
 
         let metrics = if !cfg!(feature = "metrics") {
             // A part built out fails clearly when asked for, never silently.
@@ -1124,6 +1384,7 @@ impl Layer {
                 ("metrics_bind", &metrics_bind.source),
                 ("metrics_port", &metrics_port.source),
                 ("metrics_update_seconds", &metrics_update.source),
+                ("accept_queue_wait", &accept_queue_wait.source),
             ]
             .into_iter()
             .chain(metrics_dir.as_ref().map(|d| ("metrics_dir", &d.source)))
@@ -1168,10 +1429,33 @@ impl Layer {
                 bind,
                 dir: metrics_dir.map(|d| d.value),
                 update_interval,
+                accept_queue_wait: accept_queue_wait.value,
             })
         } else {
             None
         };
+
+        let app_explicit = r.explicit.iter().find(|(n, _)| *n == "app").cloned();
+        let python = PythonSettings::resolve(
+            &mut r,
+            PythonLayer {
+                wsgi_app: self.wsgi_app,
+                chdir: self.chdir,
+                pythonpath: self.pythonpath,
+                raw_env: self.raw_env,
+                virtualenv: self.virtualenv,
+                preload_app: self.preload_app,
+                capture_output: self.capture_output,
+                worker_class: self.worker_class,
+                forwarded_allow_ips: self.forwarded_allow_ips,
+                secure_scheme_headers: self.secure_scheme_headers,
+            },
+        )?;
+        if let (Some(spec), Some((_, app_source))) = (&python.wsgi_app, &app_explicit) {
+            return err(format!(
+                "both a built-in app (`app` in {app_source}) and a WSGI app ({spec:?}) are given: choose one"
+            ));
+        }
 
         if !cfg!(feature = "supervisor") && workers > 1 {
             let source = r
@@ -1195,6 +1479,8 @@ impl Layer {
             graceful_timeout,
             keepalive,
             header_timeout,
+            stall_timeout,
+            health_path,
             max_requests,
             max_requests_jitter,
             limit_request_line,
@@ -1212,7 +1498,9 @@ impl Layer {
             app,
             prefix,
             metrics,
+            python,
             config_file: None,
+            config_file_empty: false,
             explicit: r.explicit,
         })
     }
@@ -1257,6 +1545,7 @@ mod tests {
         assert_eq!(c.worker_connections, 1000);
         assert_eq!(c.backlog, 2048);
         assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.stall_timeout, Duration::from_secs(30));
         assert_eq!(c.graceful_timeout, Duration::from_secs(30));
         assert_eq!(c.keepalive, Duration::from_secs(120));
         assert_eq!(c.limit_request_line, 4094);
@@ -1276,6 +1565,34 @@ mod tests {
             assert_eq!(m.dir, None);
         } else {
             assert_eq!(c.metrics, None);
+        }
+    }
+
+    #[test]
+    fn health_path_is_off_by_default_and_validated() {
+        assert_eq!(load(&[], &[]).unwrap().health_path, None);
+        let f = file("health_path = \"/healthz\"\n");
+        let path = f.path().to_str().unwrap();
+        let c = load(&["-c", path], &[]).unwrap();
+        assert_eq!(c.health_path.as_deref(), Some("/healthz"));
+        // Printed so that `-c` reads it back, and turned off by "".
+        let printed = file(&c.to_toml());
+        let again = load(&["-c", printed.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(again.health_path.as_deref(), Some("/healthz"));
+        let c = load(&["-c", path, "--health-path", ""], &[]).unwrap();
+        assert_eq!(c.health_path, None);
+        assert!(!c.to_toml().contains("health_path"));
+        for (bad, why) in [
+            ("healthz", "does not start with `/`"),
+            ("/healthz?x=1", "'?'"),
+            ("/a b", "' '"),
+            ("/é", "'é'"),
+        ] {
+            let e = load(&["--health-path", bad], &[]).unwrap_err();
+            assert!(
+                e.0.contains("`health_path`") && e.0.contains("--health-path") && e.0.contains(why),
+                "{bad:?}: {e}"
+            );
         }
     }
 
@@ -1366,11 +1683,71 @@ mod tests {
         assert_eq!(nearest_setting("keep-alive"), Some("keepalive"));
         assert_eq!(nearest_setting("worker"), Some("workers"));
         assert_eq!(nearest_setting("wsgi_application_module_path"), None);
-        let e = Layer::from_toml_str("preload_app = true", Source::Default).unwrap_err();
+        let e = Layer::from_toml_str("daemon = true", Source::Default).unwrap_err();
         assert!(
             e.0.contains("gunicorn setting ferrocorn does not support"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn python_settings_as_gunicorn() {
+        let f = file(
+            "wsgi_app = \"proj.wsgi:application\"\nraw_env = [\"A=1\", \"B=x=y\"]\npythonpath = \"a, b\"\npreload_app = true\nworker_class = \"gthread\"\n[secure_scheme_headers]\nX-PROTO = \"https\"\n",
+        );
+        let c = load(
+            &["-c", f.path().to_str().unwrap()],
+            &[("VIRTUAL_ENV", "/v")],
+        )
+        .unwrap();
+        let p = &c.python;
+        assert_eq!(p.wsgi_app.as_deref(), Some("proj.wsgi:application"));
+        assert_eq!(
+            p.raw_env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(p.pythonpath, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert!(p.preload);
+        assert_eq!(p.virtualenv, Some(PathBuf::from("/v")));
+        assert_eq!(p.forwarded_allow_ips, "127.0.0.1,::1");
+        assert_eq!(
+            p.secure_scheme_headers,
+            vec![("X-PROTO".into(), "https".into())]
+        );
+        // --print-config's output reads back the same.
+        let again = file(&c.to_toml());
+        let c2 = load(&["-c", again.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c2.python, c.python);
+        // The positional APP_MODULE beats the file; FORWARDED_ALLOW_IPS is read.
+        let c = load(
+            &["-c", f.path().to_str().unwrap(), "other:app"],
+            &[("FORWARDED_ALLOW_IPS", "*")],
+        )
+        .unwrap();
+        assert_eq!(c.python.wsgi_app.as_deref(), Some("other:app"));
+        assert_eq!(c.python.forwarded_allow_ips, "*");
+    }
+
+    #[test]
+    fn python_settings_refused_with_one_line() {
+        let e = load(&["-k", "uvicorn.workers.UvicornWorker", "m:app"], &[]).unwrap_err();
+        assert!(
+            e.0.contains("\"uvicorn.workers.UvicornWorker\" is not supported"),
+            "{e}"
+        );
+        assert!(e.0.contains("use sync or gthread"), "{e}");
+        assert!(!e.0.contains('\n'), "{e}");
+        let e = load(&["-k", "gevent"], &[]).unwrap_err();
+        assert!(e.0.contains("gevent"), "{e}");
+        let e = load(&["--app", "demo", "m:app"], &[]).unwrap_err();
+        assert!(e.0.contains("choose one"), "{e}");
+        let e = load(&["--env", "NOEQUALS", "m:app"], &[]).unwrap_err();
+        assert!(e.0.contains("is not KEY=VALUE"), "{e}");
+        let e = load(&["--forwarded-allow-ips", "10.0.0.0/99"], &[]).unwrap_err();
+        assert!(e.0.contains("forwarded_allow_ips"), "{e}");
+        for class in ["sync", "gthread"] {
+            assert!(load(&["-k", class, "m:app"], &[]).is_ok());
+        }
     }
 
     #[test]
@@ -1481,6 +1858,124 @@ mod tests {
         assert_eq!(again.binds, c.binds);
         assert_eq!(again.accesslog.as_deref(), Some("-"));
         assert_eq!(again.to_toml(), text);
+    }
+
+    #[test]
+    fn integers_fit_a_toml_file_and_never_wrap() {
+        // Issue 19: `x % (jitter + 1)` wrapped to a division by zero in
+        // every worker; values past i64::MAX printed clamped.
+        for flag in [
+            "--max-requests-jitter",
+            "--max-requests",
+            "--limit-request-body",
+        ] {
+            for big in ["18446744073709551615", "9223372036854775808"] {
+                let e = load(&[flag, big], &[]).unwrap_err();
+                let name = flag.trim_start_matches("--").replace('-', "_");
+                assert!(
+                    e.0.contains(&format!("`{name}`")) && e.0.contains("out of range"),
+                    "{flag} {big}: {e}"
+                );
+            }
+        }
+        let c = load(&["--max-requests-jitter", "9223372036854775807"], &[]).unwrap();
+        assert_eq!(c.max_requests_jitter, i64::MAX as u64);
+        assert!(
+            c.to_toml()
+                .contains("max_requests_jitter = 9223372036854775807")
+        );
+    }
+
+    #[test]
+    fn tiny_durations_are_refused_not_rounded_to_zero() {
+        for (flag, v) in [
+            ("--timeout", "1e-10"),
+            ("--keep-alive", "0.0009"),
+            ("--metrics-update-seconds", "1e-12"),
+        ] {
+            let arg = format!("{flag}={v}");
+            let r = load(&[&arg], &[]);
+            if flag == "--metrics-update-seconds" && !cfg!(feature = "metrics") {
+                continue;
+            }
+            let e = r.unwrap_err();
+            assert!(e.0.contains("smallest duration, 0.001"), "{flag}: {e}");
+        }
+        // The smallest duration loads back from --print-config.
+        let c = load(&["--timeout", "0.001", "--keep-alive", "0"], &[]).unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(1));
+        assert_eq!(c.keepalive, Duration::ZERO);
+        let f = file(&c.to_toml());
+        let again = load(&["-c", f.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(again.timeout, Duration::from_millis(1));
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn config_files_that_are_not_regular_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Neither reads /dev/zero for ever nor waits for a FIFO's writer.
+        for (path, what) in [
+            (Path::new("/dev/zero"), "a device"),
+            (fifo.as_path(), "a pipe or FIFO"),
+            (dir.path(), "a directory"),
+        ] {
+            let e = load(&["-c", path.to_str().unwrap()], &[]).unwrap_err();
+            assert!(
+                e.0.contains(&format!("cannot read config file {}", path.display()))
+                    && e.0.contains(what),
+                "{e}"
+            );
+        }
+        let big = file(&format!("# {}\nworkers = 1\n", "x".repeat(1 << 20)));
+        let e = load(&["-c", big.path().to_str().unwrap()], &[]).unwrap_err();
+        assert!(e.0.contains("more than the limit"), "{e}");
+        let empty = file(" \n");
+        let c = load(&["-c", empty.path().to_str().unwrap()], &[]).unwrap();
+        assert!(c.config_file_empty);
+        let f = file("workers = 1\n");
+        let c = load(&["-c", f.path().to_str().unwrap()], &[]).unwrap();
+        assert!(!c.config_file_empty);
+    }
+
+    #[test]
+    fn binds_that_cannot_all_be_bound_are_refused() {
+        let long = format!("unix:/tmp/{}", "s".repeat(103));
+        let e = load(&["-b", &long], &[]).unwrap_err();
+        assert!(e.0.contains("more than the 107"), "{e}");
+        let fits = format!("unix:/{}", "s".repeat(106));
+        assert!(load(&["-b", &fits], &[]).is_ok());
+        for (a, b) in [
+            ("0.0.0.0:9000", "127.0.0.1:9000"),
+            ("127.0.0.2:9000", "0.0.0.0:9000"),
+            ("[::]:9000", "[::1]:9000"),
+            ("[::1]:9000", "[0:0::1]:9000"),
+        ] {
+            let e = load(&["-b", a, "-b", b], &[]).unwrap_err();
+            assert!(e.0.contains("overlap"), "{a} {b}: {e}");
+        }
+        for (a, b) in [
+            ("0.0.0.0:9000", "127.0.0.1:9001"),
+            ("127.0.0.1:9000", "127.0.0.2:9000"),
+            ("127.0.0.1:0", "0.0.0.0:0"),
+            ("localhost:9000", "0.0.0.0:9000"),
+        ] {
+            assert!(load(&["-b", a, "-b", b], &[]).is_ok(), "{a} {b}");
+        }
+        // SO_REUSEPORT binds both.
+        assert!(
+            load(
+                &["-b", "0.0.0.0:9000", "-b", "127.0.0.1:9000", "--reuse-port"],
+                &[]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `main` parses the command line, loads one validated [`config::Config`]
 //! and maps every failure to one line on stderr and an exit code:
 //! 0 success, 1 a runtime failure (bind, permission, a worker that cannot
-//! boot), 2 a bad command line or configuration.
+//! boot), 2 a bad command line or configuration, 4 a WSGI app that cannot
+//! be imported (gunicorn's APP_LOAD_ERROR).
 
 mod app;
 mod cli;
@@ -15,6 +16,10 @@ mod config;
 #[cfg_attr(feature = "supervisor", path = "serve/enabled.rs")]
 #[cfg_attr(not(feature = "supervisor"), path = "serve/disabled.rs")]
 mod serve;
+
+#[cfg_attr(feature = "wsgi", path = "python/enabled.rs")]
+#[cfg_attr(not(feature = "wsgi"), path = "python/disabled.rs")]
+mod python;
 
 #[cfg_attr(feature = "metrics", path = "metrics/enabled.rs")]
 #[cfg_attr(not(feature = "metrics"), path = "metrics/disabled.rs")]
@@ -86,6 +91,7 @@ fn load(args: &ServeArgs) -> Result<Config, Failure> {
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load(&args)?;
     compose::log_config(&config).map_err(Failure::Config)?;
+    python::check(&config).map_err(Failure::Config)?;
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
@@ -94,8 +100,36 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         println!("{}", check_line(&config));
         return Ok(());
     }
+    python::apply_env(&config);
+    if args.check_app {
+        return check_app(&config);
+    }
     serve::serve(args, config)
 }
+
+/// `--check-app`: import the WSGI app here and say whether it loads
+/// (exit 0), or print why not (exit 4).
+fn check_app(config: &Config) -> Result<(), Failure> {
+    let Some(spec) = &config.python.wsgi_app else {
+        return Err(Failure::Config(
+            "--check-app needs a WSGI app (APP_MODULE or `wsgi_app`)".into(),
+        ));
+    };
+    let discard = slog::Logger::root(slog::Discard, slog::o!());
+    match python::load(config, None, &discard, None) {
+        Ok(_) => {
+            println!("app OK: {spec}");
+            Ok(())
+        }
+        Err(trace) => {
+            eprintln!("ferrocorn: error: cannot load the app {spec:?}:\n{trace}");
+            Err(Failure::Logged(APP_LOAD_ERROR))
+        }
+    }
+}
+
+/// gunicorn's exit code for an app that cannot be loaded.
+pub const APP_LOAD_ERROR: u8 = 4;
 
 /// The line `--check-config` prints for a valid configuration.
 fn check_line(config: &Config) -> String {
@@ -104,8 +138,12 @@ fn check_line(config: &Config) -> String {
         Some(p) => format!(" ({})", p.display()),
         None => String::new(),
     };
+    let app = match &config.python.wsgi_app {
+        Some(spec) => format!(" serving {spec}"),
+        None => String::new(),
+    };
     format!(
-        "config OK{from}: {} worker(s) x {} thread(s) on {}",
+        "config OK{from}: {} worker(s) x {} thread(s) on {}{app}",
         config.workers,
         config.threads,
         binds.join(", ")

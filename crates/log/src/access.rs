@@ -15,7 +15,10 @@ use crate::time;
 pub struct AccessRecord<'a> {
     /// The peer (`h`); `None` for a Unix socket or when unknown.
     pub remote: Option<SocketAddr>,
-    /// Request method (`m`).
+    /// Request method (`m`). Empty, with an empty `version`, for a request
+    /// the server refused before its request line could be read as
+    /// `method target version`: `target` then holds what arrived of the
+    /// line, and `r` renders it alone (or `-` when it is empty too).
     pub method: &'a str,
     /// The raw request-target as received, query included (in `r`).
     pub target: &'a str,
@@ -86,13 +89,135 @@ enum Atom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(Box<str>),
-    Atom(Atom),
+    Atom(Atom, Spec),
+}
+
+/// The printf part of `%(name)-15s`, `%(s)03d`: Python's %-formatting flags,
+/// minimum width and precision, which gunicorn's `format % atoms` applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Spec {
+    /// `-`: pad on the right.
+    left: bool,
+    /// `0`: pad numbers with zeros (ignored for `s`, as Python does).
+    zero: bool,
+    /// `+`: a sign before a number; ` `: a space before a positive number.
+    sign: Option<u8>,
+    /// Minimum width in characters.
+    width: usize,
+    /// `s`: at most this many characters; `d`: at least this many digits.
+    precision: Option<usize>,
+    /// A numeric conversion (`d`, `i`, `u`).
+    numeric: bool,
+}
+
+impl Spec {
+    fn is_plain(&self) -> bool {
+        self.width == 0 && self.precision.is_none() && self.sign.is_none()
+    }
+
+    /// Parses `[flags][width][.precision][hlL]conversion` at the start of
+    /// `s`: the spec and the rest after the conversion, or what was found
+    /// where a conversion was expected.
+    fn parse(s: &str) -> Result<(Spec, &str), Option<char>> {
+        let mut spec = Spec::default();
+        let mut rest = s;
+        while let Some(c) = rest.chars().next() {
+            match c {
+                '-' => spec.left = true,
+                '0' => spec.zero = true,
+                '+' => spec.sign = Some(b'+'),
+                ' ' => {
+                    if spec.sign.is_none() {
+                        spec.sign = Some(b' ');
+                    }
+                }
+                '#' => {}
+                _ => break,
+            }
+            rest = &rest[1..];
+        }
+        let digits = |r: &str| r.bytes().take_while(u8::is_ascii_digit).count();
+        let n = digits(rest);
+        // A width past this is a typo, not a format (and no line is that long).
+        const MAX: usize = 4096;
+        let number = |d: &str| d.parse::<usize>().ok().filter(|v| *v <= MAX).ok_or(None);
+        if n > 0 {
+            spec.width = number(&rest[..n])?;
+            rest = &rest[n..];
+        }
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = digits(r);
+            spec.precision = Some(if n == 0 { 0 } else { number(&r[..n])? });
+            rest = &r[n..];
+        }
+        rest = rest.trim_start_matches(['h', 'l', 'L']);
+        let mut chars = rest.chars();
+        match chars.next() {
+            Some('s') => {}
+            Some('d' | 'i' | 'u') => spec.numeric = true,
+            other => return Err(other),
+        }
+        if !spec.numeric {
+            spec.sign = None;
+        }
+        Ok((spec, chars.as_str()))
+    }
+
+    /// Applies the spec to the value rendered at `out[start..]`.
+    fn apply(&self, out: &mut Vec<u8>, start: usize) {
+        let value = out.split_off(start);
+        let chars = |b: &[u8]| b.iter().filter(|&&c| c & 0xc0 != 0x80).count();
+        let number = self.numeric && !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+        let mut body: &[u8] = &value;
+        let mut prefix: &[u8] = &[];
+        let sign = [self.sign.unwrap_or(b'+')];
+        if number && self.sign.is_some() {
+            prefix = &sign;
+        }
+        if !self.numeric
+            && let Some(p) = self.precision
+            && chars(body) > p
+        {
+            // Cut after `p` characters (never inside one).
+            let mut seen = 0;
+            let end = body
+                .iter()
+                .position(|&c| {
+                    if c & 0xc0 != 0x80 {
+                        seen += 1;
+                    }
+                    seen > p
+                })
+                .unwrap_or(body.len());
+            body = &body[..end];
+        }
+        let mut zeros = 0;
+        if number && let Some(p) = self.precision {
+            zeros = p.saturating_sub(body.len());
+        }
+        let len = prefix.len() + zeros + chars(body);
+        let pad = self.width.saturating_sub(len);
+        if number && self.zero && !self.left && self.precision.is_none() {
+            zeros += pad;
+        } else if !self.left {
+            out.resize(out.len() + pad, b' ');
+        }
+        out.extend_from_slice(prefix);
+        out.resize(out.len() + zeros, b'0');
+        out.extend_from_slice(body);
+        if self.left {
+            out.resize(out.len() + pad, b' ');
+        }
+    }
 }
 
 /// A compiled `access_log_format`.
 ///
 /// The format is Python %-formatting with a mapping, as gunicorn uses it:
-/// `%(name)s` (or `d`/`i`) inserts an atom, `%%` is a literal `%`. Atoms:
+/// `%(name)s` (or `d`/`i`/`u`) inserts an atom, `%%` is a literal `%`.
+/// Python's flags, width and precision apply as in gunicorn: `%(h)-15s`
+/// (left-aligned in 15 characters), `%(s)5d`, `%(D)08d`, `%(a).20s` (at
+/// most 20 characters). Atoms:
 ///
 /// | atom | value |
 /// |---|---|
@@ -151,27 +276,28 @@ impl AccessLogFormat {
             };
             let name = &r[..close];
             let after = &r[close + 1..];
-            let mut chars = after.chars();
-            match chars.next() {
-                Some('s' | 'd' | 'i') => {}
-                other => {
+            let spec = match Spec::parse(after) {
+                Ok((spec, r)) => {
+                    rest = r;
+                    spec
+                }
+                Err(other) => {
                     return Err(ParseError::new(format!(
-                        "access log format {format:?}: '%({name})' must be followed by 's' (found {})",
+                        "access log format {format:?}: '%({name})' must be followed by 's' (or printf flags, a width and 's' or 'd': '-15s') (found {})",
                         other.map_or_else(|| "the end".to_string(), |c| format!("{c:?}"))
                     )));
                 }
-            }
-            rest = chars.as_str();
+            };
             if !lit.is_empty() {
                 parts.push(Part::Literal(std::mem::take(&mut lit).into_boxed_str()));
             }
-            parts.push(Part::Atom(atom(name)));
+            parts.push(Part::Atom(atom(name), spec));
         }
         lit.push_str(rest);
         if !lit.is_empty() {
             parts.push(Part::Literal(lit.into_boxed_str()));
         }
-        let needs_time = parts.contains(&Part::Atom(Atom::Time));
+        let needs_time = parts.iter().any(|p| matches!(p, Part::Atom(Atom::Time, _)));
         let uses_request_headers = parts.iter().any(|p| {
             matches!(
                 p,
@@ -180,13 +306,14 @@ impl AccessLogFormat {
                         | Atom::Referer
                         | Atom::UserAgent
                         | Atom::RequestHeader(_)
-                        | Atom::Env(EnvVar::Header(_))
+                        | Atom::Env(EnvVar::Header(_)),
+                    _
                 )
             )
         });
         let uses_response_headers = parts
             .iter()
-            .any(|p| matches!(p, Part::Atom(Atom::ResponseHeader(_))));
+            .any(|p| matches!(p, Part::Atom(Atom::ResponseHeader(_), _)));
         Ok(AccessLogFormat {
             parts,
             source: format.to_string(),
@@ -229,7 +356,12 @@ impl AccessLogFormat {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                Part::Atom(a) => render_atom(a, rec, now, out),
+                Part::Atom(a, spec) if spec.is_plain() => render_atom(a, rec, now, out),
+                Part::Atom(a, spec) => {
+                    let start = out.len();
+                    render_atom(a, rec, now, out);
+                    spec.apply(out, start);
+                }
             }
         }
     }
@@ -418,10 +550,19 @@ fn render_atom(a: &Atom, rec: &AccessRecord<'_>, now: std::time::SystemTime, out
         },
         Atom::Ident | Atom::Missing => out.push(b'-'),
         Atom::User => match basic_auth_user(rec.request_headers) {
-            Some((buf, len)) => push_escaped(out, &buf[..len]),
+            Some(user) => push_escaped(out, user.bytes()),
             None => out.push(b'-'),
         },
         Atom::Time => time::push_clf(out, time::Now::from(now).secs),
+        // A request refused before its line could be split (see
+        // `AccessRecord::method`): what arrived, or `-`.
+        Atom::RequestLine if rec.method.is_empty() && rec.version.is_empty() => {
+            if rec.target.is_empty() {
+                out.push(b'-');
+            } else {
+                push_escaped(out, rec.target.as_bytes());
+            }
+        }
         Atom::RequestLine => {
             push_escaped(out, rec.method.as_bytes());
             out.push(b' ');
@@ -464,11 +605,59 @@ fn render_atom(a: &Atom, rec: &AccessRecord<'_>, now: std::time::SystemTime, out
     }
 }
 
+/// The user name decoded from Basic credentials: on the stack up to 256
+/// bytes, on the heap beyond (no fixed bound: an ECR token is `AWS:` and
+/// 400 bytes and more).
+struct User {
+    stack: [u8; 256],
+    len: usize,
+    heap: Vec<u8>,
+    /// The `:` was seen: the rest is the password.
+    done: bool,
+}
+
+impl User {
+    fn new() -> User {
+        User {
+            stack: [0; 256],
+            len: 0,
+            heap: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.done {
+            return;
+        }
+        if b == b':' {
+            self.done = true;
+        } else if self.heap.is_empty() && self.len < self.stack.len() {
+            self.stack[self.len] = b;
+            self.len += 1;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.push(b);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
 /// The user of `Authorization: Basic <base64(user:password)>`, as gunicorn
 /// finds it: scheme matched case-insensitively, the credentials after the
 /// first space, base64-decoded, cut at the first `:`; `None` when anything
-/// fails (including a user name that is not UTF-8). Decoded on the stack.
-fn basic_auth_user(headers: &[(&str, &[u8])]) -> Option<([u8; 256], usize)> {
+/// fails (including a user name that is not UTF-8). Only the user name is
+/// kept, whatever the credentials' length.
+fn basic_auth_user(headers: &[(&str, &[u8])]) -> Option<User> {
     // gunicorn reads environ HTTP_AUTHORIZATION: duplicates joined with ','.
     let mut value = None;
     for (n, v) in headers {
@@ -485,19 +674,19 @@ fn basic_auth_user(headers: &[(&str, &[u8])]) -> Option<([u8; 256], usize)> {
     }
     let space = value.iter().position(|&b| b == b' ')?;
     let creds = value[space + 1..].trim_ascii();
-    let mut buf = [0u8; 256];
-    let len = base64_decode(creds, &mut buf)?;
-    let user_len = buf[..len].iter().position(|&b| b == b':').unwrap_or(len);
-    std::str::from_utf8(&buf[..user_len]).ok()?;
-    if user_len == 0 {
+    let mut user = User::new();
+    base64_decode(creds, |b| user.push(b))?;
+    std::str::from_utf8(user.bytes()).ok()?;
+    if user.bytes().is_empty() {
         return None; // gunicorn: `user or '-'`
     }
-    Some((buf, user_len))
+    Some(user)
 }
 
 /// Python's `base64.b64decode` (non-validating): characters outside the
-/// alphabet are dropped, the rest must be padded to a multiple of 4.
-fn base64_decode(input: &[u8], out: &mut [u8; 256]) -> Option<usize> {
+/// alphabet are dropped, the rest must be padded to a multiple of 4. Each
+/// decoded byte goes to `emit`; `None` when the input does not decode.
+fn base64_decode(input: &[u8], mut emit: impl FnMut(u8)) -> Option<()> {
     fn val(c: u8) -> Option<u32> {
         match c {
             b'A'..=b'Z' => Some(u32::from(c - b'A')),
@@ -510,7 +699,6 @@ fn base64_decode(input: &[u8], out: &mut [u8; 256]) -> Option<usize> {
     }
     let mut acc = 0u32;
     let mut nbits = 0u32;
-    let mut n = 0usize;
     let mut symbols = 0usize;
     let mut pad = 0usize;
     for &c in input {
@@ -527,35 +715,123 @@ fn base64_decode(input: &[u8], out: &mut [u8; 256]) -> Option<usize> {
         nbits += 6;
         if nbits >= 8 {
             nbits -= 8;
-            if n == out.len() {
-                return None;
-            }
-            out[n] = (acc >> nbits) as u8;
-            n += 1;
+            emit((acc >> nbits) as u8);
             acc &= (1 << nbits) - 1;
         }
     }
     if symbols % 4 == 1 || !(symbols + pad).is_multiple_of(4) {
         return None;
     }
-    Some(n)
+    Some(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn decode(input: &[u8]) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        base64_decode(input, |b| v.push(b)).map(|()| v)
+    }
+
     #[test]
     fn base64_like_python() {
-        let mut b = [0u8; 256];
-        let n = base64_decode(b"dXNlcjpwYXNz", &mut b).unwrap();
-        assert_eq!(&b[..n], b"user:pass");
-        let n = base64_decode(b"YQ==", &mut b).unwrap();
-        assert_eq!(&b[..n], b"a");
-        assert!(base64_decode(b"YQ", &mut b).is_none(), "missing padding");
-        assert!(base64_decode(b"Y", &mut b).is_none());
-        let n = base64_decode(b"dXNl\ncjpw YXNz", &mut b).unwrap();
-        assert_eq!(&b[..n], b"user:pass", "non-alphabet bytes dropped");
+        assert_eq!(decode(b"dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(decode(b"YQ==").unwrap(), b"a");
+        assert!(decode(b"YQ").is_none(), "missing padding");
+        assert!(decode(b"Y").is_none());
+        assert_eq!(
+            decode(b"dXNl\ncjpw YXNz").unwrap(),
+            b"user:pass",
+            "non-alphabet bytes dropped"
+        );
+    }
+
+    /// Issue 19: credentials decoding to more than 256 bytes gave `-`.
+    #[test]
+    fn basic_user_of_long_credentials() {
+        let b64 = |raw: &[u8]| {
+            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = Vec::new();
+            for c in raw.chunks(3) {
+                let n = c
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+                for i in 0..4 {
+                    out.push(if i <= c.len() {
+                        A[(n >> (18 - 6 * i) & 63) as usize]
+                    } else {
+                        b'='
+                    });
+                }
+            }
+            out
+        };
+        let user = |creds: &[u8]| {
+            let mut header = b"Basic ".to_vec();
+            header.extend_from_slice(&b64(creds));
+            let headers = [("Authorization", &header[..])];
+            basic_auth_user(&headers).map(|u| u.bytes().to_vec())
+        };
+        assert_eq!(decode(&b64(b"user:pass")).unwrap(), b"user:pass");
+        let token = "t".repeat(400);
+        assert_eq!(user(format!("AWS:{token}").as_bytes()).unwrap(), b"AWS");
+        let long = "u".repeat(300);
+        assert_eq!(
+            user(format!("{long}:pw").as_bytes()).unwrap(),
+            long.as_bytes()
+        );
+        assert_eq!(user(long.as_bytes()).unwrap(), long.as_bytes());
+        assert_eq!(user(b":pw"), None);
+    }
+
+    /// Issue 19: gunicorn's formats with printf flags were refused.
+    #[test]
+    fn printf_flags_as_python() {
+        let rec = AccessRecord {
+            remote: Some("10.0.0.1:5000".parse().unwrap()),
+            method: "GET",
+            target: "/",
+            path: "/",
+            query: "",
+            version: "HTTP/1.1",
+            status: 200,
+            response_bytes: Some(42),
+            request_time: Duration::from_micros(1500),
+            request_headers: &[("User-Agent", "curl/8.5.0 \u{e9}t\u{e9}".as_bytes())],
+            response_headers: &[],
+            pid: 7,
+        };
+        let line = |f: &str| {
+            let mut out = Vec::new();
+            AccessLogFormat::parse(f)
+                .unwrap_or_else(|e| panic!("{f}: {e}"))
+                .render(&rec, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        // Each expected value is Python's `f % atoms` with gunicorn's atoms.
+        assert_eq!(line("%(h)-15s|"), "10.0.0.1       |");
+        assert_eq!(line("%(h)15s|"), "       10.0.0.1|");
+        assert_eq!(line("%(s)3d %(s)5d %(s)-5d|"), "200   200 200  |");
+        assert_eq!(line("%(D)08d %(D)+d %(D).6d"), "00001500 +1500 001500");
+        assert_eq!(line("%(b)05ld %(B)05s"), "00042    42");
+        assert_eq!(
+            line("%(a).6s|%(a)-16s|"),
+            "curl/8|curl/8.5.0 \u{e9}t\u{e9}  |"
+        );
+        assert_eq!(line("%(h)#-6.4s|"), "10.0  |");
+        assert_eq!(line("%(x)3s"), "  -");
+        assert!(AccessLogFormat::parse("%(h)-s %(h).s").is_ok());
+        for bad in [
+            "%(h)-15",
+            "%(h)-15x",
+            "%(h)*s",
+            "%(h)99999999999999999999s",
+            "%(h)5000s",
+        ] {
+            assert!(AccessLogFormat::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

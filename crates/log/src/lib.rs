@@ -183,6 +183,7 @@ impl Logs {
                         logger,
                         format,
                         typed_keys: config.format == Format::Json,
+                        overhead: LINE_OVERHEAD + name.len(),
                         sink,
                     }),
                 })
@@ -220,6 +221,16 @@ impl Logs {
         )
     }
 
+    /// A logger named exactly `name` (a Python logger's name, say),
+    /// writing to the error log's destination at its level.
+    pub fn logger_named(&self, name: &str) -> slog::Logger {
+        let config = &self.inner.config;
+        slog::Logger::root(
+            drain_for(config, name, config.level, &self.inner.error_sink, false),
+            slog::o!(),
+        )
+    }
+
     /// The settings these logs were built from.
     pub fn config(&self) -> &LogConfig {
         &self.inner.config
@@ -243,6 +254,18 @@ impl Logs {
             }
         }
         first
+    }
+
+    /// Closes the log files of this process (standard streams stay open):
+    /// for a forked child that opens its own logs, so that it does not keep
+    /// its parent's files open (a file that logrotate moved and deleted
+    /// would stay allocated until the child exits). Lines written to a
+    /// closed file afterwards are dropped and counted; [`reopen`](Self::reopen)
+    /// leaves it closed.
+    pub fn close_files(&self) {
+        for sink in &self.inner.sinks {
+            sink.close();
+        }
     }
 
     /// Writes the access-log lines this thread holds ([`HeldLines`]) and
@@ -327,7 +350,49 @@ struct AccessInner {
     logger: slog::Logger,
     format: AccessLogFormat,
     typed_keys: bool,
+    /// Bytes a line has besides its message (and its `path` key in JSON),
+    /// at most: see [`LINE_OVERHEAD`].
+    overhead: usize,
     sink: Arc<sink::Sink>,
+}
+
+/// What a line holds besides its message and the logger's name, at most:
+/// the timestamp, level, pid, tid and the console's colors, or JSON's keys
+/// with the access line's typed values (but `path`, counted apart).
+const LINE_OVERHEAD: usize = 320;
+
+/// Bytes of `s` once escaped in a JSON string (a control byte as `\u00XX`).
+fn json_len(s: &[u8]) -> usize {
+    s.iter()
+        .map(|&b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The longest prefix of `s` (cut where [`sink::safe_cut`] may) whose JSON
+/// form, or plain bytes, fits in `room`.
+fn prefix_within(s: &[u8], room: usize, json: bool) -> usize {
+    let max = if json {
+        let mut cost = 0;
+        s.iter()
+            .position(|&b| {
+                cost += json_len(&[b]);
+                cost > room
+            })
+            .unwrap_or(s.len())
+    } else {
+        room.min(s.len())
+    };
+    sink::safe_cut(s, max)
+}
+
+/// `s[..keep]` followed by the cut marker, as a string.
+fn cut_with_marker(s: &[u8], keep: usize, into: &mut Vec<u8>) {
+    into.extend_from_slice(&s[..keep]);
+    into.extend_from_slice(sink::cut_marker(s.len() - keep).as_bytes());
 }
 
 thread_local! {
@@ -347,10 +412,23 @@ impl AccessLog {
     }
 
     /// Formats and writes the line for one request.
+    ///
+    /// A line going anywhere but a regular file (a pipe shared by every
+    /// worker) is kept within `PIPE_BUF` (4096 bytes), so that one
+    /// `write(2)` places it whole: a longer access line (an 8 KB
+    /// `User-Agent`) is cut, ending in `[...N bytes cut]`, and in JSON the
+    /// line stays valid JSON with every key (a long `path` key is cut too).
     pub fn log(&self, rec: &AccessRecord<'_>) {
         let write = |buf: &mut Vec<u8>| {
             buf.clear();
             self.inner.format.render(rec, buf);
+            let mut cut_path = Vec::new();
+            let mut path = rec.path;
+            // JSON at most doubles a string: a shorter line always fits.
+            let longest = 2 * (buf.len() + rec.path.len()) + self.inner.overhead;
+            if longest > sink::PIPE_BUF && self.inner.sink.cuts_long_lines() {
+                path = self.bound(buf, rec.path, &mut cut_path);
+            }
             // Every atom escapes what is not UTF-8, so this never fails.
             let line = std::str::from_utf8(buf).unwrap_or("<access line not UTF-8>");
             if self.inner.typed_keys {
@@ -359,7 +437,7 @@ impl AccessLog {
                     "duration_s" => rec.request_time.as_secs_f64(),
                     "bytes" => rec.response_bytes,
                     "status" => rec.status,
-                    "path" => rec.path,
+                    "path" => path,
                     "method" => rec.method,
                 );
             } else {
@@ -379,6 +457,33 @@ impl AccessLog {
         if done != Ok(true) {
             write(&mut Vec::new());
         }
+    }
+
+    /// Cuts the rendered line in `buf` (and in JSON the `path` key, into
+    /// `cut_path`) so that the written line fits in `PIPE_BUF`; the path
+    /// to log.
+    fn bound<'a>(&self, buf: &mut Vec<u8>, path: &'a str, cut_path: &'a mut Vec<u8>) -> &'a str {
+        let json = self.inner.typed_keys;
+        let mut room = sink::PIPE_BUF.saturating_sub(self.inner.overhead);
+        let mut path = path;
+        if json {
+            // The path shows in the line too: its key gets at most 1 KiB.
+            const PATH_ROOM: usize = 1024;
+            if json_len(path.as_bytes()) > PATH_ROOM {
+                let keep = prefix_within(path.as_bytes(), PATH_ROOM - 32, true);
+                cut_with_marker(path.as_bytes(), keep, cut_path);
+                path = std::str::from_utf8(cut_path).unwrap_or("-");
+            }
+            room = room.saturating_sub(json_len(path.as_bytes()));
+        }
+        if (if json { json_len(buf) } else { buf.len() }) > room {
+            let marker = sink::cut_marker(buf.len()).len();
+            let room = room.saturating_sub(marker * if json { 2 } else { 1 });
+            let keep = prefix_within(buf, room, json);
+            let line = std::mem::take(buf);
+            cut_with_marker(&line, keep, buf);
+        }
+        path
     }
 
     /// The compiled format.

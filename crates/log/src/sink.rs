@@ -70,6 +70,8 @@ enum Output {
     Fd(std::os::fd::RawFd),
     File(File),
     Memory(MemoryLog),
+    /// A file this process gave up ([`Sink::close`]): lines are dropped.
+    Closed,
 }
 
 impl Output {
@@ -80,12 +82,66 @@ impl Output {
             Output::Fd(fd) => crate::sys::is_regular_file(*fd),
             Output::File(f) => f.metadata().is_ok_and(|m| m.file_type().is_file()),
             Output::Memory(_) => true,
+            Output::Closed => false,
         }
     }
 }
 
 /// Bytes a pipe takes in one piece (POSIX's minimum, Linux's value).
-const PIPE_BUF: usize = 4096;
+pub(crate) const PIPE_BUF: usize = 4096;
+
+/// The end of a line cut to fit in `PIPE_BUF`: `[...N bytes cut]`.
+pub(crate) fn cut_marker(n: usize) -> String {
+    format!("[...{n} bytes cut]")
+}
+
+/// The longest prefix of `s` no longer than `max` bytes that ends neither
+/// inside a UTF-8 character nor inside one of this crate's escapes
+/// (`\"`, `\\`, `\xNN`, and JSON's `\uNNNN`).
+pub(crate) fn safe_cut(s: &[u8], max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut k = max;
+    while k > 0 && (s[k] & 0xc0) == 0x80 {
+        k -= 1;
+    }
+    // An escape starting at most 5 bytes back and ending after `k`: cut
+    // before it. A backslash counts as one only if an even run precedes it.
+    let starts_escape = |i: usize| {
+        let run = s[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+        s[i] == b'\\' && run % 2 == 0
+    };
+    for back in 1..=k.min(5) {
+        let i = k - back;
+        if starts_escape(i) {
+            let len = match s.get(i + 1) {
+                Some(b'x') => 4,
+                Some(b'u') => 6,
+                _ => 2,
+            };
+            if i + len > k {
+                k = i;
+            }
+            break;
+        }
+    }
+    k
+}
+
+/// `line` (ending in `\n`) cut to at most `PIPE_BUF` bytes, ending in
+/// [`cut_marker`] and `\n`: a `write(2)` of it to a pipe is atomic.
+fn cut_line(line: &[u8]) -> Vec<u8> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    // The marker for the whole body is at least as long as the real one.
+    let room = PIPE_BUF - cut_marker(body.len()).len() - 1;
+    let keep = safe_cut(body, room);
+    let mut out = Vec::with_capacity(PIPE_BUF);
+    out.extend_from_slice(&body[..keep]);
+    out.extend_from_slice(cut_marker(body.len() - keep).as_bytes());
+    out.push(b'\n');
+    out
+}
 
 /// The length of the next piece of `buf` (whole lines) to write to a pipe:
 /// the lines that fit in `PIPE_BUF`, or one line longer than that.
@@ -128,6 +184,13 @@ impl Sink {
         &self.dest
     }
 
+    /// Whether a line longer than `PIPE_BUF` is cut here: the destination
+    /// is not a regular file (a pipe shared by every worker, a terminal),
+    /// where a longer `write(2)` may interleave with other processes'.
+    pub(crate) fn cuts_long_lines(&self) -> bool {
+        !lock(&self.out).is_regular_file()
+    }
+
     /// Whether the destination is a terminal (for `ColorChoice::Auto`).
     #[cfg_attr(not(feature = "structured"), allow(dead_code))]
     pub(crate) fn is_terminal(&self) -> bool {
@@ -145,7 +208,7 @@ impl Sink {
         if holdable && hold(self, line) {
             return;
         }
-        self.write_lines(line, 1);
+        self.write_lines(line, 1, holdable);
     }
 
     /// Writes `lines` complete lines. A failed write is counted here; the
@@ -155,23 +218,34 @@ impl Sink {
     /// Many processes may write to one destination (every worker's stdout is
     /// the same pipe under a container runtime). A `write(2)` to a regular
     /// file is placed whole; to a pipe only up to `PIPE_BUF` bytes are, so
-    /// held lines going anywhere but a regular file are written in pieces of
-    /// at most `PIPE_BUF` bytes that end at line ends (a longer line alone,
-    /// as it would be without holding).
-    fn write_lines(&self, buf: &[u8], lines: u64) {
+    /// lines going anywhere but a regular file are written in pieces of at
+    /// most `PIPE_BUF` bytes that end at line ends, and a line longer than
+    /// that is cut to `PIPE_BUF` bytes ending in `[...N bytes cut]` when
+    /// `cut` (access lines): no access line is torn by another process's
+    /// write (issue 19). An error-log line is written whole in one
+    /// `write(2)`, however long (a traceback's end matters more).
+    fn write_lines(&self, buf: &[u8], lines: u64, cut: bool) {
         let mut out = lock(&self.out);
-        let whole = lines <= 1 || buf.len() <= PIPE_BUF || out.is_regular_file();
+        let whole = buf.len() <= PIPE_BUF || (!cut && lines <= 1) || out.is_regular_file();
         let mut rest = buf;
         let mut res = Ok(());
         while !rest.is_empty() {
             let take = if whole { rest.len() } else { piece_len(rest) };
+            let cut;
+            let piece = if take > PIPE_BUF && !whole {
+                cut = cut_line(&rest[..take]);
+                &cut[..]
+            } else {
+                &rest[..take]
+            };
             res = match &mut *out {
-                Output::Fd(fd) => crate::sys::write_all_fd(*fd, &rest[..take]),
-                Output::File(f) => f.write_all(&rest[..take]),
+                Output::Fd(fd) => crate::sys::write_all_fd(*fd, piece),
+                Output::File(f) => f.write_all(piece),
                 Output::Memory(m) => {
-                    m.append(&rest[..take]);
+                    m.append(piece);
                     Ok(())
                 }
+                Output::Closed => Err(io::ErrorKind::NotConnected.into()),
             };
             if res.is_err() {
                 break;
@@ -197,11 +271,23 @@ impl Sink {
     /// line is written whole either to the old file or to the new one.
     pub(crate) fn reopen(&self) -> io::Result<()> {
         if let Destination::File(path) = &self.dest {
+            if matches!(*lock(&self.out), Output::Closed) {
+                return Ok(());
+            }
             let new = open_append(path)?;
             let mut out = lock(&self.out);
             *out = Output::File(new);
         }
         Ok(())
+    }
+
+    /// Closes the file (a forked child that does not write to it); the
+    /// standard streams and memory logs stay.
+    pub(crate) fn close(&self) {
+        let mut out = lock(&self.out);
+        if let Output::File(_) = &*out {
+            *out = Output::Closed;
+        }
     }
 
     pub(crate) fn flush(&self) {
@@ -228,7 +314,8 @@ struct Held {
 impl Held {
     fn flush(&mut self) {
         if let Some(sink) = self.sink.take() {
-            sink.write_lines(&self.buf, self.lines);
+            // Only access lines are held.
+            sink.write_lines(&self.buf, self.lines, true);
         }
         self.buf.clear();
         self.lines = 0;
@@ -413,4 +500,35 @@ fn same(a: &Destination, b: &Destination) -> bool {
 
 fn canonical(p: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(p).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_never_split_a_character_or_an_escape() {
+        assert_eq!(safe_cut(b"abcdef", 10), 6);
+        assert_eq!(safe_cut(b"abcdef", 3), 3);
+        // é is two bytes: never cut between them.
+        assert_eq!(safe_cut("ab\u{e9}cd".as_bytes(), 3), 2);
+        // \xNN, \", \\ and \uNNNN stay whole.
+        assert_eq!(safe_cut(br"ab\x41cd", 4), 2);
+        assert_eq!(safe_cut(br"ab\x41cd", 6), 6);
+        assert_eq!(safe_cut(br#"ab\"cd"#, 3), 2);
+        assert_eq!(safe_cut(br"ab\\cd", 3), 2);
+        assert_eq!(
+            safe_cut(br"ab\\\x41", 6),
+            4,
+            "an escaped backslash, then \\x"
+        );
+        assert_eq!(safe_cut(br"ab\\x41", 5), 5, "\\\\ then a plain x");
+        assert_eq!(safe_cut(br"ab\u00e9cd", 6), 2);
+        let line = [b"x".repeat(9000), b"\n".to_vec()].concat();
+        let cut = cut_line(&line);
+        assert!(cut.len() <= PIPE_BUF && cut.ends_with(b" bytes cut]\n"));
+        let kept = cut.iter().take_while(|&&b| b == b'x').count();
+        let marker = cut_marker(9000 - kept);
+        assert_eq!(&cut[kept..cut.len() - 1], marker.as_bytes());
+    }
 }

@@ -288,3 +288,33 @@ fn formats_say_which_headers_they_show() {
         );
     }
 }
+
+#[test]
+fn a_request_refused_before_its_line_was_split_renders_what_arrived_or_a_dash() {
+    let base = common::record();
+    let refused = |target| AccessRecord {
+        method: "",
+        target,
+        path: "",
+        query: "",
+        version: "",
+        ..base
+    };
+    assert_eq!(render("%(r)s", &refused("")), "-");
+    assert_eq!(
+        render("%(r)s", &refused("GET /a\"b HTTP/1.1 x")),
+        r#"GET /a\"b HTTP/1.1 x"#
+    );
+    assert_eq!(
+        render(ferrocorn_log::DEFAULT_ACCESS_LOG_FORMAT, &refused(""))
+            .split('"')
+            .nth(1),
+        Some("-")
+    );
+    // A split line renders as before, even with an empty part.
+    let partial = AccessRecord {
+        version: "",
+        ..base
+    };
+    assert_eq!(render("%(r)s", &partial), r#"GET /search?q=\"1\" "#);
+}

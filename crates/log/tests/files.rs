@@ -55,6 +55,33 @@ fn error_and_access_can_share_a_file() {
     assert!(lines[1].starts_with("127.0.0.1 - user ["));
 }
 
+/// For a forked child that opens its own logs (issue 19): the parent's
+/// files are closed, later lines dropped and counted, reopen keeps them
+/// closed.
+#[test]
+fn close_files_gives_up_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("error.log");
+    let logs = file_logs(Format::Plain, &path, None);
+    slog::info!(logs.error(), "before");
+    let fds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+            .count()
+    };
+    assert_eq!(fds(), 1);
+    logs.close_files();
+    assert_eq!(fds(), 0, "the descriptor is closed");
+    slog::info!(logs.error(), "after");
+    logs.reopen().unwrap();
+    slog::info!(logs.error(), "after reopen");
+    assert_eq!(fds(), 0);
+    assert_eq!(read_lines(&path).len(), 1);
+    assert_eq!(logs.dropped_lines(), 2);
+}
+
 #[test]
 fn missing_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,6 +165,13 @@ fn reopen_under_load_loses_no_line() {
         std::fs::rename(&path, &to).unwrap();
         rotated.push(to);
         logs.reopen().unwrap();
+    }
+    // The last file gets a line too before the writers stop (stopping at
+    // once sometimes left it empty).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "writers made no progress");
+        std::thread::sleep(Duration::from_millis(1));
     }
     stop.store(true, Ordering::Relaxed);
     let written: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();

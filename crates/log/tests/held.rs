@@ -7,7 +7,9 @@ mod common;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use ferrocorn_log::{AccessRecord, Format, HeldLines, Level, LogConfig, Logs};
+use ferrocorn_log::{
+    AccessRecord, DEFAULT_ACCESS_LOG_FORMAT, Destination, Format, HeldLines, Level, LogConfig, Logs,
+};
 
 fn log_path(logs: &Logs, path: &str) {
     let rec = AccessRecord {
@@ -206,4 +208,99 @@ fn processes_sharing_a_pipe_never_tear_a_line() {
         count += 1;
     }
     assert_eq!(count, 2 * PIPE_LINES, "lines lost");
+}
+
+/// Issue 19: a line longer than `PIPE_BUF` written to a pipe is not placed
+/// atomically (another worker's line may land inside it), so it is cut to
+/// `PIPE_BUF` bytes ending in `[...N bytes cut]`; an access line in JSON
+/// stays valid JSON with every key. A regular file gets the whole line, and
+/// an error line is never cut.
+#[test]
+fn long_lines_to_a_pipe_are_cut_to_pipe_buf() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let agent = "a".repeat(8000);
+    let path = format!("/{}", "p\"".repeat(2500));
+    let target = format!("{path}?q=1");
+    let headers: &[(&str, &[u8])] = &[("User-Agent", agent.as_bytes())];
+    let rec = AccessRecord {
+        path: &path,
+        target: &target,
+        request_headers: headers,
+        ..common::record()
+    };
+    let formats: &[Format] = if cfg!(feature = "structured") {
+        &[Format::Plain, Format::Json, Format::Console]
+    } else {
+        &[Format::Plain]
+    };
+    for &format in formats {
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        let logs = Logs::new(&LogConfig {
+            format,
+            level: Level::Info,
+            error_log: Destination::File(fifo.clone()),
+            access_log: Some(Destination::File(fifo.clone())),
+            access_log_format: DEFAULT_ACCESS_LOG_FORMAT.to_string(),
+            ..LogConfig::default()
+        })
+        .unwrap();
+        logs.access().unwrap().log(&rec);
+        slog::info!(logs.error(), "{}", "e".repeat(6000));
+        {
+            let held = HeldLines::new();
+            logs.access().unwrap().log(&rec);
+            logs.access().unwrap().log(&common::record());
+            held.flush();
+        }
+        drop(logs);
+        let out = reader.join().unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{format:?}: {out:.500}");
+        for (i, line) in lines.iter().enumerate() {
+            if i == 1 {
+                // An error line stays whole (a traceback's end matters).
+                assert!(
+                    line.len() > 6000 && !line.contains("bytes cut]"),
+                    "{line:.300}"
+                );
+                continue;
+            }
+            assert!(line.len() < 4096, "{format:?}: {} bytes", line.len());
+            if i == 3 {
+                assert!(line.contains("GET /search"), "{line}");
+                continue;
+            }
+            assert!(line.contains(" bytes cut]"), "{format:?}: {line:.300}");
+            if format == Format::Json {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:.300}"));
+                assert_eq!(v["status"], 200);
+                assert_eq!(v["level"], "info");
+                assert!(v["event"].as_str().unwrap().ends_with(" bytes cut]"));
+                assert!(v["path"].as_str().unwrap().ends_with(" bytes cut]"));
+            }
+        }
+    }
+
+    // A regular file: every byte.
+    let file = dir.path().join("access.log");
+    let logs = Logs::new(&LogConfig {
+        format: Format::Plain,
+        access_log: Some(Destination::File(file.clone())),
+        ..LogConfig::default()
+    })
+    .unwrap();
+    logs.access().unwrap().log(&rec);
+    drop(logs);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains("bytes cut]") && text.contains(&agent),
+        "{text:.300}"
+    );
 }

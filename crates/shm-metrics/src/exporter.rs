@@ -20,15 +20,26 @@ pub type TextSource = Box<dyn FnMut(&mut Vec<u8>) + Send>;
 
 const MAX_CLIENTS: usize = 32;
 const MAX_REQUEST: usize = 16 * 1024;
+/// How long a client may take to send its whole request head: a scraper
+/// sends it at once; a client that dawdles holds a slot for nothing.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves `GET /metrics` (and `HEAD`) in the Prometheus text format, gzip
 /// when the client accepts it; other paths get 404, other methods 405.
 ///
 /// Non-blocking, for a single-threaded [`mio`] loop: every client has its own
-/// buffers and a deadline (10 s by default), at most 32 clients are served at
-/// once (more are closed at once), and each response closes the connection.
-/// A scrape runs the source synchronously (a few milliseconds for a large
-/// directory) when a request is complete.
+/// buffers and a deadline (10 s by default) and must send its whole request
+/// head within 2 s; each response closes the connection. At most 32 clients
+/// are held at once: when all slots are taken, the clients still sending
+/// their request are read once more (a complete request is answered), and
+/// the one that has been sending longest is cut to make room, so a scraper
+/// gets its answer while idle or slow clients come and go; only when every
+/// slot is being answered is a new client turned away (503). A scrape runs
+/// the source synchronously (a few milliseconds for a large directory) when
+/// a request is complete.
+///
+/// The port serves every series to whoever connects: bind it to a private
+/// interface (or firewall it), not to the open internet.
 pub struct Exporter {
     listener: TcpListener,
     scrape: Scrape,
@@ -58,6 +69,8 @@ struct Client {
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
+    /// When it was accepted: the oldest client still reading is cut first.
+    accepted: Instant,
     deadline: Instant,
     writing: bool,
 }
@@ -140,10 +153,9 @@ impl Exporter {
     pub fn tick(&mut self, registry: &mio::Registry) {
         let now = Instant::now();
         for idx in 0..self.clients.len() {
-            if self.clients[idx]
-                .as_ref()
-                .is_some_and(|c| c.deadline <= now)
-            {
+            if self.clients[idx].as_ref().is_some_and(|c| {
+                c.deadline <= now || (!c.writing && c.accepted + HEAD_TIMEOUT <= now)
+            }) {
                 self.close(registry, idx);
             }
         }
@@ -170,8 +182,9 @@ impl Exporter {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    let Some(idx) = self.clients.iter().position(|c| c.is_none()) else {
-                        // Full: close at once rather than queue behind slow clients.
+                    let Some(idx) = self.free_slot(registry) else {
+                        // Every slot is being answered: close at once
+                        // rather than queue behind slow readers.
                         let _ = stream.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                         continue;
                     };
@@ -182,12 +195,14 @@ impl Exporter {
                     {
                         continue;
                     }
+                    let now = Instant::now();
                     self.clients[idx] = Some(Client {
                         stream,
                         input: Vec::new(),
                         output: Vec::new(),
                         written: 0,
-                        deadline: Instant::now() + self.timeout,
+                        accepted: now,
+                        deadline: now + self.timeout,
                         writing: false,
                     });
                 }
@@ -196,6 +211,40 @@ impl Exporter {
                 Err(_) => return,
             }
         }
+    }
+
+    /// A free client slot; when there is none, the clients still sending
+    /// their request are read once more (those whose request is now
+    /// complete are answered, those that hung up are closed), and if that
+    /// frees nothing, the one among them accepted first is cut. `None` when
+    /// every client is being answered.
+    fn free_slot(&mut self, registry: &mio::Registry) -> Option<usize> {
+        if let Some(idx) = self.clients.iter().position(|c| c.is_none()) {
+            return Some(idx);
+        }
+        let mut closed = None;
+        for idx in 0..self.clients.len() {
+            let token = Token(self.first_token + 1 + idx);
+            let Some(c) = self.clients[idx].as_mut().filter(|c| !c.writing) else {
+                continue;
+            };
+            if let Progress::Close = c.read(registry, token, &mut self.scrape) {
+                self.close(registry, idx);
+                closed = Some(idx);
+            }
+        }
+        if closed.is_some() {
+            return closed;
+        }
+        let oldest = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref().filter(|c| !c.writing)?.accepted)))
+            .min_by_key(|&(_, accepted)| accepted)
+            .map(|(i, _)| i)?;
+        self.close(registry, oldest);
+        Some(oldest)
     }
 
     /// Serves on `listener` from a thread of its own, forever: for a single
@@ -231,9 +280,15 @@ impl Exporter {
 impl Client {
     fn read(&mut self, registry: &mio::Registry, token: Token, scrape: &mut Scrape) -> Progress {
         let mut chunk = [0u8; 4096];
+        let mut eof = false;
         loop {
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Progress::Close,
+                // Half-closed after its request (`shutdown(SHUT_WR)`): the
+                // request read so far is answered all the same.
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => {
                     self.input.extend_from_slice(&chunk[..n]);
                     if self.input.len() > MAX_REQUEST {
@@ -252,11 +307,15 @@ impl Client {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         let response = match req.parse(&self.input) {
+            Ok(httparse::Status::Partial) if eof => return Progress::Close,
             Ok(httparse::Status::Partial) => return Progress::Open,
             Err(_) => simple(400, "Bad Request", &[]),
             Ok(httparse::Status::Complete(_)) => {
                 let method = req.method.unwrap_or("");
-                let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+                let path = origin_form(req.path.unwrap_or(""))
+                    .split('?')
+                    .next()
+                    .unwrap_or("");
                 if path != "/metrics" {
                     simple(404, "Not Found", &[])
                 } else if method != "GET" && method != "HEAD" {
@@ -315,6 +374,26 @@ impl Client {
             }
         }
         Progress::Close
+    }
+}
+
+/// The path of a request target: an absolute-form target
+/// (`http://host:8001/metrics`, as a proxy-minded client sends it) without
+/// its scheme and authority; any other target as it is.
+fn origin_form(target: &str) -> &str {
+    // The scheme is case-insensitive (RFC 9110, 4.2.3).
+    let after = |scheme: &str| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    };
+    let Some(rest) = after("http://").or_else(|| after("https://")) else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        _ => "/",
     }
 }
 
@@ -415,7 +494,19 @@ impl Scrape {
 
 #[cfg(test)]
 mod tests {
-    use super::accepts_gzip;
+    use super::{accepts_gzip, origin_form};
+
+    #[test]
+    fn absolute_form_targets() {
+        assert_eq!(origin_form("/metrics"), "/metrics");
+        assert_eq!(origin_form("http://h/metrics"), "/metrics");
+        assert_eq!(origin_form("http://h:8001/metrics?x=1"), "/metrics?x=1");
+        assert_eq!(origin_form("HTTP://h/metrics"), "/metrics");
+        assert_eq!(origin_form("https://h/metrics"), "/metrics");
+        assert_eq!(origin_form("httpx://h/metrics"), "httpx://h/metrics");
+        assert_eq!(origin_form("http://h"), "/");
+        assert_eq!(origin_form("http://h?x"), "/");
+    }
 
     #[test]
     fn gzip_negotiation() {

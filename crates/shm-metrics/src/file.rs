@@ -1,7 +1,7 @@
 //! The byte layout of one metric file (prometheus_client >= 0.18), its
 //! writer (append-only, grown by adding mappings) and its parser.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
@@ -202,10 +202,12 @@ pub(crate) fn parse(data: &[u8], out: &mut Vec<Entry>) -> Result<Layout, String>
     Ok(Layout::Truncated)
 }
 
-/// Reads a file once into `buf`: its header, then up to its `used` mark (or
-/// the whole file when `whole` is set, for aggregate trailers). Returns how
-/// many bytes of `buf` hold the file (`buf` may be longer: it is reused
-/// between files without zeroing) and, when `stamp` is set, its [`Stamp`].
+/// Reads a file once into `buf`: its header, then up to its `used` mark (or,
+/// when `whole` is set, for aggregate trailers, past it up to
+/// [`MAX_TRAILER`] more bytes). Never past the file's real size: a header
+/// claiming more than the file holds costs no memory. Returns how many
+/// bytes of `buf` hold the file (`buf` may be longer: it is reused between
+/// files without zeroing) and, when `stamp` is set, its [`Stamp`].
 pub(crate) fn read_file(
     file: &File,
     buf: &mut Vec<u8>,
@@ -214,25 +216,75 @@ pub(crate) fn read_file(
 ) -> io::Result<(usize, Option<Stamp>)> {
     if whole {
         // From offset 0 whatever the file position (the file may be kept
-        // open and read again), to its end, however it grows meanwhile.
+        // open and read again). Aggregates are replaced by renaming, never
+        // written in place, so their size does not change under us.
         let meta = file.metadata()?;
+        let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let mut head = [0u8; 4];
+        let n = read_at_most(file, &mut head, 0)?;
+        let used = read_i32(&head[..n], 0).map_or(0, |u| usize::try_from(u).unwrap_or(0));
+        let end = size.min(used.max(8).saturating_add(MAX_TRAILER));
         buf.clear();
-        buf.resize(usize::try_from(meta.len()).unwrap_or(0).max(FIRST_READ), 0);
-        let mut len = 0;
-        loop {
-            if len == buf.len() {
-                buf.resize(2 * len, 0);
-            }
-            let n = read_at_most(file, &mut buf[len..], len as u64)?;
-            len += n;
-            if len < buf.len() {
-                break;
-            }
-        }
+        buf.resize(end, 0);
+        let len = read_at_most(file, &mut buf[..end], 0)?;
         buf.truncate(len);
         return Ok((len, Some(Stamp::of(&meta))));
     }
     read_used(file, buf, FIRST_READ, stamp)
+}
+
+/// The most bytes read past an aggregate's `used` mark (its trailer).
+pub(crate) const MAX_TRAILER: usize = 64 * 1024;
+
+/// Opens the metric file `name` of the directory `dir` for reading, and
+/// returns it with its metadata, if it is a regular file: never blocks (a
+/// FIFO would block `open` until a writer came), never follows a symbolic
+/// link (one to `/dev/zero` would be read forever).
+pub(crate) fn open_regular(dir: &File, name: &std::ffi::OsStr) -> io::Result<(File, Metadata)> {
+    regular(sys::open_in(dir, name))
+}
+
+/// [`open_regular`] by path (the directory's own path joined with the name).
+pub(crate) fn open_regular_path(path: &Path) -> io::Result<(File, Metadata)> {
+    regular(
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path),
+    )
+}
+
+/// `file` with its metadata if it is a regular file; an `InvalidData`
+/// error saying what it is otherwise.
+pub(crate) fn regular(file: io::Result<File>) -> io::Result<(File, Metadata)> {
+    let file = file.map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            io::Error::new(io::ErrorKind::InvalidData, "a symbolic link: not followed")
+        } else {
+            e
+        }
+    })?;
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok((file, meta));
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what}, not a regular file"),
+    ))
 }
 
 /// How much of a file of unknown size is read at first: a whole small file
@@ -263,10 +315,16 @@ pub(crate) fn read_used(
     if let Some(used) = read_i32(&buf[..n], 0) {
         let used = usize::try_from(used).unwrap_or(0);
         if used > n && n == first {
-            if buf.len() < used {
-                buf.resize(used, 0);
+            // Never past the real size: a corrupt `used` (2 GiB claimed by
+            // an 8 KiB file) must not allocate what the file does not hold.
+            let size = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+            let end = used.min(size);
+            if end > n {
+                if buf.len() < end {
+                    buf.resize(end, 0);
+                }
+                len = n + read_at_most(file, &mut buf[n..end], n as u64)?;
             }
-            len = n + read_at_most(file, &mut buf[n..used], n as u64)?;
         }
     }
     Ok((len, stamp))
@@ -310,6 +368,8 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// lock-free through [`Slot`]s.
 pub(crate) struct ShmFile {
     file: File,
+    /// The device and inode it was opened as.
+    id: (u64, u64),
     state: Mutex<State>,
 }
 
@@ -331,14 +391,20 @@ impl ShmFile {
     /// Opens (creating it 0600 if needed) the file at `path`. An existing file
     /// (a reused pid) is continued, as prometheus_client does.
     pub(crate) fn open(path: &Path) -> io::Result<ShmFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        let mut size = usize::try_from(file.metadata()?.len()).unwrap_or(MAX_SIZE);
+        // Not through a symbolic link, nor blocking on a FIFO planted at
+        // the name: a regular file or an error.
+        let (file, meta) = regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let mut size = usize::try_from(meta.len()).unwrap_or(MAX_SIZE);
         let new = size == 0;
         if new {
             size = INITIAL_SIZE;
@@ -367,7 +433,7 @@ impl ShmFile {
             map.store_i32(0, used);
         } else {
             let mut buf = Vec::new();
-            let (len, _) = read_file(&File::open(path)?, &mut buf, false, false)?;
+            let (len, _) = read_file(&file, &mut buf, false, false)?;
             buf.truncate(len);
             let mut entries = Vec::new();
             let layout = parse(&buf, &mut entries).map_err(|e| {
@@ -390,14 +456,23 @@ impl ShmFile {
             }
         }
         let used = usize::try_from(used).unwrap_or(0);
+        use std::os::unix::fs::MetadataExt;
         Ok(ShmFile {
             file,
+            id: (meta.dev(), meta.ino()),
             state: Mutex::new(State {
                 used,
                 maps: vec![map],
                 positions,
             }),
         })
+    }
+
+    /// Whether `path` names this file (it was not deleted, renamed away or
+    /// replaced since it was opened).
+    pub(crate) fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
     }
 
     /// Returns the slot of `key`, appending a zero entry for it first if the
@@ -469,7 +544,18 @@ impl Kind {
     }
 }
 
+/// The end of the hidden name a file being folded has (see
+/// `aggregate::folding_name`): `.counter_123.folding`.
+pub(crate) const FOLDING_SUFFIX: &str = ".folding";
+
 impl FileName {
+    /// Parses the hidden name of a file being folded,
+    /// `.counter_123.folding`: the file `counter_123.db` was.
+    pub(crate) fn parse_folding(name: &str) -> Option<FileName> {
+        let stem = name.strip_prefix('.')?.strip_suffix(FOLDING_SUFFIX)?;
+        FileName::parse(&format!("{stem}.db"))
+    }
+
     /// Parses `counter_123.db`, `gauge_livesum_123.db`, ...
     pub(crate) fn parse(name: &str) -> Option<FileName> {
         let stem = name.strip_suffix(".db")?;

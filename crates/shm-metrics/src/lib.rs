@@ -45,19 +45,26 @@
 //!
 //! **Dead processes.** [`mark_process_dead`] deletes the process's `live*`
 //! and `all` gauge files and folds its other files into `{type}_aggregate.db`
-//! files: the new aggregate is written under a temporary name, renamed over
-//! the old one with a trailer (after the `used` mark, invisible to Python)
-//! naming the folded file by pid, inode and mtime, and only then is the
-//! folded file deleted. Our reader reads aggregates first, skips files they
-//! claim, and starts over if a folded file vanished between listing and
-//! reading, so a concurrent scrape never counts a process twice or misses
-//! it. `min`/`max`/`sum`/`mostrecent` gauges are folded too (prometheus_client
+//! files: the process's file is first renamed to a hidden name (not ending
+//! in `.db`), the new aggregate is written under a temporary name and
+//! renamed over the old one with a trailer (after the `used` mark,
+//! invisible to Python) naming the hidden file by pid, inode and mtime, and
+//! only then is the hidden file deleted. After a crash at any point the
+//! hidden file is either unclaimed (read, and folded by the next fold) or
+//! claimed (skipped, and deleted by the next fold), and a process reusing
+//! the pid writes a new file. Folds hold the directory's lock file
+//! exclusively and this crate's readers hold it shared (both through a
+//! turnstile, so neither starves, and neither waits unboundedly), so a
+//! scrape in any process never counts a process twice or misses it.
+//! `min`/`max`/`sum`/`mostrecent` gauges are folded too (prometheus_client
 //! keeps a dead process's value in those modes forever; folding keeps the
 //! exact same result with one file).
 //!
-//! **Reading.** Files are read with `pread` (never mapped: a file truncated
-//! by another program would kill the reader with SIGBUS), once each, up to
-//! `used`, in directory order (so float sums come out bit for bit as
+//! **Reading.** Only regular files are read (opened with `O_NONBLOCK` and
+//! `O_NOFOLLOW`, then checked with `fstat`: a FIFO never blocks a scrape, a
+//! link to `/dev/zero` is not followed), with `pread` (never mapped: a file
+//! truncated by another program would kill the reader with SIGBUS), once
+//! each, up to `used` but never past the file's size, in directory order (so float sums come out bit for bit as
 //! Python's); raw keys are hashed and each distinct key parsed once. A
 //! long-lived [`MultiProcessCollector`] keeps parsed keys and open files
 //! between scrapes, and for each file where its entries are: files are

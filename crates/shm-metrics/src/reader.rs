@@ -175,8 +175,15 @@ impl MultiProcessCollector {
         // A file listed but gone when opened was most likely folded into an
         // aggregate meanwhile: start over so nothing is lost or counted twice.
         const ATTEMPTS: usize = 10;
+        // Folds (`mark_process_dead`, in any process) take the directory's
+        // lock exclusively: with it held shared, the listing and every file
+        // read are one consistent state, never the middle of a fold.
+        let lock = self.shared_lock();
         for attempt in 0..ATTEMPTS {
             warnings.clear();
+            if let Err(w) = &lock {
+                warnings.push(w.clone());
+            }
             let mut merger = self.merger.lock().unwrap_or_else(|p| p.into_inner());
             let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             match merge_dir(
@@ -198,6 +205,31 @@ impl MultiProcessCollector {
             }
         }
         unreachable!("the last attempt always returns")
+    }
+}
+
+impl MultiProcessCollector {
+    /// The directory's fold lock, taken shared (released when dropped);
+    /// `Ok(None)` when the directory has no lock file and none can be made
+    /// (then no fold can run there either). Waits at most half a second
+    /// for a fold to finish; past that the scrape goes on without the lock
+    /// (its files are still read so that a fold seen half-way is retried),
+    /// with a warning.
+    fn shared_lock(&self) -> Result<Option<std::fs::File>, Warning> {
+        use crate::aggregate::{LOCK_FILE, Locked, lock_dir};
+        const WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+        let warning = |reason: String| Warning {
+            path: self.dir.join(LOCK_FILE),
+            reason,
+        };
+        match lock_dir(&self.dir, false, WAIT) {
+            Ok(Locked::Held(lock)) => Ok(Some(lock)),
+            Ok(Locked::NoLockFile) => Ok(None),
+            Ok(Locked::TimedOut) => Err(warning(format!(
+                "held by others for {WAIT:?}; read without it"
+            ))),
+            Err(e) => Err(warning(format!("cannot lock: {e}; read without it"))),
+        }
     }
 }
 
@@ -553,7 +585,10 @@ impl Merger {
         let mut has_pid = false;
         for (k, v) in labels {
             if k == "le" {
-                le = Some(parse_python_float(v)?);
+                // A NaN bound (prometheus_client accepts `buckets=[nan]`)
+                // orders against nothing and no value falls into it: the
+                // key is skipped as unreadable, with a warning.
+                le = Some(parse_python_float(v).filter(|b| !b.is_nan())?);
             } else {
                 has_pid |= k == "pid";
                 pairs.push((k.to_owned(), v.to_owned()));
@@ -606,7 +641,9 @@ impl Merger {
                 let end = file::walk_from(data, p.end, used, scratch);
                 self.resolve(name.kind, data, scratch, &mut p);
                 p.end = end;
-                p.used = used;
+                // What the next scrape reads at once: never more than the
+                // file held (a corrupt `used` may claim 2 GiB).
+                p.used = used.min(data.len());
                 let layout = if end == used {
                     Layout::Current
                 } else {
@@ -623,7 +660,7 @@ impl Merger {
                 let keep = match (p.legacy, end, used) {
                     (false, Some(end), Some(used)) => {
                         p.end = end;
-                        p.used = used;
+                        p.used = used.min(data.len());
                         true
                     }
                     _ => false,
@@ -1051,8 +1088,14 @@ impl Merger {
             cumulative.clear();
             let mut i = 0;
             while i < buckets.len() {
-                // Equal bounds spelled differently (`1` and `1.0`) are one bucket.
+                // Equal bounds spelled differently (`1` and `1.0`) are one
+                // bucket. A NaN bound (prometheus_client takes
+                // `buckets=[nan]`) equals nothing, not even itself: it is a
+                // bucket of its own, counted in `_count` but not printed
+                // (no value can fall into it), and the loop still advances.
                 let bound = buckets[i].0;
+                acc += buckets[i].1;
+                i += 1;
                 while i < buckets.len() && buckets[i].0 == bound {
                     acc += buckets[i].1;
                     i += 1;
@@ -1329,6 +1372,14 @@ fn merge_dir(
         let Some(fname) = os_name.to_str() else {
             continue;
         };
+        // The hidden name of a file a fold renamed and a crash left behind
+        // (see `aggregate::fold`): counted unless an aggregate claims it.
+        if let Some(n) = FileName::parse_folding(fname) {
+            if crate::aggregate::is_folded(n.kind) {
+                names.push((n, os_name, entry.ino()));
+            }
+            continue;
+        }
         if !fname.ends_with(".db") {
             continue;
         }
@@ -1346,22 +1397,27 @@ fn merge_dir(
     // first, though: their trailers say which files they already contain.
     // Files are opened relative to the directory, not by full path.
     let dir_file = std::fs::File::open(dir)?;
-    let open = |name: &std::ffi::OsStr| crate::sys::open_in(&dir_file, name);
+    // Only regular files, opened without blocking or following links.
+    let open = |name: &std::ffi::OsStr| file::open_regular(&dir_file, name);
     let mut absorbed: Vec<(Kind, Absorbed)> = Vec::new();
     // Files kept open by the last scrape; those not listed now are closed.
     // (Two maps swapped each scrape, so neither is grown again.)
     let spare = std::mem::take(&mut cache.spare);
     let mut was_open = std::mem::replace(&mut cache.files, spare);
     // A kept file of this name, if it is still the same file, or else the
-    // file opened now.
+    // file opened now. A kept file is known by the inode it was opened as
+    // (fstat), never by the listing's: the name may have been replaced
+    // between listing and opening, and a filesystem reuses the inode
+    // numbers of deleted files (ext4 does) but not of one we hold open.
     let mut take =
         |fname: &std::ffi::OsString, ino: u64| match was_open.remove_entry(fname.as_os_str()) {
             Some((key, kept)) if kept.ino == ino => Ok((key, kept)),
-            _ => open(fname).map(|file| {
+            _ => open(fname).map(|(file, meta)| {
+                use std::os::unix::fs::MetadataExt;
                 (
                     fname.clone(),
                     Kept {
-                        ino,
+                        ino: meta.ino(),
                         file,
                         parsed: None,
                     },
@@ -1381,6 +1437,9 @@ fn merge_dir(
             file::read_file(&kept.file, &mut data, true, false)?;
             Ok((key, kept))
         }) {
+            // Replaced since the listing (by a fold the lock did not keep
+            // out): the other files listed may be older than it; start over.
+            Ok((_, kept)) if kept.ino != *ino && !last_attempt => return Ok(false),
             Ok((key, kept)) => {
                 if let Some(a) = parse_trailer(&data) {
                     absorbed.extend(a.into_iter().map(|a| (name.kind, a)));
@@ -1486,7 +1545,10 @@ fn merge_dir(
         if added.bad > 0 {
             warnings.push(Warning {
                 path: path(),
-                reason: format!("{} entries with an unreadable key: skipped", added.bad),
+                reason: format!(
+                    "{} entries with an unreadable key (not JSON, or a NaN bucket bound): skipped",
+                    added.bad
+                ),
             });
         }
     }

@@ -150,19 +150,37 @@ pub(crate) fn pid() -> u32 {
     PID.load(Ordering::Relaxed)
 }
 
-/// Takes an exclusive `flock` on `file`, blocking; released when the file is closed.
+/// Takes a `flock` on `file` (exclusive or shared), waiting at most
+/// `wait`: `Ok(false)` when another holder kept it that long (a lock file
+/// that anyone who can write the directory may lock must not hang us).
+/// Released when the file is closed.
 #[cfg(unix)]
-pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+pub(crate) fn lock(file: &File, exclusive: bool, wait: std::time::Duration) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    let deadline = std::time::Instant::now() + wait;
     loop {
         // SAFETY: flock on a valid, open descriptor borrowed from `file`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
         if rc == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                // Folds hold the lock for milliseconds: poll for it (flock
+                // has no timeout, and a blocking call would not return).
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            _ => return Err(err),
         }
     }
 }
@@ -274,7 +292,10 @@ pub(crate) fn open_in(dir: &File, name: &std::ffi::OsStr) -> io::Result<File> {
     const NOATIME: libc::c_int = libc::O_NOATIME;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     const NOATIME: libc::c_int = 0;
-    let mut flags = libc::O_RDONLY | libc::O_CLOEXEC | NOATIME;
+    // Never blocking (a FIFO planted under a metric file's name would block
+    // `open` until a writer came) and never through a symbolic link.
+    let mut flags =
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOFOLLOW | NOATIME;
     loop {
         // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated
         // string, both alive for the call.

@@ -137,7 +137,10 @@ pub const DEFAULT_BUCKETS: [f64; 15] = [
 /// after fork: the parent's files are never written by the child.
 struct Table {
     generation: u64,
-    files: HashMap<PathBuf, Arc<ShmFile>>,
+    /// By the directory's device and inode and the file's name: one
+    /// directory spelled two ways (relative and absolute, through a
+    /// symbolic link) is one set of files, appended to through one mapping.
+    files: HashMap<(u64, u64, String), Arc<ShmFile>>,
 }
 
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
@@ -152,19 +155,27 @@ fn shared_file(dir: &Path, kind: Kind, generation: u64) -> io::Result<Arc<ShmFil
         table.files.clear();
         table.generation = generation;
     }
-    let path = dir.join(kind.file_name(&sys::pid().to_string()));
-    if let Some(f) = table.files.get(&path) {
-        return Ok(f.clone());
-    }
-    let file = match ShmFile::open(&path) {
+    let name = kind.file_name(&sys::pid().to_string());
+    let path = dir.join(&name);
+    let dir_id = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir).map(|m| (m.dev(), m.ino()))
+    };
+    let (dev, ino) = match dir_id() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
-            ShmFile::open(&path)?
+            dir_id()?
         }
         r => r?,
     };
-    let file = Arc::new(file);
-    table.files.insert(path, file.clone());
+    let key = (dev, ino, name);
+    // Still the file at that name: a directory deleted and made again can
+    // have the inode number of the old one, and a file may be renamed away.
+    if let Some(f) = table.files.get(&key).filter(|f| f.is_at(&path)) {
+        return Ok(f.clone());
+    }
+    let file = Arc::new(ShmFile::open(&path)?);
+    table.files.insert(key, file.clone());
     Ok(file)
 }
 

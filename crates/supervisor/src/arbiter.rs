@@ -15,10 +15,11 @@ use crate::config::{BindAddr, SupervisorConfig};
 use crate::error::SupervisorError;
 use crate::heartbeat::{Heartbeat, LoadBoard, Slots, now_ms};
 use crate::listen::{self, BindOptions, Listener};
+use crate::logs::SwitchLogs;
 use crate::metrics::Metrics;
 use crate::notify::{self, Pidfile};
 use crate::service::{ExitReason, Hooks, Service, WorkerContext, WorkerExit, signal_name};
-use crate::{APP_LOAD_ERROR, Supervisor, SupervisorLogs, WORKER_BOOT_ERROR, backlog, sys};
+use crate::{APP_LOAD_ERROR, Supervisor, WORKER_BOOT_ERROR, backlog, sys};
 
 const SIGNAL_TOKEN: Token = Token(0);
 const EXPORTER_FIRST_TOKEN: usize = 1;
@@ -43,6 +44,9 @@ const MAX_BOOT_DEATHS: u32 = 5;
 const STALL_MS: u64 = 2000;
 /// The loop's pace while something is in transition.
 const FAST_TICK: Duration = Duration::from_millis(20);
+/// The signal that retires one worker: a graceful stop that leaves the
+/// connections waiting in the listen queue to the other workers.
+const RETIRE: i32 = libc::SIGHUP;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WState {
@@ -93,7 +97,7 @@ enum Phase {
 
 struct Arbiter {
     cfg: SupervisorConfig,
-    logs: Box<dyn SupervisorLogs>,
+    logs: SwitchLogs,
     log: Logger,
     hooks: Hooks,
     bind_opts: BindOptions,
@@ -137,6 +141,7 @@ pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), Sup
         unix_socket_mode,
         metrics_prefix,
     } = sup;
+    let logs = SwitchLogs::new(logs);
     let log = logs.logger();
     if let Some(h) = hooks.on_starting.as_mut() {
         h(&config);
@@ -166,7 +171,7 @@ pub(crate) fn run<S: Service>(sup: Supervisor, mut service: S) -> Result<(), Sup
 impl Arbiter {
     fn start(
         cfg: SupervisorConfig,
-        logs: Box<dyn SupervisorLogs>,
+        logs: SwitchLogs,
         log: Logger,
         hooks: Hooks,
         bind_opts: BindOptions,
@@ -550,11 +555,21 @@ impl Arbiter {
     /// Tell every worker to stop (TERM graceful, QUIT quick) and close the
     /// supervisor's copies of the listeners.
     /// SIGKILL for whatever still runs at `deadline`.
+    ///
+    /// After an upgrade (USR2) the new supervisor's workers serve the same
+    /// listeners: a graceful stop then retires the workers (HUP), leaving
+    /// the listen queue to them.
     fn begin_stop(&mut self, quick: bool, deadline: Instant) {
         if self.phase == Phase::Running {
             let _ = notify::sd_notify("STOPPING=1");
         }
-        let sig = if quick { libc::SIGQUIT } else { libc::SIGTERM };
+        let sig = if quick {
+            libc::SIGQUIT
+        } else if self.reexec_child.is_some() {
+            RETIRE
+        } else {
+            libc::SIGTERM
+        };
         info!(self.log, "Shutting down: Master");
         for (&pid, w) in self.workers.iter_mut() {
             let _ = sys::kill(pid, sig);
@@ -626,8 +641,13 @@ impl Arbiter {
         if new.pidfile != self.cfg.pidfile {
             warn!(self.log, "the pidfile changes only with a restart");
         }
-        if let Err(e) = self.logs.reopen() {
-            error!(self.log, "reopening log files failed: {}", e);
+        match service.reload_logs() {
+            Some(logs) => self.logs.switch(logs),
+            None => {
+                if let Err(e) = self.logs.reopen() {
+                    error!(self.log, "reopening log files failed: {}", e);
+                }
+            }
         }
         let metrics = self.cfg.metrics.clone();
         let pidfile = self.cfg.pidfile.clone();
@@ -843,12 +863,16 @@ impl Arbiter {
         }
     }
 
+    /// Retire one worker while others (or its replacement) serve the same
+    /// listeners: SIGHUP, a graceful stop that leaves the listen queue to
+    /// them (SIGTERM would have it serve the queue too, which only a
+    /// whole-server stop wants).
     fn stop_worker(&mut self, pid: i32) {
         if let Some(w) = self.workers.get_mut(&pid) {
             debug!(self.log, "Stopping worker (pid:{})", pid);
-            let _ = sys::kill(pid, libc::SIGTERM);
+            let _ = sys::kill(pid, RETIRE);
             w.state = WState::Stopping {
-                sig: libc::SIGTERM,
+                sig: RETIRE,
                 sent: Instant::now(),
                 deadline: Instant::now() + self.cfg.graceful_timeout,
                 killed: false,
@@ -874,7 +898,13 @@ impl Arbiter {
         // get 1 and never notice that its parent is gone.
         let supervisor_pid = std::process::id();
         let mask = sys::block_all();
-        match sys::fork() {
+        let forked = sys::fork();
+        if !matches!(forked, Ok(None))
+            && let Some(h) = self.hooks.after_fork_parent.as_mut()
+        {
+            h(id);
+        }
+        match forked {
             Err(e) => {
                 sys::restore_mask(&mask);
                 error!(self.log, "fork failed: {}", e);
@@ -929,6 +959,9 @@ impl Arbiter {
         if let Some(h) = self.hooks.post_fork.as_mut() {
             h(id);
         }
+        // The worker writes to its own logs: the supervisor's files would
+        // stay allocated after logrotate deletes them (issue 19).
+        self.logs.close_in_child();
         let ctx = WorkerContext {
             listeners,
             heartbeat: Heartbeat::new(self.slots.clone(), slot),
@@ -969,9 +1002,14 @@ impl Arbiter {
                 w.booted = true;
                 self.boot_deaths = 0;
             }
+            // A worker that said it recycles (max_requests) and exits
+            // cleanly is replaced as planned: not an unexpected restart.
+            let recycled = self.slots.planned(w.slot).load(Ordering::SeqCst) != 0
+                && reason == ExitReason::Code(0)
+                && w.state == WState::Running;
             self.slots.release(w.slot);
             self.free_slots.push(w.slot);
-            let expected = matches!(w.state, WState::Stopping { .. });
+            let expected = matches!(w.state, WState::Stopping { .. }) || recycled;
             let timed_out = matches!(w.state, WState::Aborted { .. });
             let restart: Option<&'static str> = if expected {
                 None
@@ -986,6 +1024,9 @@ impl Arbiter {
                 })
             };
             match reason {
+                ExitReason::Code(0) if recycled => {
+                    info!(self.log, "Worker (pid:{}) recycled as planned", pid)
+                }
                 ExitReason::Code(0) if expected => {
                     info!(self.log, "Worker exiting (pid: {})", pid)
                 }

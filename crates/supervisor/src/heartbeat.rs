@@ -30,7 +30,8 @@ const STALE_BEAT_MS: u64 = 3000;
 ///
 /// Layout, in `AtomicU64`s: `len` heartbeats, then `len` loads (open
 /// connections, or [`NOT_ACCEPTING`]), then one past the highest slot ever
-/// handed out (so a worker looks at the few slots in use, not all `len`).
+/// handed out (so a worker looks at the few slots in use, not all `len`),
+/// then `len` planned-exit marks (see [`Heartbeat::planned_exit`]).
 pub(crate) struct Slots {
     ptr: *const AtomicU64,
     len: usize,
@@ -48,7 +49,7 @@ impl Slots {
     #[cfg(target_os = "linux")]
     pub(crate) fn new(len: usize) -> io::Result<Arc<Slots>> {
         let len = len.max(1);
-        let bytes = (2 * len + 1) * std::mem::size_of::<AtomicU64>();
+        let bytes = (3 * len + 1) * std::mem::size_of::<AtomicU64>();
         // SAFETY: an anonymous mapping with no address hint and no fd; the
         // result is checked against MAP_FAILED before use.
         let ptr = unsafe {
@@ -106,11 +107,18 @@ impl Slots {
         self.word(2 * self.len)
     }
 
+    /// Slot `i`'s worker said it exits on purpose (non-zero).
+    pub(crate) fn planned(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.len, "planned-exit slot {i} out of range");
+        self.word(2 * self.len + 1 + i)
+    }
+
     /// Hand slot `i` to a new worker (before the fork): no beat yet, not
     /// accepting yet, and within the range siblings look at.
     pub(crate) fn prepare(&self, i: usize) {
         self.slot(i).store(0, Ordering::SeqCst);
         self.load(i).store(NOT_ACCEPTING, Ordering::SeqCst);
+        self.planned(i).store(0, Ordering::SeqCst);
         self.in_use().fetch_max(i as u64 + 1, Ordering::SeqCst);
     }
 
@@ -120,8 +128,8 @@ impl Slots {
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
-        assert!(i <= 2 * self.len);
-        // SAFETY: `i <= 2 * len`, the mapping holds `2 * len + 1`
+        assert!(i <= 3 * self.len);
+        // SAFETY: `i <= 3 * len`, the mapping holds `3 * len + 1`
         // initialised AtomicU64s and lives as long as `self`.
         unsafe { &*self.ptr.add(i) }
     }
@@ -191,6 +199,16 @@ impl Heartbeat {
     pub fn beat(&self) {
         if let Some(s) = &self.slots {
             s.slot(self.slot).store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Say that this worker is about to exit on purpose, as a planned
+    /// recycle (it reached `max_requests`): when it then exits with code 0
+    /// the supervisor logs a recycle and replaces it without counting an
+    /// unexpected restart (`worker_restarts_total`).
+    pub fn planned_exit(&self) {
+        if let Some(s) = &self.slots {
+            s.planned(self.slot).store(1, Ordering::SeqCst);
         }
     }
 }
@@ -285,6 +303,15 @@ mod tests {
         assert!(v > 0 && v <= now_ms());
         assert_eq!(slots.slot(1).load(Ordering::Relaxed), 0);
         Heartbeat::noop().beat();
+        // A planned exit is marked in its own slot and cleared for the next
+        // worker there.
+        hb.planned_exit();
+        assert_eq!(slots.planned(2).load(Ordering::Relaxed), 1);
+        assert_eq!(slots.planned(1).load(Ordering::Relaxed), 0);
+        assert_eq!(slots.load(3).load(Ordering::Relaxed), NOT_ACCEPTING);
+        slots.prepare(2);
+        assert_eq!(slots.planned(2).load(Ordering::Relaxed), 0);
+        Heartbeat::noop().planned_exit();
     }
 
     #[test]

@@ -25,11 +25,17 @@
 //! |---|---|
 //! | TERM | graceful stop: drain the listen queues, SIGTERM the workers, wait up to `graceful_timeout`, SIGKILL |
 //! | INT, QUIT | quick stop: SIGQUIT the workers (also during a graceful stop) |
-//! | HUP | [`Service::reload`], new workers first, then the old ones stopped gracefully |
+//! | HUP | [`Service::reload`], new workers first, then the old ones stopped gracefully; the supervisor's logs become [`Service::reload_logs`] |
 //! | TTIN / TTOU | one worker more / less (never below one) |
 //! | USR1 | reopen logs, forwarded to the workers |
 //! | USR2 | re-exec the program with the listeners inherited (`FERROCORN_FDS`) |
 //! | WINCH | stop all workers gracefully, keep the supervisor |
+//!
+//! A worker stopped alone (HUP's old workers, TTOU, WINCH, and every worker
+//! on TERM after an upgrade, whose new supervisor serves the same sockets)
+//! gets SIGHUP, not SIGTERM: retire, a graceful stop that leaves the
+//! connections waiting in the listen queue to the other workers (see
+//! [`Service::worker`]).
 //!
 //! # Graceful stop and the listen queue
 //! Workers stop accepting when they get SIGTERM, and the kernel resets the
@@ -100,6 +106,7 @@ mod heartbeat;
 #[cfg(all(test, target_os = "linux"))]
 mod heartbeat_tests;
 mod listen;
+mod logs;
 mod notify;
 mod service;
 mod sys;
@@ -139,6 +146,11 @@ pub trait SupervisorLogs {
     }
     /// Flush buffered lines (before exit and before forking).
     fn flush(&self) {}
+    /// Called in a forked worker before [`Service::worker`]: close the log
+    /// files, which the worker does not write to (it opens its own), so
+    /// that a rotated and deleted file is not kept allocated by every
+    /// worker. Standard streams stay open.
+    fn close_in_child(&self) {}
 }
 
 impl SupervisorLogs for slog::Logger {
@@ -158,6 +170,10 @@ impl SupervisorLogs for ferrocorn_log::Logs {
 
     fn flush(&self) {
         ferrocorn_log::Logs::flush(self)
+    }
+
+    fn close_in_child(&self) {
+        ferrocorn_log::Logs::close_files(self)
     }
 }
 
@@ -227,6 +243,14 @@ impl Supervisor {
     /// Called in the supervisor before each fork, with the new worker's id.
     pub fn pre_fork(mut self, f: impl FnMut(usize) + 'static) -> Supervisor {
         self.hooks.pre_fork = Some(Box::new(f));
+        self
+    }
+
+    /// Called in the supervisor right after each fork (also a failed one),
+    /// with the new worker's id: the parent's half of a fork protocol
+    /// begun in [`Supervisor::pre_fork`] (CPython's `PyOS_AfterFork_Parent`).
+    pub fn after_fork_parent(mut self, f: impl FnMut(usize) + 'static) -> Supervisor {
+        self.hooks.after_fork_parent = Some(Box::new(f));
         self
     }
 

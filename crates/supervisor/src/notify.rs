@@ -55,7 +55,12 @@ impl Pidfile {
                 ));
             }
         }
-        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot write pidfile {}: {e}", path.display()),
+            )
+        })?;
         Ok(Pidfile {
             path: path.to_path_buf(),
         })
@@ -101,5 +106,13 @@ mod tests {
         std::fs::write(&p, "1\n").unwrap();
         let e = Pidfile::create(&p).unwrap_err();
         assert!(e.to_string().contains("already running"), "{e}");
+        // A write error names the pidfile and its path (issue 19).
+        let missing = dir.path().join("no/such/dir/x.pid");
+        let e = Pidfile::create(&missing).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot write pidfile {}: ", missing.display())),
+            "{e}"
+        );
     }
 }

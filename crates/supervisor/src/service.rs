@@ -59,7 +59,10 @@ pub trait Service {
     ///
     /// The child starts with default signal dispositions and an empty signal
     /// mask; install your own handling (gunicorn's: TERM graceful stop,
-    /// INT/QUIT quick stop, USR1 reopen logs). Exit codes
+    /// INT/QUIT quick stop, USR1 reopen logs; and HUP: retire, a graceful
+    /// stop that leaves the connections waiting in the listen queue to the
+    /// other workers, sent when this worker alone stops: reload, TTOU,
+    /// WINCH, or TERM after an upgrade). Exit codes
     /// [`WORKER_BOOT_ERROR`](crate::WORKER_BOOT_ERROR) (3) and
     /// [`APP_LOAD_ERROR`](crate::APP_LOAD_ERROR) (4) stop the supervisor
     /// instead of respawning. Beat the heartbeat once the worker is ready to
@@ -71,6 +74,14 @@ pub trait Service {
     /// and then gracefully stops the old ones; `Err` is logged and the
     /// running workers stay.
     fn reload(&mut self) -> Result<SupervisorConfig, String>;
+
+    /// After a successful [`reload`](Self::reload): the supervisor's own
+    /// logs for the new configuration (its level, format, destinations),
+    /// which it writes to from then on. `None` (the default) keeps the
+    /// running logs, reopened.
+    fn reload_logs(&mut self) -> Option<Box<dyn crate::SupervisorLogs>> {
+        None
+    }
 }
 
 /// How a child process ended.
@@ -138,6 +149,7 @@ pub(crate) struct Hooks {
     pub(crate) when_ready: Hook<dyn for<'a> FnMut(Labels<'a>)>,
     pub(crate) pre_fork: Hook<dyn FnMut(usize)>,
     pub(crate) post_fork: Hook<dyn FnMut(usize)>,
+    pub(crate) after_fork_parent: Hook<dyn FnMut(usize)>,
     pub(crate) worker_exit: Hook<dyn FnMut(usize, i32)>,
     pub(crate) child_exit: Hook<dyn FnMut(&WorkerExit)>,
     pub(crate) on_reload: Hook<dyn FnMut(&SupervisorConfig)>,

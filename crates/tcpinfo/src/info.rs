@@ -446,6 +446,19 @@ impl TcpInfo {
         }
     }
 
+    /// A lower bound of how long a connection waited in its listener's
+    /// accept queue, when read right after `accept`: the time since the
+    /// client's last segment, the later of [`last_data_recv`] and
+    /// [`last_ack_recv`]. See [`crate::accept_queue_wait`] for what it means
+    /// and its resolution; `None` when the kernel did not return the two
+    /// fields.
+    ///
+    /// [`last_data_recv`]: TcpInfo::last_data_recv
+    /// [`last_ack_recv`]: TcpInfo::last_ack_recv
+    pub fn accept_queue_wait(&self) -> Option<Duration> {
+        queue_wait(self.last_data_recv, self.last_ack_recv)
+    }
+
     /// The listen queue, when this is a socket in `LISTEN` state and the
     /// kernel returned the two counters; `None` otherwise.
     pub fn listen_queue(&self) -> Option<ListenQueue> {
@@ -461,6 +474,24 @@ impl TcpInfo {
 /// Bytes of `struct tcp_info` that [`crate::listen_queue`] asks for: up to
 /// and including `tcpi_sacked`.
 pub(crate) const LISTEN_QUEUE_LEN: usize = off::SACKED + 4;
+
+/// Bytes of `struct tcp_info` that [`crate::accept_queue_wait`] asks for: up
+/// to and including `tcpi_last_ack_recv`.
+pub(crate) const QUEUE_WAIT_LEN: usize = off::LAST_ACK_RECV + 4;
+
+/// Decodes what [`crate::accept_queue_wait`] needs from a short read.
+pub(crate) fn queue_wait_field(bytes: &[u8]) -> Option<Duration> {
+    let r = Raw(bytes);
+    queue_wait(r.millis(off::LAST_DATA_RECV), r.millis(off::LAST_ACK_RECV))
+}
+
+/// Both stamps are at or after the connection's establishment (the kernel
+/// sets them when it creates the accepted socket and moves them forward
+/// with each segment from the client), so each is a lower bound of the
+/// time since: the larger is the tighter one.
+fn queue_wait(data: Option<Duration>, ack: Option<Duration>) -> Option<Duration> {
+    Some(data?.max(ack?))
+}
 
 /// Decodes what [`crate::listen_queue`] needs from a short read.
 pub(crate) fn listen_fields(bytes: &[u8]) -> (Option<TcpState>, Option<u32>, Option<u32>) {
@@ -502,6 +533,22 @@ mod tests {
         assert_eq!(off::TOTAL_RTO_TIME + 4, 248);
         assert_eq!(off::ECN_BITS + 4, TcpInfo::KNOWN_LEN);
         assert_eq!(LISTEN_QUEUE_LEN, 32);
+        assert_eq!(QUEUE_WAIT_LEN, 60);
+    }
+
+    #[test]
+    fn queue_wait_is_the_later_of_the_two_stamps() {
+        let mut bytes = [0u8; QUEUE_WAIT_LEN];
+        bytes[off::LAST_DATA_RECV..off::LAST_DATA_RECV + 4].copy_from_slice(&40u32.to_ne_bytes());
+        bytes[off::LAST_ACK_RECV..off::LAST_ACK_RECV + 4].copy_from_slice(&1500u32.to_ne_bytes());
+        let want = Some(Duration::from_millis(1500));
+        assert_eq!(queue_wait_field(&bytes), want);
+        assert_eq!(TcpInfo::from_bytes(&bytes).accept_queue_wait(), want);
+        bytes[off::LAST_DATA_RECV..off::LAST_DATA_RECV + 4].copy_from_slice(&2000u32.to_ne_bytes());
+        assert_eq!(queue_wait_field(&bytes), Some(Duration::from_millis(2000)));
+        // A kernel that stopped short of tcpi_last_ack_recv: unknown.
+        assert_eq!(queue_wait_field(&bytes[..QUEUE_WAIT_LEN - 1]), None);
+        assert_eq!(TcpInfo::from_bytes(&bytes[..56]).accept_queue_wait(), None);
     }
 
     #[test]

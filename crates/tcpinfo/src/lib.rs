@@ -17,6 +17,9 @@
 //!   (one `getsockopt` of 32 bytes, no allocation), so it can run on every
 //!   metrics scrape. On a socket that is not listening it returns an
 //!   [`InvalidInput`](std::io::ErrorKind::InvalidInput) error.
+//! - [`accept_queue_wait`] reads, on a connection just returned by
+//!   `accept`, a lower bound of how long it waited in the accept queue (one
+//!   `getsockopt` of 60 bytes).
 //!
 //! On other systems than Linux everything compiles and the socket functions
 //! return [`Unsupported`](std::io::ErrorKind::Unsupported) errors.
@@ -123,4 +126,68 @@ pub fn listen_queue(socket: &(impl AsFd + ?Sized)) -> io::Result<ListenQueue> {
             format!("socket is not listening (state {state})"),
         )),
     }
+}
+
+/// How long a connection just returned by `accept` waited in the listen
+/// (accept) queue, at least.
+///
+/// The kernel keeps two timestamps on every TCP socket: when the peer last
+/// sent data (`tcpi_last_data_recv`) and when it last sent an ACK
+/// (`tcpi_last_ack_recv`), both reported as milliseconds since. On an
+/// accepted socket both start when the handshake completes, which is when
+/// the connection enters the accept queue, and move forward with each
+/// segment the client sends. So right after `accept`:
+///
+/// - a client that sent nothing while queued gives the time since its
+///   handshake's last ACK: the whole wait;
+/// - a client that sent its request while queued gives the time since its
+///   last segment: less than the wait by however long it took to send.
+///
+/// The result is the later of the two: a lower bound of the wait, never an
+/// overestimate. Read later in a connection's life, it measures how long
+/// the client has been silent instead.
+///
+/// Resolution: the kernel stamps in jiffies and converts to milliseconds,
+/// so the value has a granularity of 1 to 10 ms (`CONFIG_HZ` 1000 to 100;
+/// 4 ms at Debian's 250) and a connection accepted at once reads 0 to a few
+/// milliseconds.
+///
+/// One `getsockopt` that copies the first 60 bytes of `struct tcp_info`
+/// into a stack buffer (`benches/accept_queue_wait.rs` measures it against
+/// `accept` itself).
+///
+/// # Errors
+///
+/// - the kernel's when the descriptor is not a TCP socket (a Unix socket
+///   gives `EOPNOTSUPP`: it has no TCP_INFO);
+/// - [`io::ErrorKind::InvalidData`] when the kernel returned too few bytes;
+/// - [`io::ErrorKind::Unsupported`] on non-Linux systems.
+///
+/// # Example
+///
+/// ```
+/// use std::net::{TcpListener, TcpStream};
+/// use std::time::Duration;
+///
+/// # fn main() -> std::io::Result<()> {
+/// # if !cfg!(target_os = "linux") { return Ok(()); }
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let _client = TcpStream::connect(listener.local_addr()?)?;
+/// let (conn, _) = listener.accept()?;
+/// // Accepted at once: well under a second in the queue.
+/// assert!(ferrocorn_tcpinfo::accept_queue_wait(&conn)? < Duration::from_secs(1));
+/// # Ok(())
+/// # }
+/// ```
+pub fn accept_queue_wait(socket: &(impl AsFd + ?Sized)) -> io::Result<std::time::Duration> {
+    let mut buf = [0u8; info::QUEUE_WAIT_LEN];
+    let len = sys::tcp_info(socket.as_fd(), &mut buf)?;
+    info::queue_wait_field(&buf[..len]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the kernel returned only {len} bytes of tcp_info, too few for the last receive times"
+            ),
+        )
+    })
 }

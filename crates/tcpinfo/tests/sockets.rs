@@ -167,3 +167,69 @@ fn not_a_tcp_socket_is_the_kernels_error() {
     assert!(err.raw_os_error().is_some(), "{err}");
     assert!(listen_queue(&a).unwrap_err().raw_os_error().is_some());
 }
+
+/// A connection held in the accept queue for `hold` before `accept`, the
+/// client sending `send` after `send_after` (if any): the accept queue wait
+/// read at accept, and the true time since the connect.
+fn queued_for(hold: Duration, send: Option<(Duration, &[u8])>) -> (Duration, Duration) {
+    let l = listener(8);
+    let addr = l.local_addr().unwrap();
+    let start = Instant::now();
+    let mut client = TcpStream::connect(addr).unwrap();
+    if let Some((after, bytes)) = send {
+        // The measured interval itself, not a wait for a condition.
+        thread::sleep(after);
+        client.write_all(bytes).unwrap();
+    }
+    thread::sleep(hold.saturating_sub(start.elapsed()));
+    let (conn, _) = l.accept().unwrap();
+    let waited = ferrocorn_tcpinfo::accept_queue_wait(&conn).unwrap();
+    let truth = start.elapsed();
+    let full = TcpInfo::of(&conn).unwrap().accept_queue_wait().unwrap();
+    assert!(
+        full >= waited,
+        "a later read is not shorter: {full:?} < {waited:?}"
+    );
+    (waited, truth)
+}
+
+/// The kernel's stamps have a resolution of a jiffy (at most 10 ms), so a
+/// reading may round up by that much.
+const JIFFY: Duration = Duration::from_millis(10);
+
+#[test]
+fn accept_queue_wait_measures_a_silent_client_from_its_handshake() {
+    let (waited, truth) = queued_for(Duration::from_millis(300), None);
+    assert!(
+        waited + JIFFY >= Duration::from_millis(300) && waited <= truth + JIFFY,
+        "held 300 ms ({truth:?} in all), read {waited:?}"
+    );
+}
+
+#[test]
+fn accept_queue_wait_is_a_lower_bound_when_the_client_sent_data() {
+    // Sent 200 ms into a 300 ms wait: at least the last 100 ms are seen,
+    // never more than the whole wait.
+    let (waited, truth) = queued_for(
+        Duration::from_millis(300),
+        Some((Duration::from_millis(200), b"GET / HTTP/1.1\r\n\r\n")),
+    );
+    assert!(
+        waited + JIFFY >= Duration::from_millis(100) && waited <= truth + JIFFY,
+        "read {waited:?} of {truth:?}"
+    );
+}
+
+#[test]
+fn accept_queue_wait_of_a_connection_accepted_at_once_is_small() {
+    let (waited, truth) = queued_for(Duration::ZERO, None);
+    assert!(waited <= truth + JIFFY, "read {waited:?} of {truth:?}");
+    assert!(waited < Duration::from_millis(100), "{waited:?}");
+}
+
+#[test]
+fn accept_queue_wait_of_a_unix_socket_is_an_error_not_a_panic() {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let err = ferrocorn_tcpinfo::accept_queue_wait(&a).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
+}

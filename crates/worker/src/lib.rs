@@ -12,19 +12,19 @@
 //! - [`Response`]: status, headers, and a body that is bytes or a stream.
 //! - [`Worker`]: takes [`Listener`]s (already bound, maybe shared with other
 //!   processes), a [`WorkerConfig`] and the app; [`Worker::run`] serves until
-//!   stopped (SIGTERM graceful, SIGINT/SIGQUIT quick when
+//!   stopped (SIGTERM graceful, SIGHUP retire, SIGINT/SIGQUIT quick when
 //!   [`Worker::handle_signals`] is on, or a [`ShutdownHandle`]).
 //! - [`parse`]: the pure request parser the worker uses (and fuzzes).
 //!
 //! # Graceful stop
 //!
-//! A graceful stop (SIGTERM, [`ShutdownHandle::graceful`], `max_requests`, a
-//! change of parent) must not lose a request a keep-alive client sends while
-//! it happens, so idle connections are not closed at once: closing a socket
-//! with a request on the wire makes the kernel answer it with a reset, and
-//! the client cannot know whether it was processed. The worker takes what is
-//! already in the listen backlog, stops accepting and closes its copies of
-//! the listeners; then every connection is read on for a short grace period
+//! A graceful stop (SIGTERM, [`ShutdownHandle::graceful`], a change of
+//! parent; a retire and `max_requests` too, see below) must not lose a
+//! request a keep-alive client sends while it happens, so idle connections
+//! are not closed at once: closing a socket with a request on the wire
+//! makes the kernel answer it with a reset, and the client cannot know
+//! whether it was processed. The worker takes what is already in the listen
+//! backlog, stops accepting and closes its copies of the listeners; then every connection is read on for a short grace period
 //! (1 s, at most `graceful_timeout`): a request that arrives is answered
 //! with `Connection: close`, and so are the requests in flight. Connections
 //! that stay idle, and the ones answered, end with a lingering close (the
@@ -32,6 +32,16 @@
 //! client's EOF) so that a late request byte cannot turn into a reset that
 //! destroys a response. The worker returns as soon as nothing is left, and
 //! within `graceful_timeout` in any case.
+//!
+//! Taking what is in the listen backlog is right only when the whole server
+//! stops (nobody else would serve it). A worker stopping alone, while other
+//! workers or its replacement accept from the same listeners, leaves the
+//! backlog to them: a retire (SIGHUP, [`ShutdownHandle::retire`], what a
+//! supervisor sends on reload, fewer workers or an upgrade) and
+//! `max_requests` with [`Worker::siblings`] set stop accepting at once.
+//! Draining the backlog instead made a stopping worker take up to twice
+//! `worker_connections` connections it could not serve within a short
+//! `graceful_timeout`, and their clients were cut at the deadline.
 //!
 //! The loop holds no read or write buffer for an idle keep-alive connection
 //! (buffers go back to a small per-worker pool), keeps one small struct per
@@ -100,9 +110,11 @@
 mod access;
 mod buf;
 mod date;
+mod health;
 mod metrics;
 pub mod parse;
 mod pool;
+mod reject;
 mod request;
 mod response;
 mod server;
@@ -177,10 +189,16 @@ pub struct WorkerConfig {
     /// Idle keep-alive connections are closed after this long; zero disables
     /// keep-alive (default 120 s).
     pub keepalive: Duration,
-    /// A request body or a response write that makes no progress for this
-    /// long is abandoned; a pool whose every thread is stuck in a request
-    /// older than this stops the heartbeat (default 30 s).
+    /// A pool whose every thread has been held by the app for longer than
+    /// this stops the heartbeat (so a supervisor kills the worker); time a
+    /// thread spends waiting for the client's body bytes does not count.
+    /// Zero: never (default 30 s).
     pub timeout: Duration,
+    /// A request body that stops arriving, or a response the client stops
+    /// reading, for this long is abandoned: the body's reader gets an error
+    /// and the client a 408; a stalled write closes the connection. Zero: no
+    /// limit (default 30 s, gunicorn's default `timeout`).
+    pub stall_timeout: Duration,
     /// How long a graceful stop may take (default 30 s).
     pub graceful_timeout: Duration,
     /// Stop gracefully after this many requests (0 = never).
@@ -191,7 +209,9 @@ pub struct WorkerConfig {
     pub limit_request_line: usize,
     /// Most header fields (default 100, at most 32768); more: 431.
     pub limit_request_fields: usize,
-    /// Longest header field line (default 8190; 0 = 8190); longer: 431.
+    /// Longest header field line, counted as gunicorn counts it (the line
+    /// with its CRLF): default 8190, 0 = 8190, larger values honoured up to
+    /// [`parse::MAX_FIELD_SIZE`]; longer: 431.
     pub limit_request_field_size: usize,
     /// Largest request body in bytes (0 = unlimited, the default as gunicorn);
     /// larger: 413.
@@ -204,6 +224,15 @@ pub struct WorkerConfig {
     /// Run the app on the event loop thread when the whole request is
     /// already read (for handlers that never block).
     pub inline: bool,
+    /// A path (`/healthz`, say) the event loop answers itself, never the
+    /// app: `GET`/`HEAD` get `200` while the worker serves, also when every
+    /// pool thread is busy, and `503` with `Connection: close` once it stops
+    /// (graceful stop, retire, `max_requests`); other methods get `405`
+    /// (counted and logged as the worker's other refusals).
+    /// Matched on the path without the query. Not counted as a request
+    /// (stats, metrics, `max_requests`) nor written to the access log.
+    /// `None`: off, the path goes to the app (the default).
+    pub health_path: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -213,6 +242,7 @@ impl Default for WorkerConfig {
             worker_connections: 1000,
             keepalive: Duration::from_secs(120),
             timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
             graceful_timeout: Duration::from_secs(30),
             max_requests: 0,
             max_requests_jitter: 0,
@@ -222,6 +252,7 @@ impl Default for WorkerConfig {
             limit_request_body: 0,
             header_timeout: Duration::from_secs(30),
             inline: false,
+            health_path: None,
         }
     }
 }
@@ -279,6 +310,7 @@ pub const LEAVE_TO_SIBLING_MS: u64 = 2;
 pub(crate) const CONTROL_GRACEFUL: u8 = 1;
 pub(crate) const CONTROL_QUICK: u8 = 2;
 pub(crate) const CONTROL_REOPEN: u8 = 4;
+pub(crate) const CONTROL_RETIRE: u8 = 8;
 
 /// Stops a running [`Worker`] from another thread.
 #[derive(Clone)]
@@ -305,6 +337,14 @@ impl ShutdownHandle {
     pub fn graceful(&self) {
         self.send(CONTROL_GRACEFUL);
     }
+    /// Graceful stop of this worker alone, as SIGHUP: as
+    /// [`graceful`](Self::graceful), except that the connections waiting in
+    /// the listen queue are left to the other workers sharing the listeners
+    /// (or to this one's replacement): the worker stops accepting at once
+    /// and finishes what it has accepted.
+    pub fn retire(&self) {
+        self.send(CONTROL_RETIRE);
+    }
     /// Quick stop, as SIGINT/SIGQUIT: return now.
     pub fn quick(&self) {
         self.send(CONTROL_QUICK);
@@ -328,6 +368,7 @@ pub struct Worker {
     access: Option<access::AccessSink>,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
+    on_recycle: Option<Callback>,
     siblings: Option<Arc<dyn Siblings>>,
     parent_pid: Option<u32>,
     handle_signals: bool,
@@ -336,6 +377,8 @@ pub struct Worker {
     metrics: Option<ferrocorn_shm_metrics::Registry>,
     #[cfg(feature = "metrics")]
     metrics_prefix: String,
+    #[cfg(feature = "metrics")]
+    accept_queue_wait: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -370,6 +413,7 @@ impl Worker {
             access: None,
             heartbeat: None,
             on_reopen_logs: None,
+            on_recycle: None,
             siblings: None,
             parent_pid: None,
             handle_signals: false,
@@ -378,6 +422,8 @@ impl Worker {
             metrics: None,
             #[cfg(feature = "metrics")]
             metrics_prefix: "gunicorn".to_owned(),
+            #[cfg(feature = "metrics")]
+            accept_queue_wait: true,
         })
     }
 
@@ -409,6 +455,14 @@ impl Worker {
         self
     }
 
+    /// Called once when the worker decides to stop on its own after
+    /// `max_requests` (a planned recycle), before it drains; a supervisor
+    /// uses it to tell a recycle from an unexpected exit.
+    pub fn on_recycle(mut self, f: Callback) -> Worker {
+        self.on_recycle = Some(f);
+        self
+    }
+
     /// Called on SIGUSR1 (or [`ShutdownHandle::reopen_logs`]).
     pub fn on_reopen_logs(mut self, f: Callback) -> Worker {
         self.on_reopen_logs = Some(f);
@@ -423,7 +477,8 @@ impl Worker {
     }
 
     /// Install signal handling in [`Worker::run`]: SIGTERM graceful stop,
-    /// SIGINT and SIGQUIT quick stop, SIGUSR1 reopen logs, SIGPIPE ignored.
+    /// SIGHUP retire ([`ShutdownHandle::retire`]), SIGINT and SIGQUIT quick
+    /// stop, SIGUSR1 reopen logs, SIGPIPE ignored.
     /// Off by default so
     /// a worker can run on a thread of a process that handles its signals.
     pub fn handle_signals(mut self, on: bool) -> Worker {
@@ -437,7 +492,13 @@ impl Worker {
     /// `gunicorn_active_worker_threads`, `gunicorn_pending_requests` (mode
     /// `liveall`: one series per worker pid, gone when it dies), the counter
     /// `gunicorn_requests_total{method,status}` and the histogram
-    /// `gunicorn_request_duration_seconds{method}`.
+    /// `gunicorn_request_duration_seconds{method}` (requests the worker
+    /// refuses itself, 400, 408, 413, 431, 501, included, with the method
+    /// `other` when it is not a standard one or could not be read), the
+    /// counter `gunicorn_connections_closed_early_total` (a client that
+    /// closed after part of a request: not a request), and the histogram
+    /// `gunicorn_accept_queue_wait_seconds{listener}` (see
+    /// [`Worker::accept_queue_wait`]).
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, registry: ferrocorn_shm_metrics::Registry) -> Worker {
         self.metrics = Some(registry);
@@ -448,6 +509,20 @@ impl Worker {
     #[cfg(feature = "metrics")]
     pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Worker {
         self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Observe, for every connection accepted from a TCP listener, how long
+    /// it waited in the listen queue, into the histogram
+    /// `gunicorn_accept_queue_wait_seconds{listener}` (buckets 1 ms to
+    /// 10 s; `listener` as `http://127.0.0.1:8000`). The wait is a lower
+    /// bound read with one `getsockopt(TCP_INFO)` per accept (see
+    /// [`ferrocorn_tcpinfo::accept_queue_wait`]); unix sockets have no
+    /// TCP_INFO and are not observed. On by default (with
+    /// [`Worker::metrics`]); `false` saves the call.
+    #[cfg(feature = "metrics")]
+    pub fn accept_queue_wait(mut self, on: bool) -> Worker {
+        self.accept_queue_wait = on;
         self
     }
 

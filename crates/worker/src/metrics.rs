@@ -1,6 +1,15 @@
 //! The worker's shm metrics (feature `metrics`): the seed's worker gauges,
-//! written as they change, and a request counter and latency histogram.
-//! Without the feature every call is a no-op.
+//! written as they change, a request counter and latency histogram, the
+//! counter of connections closed before their request was complete, and
+//! the accept-queue wait histogram. Without the feature every call is a
+//! no-op.
+
+/// Bucket bounds of `{prefix}_accept_queue_wait_seconds`: 1 ms (about the
+/// resolution of the kernel's timestamps) to 10 s.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) const ACCEPT_WAIT_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Methods that get their own label value; anything else counts as `other`
 /// (a client must not be able to create series at will).
@@ -25,10 +34,10 @@ mod enabled {
     use std::time::Duration;
 
     use ferrocorn_shm_metrics::{
-        Counter, CounterVec, DEFAULT_BUCKETS, Gauge, GaugeMode, Histogram, Registry,
+        Counter, CounterVec, DEFAULT_BUCKETS, Gauge, GaugeMode, Histogram, HistogramVec, Registry,
     };
 
-    use super::{METHODS, method_index};
+    use super::{ACCEPT_WAIT_BUCKETS, METHODS, method_index};
 
     pub(crate) struct Inner {
         active_connections: Gauge,
@@ -43,6 +52,18 @@ mod enabled {
         logger: slog::Logger,
         requests_name: String,
         lost_said: AtomicBool,
+        closed_early: Option<Counter>,
+        accept_wait: HistogramVec,
+    }
+
+    /// The accept-queue wait histogram of one listener.
+    #[derive(Clone)]
+    pub(crate) struct AcceptWait(Histogram);
+
+    impl AcceptWait {
+        pub(crate) fn observe(&self, waited: Duration) {
+            self.0.observe(waited.as_secs_f64());
+        }
     }
 
     /// Instance ids (never reused, unlike addresses).
@@ -134,6 +155,21 @@ mod enabled {
             for m in METHODS.iter().copied().chain(["other"]) {
                 durations.push(hist.with_label_values(&[m])?);
             }
+            // Created at 0, so that rate() and increase() see the first one.
+            let closed_early = registry
+                .counter(
+                    &format!("{prefix}_connections_closed_early"),
+                    "Connections the client closed after sending part of a request head (or of the body the worker waits for), before any response: not requests.",
+                    &[],
+                )
+                .with_label_values(&[])
+                .ok();
+            let accept_wait = registry.histogram(
+                &format!("{prefix}_accept_queue_wait_seconds"),
+                "Time a connection waited in the listen queue before a worker accepted it (a lower bound, from TCP_INFO at accept).",
+                &["listener"],
+                &ACCEPT_WAIT_BUCKETS,
+            );
             Ok(Inner {
                 active_connections,
                 active_threads,
@@ -144,7 +180,34 @@ mod enabled {
                 logger: logger.clone(),
                 requests_name,
                 lost_said: AtomicBool::new(false),
+                closed_early,
+                accept_wait,
             })
+        }
+
+        /// A client closed its connection before its request was complete.
+        pub(crate) fn closed_early(&self) {
+            if let Some(c) = self.inner.as_ref().and_then(|i| i.closed_early.as_ref()) {
+                c.inc();
+            }
+        }
+
+        /// The accept-queue wait histogram of the listener labelled
+        /// `listener`; `None` without metrics.
+        pub(crate) fn accept_wait(&self, listener: &str) -> Option<AcceptWait> {
+            let i = self.inner.as_ref()?;
+            match i.accept_wait.with_label_values(&[listener]) {
+                Ok(h) => Some(AcceptWait(h)),
+                Err(e) => {
+                    slog::error!(
+                        i.logger,
+                        "cannot add the accept queue wait of {} to the metric files: {}",
+                        listener,
+                        e
+                    );
+                    None
+                }
+            }
         }
 
         pub(crate) fn active_connections(&self, n: usize) {
@@ -203,7 +266,7 @@ mod enabled {
 }
 
 #[cfg(feature = "metrics")]
-pub(crate) use enabled::Metrics;
+pub(crate) use enabled::{AcceptWait, Metrics};
 
 /// The worker's metric handles: no-op without the `metrics` feature.
 #[cfg(not(feature = "metrics"))]
@@ -216,4 +279,13 @@ impl Metrics {
     pub(crate) fn active_threads(&self, _n: usize) {}
     pub(crate) fn pending_requests(&self, _n: usize) {}
     pub(crate) fn request(&self, _method: &str, _status: u16, _took: std::time::Duration) {}
+    pub(crate) fn closed_early(&self) {}
+    pub(crate) fn accept_wait(&self, _listener: &str) -> Option<AcceptWait> {
+        None
+    }
 }
+
+/// No accept-queue wait histogram without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+#[derive(Clone)]
+pub(crate) struct AcceptWait {}

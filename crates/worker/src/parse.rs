@@ -40,7 +40,9 @@ pub struct Limits {
     pub request_line: usize,
     /// Most header fields.
     pub fields: usize,
-    /// Longest header field line (`name: value`) in bytes (0 = 8190).
+    /// Longest header field line in bytes, counted as gunicorn counts it:
+    /// the line as received (`name: value`) plus its CRLF (0 = 8190; at most
+    /// [`MAX_FIELD_SIZE`]).
     pub field_size: usize,
 }
 
@@ -54,15 +56,26 @@ impl Default for Limits {
     }
 }
 
+/// The largest `field_size` honoured. gunicorn honours any value above its
+/// 8190 default (operators raise it for large cookies and tokens); ferrocorn
+/// honours up to this much and the binary refuses more, so that the head
+/// buffer of one connection stays bounded.
+pub const MAX_FIELD_SIZE: usize = 65536;
+
 impl Limits {
-    /// The limits as gunicorn applies them: 0 and values above 8190 mean 8190
-    /// for the line and field size; fields are capped at 32768.
+    /// The limits as applied: 0 and values above 8190 mean 8190 for the
+    /// request line (gunicorn's maximum); 0 means 8190 for the field size,
+    /// larger values are honoured as gunicorn does, up to
+    /// [`MAX_FIELD_SIZE`]; fields are capped at 32768.
     pub fn normalized(self) -> Limits {
         let clamp = |v: usize| if v == 0 || v > 8190 { 8190 } else { v };
         Limits {
             request_line: clamp(self.request_line),
             fields: self.fields.min(32768),
-            field_size: clamp(self.field_size),
+            field_size: match self.field_size {
+                0 => 8190,
+                v => v.min(MAX_FIELD_SIZE),
+            },
         }
     }
 
@@ -258,7 +271,9 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
             let mut count = 0;
             for line in buf[end + 1..].split(|&b| b == b'\n') {
                 let line = trim_cr(line);
-                if line.len() > limits.field_size {
+                // As gunicorn: the line with its CRLF (the last piece may
+                // still lack it, but it will end with one).
+                if !line.is_empty() && line.len() + 2 > limits.field_size {
                     return Err(ParseError {
                         status: 431,
                         reason: "request header field too large",
@@ -353,8 +368,7 @@ fn parse_with<'b>(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        // name + ": " + value
-        if name.len() + 2 + value.len() > limits.field_size {
+        if field_line_len(head_bytes, name, value) > limits.field_size {
             return Err(ParseError {
                 status: 431,
                 reason: "request header field too large",
@@ -479,6 +493,26 @@ fn parse_with<'b>(
     }))
 }
 
+/// The length of a header field line as gunicorn counts it for
+/// `limit_request_field_size`: from the name to the end of the line as
+/// received (whitespace around the value included), plus its CRLF.
+fn field_line_len(head: &[u8], name: &[u8], value: &[u8]) -> usize {
+    let base = head.as_ptr() as usize;
+    let start = name.as_ptr() as usize - base;
+    // The scan for the line end starts after the value, when httparse gave
+    // one inside the head (an empty value may point anywhere).
+    let value_end = (value.as_ptr() as usize)
+        .checked_sub(base)
+        .map(|v| v + value.len())
+        .filter(|&v| !value.is_empty() && v <= head.len() && v >= start);
+    let from = value_end.unwrap_or(start + name.len());
+    match head[from..].iter().position(|&b| b == b'\n') {
+        // The LF is the line's last byte: CRLF included.
+        Some(lf) => from + lf + 1 - start,
+        None => head.len() - start,
+    }
+}
+
 fn check_method(method: &[u8]) -> Result<(), ParseError> {
     // gunicorn's default (permit_unconventional_http_method off): 3 to 20
     // characters, upper case letters, digits and a few punctuation marks.
@@ -501,9 +535,14 @@ fn check_target(method: &[u8], target: &[u8]) -> Result<(), ParseError> {
     if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
         return bad();
     }
+    // No form of request-target has a fragment (RFC 9112 3.2): a `#` would
+    // land in the path or the query.
+    if target.contains(&b'#') {
+        return bad();
+    }
     if method == b"CONNECT" {
         // authority-form: host:port
-        if target.starts_with(b"/") || !target.contains(&b':') {
+        if target.starts_with(b"/") || !is_authority(target, true) {
             return bad();
         }
         return Ok(());
@@ -523,11 +562,231 @@ fn check_target(method: &[u8], target: &[u8]) -> Result<(), ParseError> {
                             .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
                         && target[i..].starts_with(b"://") =>
                 {
-                    Ok(())
+                    let rest = &target[i + 3..];
+                    let end = rest
+                        .iter()
+                        .position(|&b| b == b'/' || b == b'?')
+                        .unwrap_or(rest.len());
+                    if is_authority(&rest[..end], false) {
+                        Ok(())
+                    } else {
+                        bad()
+                    }
                 }
                 _ => bad(),
             }
         }
+    }
+}
+
+/// Whether `a` is an authority an HTTP server accepts (RFC 3986 3.2, RFC
+/// 9110 4.2): `host [":" port]` with a non-empty host (a reg-name, an IPv4
+/// address, or an IP-literal in brackets) and a port of digits, required
+/// when `need_port` (CONNECT's authority-form). No userinfo: RFC 9110 4.2.4
+/// asks a recipient to treat one as an error.
+fn is_authority(a: &[u8], need_port: bool) -> bool {
+    let (host_ok, rest) = if let Some(inner) = a.strip_prefix(b"[") {
+        match inner.iter().position(|&b| b == b']') {
+            Some(j) => (is_ip_literal(&inner[..j]), &inner[j + 1..]),
+            None => return false,
+        }
+    } else {
+        let end = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        (is_reg_name(&a[..end]), &a[end..])
+    };
+    let port_ok = match rest {
+        [] => !need_port,
+        [b':', port @ ..] => {
+            (!need_port || !port.is_empty()) && port.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// A non-empty reg-name or IPv4 address: unreserved, sub-delims and
+/// percent-encoded bytes.
+fn is_reg_name(h: &[u8]) -> bool {
+    let mut i = 0;
+    while i < h.len() {
+        match h[i] {
+            b'%' if h.len() > i + 2
+                && h[i + 1].is_ascii_hexdigit()
+                && h[i + 2].is_ascii_hexdigit() =>
+            {
+                i += 3;
+            }
+            b if is_unreserved_or_sub_delim(b) => i += 1,
+            _ => return false,
+        }
+    }
+    !h.is_empty()
+}
+
+/// The inside of `[...]`: an IPv6 address (with an optional RFC 6874 zone,
+/// `%25` and a name) or an IPvFuture (`v` hex `.` ...).
+fn is_ip_literal(h: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = h {
+        let dot = rest.iter().position(|&b| b == b'.');
+        return match dot {
+            Some(d) => {
+                d > 0
+                    && rest[..d].iter().all(u8::is_ascii_hexdigit)
+                    && rest.len() > d + 1
+                    && rest[d + 1..]
+                        .iter()
+                        .all(|&b| is_unreserved_or_sub_delim(b) || b == b':')
+            }
+            None => false,
+        };
+    }
+    let (addr, zone) = match h.windows(3).position(|w| w == b"%25") {
+        Some(z) => (&h[..z], Some(&h[z + 3..])),
+        None => (h, None),
+    };
+    let addr_ok = std::str::from_utf8(addr).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
+    addr_ok && zone.is_none_or(is_reg_name)
+}
+
+/// Request-targets and header lines found by a peer's parser corpus
+/// (issue 22); kept apart from the main tests module.
+#[cfg(test)]
+mod issue22_tests {
+    use super::*;
+
+    fn status(req: &[u8], limits: &Limits) -> Result<(), u16> {
+        parse_head(req, limits, &mut Vec::new())
+            .map(|h| assert!(h.is_some(), "incomplete: {req:?}"))
+            .map_err(|e| e.status)
+    }
+
+    #[test]
+    fn a_fragment_in_any_target_form_is_refused() {
+        let l = Limits::default();
+        for t in ["/echo?page=1#x", "/#", "/a#b", "http://h/p#f", "http://h#f"] {
+            let req = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status(req.as_bytes(), &l), Err(400), "{t}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_authorities_are_validated() {
+        let l = Limits::default();
+        let ok = [
+            "http://h/p",
+            "http://h",
+            "http://h?q",
+            "http://h:80/p",
+            "http://h:/p",
+            "http://127.0.0.1:8000/p",
+            "http://[::1]:8000/p",
+            "http://[fe80::1%25eth0]/p",
+            "http://[v1.a:b]/p",
+            "http://a-b.c_d~e%41!$&'()*+,;=/p",
+        ];
+        for t in ok {
+            let req = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status(req.as_bytes(), &l), Ok(()), "{t}");
+        }
+        let bad = [
+            "s://]ufd/echo",
+            "http:///p",
+            "http://:80/p",
+            "http://u@h/p",
+            "http://h:8x/p",
+            "http://[::1/p",
+            "http://[::g]/p",
+            "http://[]/p",
+            "http://h]/p",
+            "http://h%4/p",
+            "http://h:1:2/p",
+            "http://h\"/p",
+        ];
+        for t in bad {
+            let req = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status(req.as_bytes(), &l), Err(400), "{t}");
+        }
+        for (t, want) in [
+            ("h:443", Ok(())),
+            ("[::1]:443", Ok(())),
+            ("h", Err(400)),
+            ("h:", Err(400)),
+            ("]h:443", Err(400)),
+            ("u@h:443", Err(400)),
+        ] {
+            let req = format!("CONNECT {t} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status(req.as_bytes(), &l), want, "CONNECT {t}");
+        }
+    }
+
+    /// gunicorn: `len(line) + len("\r\n") > limit_request_field_size`.
+    #[test]
+    fn field_size_counts_the_line_with_its_crlf() {
+        let line = |n: usize| {
+            // "X: " + value = n bytes
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+                "v".repeat(n - 3)
+            )
+        };
+        let l = Limits::default();
+        assert_eq!(status(line(8188).as_bytes(), &l), Ok(()));
+        assert_eq!(status(line(8189).as_bytes(), &l), Err(431));
+        assert_eq!(status(line(8190).as_bytes(), &l), Err(431));
+        // Whitespace after the value counts too: it is part of the line
+        // (8189 bytes with three trailing spaces).
+        let padded = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}   \r\n\r\n",
+            "v".repeat(8186 - 3)
+        );
+        assert_eq!(status(padded.as_bytes(), &l), Err(431));
+        // Incomplete, already too long with the CRLF it will get.
+        let partial = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "v".repeat(8189 - 3));
+        assert_eq!(status_partial(partial.as_bytes(), &l), Err(431));
+        let partial = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "v".repeat(8188 - 3));
+        assert_eq!(status_partial(partial.as_bytes(), &l), Ok(()));
+    }
+
+    fn status_partial(req: &[u8], limits: &Limits) -> Result<(), u16> {
+        parse_head(req, limits, &mut Vec::new())
+            .map(|h| assert!(h.is_none()))
+            .map_err(|e| e.status)
+    }
+
+    #[test]
+    fn field_sizes_above_8190_are_honoured_up_to_the_maximum() {
+        let l = Limits {
+            field_size: 20000,
+            ..Limits::default()
+        };
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "v".repeat(10_000)
+        );
+        assert_eq!(status(req.as_bytes(), &l), Ok(()));
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "v".repeat(19_996)
+        );
+        assert_eq!(status(req.as_bytes(), &l), Err(431));
+        let huge = Limits {
+            field_size: usize::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(huge.normalized().field_size, MAX_FIELD_SIZE);
+        assert_eq!(
+            Limits {
+                field_size: 0,
+                ..Limits::default()
+            }
+            .normalized()
+            .field_size,
+            8190
+        );
     }
 }
 

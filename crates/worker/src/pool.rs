@@ -27,6 +27,55 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A [`Shared::busy_since`] value: the thread waits for the client's bytes,
+/// which is no sign of a stuck app.
+const WAITING_FOR_CLIENT: u64 = u64::MAX;
+
+/// The busy clock of the pool thread running on this thread.
+struct BusyClock {
+    slots: Arc<[AtomicU64]>,
+    index: usize,
+    epoch: Instant,
+}
+
+thread_local! {
+    /// Set on pool threads (not on the loop thread, whose inline calls
+    /// never read a streamed body).
+    static BUSY_CLOCK: std::cell::RefCell<Option<BusyClock>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, the calling pool thread counts as waiting for the client
+/// (reading a request body), not as held by the app: the heartbeat's stuck
+/// check ([`Shared::pool_healthy`]) passes over it, and when the wait ends
+/// the app's time starts again. A slow upload is not a stuck worker (a
+/// chunked body trickled a byte every 2 s made the supervisor kill a
+/// 1-thread worker at `timeout`); a body that stalls is cut by
+/// `stall_timeout` instead.
+pub(crate) struct ClientWait(());
+
+impl ClientWait {
+    pub(crate) fn begin() -> ClientWait {
+        BUSY_CLOCK.with(|c| {
+            if let Some(c) = &*c.borrow() {
+                c.slots[c.index].store(WAITING_FOR_CLIENT, Relaxed);
+            }
+        });
+        ClientWait(())
+    }
+}
+
+impl Drop for ClientWait {
+    fn drop(&mut self) {
+        BUSY_CLOCK.with(|c| {
+            if let Some(c) = &*c.borrow() {
+                let now = c.epoch.elapsed().as_millis() as u64;
+                c.slots[c.index].store(now + 1, Relaxed);
+            }
+        });
+    }
+}
+
 /// State shared by the loop and the pool threads.
 pub(crate) struct Shared {
     pub(crate) app: Arc<dyn App>,
@@ -42,8 +91,9 @@ pub(crate) struct Shared {
     /// Set during a graceful stop: every response gets `Connection: close`.
     pub(crate) draining: AtomicBool,
     /// Per pool thread: 1 + the loop-epoch millisecond its current task
-    /// started, 0 when idle.
-    pub(crate) busy_since: Box<[AtomicU64]>,
+    /// started (or last got its thread back from a wait for the client),
+    /// 0 when idle, [`WAITING_FOR_CLIENT`] while it waits for body bytes.
+    pub(crate) busy_since: Arc<[AtomicU64]>,
     pub(crate) epoch: Instant,
     pub(crate) pid: u32,
 }
@@ -308,12 +358,14 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether some pool thread is idle or started its task within `timeout`.
+    /// Whether some pool thread is idle or started its task within `timeout`
+    /// (always, for a zero `timeout`).
     pub(crate) fn pool_healthy(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        self.busy_since.iter().any(|b| {
-            let v = b.load(Relaxed);
-            v == 0 || v - 1 + timeout_ms > now_ms
-        })
+        timeout_ms == 0
+            || self.busy_since.iter().any(|b| {
+                let v = b.load(Relaxed);
+                v == 0 || v == WAITING_FOR_CLIENT || v - 1 + timeout_ms > now_ms
+            })
     }
 }
 
@@ -329,6 +381,13 @@ pub(crate) fn spawn(shared: &Arc<Shared>, threads: usize) -> io::Result<()> {
 }
 
 fn pool_thread(shared: &Shared, i: usize) {
+    BUSY_CLOCK.with(|c| {
+        *c.borrow_mut() = Some(BusyClock {
+            slots: shared.busy_since.clone(),
+            index: i,
+            epoch: shared.epoch,
+        });
+    });
     while let Some(task) = shared.next_task() {
         shared.busy_since[i].store(shared.now_ms() + 1, Relaxed);
         let n = shared.stats.active_threads.fetch_add(1, Relaxed) + 1;
@@ -631,11 +690,11 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-fn status_line(out: &mut Vec<u8>, status: u16) {
+fn status_line(out: &mut Vec<u8>, status: u16, phrase: Option<&str>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(status));
     out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(phrase.unwrap_or(reason(status)).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -650,13 +709,15 @@ pub(crate) fn serialize(
     out: &mut Vec<u8>,
 ) -> Serialized {
     let mut status = resp.status();
+    let mut phrase = resp.reason.as_deref();
     if !(100..=999).contains(&status) {
         status = 500;
+        phrase = None;
     }
     let no_body = status < 200 || status == 204 || status == 304;
     let mut close = !keep_alive || resp.close;
     out.clear();
-    status_line(out, status);
+    status_line(out, status, phrase);
     if !resp.has_server {
         out.extend_from_slice(SERVER);
     }
@@ -750,7 +811,7 @@ pub(crate) fn serialize(
 pub(crate) fn error_response(status: u16, why: &str) -> Vec<u8> {
     let body = format!("{}\n", if why.is_empty() { reason(status) } else { why });
     let mut out = Vec::with_capacity(160 + body.len());
-    status_line(&mut out, status);
+    status_line(&mut out, status, None);
     out.extend_from_slice(SERVER);
     out.extend_from_slice(b"Date: ");
     date::append_date(&mut out);
@@ -765,7 +826,30 @@ pub(crate) fn error_response(status: u16, why: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::collect_small;
+    use super::{Response, Version, collect_small, serialize};
+
+    fn head_of(resp: Response) -> String {
+        let mut out = Vec::new();
+        serialize(resp, false, Version::Http11, true, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_apps_reason_phrase_is_sent() {
+        let head = head_of(Response::new(299).reason_phrase("My Own Reason"));
+        assert!(head.starts_with("HTTP/1.1 299 My Own Reason\r\n"), "{head}");
+        let head = head_of(Response::new(200));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        // A phrase that would split the response is the app's error.
+        let resp = Response::new(200).reason_phrase("OK\r\nX-Evil: 1");
+        assert!(resp.invalid.is_some());
+        // Not for a status the worker replaces.
+        let head = head_of(Response::new(1000).reason_phrase("Weird"));
+        assert!(
+            head.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "{head}"
+        );
+    }
 
     #[test]
     fn collect_small_keeps_order_on_the_stack_and_beyond() {

@@ -83,6 +83,8 @@ impl ResponseBody {
 #[derive(Debug)]
 pub struct Response {
     status: u16,
+    /// The app's own reason phrase, if any (else the standard one).
+    pub(crate) reason: Option<Box<str>>,
     /// Header lines, `Name: value\r\n` each, validated on insertion.
     pub(crate) head: Vec<u8>,
     pub(crate) content_length: Option<u64>,
@@ -98,6 +100,7 @@ impl Response {
     pub fn new(status: u16) -> Response {
         Response {
             status,
+            reason: None,
             head: Vec::new(),
             content_length: None,
             close: false,
@@ -173,6 +176,23 @@ impl Response {
         self.head.extend_from_slice(b": ");
         self.head.extend_from_slice(value);
         self.head.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Send this reason phrase in the status line instead of the standard
+    /// one (`299 My Reason`, as a WSGI app's status says). A phrase with
+    /// control characters turns the response into a 500 (and is logged).
+    pub fn reason_phrase(mut self, phrase: &str) -> Response {
+        if phrase
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            if self.invalid.is_none() {
+                self.invalid = Some(format!("invalid reason phrase {phrase:?}"));
+            }
+            return self;
+        }
+        self.reason = Some(phrase.into());
         self
     }
 

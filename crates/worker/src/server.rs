@@ -20,13 +20,15 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::HOLD_BODY_MAX;
 use crate::buf::{BUF_SIZE, Buf, BufPool};
-use crate::metrics::Metrics;
+use crate::health;
+use crate::metrics::{AcceptWait, Metrics};
 use crate::parse::{ChunkedDecoder, Framing, Head, HeaderSpan, Limits, parse_head};
 use crate::pool::{self, Chunk, Done, Job, Msg, OutBody, Pull, Shared, Task, WBuf, lock};
+use crate::reject;
 use crate::request::{BODY_HIGH_WATER, Body, BodyChan, BodyError, BodyEvent, ChanState, OwnedHead};
 use crate::{
-    CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, Callback, LEAVE_TO_SIBLING_MS, Listener,
-    Siblings, Worker,
+    CONTROL_GRACEFUL, CONTROL_QUICK, CONTROL_REOPEN, CONTROL_RETIRE, Callback, LEAVE_TO_SIBLING_MS,
+    Listener, Siblings, Worker,
 };
 
 pub(crate) const WAKER: Token = Token(0);
@@ -87,6 +89,10 @@ const TIMER_HEAD: u16 = 1 << 9;
 const NEW_DATA: u16 = 1 << 10;
 /// The loop answered the held request's `Expect: 100-continue`.
 const CONTINUE_SENT: u16 = 1 << 11;
+/// The poll reported the peer's FIN (EPOLLRDHUP): a short read no longer
+/// means the socket is drained (the FIN came with the same edge as the last
+/// data and brings no new one), so reads go on until EOF or WouldBlock.
+const PEER_HUP: u16 = 1 << 12;
 
 /// Lines the access log could not write are reported at most this often.
 const DROPPED_REPORT_MS: u64 = 60_000;
@@ -162,6 +168,9 @@ struct Conn {
     stream: Option<Box<pool::StreamResp>>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    /// Loop-epoch milliseconds when the buffered bytes began to arrive (the
+    /// start of a refused request, for its duration).
+    head_at: u64,
 }
 
 enum Lst {
@@ -177,11 +186,25 @@ struct ListenerState {
     /// listener already has it, as accepted sockets inherit it.
     set_nodelay: bool,
     ready: bool,
+    /// The accept-queue wait histogram (TCP listeners, with metrics, unless
+    /// turned off).
+    wait: Option<AcceptWait>,
 }
 
 enum Step {
     Continue,
     Stop,
+}
+
+/// What a graceful stop does with the connections waiting in the listen
+/// backlog (see [`Server::begin_drain`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    /// The whole server stops: serve them.
+    Take,
+    /// Other workers (or a replacement) accept from the same listeners:
+    /// leave them.
+    Leave,
 }
 
 pub(crate) struct Server {
@@ -207,6 +230,7 @@ pub(crate) struct Server {
     handle_signals: bool,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
+    on_recycle: Option<Callback>,
     siblings: Option<Arc<dyn Siblings>>,
     /// Since when a waiting connection is left to a less loaded sibling.
     leaving_since: Option<u64>,
@@ -229,7 +253,10 @@ pub(crate) struct Server {
     quick_requested: bool,
     keepalive_ms: u64,
     header_ms: u64,
+    /// The pool's stuck-thread limit for the heartbeat (0 = none).
     timeout_ms: u64,
+    /// The body-read and response-write stall limit (0 = none).
+    stall_ms: u64,
     threads: usize,
 }
 
@@ -252,7 +279,11 @@ fn jitter(max: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^= x >> 31;
-    x % (max + 1)
+    // `max + 1` wraps to 0 at u64::MAX: every value is in range then.
+    match max.checked_add(1) {
+        Some(n) => x % n,
+        None => x,
+    }
 }
 
 pub(crate) fn run(w: Worker) -> io::Result<()> {
@@ -291,6 +322,10 @@ impl Server {
                 s.send(Msg::Body(ev));
             }
         });
+        #[cfg(feature = "metrics")]
+        let observe_wait = w.accept_queue_wait;
+        #[cfg(not(feature = "metrics"))]
+        let observe_wait = false;
         let mut listeners = Vec::with_capacity(w.listeners.len());
         for l in w.listeners {
             let (sock, local, set_nodelay) = match l {
@@ -305,18 +340,26 @@ impl Server {
                     (Lst::Unix(UnixListener::from_std(l)), None, false)
                 }
             };
+            // Labelled as the supervisor labels the listener's other series.
+            let wait = match local {
+                Some(a) if observe_wait => shared.metrics.accept_wait(&format!("http://{a}")),
+                _ => None,
+            };
             listeners.push(ListenerState {
                 sock,
                 wildcard: local.is_some_and(|a| a.ip().is_unspecified()),
                 local,
                 set_nodelay,
                 ready: true,
+                wait,
             });
         }
         let config = w.config;
         let limits = config.limits();
         let max_requests = if config.max_requests > 0 {
-            config.max_requests + jitter(config.max_requests_jitter)
+            config
+                .max_requests
+                .saturating_add(jitter(config.max_requests_jitter))
         } else {
             0
         };
@@ -342,6 +385,7 @@ impl Server {
             handle_signals: w.handle_signals,
             heartbeat: w.heartbeat,
             on_reopen_logs: w.on_reopen_logs,
+            on_recycle: w.on_recycle,
             siblings: w.siblings,
             leaving_since: None,
             published: None,
@@ -365,7 +409,8 @@ impl Server {
             } else {
                 ms(config.header_timeout).max(1)
             },
-            timeout_ms: ms(config.timeout).max(1),
+            timeout_ms: ms(config.timeout),
+            stall_ms: ms(config.stall_timeout),
             threads,
             config,
         })
@@ -374,9 +419,9 @@ impl Server {
     fn run(&mut self) -> io::Result<()> {
         if self.handle_signals {
             crate::sys::ignore_sigpipe();
-            use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
             let mut signals =
-                signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1])?;
+                signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGUSR1])?;
             self.poll
                 .registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -421,6 +466,9 @@ impl Server {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             c.flags |= READABLE;
                         }
+                        if ev.is_read_closed() || ev.is_error() {
+                            c.flags |= PEER_HUP;
+                        }
                         self.drive(idx);
                     }
                 } else if t == WAKER.0 {
@@ -439,12 +487,26 @@ impl Server {
                 self.reopen_logs();
             }
             if ctl & CONTROL_GRACEFUL != 0 {
-                self.begin_drain("graceful stop");
+                self.begin_drain("graceful stop", Backlog::Take);
+            }
+            if ctl & CONTROL_RETIRE != 0 {
+                self.begin_drain("retire", Backlog::Leave);
             }
             if self.restart_pending {
                 self.restart_pending = false;
                 slog::info!(self.logger, "Autorestarting worker after current request.");
-                self.begin_drain("max requests");
+                if let Some(f) = &self.on_recycle {
+                    f();
+                }
+                // With siblings a supervisor holds the listeners and starts
+                // a replacement: the backlog is theirs. Alone, nobody else
+                // would serve it.
+                let backlog = if self.siblings.is_some() {
+                    Backlog::Leave
+                } else {
+                    Backlog::Take
+                };
+                self.begin_drain("max requests", backlog);
             }
             if self.quick_requested {
                 return Ok(());
@@ -569,7 +631,7 @@ impl Server {
                     "Parent changed, shutting down: pid {}",
                     self.shared.pid
                 );
-                self.begin_drain("parent changed");
+                self.begin_drain("parent changed", Backlog::Take);
             }
             self.report_dropped_lines(false);
         }
@@ -618,14 +680,15 @@ impl Server {
     }
 
     fn read_signals(&mut self) {
-        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
         let pending: Vec<i32> = signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGTERM => self.begin_drain("SIGTERM"),
+                SIGTERM => self.begin_drain("SIGTERM", Backlog::Take),
+                SIGHUP => self.begin_drain("SIGHUP", Backlog::Leave),
                 SIGINT | SIGQUIT => self.quick_requested = true,
                 SIGUSR1 => self.reopen_logs(),
                 _ => {}
@@ -765,6 +828,9 @@ impl Server {
         let l = &mut self.listeners[i];
         let accepted = match &l.sock {
             Lst::Tcp(s) => s.accept().map(|(sock, peer)| {
+                if let Some(wait) = &l.wait {
+                    observe_accept_wait(wait, &sock);
+                }
                 if l.set_nodelay {
                     let _ = sock.set_nodelay(true);
                 }
@@ -850,6 +916,7 @@ impl Server {
             stream: None,
             peer,
             local,
+            head_at: 0,
         });
         self.nconns += 1;
         self.connections_changed();
@@ -923,13 +990,17 @@ impl Server {
     /// - the worker returns as soon as no connection and no request is
     ///   left, and at the drain deadline (`graceful_timeout`) at the latest.
     ///
-    /// Connections the kernel already completed in the listen backlog are
-    /// accepted here (up to twice `worker_connections`) and served with
-    /// `Connection: close`; then this worker closes its copies of the
-    /// listeners. On HUP, TTOU and max_requests the other workers keep
-    /// accepting from the shared queue; on TERM the supervisor first waits
-    /// for the queues to drain before it signals the workers.
-    fn begin_drain(&mut self, why: &str) {
+    /// With [`Backlog::Take`] (the whole server stops: TERM), connections
+    /// the kernel already completed in the listen backlog are accepted here
+    /// (up to twice `worker_connections`) and served with `Connection:
+    /// close`; the supervisor first waits for the queues to drain before it
+    /// signals the workers, so these are the last arrivals. With
+    /// [`Backlog::Leave`] (this worker stops alone: HUP from a supervisor
+    /// on reload, TTOU, WINCH or upgrade, or `max_requests`) none is: the
+    /// other workers, or the replacement, serve them, while this worker
+    /// could only cut them at its drain deadline. Then this worker closes
+    /// its copies of the listeners.
+    fn begin_drain(&mut self, why: &str, backlog: Backlog) {
         if self.drain_deadline.is_some() {
             return;
         }
@@ -941,7 +1012,10 @@ impl Server {
         // beyond `worker_connections` (idle keep-alive connections are not
         // closed to make room), up to twice that: the queue itself is
         // bounded by the listen backlog.
-        let cap = self.config.worker_connections.saturating_mul(2);
+        let cap = match backlog {
+            Backlog::Take => self.config.worker_connections.saturating_mul(2),
+            Backlog::Leave => 0,
+        };
         for i in 0..self.listeners.len() {
             self.listeners[i].ready = true;
             while self.listeners[i].ready
@@ -1130,8 +1204,7 @@ impl Server {
 
     fn drive(&mut self, idx: usize) {
         loop {
-            let now = self.now;
-            let timeout_ms = self.timeout_ms;
+            let stall = self.stall_deadline();
             let Some(c) = self.conns[idx].as_mut() else {
                 return;
             };
@@ -1143,7 +1216,7 @@ impl Server {
                     }
                     Ok(false) => {
                         let low = w.remaining() < STREAM_LOW_WATER;
-                        self.set_deadline(idx, now + timeout_ms);
+                        self.set_deadline(idx, stall);
                         if low {
                             self.pull(idx);
                         }
@@ -1240,6 +1313,12 @@ impl Server {
 
     /// Answer `status` and close.
     fn error(&mut self, idx: usize, status: u16, why: &str) {
+        self.refuse(idx, status, why, None);
+    }
+
+    /// Answer `status` and close, counting and logging it as a request
+    /// whose head is `head` (else what is buffered); see [`reject`].
+    fn refuse(&mut self, idx: usize, status: u16, why: &str, head: Option<&[u8]>) {
         let Some(c) = self.conns[idx].as_mut() else {
             return;
         };
@@ -1247,6 +1326,13 @@ impl Server {
             slog::debug!(self.logger, "refusing request: {} {}", status, why);
         }
         let out = pool::error_response(status, why);
+        let arrived = match (head, &c.rbuf) {
+            (Some(h), _) => h,
+            (None, Some(b)) => b.filled(),
+            (None, None) => &[],
+        };
+        let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
+        reject::record(&self.shared, arrived, c.peer, status, &out, took);
         match c.wbuf.as_mut() {
             Some(w) => w.append(&out),
             None => c.wbuf = Some(WBuf::new(out)),
@@ -1257,6 +1343,15 @@ impl Server {
             self.bufs.put(b);
         }
         c.deadline = 0;
+    }
+
+    /// When a body read or a response write that waits from now on is
+    /// abandoned: 0 (none) for a zero `stall_timeout`.
+    fn stall_deadline(&self) -> u64 {
+        match self.stall_ms {
+            0 => 0,
+            ms => self.now + ms,
+        }
     }
 
     /// When a head that starts now must be in: 0 (none) for a zero
@@ -1291,6 +1386,15 @@ impl Server {
             let rbuf = c.rbuf.as_ref().expect("has data");
             let have = rbuf.len();
             match parse_head(rbuf.filled(), &self.limits, &mut self.scratch) {
+                Ok(Some(head))
+                    if health::is_probe(
+                        self.config.health_path.as_deref(),
+                        &head,
+                        rbuf.filled(),
+                    ) =>
+                {
+                    return self.answer_probe(idx, head);
+                }
                 Ok(Some(head)) if !self.holds_body(&head, have) => {
                     return self.dispatch(idx, head);
                 }
@@ -1316,6 +1420,10 @@ impl Server {
         }
         let c = self.conns[idx].as_mut().expect("live");
         if c.flags & READ_EOF != 0 {
+            if has_data {
+                // Part of a request, then EOF: not a request.
+                self.shared.metrics.closed_early();
+            }
             self.close(idx);
             return Step::Stop;
         }
@@ -1362,9 +1470,12 @@ impl Server {
                 Step::Continue
             }
             Ok(n) => {
+                if rbuf.is_empty() {
+                    c.head_at = self.now;
+                }
                 rbuf.advance(n);
                 c.flags |= NEW_DATA;
-                if n < want {
+                if n < want && c.flags & PEER_HUP == 0 {
                     // A short read drained the socket; the next arrival
                     // brings a new edge.
                     c.flags &= !READABLE;
@@ -1377,6 +1488,10 @@ impl Server {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
             Err(_) => {
+                if has_data {
+                    // A reset in the middle of a request: not a request.
+                    self.shared.metrics.closed_early();
+                }
                 self.close(idx);
                 Step::Stop
             }
@@ -1396,8 +1511,8 @@ impl Server {
             Framing::None => Body::empty(),
             Framing::Length(n) => {
                 if limit > 0 && n > limit {
+                    self.refuse(idx, 413, "request body too large", Some(&hb));
                     self.bufs.put_head_vec(hb);
-                    self.error(idx, 413, "request body too large");
                     return Step::Continue;
                 }
                 let have = rbuf.len() as u64;
@@ -1418,15 +1533,15 @@ impl Server {
                 let decoded = dec.decode(rbuf.filled(), &mut data);
                 match decoded {
                     Err(e) => {
+                        self.refuse(idx, e.status, e.reason, Some(&hb));
                         self.bufs.put_head_vec(hb);
-                        self.error(idx, e.status, e.reason);
                         return Step::Continue;
                     }
                     Ok(d) => {
                         rbuf.consume(d.consumed);
                         if limit > 0 && data.len() as u64 > limit {
+                            self.refuse(idx, 413, "request body too large", Some(&hb));
                             self.bufs.put_head_vec(hb);
-                            self.error(idx, 413, "request body too large");
                             return Step::Continue;
                         }
                         if d.done {
@@ -1489,11 +1604,7 @@ impl Server {
             && !self.restart_pending;
         let n = self.shared.stats.pending_requests.fetch_add(1, Relaxed) + 1;
         self.shared.metrics.pending_requests(n);
-        let deadline = if streaming {
-            self.now + self.timeout_ms
-        } else {
-            0
-        };
+        let deadline = if streaming { self.stall_deadline() } else { 0 };
         self.set_deadline(idx, deadline);
         let job = Job {
             token: idx as u32,
@@ -1523,6 +1634,50 @@ impl Server {
         }
     }
 
+    /// Answer a request for `health_path` here, on the loop (see
+    /// [`crate::WorkerConfig::health_path`]): it never reaches the pool, so
+    /// busy app threads cannot delay it, and it is not counted as a request
+    /// (no pending or served count, metrics, access line or `max_requests`).
+    /// Another method on the path gets a 405, counted and logged as the
+    /// loop's other refusals are ([`reject`]).
+    fn answer_probe(&mut self, idx: usize, head: Head) -> Step {
+        let stopping = self.drain_deadline.is_some() || self.restart_pending;
+        let keep_alive = head.keep_alive && self.keepalive_ms > 0;
+        let mut out = self.bufs.head_vec();
+        let c = self.conns[idx].as_mut().expect("live");
+        let rbuf = c.rbuf.as_mut().expect("has data");
+        let (status, close) = health::answer(&head, rbuf.filled(), stopping, keep_alive, &mut out);
+        if status == 405 {
+            let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
+            let arrived = &rbuf.filled()[..head.len];
+            reject::record(&self.shared, arrived, c.peer, status, &out, took);
+        }
+        rbuf.consume(head.len);
+        let body_unread = head.framing != Framing::None;
+        match c.wbuf.as_mut() {
+            Some(w) => {
+                w.append(&out);
+                self.bufs.put_head_vec(out);
+            }
+            None => c.wbuf = Some(WBuf::new(out)),
+        }
+        c.flags = (c.flags | SERVED) & !(TIMER_HEAD | TIMER_IDLE | CONTINUE_SENT);
+        c.deadline = 0;
+        if close {
+            c.flags |= CLOSE_AFTER;
+            if stopping || body_unread {
+                c.flags |= LINGER_ON_CLOSE;
+            }
+        } else if c.rbuf.as_ref().is_some_and(|b| b.is_empty()) {
+            let b = c.rbuf.take().expect("some");
+            self.bufs.put(b);
+        } else {
+            // Pipelined bytes wait in the buffer.
+            c.flags |= NEW_DATA;
+        }
+        Step::Continue
+    }
+
     /// Whether the app promises not to block on this request (a panic in
     /// the app's answer counts as no: the loop thread must survive it).
     fn app_nonblocking(&self, head: &OwnedHead) -> bool {
@@ -1536,8 +1691,7 @@ impl Server {
     /// Read body bytes for the app's reader.
     fn read_body(&mut self, idx: usize) -> Step {
         let limit = self.config.limit_request_body;
-        let now = self.now;
-        let timeout_ms = self.timeout_ms;
+        let stall = self.stall_deadline();
         let c = self.conns[idx].as_mut().expect("live");
         let feed = c.feed.as_mut().expect("feed");
         {
@@ -1566,7 +1720,7 @@ impl Server {
                 }
                 Ok(n) => {
                     rbuf.advance(n);
-                    if n < want {
+                    if n < want && c.flags & PEER_HUP == 0 {
                         c.flags &= !READABLE;
                     }
                 }
@@ -1641,7 +1795,7 @@ impl Server {
             self.set_deadline(idx, 0);
             return Step::Stop;
         }
-        self.set_deadline(idx, now + timeout_ms);
+        self.set_deadline(idx, stall);
         Step::Continue
     }
 }
@@ -1662,6 +1816,21 @@ fn fail_feed(feed: &Feed, e: BodyError) {
     drop(st);
     feed.chan.cond.notify_all();
 }
+
+/// Records how long a connection just accepted waited in the listen queue
+/// (a lower bound read from TCP_INFO: see
+/// [`ferrocorn_tcpinfo::accept_queue_wait`]). A socket the kernel cannot
+/// say it for is not observed: the histogram never gets a made-up zero.
+#[cfg(feature = "metrics")]
+fn observe_accept_wait(wait: &AcceptWait, sock: &TcpStream) {
+    if let Ok(d) = ferrocorn_tcpinfo::accept_queue_wait(sock) {
+        wait.observe(d);
+    }
+}
+
+/// Without metrics there is no histogram (and no listener has one).
+#[cfg(not(feature = "metrics"))]
+fn observe_accept_wait(_wait: &AcceptWait, _sock: &TcpStream) {}
 
 /// Whether connections accepted from `l` start with TCP_NODELAY. Linux
 /// copies the option from the listening socket to every socket it accepts,
@@ -1700,5 +1869,8 @@ mod tests {
         for _ in 0..100 {
             assert!(jitter(3) <= 3);
         }
+        // The largest value neither divides by zero nor overflows (issue 19).
+        let _ = jitter(u64::MAX);
+        assert!(jitter(u64::MAX - 1) < u64::MAX);
     }
 }

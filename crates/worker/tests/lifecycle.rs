@@ -380,7 +380,7 @@ fn reopen_logs_and_parent_change() {
 fn client_that_never_reads_is_dropped_after_timeout() {
     let s = TestServer::start(
         WorkerConfig {
-            timeout: Duration::from_millis(300),
+            stall_timeout: Duration::from_millis(300),
             ..WorkerConfig::default()
         },
         TestApp,
@@ -448,4 +448,90 @@ fn connections_left_to_a_stuck_sibling_are_still_served_and_loads_are_published(
     s.stop.graceful();
     s.join_within(Duration::from_secs(10)).unwrap();
     assert_eq!(siblings.published.lock().unwrap().last(), Some(&None));
+}
+
+/// A thread reading a body that trickles in is waiting for the client, not
+/// stuck in the app: the heartbeat goes on while the only thread reads a
+/// chunked body a piece every 150 ms for 1.5 s with `timeout` 400 ms (the
+/// body is streamed to the app, not held by the loop). Before, the thread
+/// counted as stuck from its request's start and the beats stopped, so a
+/// supervisor killed the worker.
+#[test]
+fn a_thread_waiting_for_a_trickled_body_is_not_stuck() {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let b = beats.clone();
+    let s = TestServer::start_with(
+        WorkerConfig {
+            threads: 1,
+            timeout: Duration::from_millis(400),
+            ..WorkerConfig::default()
+        },
+        Arc::new(TestApp),
+        move |w| {
+            w.heartbeat(Arc::new(move || {
+                b.fetch_add(1, Ordering::SeqCst);
+            }))
+        },
+    );
+    let mut c = Client::new(s.connect());
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    c.send(b"1\r\na\r\n");
+    wait_for(Duration::from_secs(2), "the request to start", || {
+        s.stats.active_threads() == 1
+    });
+    let start = Instant::now();
+    let mut beats_late = 0;
+    let mut pieces = 1;
+    while start.elapsed() < Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(150));
+        c.send(b"1\r\na\r\n");
+        pieces += 1;
+        if start.elapsed() > Duration::from_millis(600) && beats_late == 0 {
+            beats_late = beats.load(Ordering::SeqCst);
+        }
+    }
+    let end = beats.load(Ordering::SeqCst);
+    assert_eq!(s.stats.active_threads(), 1, "the body is still being read");
+    assert!(
+        end > beats_late,
+        "no heartbeat from 0.6 s to 1.5 s of a trickled body (timeout 400 ms)"
+    );
+    c.send(b"0\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, vec![b'a'; pieces]);
+}
+
+/// A retiring worker (SIGHUP, `ShutdownHandle::retire`) leaves the
+/// connection waiting in the backlog to the next worker on the same
+/// listener, where a graceful stop (the whole server stopping) serves it
+/// itself (`graceful_stop_serves_connections_waiting_in_the_backlog`).
+#[test]
+fn retire_leaves_the_backlog_to_the_next_worker() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let spare = listener.try_clone().unwrap();
+    let config = WorkerConfig {
+        worker_connections: 1,
+        ..WorkerConfig::default()
+    };
+    let mut s = TestServer::start_on(listener, config.clone(), Arc::new(TestApp), |w| w);
+    let mut first = Client::new(s.connect());
+    first.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(first.response().status, 200);
+    // At the limit: the second connection waits in the backlog.
+    let mut second = Client::new(s.connect());
+    second.send(b"GET /echo?queued HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.stop.retire();
+    first.assert_closed();
+    s.join_within(Duration::from_secs(3)).unwrap();
+    assert_eq!(
+        s.stats.requests_served(),
+        1,
+        "the retired worker served the queue"
+    );
+    // The next worker on the same listener serves it.
+    let _next = TestServer::start_on(spare, config, Arc::new(TestApp), |w| w);
+    let r = second.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-query"), Some("queued"));
 }

@@ -339,10 +339,10 @@ fn zero_header_timeout_is_no_limit() {
 #[test]
 fn stalled_body_times_out_with_408() {
     // Beyond the part the loop holds, the body is the app's to read, and a
-    // pause longer than `timeout` ends it.
+    // pause longer than `stall_timeout` ends it.
     let s = TestServer::start(
         WorkerConfig {
-            timeout: Duration::from_millis(300),
+            stall_timeout: Duration::from_millis(300),
             ..WorkerConfig::default()
         },
         TestApp,
@@ -380,4 +380,76 @@ fn a_held_body_must_arrive_within_the_header_timeout() {
     assert_eq!(r.status, 408);
     assert!(start.elapsed() >= Duration::from_millis(250));
     c.assert_closed();
+}
+
+/// `timeout = 0` (never kill, common in gunicorn configs) is no stall bound:
+/// bodies that arrive in paced pieces and responses read late complete, and
+/// the heartbeat goes on while the only thread is busy. Before, the stall
+/// bound was `timeout` raised to 1 ms: the uploads got 408 and the late
+/// reader lost its response after a few hundred KB.
+#[test]
+fn zero_timeout_is_no_stall_bound_and_no_stuck_pool() {
+    let beats = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b = beats.clone();
+    let s = TestServer::start_with(
+        WorkerConfig {
+            timeout: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+        std::sync::Arc::new(TestApp),
+        move |w| {
+            w.heartbeat(std::sync::Arc::new(move || {
+                b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }))
+        },
+    );
+    // 3 uploads of 1 MiB, 64 KiB pieces 5 ms apart.
+    const BODY: usize = 1 << 20;
+    let piece = vec![b'u'; 64 * 1024];
+    for i in 0..3 {
+        let mut c = Client::new(s.connect());
+        c.send(
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").as_bytes(),
+        );
+        for _ in 0..BODY / piece.len() {
+            c.send(&piece);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r = c.response();
+        assert_eq!(
+            r.status,
+            200,
+            "upload {i}: {}",
+            String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+        );
+        assert_eq!(r.body.len(), BODY, "upload {i}");
+    }
+    // A 16 MiB response (more than the socket buffers hold) read from 300
+    // ms after the request on.
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /big?16777216 HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 16 << 20);
+    // The only thread busy for 2 s: the heartbeat goes on (an idle loop
+    // turns at least once a second).
+    let mut c = Client::new(s.connect());
+    c.send(b"GET /sleep?2000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    common::wait_for(Duration::from_secs(2), "the request to start", || {
+        s.stats.active_threads() == 1
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let before = beats.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1300));
+    let during = beats.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        s.stats.active_threads() == 1,
+        "the sleep ended too early to judge"
+    );
+    assert!(
+        during >= 1,
+        "no heartbeat in 1.3 s while the thread was busy"
+    );
+    assert_eq!(c.response().status, 200);
 }

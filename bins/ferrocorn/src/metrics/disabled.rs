@@ -15,7 +15,7 @@ pub fn render_dir(_dir: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Leaves the worker as it is.
-pub fn attach(worker: Worker, _dir: &Path, _prefix: &str) -> Worker {
+pub fn attach(worker: Worker, _dir: &Path, _prefix: &str, _accept_queue_wait: bool) -> Worker {
     worker
 }
 

@@ -14,12 +14,21 @@ pub fn render_dir(dir: &Path) -> Result<Vec<u8>, String> {
     if !dir.is_dir() {
         return Err(format!("{}: not a directory", dir.display()));
     }
-    ferrocorn_shm_metrics::render_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
+    // Each file skipped (or read in part) is named once on stderr, with why.
+    let mut out = Vec::new();
+    ferrocorn_shm_metrics::MultiProcessCollector::new(dir)
+        .on_warning(|w| eprintln!("ferrocorn: warning: {w}"))
+        .encode_text_to(&mut out);
+    Ok(out)
 }
 
-/// Makes `worker` write its gauges and request metrics into `dir`.
-pub fn attach(worker: Worker, dir: &Path, prefix: &str) -> Worker {
-    worker.metrics(Registry::new(dir)).metrics_prefix(prefix)
+/// Makes `worker` write its gauges and request metrics into `dir` (and
+/// observe each connection's listen-queue wait when `accept_queue_wait`).
+pub fn attach(worker: Worker, dir: &Path, prefix: &str, accept_queue_wait: bool) -> Worker {
+    worker
+        .metrics(Registry::new(dir))
+        .metrics_prefix(prefix)
+        .accept_queue_wait(accept_queue_wait)
 }
 
 /// The single-process mode's exporter: a thread serving the directory
@@ -51,7 +60,18 @@ impl Exporter {
             .map_err(|e| format!("cannot create the metrics directory {}: {e}", dir.display()))?;
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| format!("can't serve metrics on {}: {e}", settings.bind))?;
-        let collector = ferrocorn_shm_metrics::MultiProcessCollector::new(&dir);
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        let collector =
+            ferrocorn_shm_metrics::MultiProcessCollector::new(&dir).on_warning(move |w| {
+                // Each file once: a bad file stays bad scrape after scrape.
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.len() >= 4096 {
+                    seen.clear();
+                }
+                if seen.insert(w.path.clone()) {
+                    eprintln!("ferrocorn: warning: metric file {w}");
+                }
+            });
         let mut backlog = backlog::Gauges::new(listeners);
         ferrocorn_shm_metrics::Exporter::spawn_thread(
             listener,

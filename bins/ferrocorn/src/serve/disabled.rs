@@ -14,6 +14,7 @@ use crate::cli::ServeArgs;
 use crate::compose;
 use crate::config::{Bind, Config};
 use crate::metrics;
+use crate::python;
 
 fn bind(b: &Bind, config: &Config) -> Result<Listener, String> {
     let fail = |e: std::io::Error| format!("can't listen on {b}: {e}");
@@ -139,10 +140,26 @@ pub fn serve(_args: ServeArgs, config: Config) -> Result<(), Failure> {
         None => None,
     };
     ignore_supervisor_signals();
-    let mut worker = compose::build_worker(&config, listeners, &logs)
-        .map_err(|e| fail(format!("cannot start the worker: {e}")))?;
+    let built = match &config.python.wsgi_app {
+        Some(_) => match python::load(
+            &config,
+            Some(&logs),
+            &log,
+            exporter.as_ref().map(|e| e.dir()),
+        ) {
+            Ok(app) => compose::build_worker_serving(&config, listeners, &logs, app),
+            Err(trace) => {
+                slog::error!(log, "Exception in worker process\n{}", trace);
+                logs.flush();
+                return Err(Failure::Logged(crate::APP_LOAD_ERROR));
+            }
+        },
+        None => compose::build_worker(&config, listeners, &logs),
+    };
+    let mut worker = built.map_err(|e| fail(format!("cannot start the worker: {e}")))?;
     if let Some(e) = &exporter {
-        worker = metrics::attach(worker, e.dir(), &config.prefix);
+        let wait = config.metrics.as_ref().is_some_and(|m| m.accept_queue_wait);
+        worker = metrics::attach(worker, e.dir(), &config.prefix, wait);
     }
     slog::info!(log, "Booting worker with pid: {}", pid);
     // The exporter (and a private metrics directory) lives as long as the worker.

@@ -184,6 +184,8 @@ fn serve(ctx: WorkerContext, deaf: bool, ignore_abrt: bool) -> i32 {
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone()).unwrap();
     let quit = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, term_signal.clone()).unwrap();
+    // Retire: this worker does not take queued connections either.
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, term_signal.clone()).unwrap();
     for s in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(s, quit.clone()).unwrap();
     }

@@ -206,7 +206,7 @@ impl Metrics {
         let families = Families::new(prefix)
             .map_err(|e| SupervisorError::Config(format!("metric prefix {prefix:?}: {e}")))?;
         let state = Arc::new(Mutex::new(State::default()));
-        let collector = MultiProcessCollector::new(dir.clone());
+        let collector = MultiProcessCollector::new(dir.clone()).on_warning(warn_once(log));
         let source_state = state.clone();
         // The workers' files as text straight from the merge (no families
         // built), then the supervisor's own families.
@@ -343,7 +343,10 @@ fn clear_stale(dir: &Path, log: &Logger) -> Result<(), SupervisorError> {
     let mut n = 0;
     for e in rd.flatten() {
         let p = e.path();
-        if p.extension().is_some_and(|x| x == "db") && std::fs::remove_file(&p).is_ok() {
+        // Metric files, and files a fold renamed and a crash left behind
+        // (`.counter_123.folding`).
+        let stale = p.extension().is_some_and(|x| x == "db" || x == "folding");
+        if stale && std::fs::remove_file(&p).is_ok() {
             n += 1;
         }
     }
@@ -356,6 +359,24 @@ fn clear_stale(dir: &Path, log: &Logger) -> Result<(), SupervisorError> {
         );
     }
     Ok(())
+}
+
+/// Logs each file a scrape skipped (or read in part) once, with the reason,
+/// at warning level: a bad file stays bad scrape after scrape, and the log
+/// must not fill with it. (Bounded: the record of files already named is
+/// forgotten past 4096 of them.)
+fn warn_once(log: &Logger) -> impl Fn(&ferrocorn_shm_metrics::Warning) + Send + Sync + 'static {
+    let log = log.clone();
+    let seen = Mutex::new(std::collections::HashSet::<PathBuf>::new());
+    move |w| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= 4096 {
+            seen.clear();
+        }
+        if seen.insert(w.path.clone()) {
+            warn!(log, "metric file {}: {}", w.path.display(), w.reason);
+        }
+    }
 }
 
 /// A fresh 0700 directory under the temp dir.
