@@ -73,7 +73,8 @@ fn request_line(len: usize) -> Vec<u8> {
 }
 
 /// The largest head `Limits::default()` allows: a request line of 4094
-/// bytes and 100 fields of 8190 bytes each.
+/// bytes and 100 field lines of 8190 bytes each with their CRLF (the field
+/// size counts the line's CRLF, as gunicorn's does).
 fn largest_head() -> Vec<u8> {
     let mut buf = request_line(4094);
     buf.extend_from_slice(b"\r\n");
@@ -83,7 +84,7 @@ fn largest_head() -> Vec<u8> {
         } else {
             format!("X-F{i}")
         };
-        buf.extend_from_slice(&field(&name, 8190));
+        buf.extend_from_slice(&field(&name, 8188));
         buf.extend_from_slice(b"\r\n");
     }
     buf.extend_from_slice(b"\r\n");
@@ -94,9 +95,10 @@ fn largest_head() -> Vec<u8> {
 fn the_largest_head_arrives_across_many_reads() {
     let limits = Limits::default();
     let buf = largest_head();
-    // max_head is exactly the largest head the limits allow.
-    assert_eq!(buf.len(), limits.max_head());
-    assert_eq!(buf.len(), 4096 + 100 * 8192 + 2);
+    // max_head is the largest head the limits allow, with 2 bytes to spare
+    // per field (it bounds the buffer; the field size counts its CRLF).
+    assert_eq!(buf.len(), 4096 + 100 * 8190 + 2);
+    assert_eq!(limits.max_head(), buf.len() + 100 * 2);
     // Every prefix read so far is "read more" (a read of ~16 KiB at a time
     // and the last bytes one at a time), and the whole is a head.
     let mut end = 0;
@@ -108,7 +110,7 @@ fn the_largest_head_arrives_across_many_reads() {
         partial(&buf[..end], &limits);
     }
     let (head, fields) = complete(&buf);
-    assert_eq!(head.len, limits.max_head());
+    assert_eq!(head.len, buf.len());
     assert_eq!(fields.len(), 100);
 }
 
@@ -120,25 +122,27 @@ fn max_head_follows_the_limits() {
         field_size: 50,
     };
     assert_eq!(small.max_head(), 102 + 3 * 52 + 2);
-    // Values above 8190 or 0 count as 8190.
+    // A request line of 0 or above 8190 counts as 8190; a field size above
+    // MAX_FIELD_SIZE (65536) counts as 65536.
     let big = Limits {
         request_line: 0,
         fields: 1,
         field_size: 100_000,
     };
-    assert_eq!(big.max_head(), 8192 + 8192 + 2);
+    assert_eq!(big.max_head(), 8192 + 65538 + 2);
 }
 
 #[test]
-fn line_and_field_sizes_above_8190_or_zero_are_clamped_to_8190() {
-    for v in [0, 8191, 8192, 100_000] {
+fn line_sizes_above_8190_are_clamped_and_field_sizes_honoured_up_to_65536() {
+    for v in [0, 8191, 8192, 65536, 65537, 100_000] {
         let l = Limits {
             request_line: v,
             fields: 10,
             field_size: v,
         }
         .normalized();
-        assert_eq!((l.request_line, l.field_size), (8190, 8190), "{v}");
+        let field_size = if v == 0 { 8190 } else { v.min(65536) };
+        assert_eq!((l.request_line, l.field_size), (8190, field_size), "{v}");
     }
     for v in [1, 4094, 8189, 8190] {
         let l = Limits {
@@ -149,8 +153,9 @@ fn line_and_field_sizes_above_8190_or_zero_are_clamped_to_8190() {
         .normalized();
         assert_eq!((l.request_line, l.fields, l.field_size), (v, 32768, v));
     }
-    // The clamp applies to parsing: a limit of 20000 still refuses a field
-    // of 8191 bytes and a request line of 8191 bytes.
+    // Parsing follows: with limits of 20000, a request line of 8191 bytes is
+    // refused, a field line of 20000 bytes with its CRLF is accepted and one
+    // of 20001 is refused.
     let limits = Limits {
         request_line: 20_000,
         fields: 100,
@@ -158,11 +163,11 @@ fn line_and_field_sizes_above_8190_or_zero_are_clamped_to_8190() {
     };
     let mut ok = request_line(8190);
     ok.extend_from_slice(b"\r\n");
-    ok.extend_from_slice(&field("Host", 8190));
+    ok.extend_from_slice(&field("Host", 19_998));
     ok.extend_from_slice(b"\r\n\r\n");
     assert!(matches!(parse(&ok, &limits), Ok(Some(_))));
     let mut long_field = b"GET / HTTP/1.1\r\n".to_vec();
-    long_field.extend_from_slice(&field("Host", 8191));
+    long_field.extend_from_slice(&field("Host", 19_999));
     long_field.extend_from_slice(b"\r\n\r\n");
     assert_eq!(refused_with(&long_field, &limits), 431);
     let mut long_line = request_line(8191);
@@ -218,6 +223,14 @@ fn exactly_the_field_limit_waits_for_the_final_crlf() {
     let (_, fields) = complete(&buf);
     assert_eq!(fields.len(), 100);
 
+    // Empty lines before the request line (skipped, as httparse skips
+    // them) are neither the request line nor a field: still waiting.
+    let mut led = b"\r\n\r\n".to_vec();
+    led.extend_from_slice(&buf[..buf.len() - 2]);
+    partial(&led, &limits);
+    led.extend_from_slice(b"\r\n");
+    assert_eq!(complete(&led).1.len(), 100);
+
     // A 101st field is refused, whole or in part.
     let mut over = buf[..buf.len() - 2].to_vec();
     over.extend_from_slice(b"X-F100: 100\r\n");
@@ -265,12 +278,13 @@ fn field_limits_above_the_stack_slots_hold_too() {
 
 #[test]
 fn a_field_of_exactly_the_field_size_is_accepted() {
+    // The field size counts the line with its CRLF (gunicorn's count).
     let limits = Limits {
         field_size: 300,
         ..Limits::default()
     };
     let mut buf = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
-    buf.extend_from_slice(&field("X-Big", 300));
+    buf.extend_from_slice(&field("X-Big", 298));
     // In part (without CR, with CR), then whole.
     partial(&buf, &limits);
     buf.push(b'\r');
@@ -279,7 +293,7 @@ fn a_field_of_exactly_the_field_size_is_accepted() {
     assert!(matches!(parse(&buf, &limits), Ok(Some(_))));
 
     let mut over = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
-    over.extend_from_slice(&field("X-Big", 301));
+    over.extend_from_slice(&field("X-Big", 299));
     // Refused as soon as the line is longer than the limit, and whole.
     assert_eq!(refused_with(&over, &limits), 431);
     partial(&over[..over.len() - 1], &limits);
@@ -728,8 +742,16 @@ fn trailers_are_bounded_per_line_and_in_total() {
     too_large(&[trailer(20), trailer(20), "X:".to_string()]);
     too_large(&[trailer(20), trailer(19), "Y:".to_string()]);
     ok(&[trailer(19), trailer(19), "Y:".to_string()]);
-    // Tabs and spaces in values are allowed.
+    // Tabs and spaces in values are allowed, and count toward both limits.
     ok(&["X:\ta b".to_string()]);
+    ok(&[format!("X:{}", "\t".repeat(18))]);
+    too_large(&[format!("X:{}", "\t".repeat(19))]);
+    too_large(&[format!("X:{}", "\t".repeat(100_000))]);
+    too_large(&[
+        trailer(20),
+        format!("Y:{}", "\t".repeat(18)),
+        "Z:".to_string(),
+    ]);
 }
 
 #[test]
