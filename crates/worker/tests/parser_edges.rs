@@ -793,3 +793,46 @@ fn tokens_and_field_values() {
         assert!(!is_field_value(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn authorities_with_percent_escapes_and_ip_literals() {
+    let target = |authority: &str| format!("GET http://{authority}/p HTTP/1.1\r\nHost: h\r\n\r\n");
+    for ok in [
+        "ex%41mple.com",
+        "%41",
+        "a%41%42",
+        "ab%41z",
+        "[::1]:8080",
+        "[::1%25eth0]",
+        "[v1.a]",
+        "[vF.a:b]",
+        "[V12.x]",
+    ] {
+        let req = target(ok);
+        assert!(
+            matches!(parse(req.as_bytes(), &Limits::default()), Ok(Some(_))),
+            "{ok}"
+        );
+    }
+    for bad in [
+        // Escapes: short at the end, not hex, first digit not hex while
+        // the bytes around it are, and what follows a good escape.
+        "a%4",
+        "a%",
+        "a%zz",
+        "a%4g",
+        "a%g4",
+        "ab%41@",
+        // IPvFuture: no hex digit, a non-hex digit, nothing after the dot,
+        // no dot; an empty or bad zone.
+        "[v.a]",
+        "[vG.a]",
+        "[v1.]",
+        "[v1]",
+        "[::1%25]",
+        "[::1%25e%zz]",
+    ] {
+        let req = target(bad);
+        assert_eq!(refused(req.as_bytes()), 400, "{bad}");
+    }
+}
