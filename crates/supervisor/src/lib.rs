@@ -103,6 +103,8 @@ mod arbiter;
 mod config;
 mod error;
 mod heartbeat;
+#[cfg(all(test, target_os = "linux"))]
+mod heartbeat_tests;
 mod listen;
 mod logs;
 mod notify;

@@ -255,21 +255,28 @@ pub fn parse_head(
 }
 
 fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
-    let line_end = buf.iter().position(|&b| b == b'\n');
+    // Empty lines before the request line are skipped (as httparse skips
+    // them), not counted as the request line and a field.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let line_end = rest.iter().position(|&b| b == b'\n');
     match line_end {
         None => {
-            if buf.len() > limits.request_line + 1 {
+            if rest.len() > limits.request_line + 1 {
                 return Err(ParseError::bad("request line too long"));
             }
         }
         Some(end) => {
-            let line = trim_cr(&buf[..end]);
+            let line = trim_cr(&rest[..end]);
             if line.len() > limits.request_line {
                 return Err(ParseError::bad("request line too long"));
             }
             // Header lines seen so far.
             let mut count = 0;
-            for line in buf[end + 1..].split(|&b| b == b'\n') {
+            for line in rest[end + 1..].split(|&b| b == b'\n') {
                 let line = trim_cr(line);
                 // As gunicorn: the line with its CRLF (the last piece may
                 // still lack it, but it will end with one).
@@ -1018,7 +1025,8 @@ impl ChunkedDecoder {
                 ChunkState::Trailer => {
                     match b {
                         b'\r' => self.state = ChunkState::TrailerLf,
-                        b'\t' => {}
+                        // A tab is a byte of the line like any other.
+                        b'\t' => self.count_trailer_byte()?,
                         _ if b < 0x20 || b == 0x7f => return bad("invalid trailer field"),
                         _ => self.count_trailer_byte()?,
                     }

@@ -3,7 +3,8 @@
 //! the supervisor forks). Not a product binary.
 //!
 //! Flags: `--bind ADDR` (repeatable), `--workers N`, `--timeout SECS`,
-//! `--graceful-timeout SECS`, `--mode serve|deaf|bootfail|crash|beatexit`,
+//! `--graceful-timeout SECS`,
+//! `--mode serve|deaf|bootfail|crash|beatexit|nobeat|abrtignore`,
 //! `--metrics ADDR`, `--metrics-dir DIR`, `--update-interval SECS`,
 //! `--reuse-port true`, `--metrics-prefix P`, `--pidfile PATH`, `--backlog N`, `--bind-retries N`, `--reload-file PATH` (on HUP the
 //! worker count is read from it).
@@ -117,11 +118,19 @@ impl Service for TestService {
                 ctx.heartbeat.beat();
                 return 0;
             }
+            // Live for 300 ms without a beat (through a few heartbeat
+            // checks when the supervisor is woken), then fail.
+            "nobeat" => {
+                std::thread::sleep(Duration::from_millis(300));
+                return 1;
+            }
             _ => {}
         }
         // "deaf": the first SIGTERM is lost, as one arriving while a worker
-        // installs its handlers can be.
-        serve(ctx, self.mode == "deaf")
+        // installs its handlers can be. "abrtignore": SIGABRT is caught and
+        // ignored (said as `ABRT pid ms`, then `ALIVE pid ms` on every loop
+        // turn, ms since the worker started).
+        serve(ctx, self.mode == "deaf", self.mode == "abrtignore")
     }
 
     fn reload(&mut self) -> Result<SupervisorConfig, String> {
@@ -160,8 +169,14 @@ fn worker_metrics(ctx: &WorkerContext) -> Option<ferrocorn_shm_metrics::Counter>
         .ok()
 }
 
-fn serve(ctx: WorkerContext, deaf: bool) -> i32 {
+fn serve(ctx: WorkerContext, deaf: bool, ignore_abrt: bool) -> i32 {
     use mio::{Events, Interest, Poll, Token};
+    let started = Instant::now();
+    let abrt = Arc::new(AtomicBool::new(false));
+    if ignore_abrt {
+        signal_hook::flag::register(signal_hook::consts::SIGABRT, abrt.clone()).unwrap();
+    }
+    let mut aborted = false;
     let term = Arc::new(AtomicBool::new(false));
     let term_signal = Arc::new(AtomicBool::new(false));
     let mut terms_lost = 0;
@@ -212,6 +227,20 @@ fn serve(ctx: WorkerContext, deaf: bool) -> i32 {
         }
         if usr1.swap(false, Ordering::SeqCst) {
             say!("USR1 {}", std::process::id());
+        }
+        if abrt.swap(false, Ordering::SeqCst) {
+            aborted = true;
+            say!(
+                "ABRT {} {}",
+                std::process::id(),
+                started.elapsed().as_millis()
+            );
+        } else if aborted {
+            say!(
+                "ALIVE {} {}",
+                std::process::id(),
+                started.elapsed().as_millis()
+            );
         }
         if !stalled.load(Ordering::SeqCst) {
             ctx.heartbeat.beat();

@@ -1,0 +1,139 @@
+//! Unit tests of the heartbeat slots and the load board at their edges
+//! (beside `heartbeat.rs` so that file's own tests stay as they are): every
+//! slot's words are its own, siblings are looked at up to the highest slot
+//! handed out, a published 0 is a load, and the clock is the monotonic
+//! clock in milliseconds.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::heartbeat::{Heartbeat, LoadBoard, Slots, now_ms};
+
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+#[test]
+fn now_ms_is_the_monotonic_clock_in_milliseconds() {
+    // The coarse clock lags the fine one by at most a tick (1 to 10 ms).
+    let (before, now, after) = (monotonic_ms(), now_ms(), monotonic_ms());
+    assert!(
+        now + 20 >= before && now <= after,
+        "{before} <= {now} <= {after}"
+    );
+    // And it advances with time.
+    let t0 = Instant::now();
+    let a = now_ms();
+    std::thread::sleep(Duration::from_millis(60));
+    let b = now_ms();
+    let took = t0.elapsed().as_millis() as u64;
+    assert!(
+        b - a + 20 >= took && b - a <= took + 20,
+        "{} ms on the clock in {took} ms",
+        b - a
+    );
+}
+
+#[test]
+fn each_slot_has_its_own_beat_and_load() {
+    let slots = Slots::new(4).unwrap();
+    assert_eq!(slots.len(), 4);
+    for i in 0..4 {
+        slots.prepare(i);
+    }
+    let beats: Vec<Heartbeat> = (0..4).map(|i| Heartbeat::new(slots.clone(), i)).collect();
+    let boards: Vec<LoadBoard> = (0..4).map(|i| LoadBoard::new(slots.clone(), i)).collect();
+    for (i, b) in boards.iter().enumerate() {
+        b.publish(Some(10 + i));
+    }
+    // Publishing touches no beat.
+    for i in 0..4 {
+        assert_eq!(slots.slot(i).load(Ordering::Relaxed), 0, "slot {i}");
+    }
+    beats[2].beat();
+    let beat = slots.slot(2).load(Ordering::Relaxed);
+    assert!(beat > 0);
+    // Beating touches no load: each board sees its siblings' loads.
+    for (i, b) in boards.iter().enumerate() {
+        let want = if i == 0 { 11 } else { 10 };
+        assert_eq!(b.least_sibling(), Some(want), "board {i}");
+    }
+    for i in 0..4 {
+        let want = if i == 2 { beat } else { 0 };
+        assert_eq!(slots.slot(i).load(Ordering::Relaxed), want, "slot {i}");
+    }
+}
+
+#[test]
+fn slot_2_publishing_0_is_a_sibling_with_no_connections() {
+    let slots = Slots::new(4).unwrap();
+    for i in 0..4 {
+        slots.prepare(i);
+    }
+    let boards: Vec<LoadBoard> = (0..4).map(|i| LoadBoard::new(slots.clone(), i)).collect();
+    boards[2].publish(Some(0));
+    boards[3].publish(Some(4));
+    assert_eq!(boards[0].least_sibling(), Some(0));
+    assert_eq!(boards[1].least_sibling(), Some(0));
+    assert_eq!(boards[2].least_sibling(), Some(4));
+    // The largest count is still a count, not "not accepting".
+    boards[2].publish(Some(usize::MAX));
+    assert_eq!(boards[2].least_sibling(), Some(4));
+    boards[3].publish(None);
+    assert_eq!(
+        boards[0].least_sibling(),
+        Some((u64::MAX - 1).min(usize::MAX as u64) as usize)
+    );
+}
+
+#[test]
+fn only_the_last_slot_handed_out_publishing_is_seen() {
+    let slots = Slots::new(8).unwrap();
+    // Slot 0 and slot 3 in use (1 and 2 free, 4 to 7 never handed out).
+    slots.prepare(0);
+    slots.prepare(3);
+    let first = LoadBoard::new(slots.clone(), 0);
+    let last = LoadBoard::new(slots.clone(), 3);
+    assert_eq!(first.least_sibling(), None);
+    last.publish(Some(2));
+    assert_eq!(first.least_sibling(), Some(2));
+    assert_eq!(last.least_sibling(), None);
+    first.publish(Some(5));
+    assert_eq!(last.least_sibling(), Some(5));
+    // Slots past the highest handed out are not looked at.
+    LoadBoard::new(slots.clone(), 6).publish(Some(1));
+    assert_eq!(first.least_sibling(), Some(2));
+    slots.prepare(6);
+    LoadBoard::new(slots.clone(), 6).publish(Some(1));
+    assert_eq!(first.least_sibling(), Some(1));
+    // A slot handed out again is at "not accepting" until it publishes.
+    slots.prepare(3);
+    slots.prepare(6);
+    assert_eq!(first.least_sibling(), None);
+}
+
+#[test]
+fn debug_says_which_slot() {
+    let slots = Slots::new(2).unwrap();
+    let hb = format!("{:?}", Heartbeat::new(slots.clone(), 1));
+    assert!(
+        hb.contains("slot: 1") && hb.contains("watched: true"),
+        "{hb}"
+    );
+    let hb = format!("{:?}", Heartbeat::noop());
+    assert!(hb.contains("watched: false"), "{hb}");
+    let lb = format!("{:?}", LoadBoard::new(slots, 1));
+    assert!(
+        lb.contains("slot: 1") && lb.contains("shared: true"),
+        "{lb}"
+    );
+    let lb = format!("{:?}", LoadBoard::alone());
+    assert!(lb.contains("shared: false"), "{lb}");
+}
