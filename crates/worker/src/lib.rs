@@ -110,6 +110,8 @@
 mod access;
 mod buf;
 mod date;
+mod dispatch;
+mod encode;
 mod metrics;
 pub mod parse;
 mod pool;
@@ -119,6 +121,7 @@ mod response;
 mod server;
 mod stats;
 mod sys;
+mod write_buf;
 
 use std::io;
 use std::sync::Arc;
