@@ -21,7 +21,7 @@ mod conn;
 mod feed;
 
 use accept::{ListenerState, Lst};
-use conn::*;
+use conn::{Closing, Conn, Exchange, HeadTimer};
 use feed::fail_feed;
 
 use crate::buf::BufPool;
@@ -60,11 +60,6 @@ const DRAIN_LINGER_MS: u64 = 500;
 
 /// Lines the access log could not write are reported at most this often.
 const DROPPED_REPORT_MS: u64 = 60_000;
-
-enum Step {
-    Continue,
-    Stop,
-}
 
 /// What a graceful stop does with the connections waiting in the listen
 /// backlog (see [`Server::begin_drain`]).
@@ -334,10 +329,10 @@ impl Server {
                     let idx = t - CONN_BASE;
                     if let Some(Some(c)) = self.conns.get_mut(idx) {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            c.flags |= READABLE;
+                            c.read.readable = true;
                         }
                         if ev.is_read_closed() || ev.is_error() {
-                            c.flags |= PEER_HUP;
+                            c.read.peer_hup = true;
                         }
                         self.drive(idx);
                     }
@@ -461,25 +456,25 @@ impl Server {
             return;
         };
         c.deadline = 0;
-        if c.flags & LINGER != 0 {
+        if c.closing == Closing::Lingering {
             self.close(idx);
         } else if c.wbuf.is_some() {
             // The client does not read its response.
             self.close(idx);
-        } else if let Some(feed) = c.feed.take() {
+        } else if let Some(feed) = c.take_feed() {
             // The client stopped sending the body the app reads.
             fail_feed(&feed, BodyError::TimedOut);
-            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
-        } else if c.flags & (IN_APP | PULLING) != 0 || c.stream.is_some() {
+            c.close_after(Closing::LingerAfterWrite);
+        } else if !matches!(c.exchange, Exchange::Idle) {
             // With the app: no deadline.
-        } else if c.rbuf.as_ref().is_some_and(|b| !b.is_empty()) {
+        } else if c.has_input() {
             self.error(idx, 408, "");
             self.drive(idx);
         } else if self.drain_deadline.is_some() {
             // Idle past the grace period of a graceful stop: a lingering
             // close, so that a request byte sent just now meets a FIN, not
             // an RST.
-            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
+            c.close_after(Closing::LingerAfterWrite);
             self.drive(idx);
         } else {
             self.close(idx);
@@ -646,8 +641,8 @@ impl Server {
             let Some(c) = self.conns[idx].as_mut() else {
                 continue;
             };
-            if is_idle(c) {
-                c.flags = (c.flags | TIMER_IDLE) & !TIMER_HEAD;
+            if c.is_idle() {
+                c.timer = HeadTimer::Idle;
                 let d = if c.deadline == 0 {
                     limit
                 } else {
@@ -691,9 +686,8 @@ impl Server {
                     }
                 }
                 Msg::Body(ev) => {
-                    if let Some(idx) = self.conn_index(ev.token, ev.generation) {
-                        let c = self.conns[idx].as_mut().expect("checked");
-                        if let Some(feed) = c.feed.as_mut()
+                    if let Some((idx, c)) = self.live_conn(ev.token, ev.generation) {
+                        if let Some(feed) = c.feed()
                             && feed.expect
                         {
                             feed.expect = false;
@@ -707,10 +701,12 @@ impl Server {
         self.msgs = msgs;
     }
 
-    fn conn_index(&self, token: u32, generation: u32) -> Option<usize> {
+    /// The connection a message is for, unless it was closed since (and
+    /// its slot perhaps reused).
+    fn live_conn(&mut self, token: u32, generation: u32) -> Option<(usize, &mut Conn)> {
         let idx = token as usize;
-        match self.conns.get(idx) {
-            Some(Some(c)) if c.generation == generation => Some(idx),
+        match self.conns.get_mut(idx) {
+            Some(Some(c)) if c.generation == generation => Some((idx, c)),
             _ => None,
         }
     }
@@ -738,33 +734,35 @@ impl Server {
             self.request_finished();
         }
         let draining = self.drain_deadline.is_some();
-        let Some(idx) = self.conn_index(d.token, d.generation) else {
+        let Some((idx, c)) = self.live_conn(d.token, d.generation) else {
             if d.stream.is_some() {
                 self.request_finished();
             }
             return None;
         };
-        let c = self.conns[idx].as_mut().expect("checked");
-        c.flags &= !IN_APP;
-        if let Some(feed) = c.feed.take() {
+        if let Some(feed) = c.take_feed() {
             // The app answered before reading the whole body: the rest of it
             // is not read, so the connection cannot be reused; drain what
             // the client still sends so that the close does not reset the
             // response away.
             fail_feed(&feed, BodyError::Aborted);
-            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
+            c.close_after(Closing::LingerAfterWrite);
         }
         if d.close {
-            c.flags |= CLOSE_AFTER;
-            if draining {
-                c.flags |= LINGER_ON_CLOSE;
-            }
+            c.close_after(if draining {
+                Closing::LingerAfterWrite
+            } else {
+                Closing::AfterWrite
+            });
         }
         // A keep-alive response built before a graceful stop began keeps
         // its promise: the client may send its next request right away;
         // that one is answered with `Connection: close` (see begin_drain).
         WriteBuf::queue(&mut c.wbuf, d.out);
-        c.stream = d.stream;
+        c.exchange = match d.stream {
+            Some(s) => Exchange::Streaming(s),
+            None => Exchange::Idle,
+        };
         c.deadline = 0;
         Some(idx)
     }
@@ -774,21 +772,22 @@ impl Server {
         if ended {
             self.request_finished();
         }
-        let Some(idx) = self.conn_index(ch.token, ch.generation) else {
+        let Some((idx, c)) = self.live_conn(ch.token, ch.generation) else {
             if !ended {
                 self.request_finished();
             }
             return None;
         };
-        let c = self.conns[idx].as_mut().expect("checked");
-        c.flags &= !PULLING;
         if !ch.data.is_empty() {
             WriteBuf::queue(&mut c.wbuf, WriteBuf::new(ch.data));
         }
         if ch.close {
-            c.flags |= CLOSE_AFTER;
+            c.close_after(Closing::AfterWrite);
         }
-        c.stream = ch.stream;
+        c.exchange = match ch.stream {
+            Some(s) => Exchange::Streaming(s),
+            None => Exchange::Idle,
+        };
         Some(idx)
     }
 

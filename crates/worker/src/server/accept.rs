@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use mio::net::{TcpListener, TcpStream, UnixListener};
 use mio::{Interest, Token};
 
-use super::conn::{Conn, READABLE, Sock, TIMER_IDLE};
+use super::conn::{Conn, Sock};
 use super::{CONN_BASE, LISTENER_BASE, Server};
 use crate::LEAVE_TO_SIBLING_MS;
 use crate::metrics::AcceptWait;
@@ -251,21 +251,7 @@ impl Server {
         }
         let generation = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        self.conns[idx] = Some(Conn {
-            sock,
-            generation,
-            // Data may already be there: try reading at once.
-            flags: READABLE | TIMER_IDLE,
-            deadline: 0,
-            timer_at: 0,
-            rbuf: None,
-            wbuf: None,
-            feed: None,
-            stream: None,
-            peer,
-            local,
-            head_at: 0,
-        });
+        self.conns[idx] = Some(Conn::new(sock, generation, peer, local));
         self.nconns += 1;
         self.connections_changed();
         let first_byte = match (self.drain_deadline, self.head_deadline()) {

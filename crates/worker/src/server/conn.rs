@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UnixStream};
 
+use super::Server;
 use super::feed::{Feed, FeedKind, fail_feed};
-use super::{Server, Step};
 use crate::HOLD_BODY_MAX;
 use crate::buf::Buf;
 use crate::dispatch::{self, StreamResp};
@@ -27,35 +27,79 @@ pub(super) const STREAM_LOW_WATER: usize = 64 * 1024;
 /// A closing connection reads (and drops) at most this much before closing.
 pub(super) const LINGER_MAX: usize = 1 << 20;
 
-// Connection flags.
-/// The socket may have bytes to read (no WouldBlock seen since the last event).
-pub(super) const READABLE: u16 = 1;
-/// A request is with the app.
-pub(super) const IN_APP: u16 = 1 << 1;
-/// A pull of a streamed response is with the pool.
-pub(super) const PULLING: u16 = 1 << 2;
-/// Close once the output is written.
-pub(super) const CLOSE_AFTER: u16 = 1 << 3;
-/// Shut the write side and drain input before closing.
-pub(super) const LINGER_ON_CLOSE: u16 = 1 << 4;
-/// Lingering: write side shut, dropping input until EOF.
-pub(super) const LINGER: u16 = 1 << 5;
-/// The peer closed its write side.
-pub(super) const READ_EOF: u16 = 1 << 6;
-/// At least one request was read on this connection.
-pub(super) const SERVED: u16 = 1 << 7;
-/// The deadline is the keep-alive (or first-byte) deadline.
-pub(super) const TIMER_IDLE: u16 = 1 << 8;
-/// The deadline is the head deadline.
-pub(super) const TIMER_HEAD: u16 = 1 << 9;
-/// Bytes arrived since the last parse attempt.
-pub(super) const NEW_DATA: u16 = 1 << 10;
-/// The loop answered the held request's `Expect: 100-continue`.
-pub(super) const CONTINUE_SENT: u16 = 1 << 11;
-/// The poll reported the peer's FIN (EPOLLRDHUP): a short read no longer
-/// means the socket is drained (the FIN came with the same edge as the last
-/// data and brings no new one), so reads go on until EOF or WouldBlock.
-pub(super) const PEER_HUP: u16 = 1 << 12;
+/// Whether [`Server::drive`] goes on with a connection after a step.
+pub(super) enum Step {
+    /// The state changed: look again.
+    Continue,
+    /// Nothing to do until an event, a message or a timer.
+    Stop,
+}
+
+/// Where a connection is in its current exchange (request and response).
+pub(super) enum Exchange {
+    /// No request in progress: the next head is read and parsed.
+    Idle,
+    /// A request is with the app; a body it reads is fed while it arrives.
+    InApp { feed: Option<Box<Feed>> },
+    /// The app answered with a streamed response: its next piece is to be
+    /// pulled when the written bytes run low.
+    Streaming(Box<StreamResp>),
+    /// The pool pulls the next piece of the streamed response.
+    Pulling,
+}
+
+/// What happens once the pending output is written. The order matters: a
+/// connection only moves up ([`Conn::close_after`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(super) enum Closing {
+    /// Read the next request (keep-alive).
+    No,
+    /// Close; a lingering close if unread input is buffered.
+    AfterWrite,
+    /// Shut the write side and drain input before closing.
+    LingerAfterWrite,
+    /// Lingering: write side shut, dropping input until EOF.
+    Lingering,
+}
+
+/// Which deadline runs while a connection waits for a request head.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum HeadTimer {
+    /// Neither (a request is in progress, or the deadline is another one).
+    None,
+    /// The keep-alive deadline, or the first-byte one of a new connection.
+    Idle,
+    /// The head deadline: part of a head arrived.
+    Head,
+}
+
+/// The read side as the edge-triggered poll left it.
+#[derive(Clone, Copy, Default, Debug)]
+pub(super) struct ReadSide {
+    /// The socket may have bytes to read (no WouldBlock since the last event).
+    pub(super) readable: bool,
+    /// The poll reported the peer's FIN (EPOLLRDHUP): a short read no longer
+    /// means the socket is drained (the FIN came with the same edge as the
+    /// last data and brings no new one), so reads go on until EOF or
+    /// WouldBlock.
+    pub(super) peer_hup: bool,
+    /// The peer closed its write side (a read returned 0).
+    pub(super) eof: bool,
+}
+
+impl ReadSide {
+    /// A read of `n` bytes where `want` fitted.
+    pub(super) fn got(&mut self, n: usize, want: usize) {
+        if n == 0 {
+            self.eof = true;
+            self.readable = false;
+        } else if n < want && !self.peer_hup {
+            // A short read drained the socket; the next arrival brings a
+            // new edge.
+            self.readable = false;
+        }
+    }
+}
 
 pub(super) enum Sock {
     Tcp(TcpStream),
@@ -101,20 +145,90 @@ impl Sock {
 pub(super) struct Conn {
     pub(super) sock: Sock,
     pub(super) generation: u32,
-    pub(super) flags: u16,
+    pub(super) exchange: Exchange,
+    pub(super) closing: Closing,
+    pub(super) timer: HeadTimer,
+    pub(super) read: ReadSide,
+    /// Bytes arrived since the last parse attempt.
+    pub(super) unparsed: bool,
+    /// The loop answered the held request's `Expect: 100-continue`.
+    pub(super) continue_sent: bool,
     /// Loop-epoch milliseconds; 0 = none.
     pub(super) deadline: u64,
     /// The earliest heap entry for this connection; 0 = none.
     pub(super) timer_at: u64,
     pub(super) rbuf: Option<Buf>,
     pub(super) wbuf: Option<WriteBuf>,
-    pub(super) feed: Option<Box<Feed>>,
-    pub(super) stream: Option<Box<StreamResp>>,
     pub(super) peer: Option<SocketAddr>,
     pub(super) local: Option<SocketAddr>,
     /// Loop-epoch milliseconds when the buffered bytes began to arrive (the
     /// start of a refused request, for its duration).
     pub(super) head_at: u64,
+}
+
+impl Conn {
+    pub(super) fn new(
+        sock: Sock,
+        generation: u32,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+    ) -> Conn {
+        Conn {
+            sock,
+            generation,
+            exchange: Exchange::Idle,
+            closing: Closing::No,
+            timer: HeadTimer::Idle,
+            // Data may already be there: try reading at once.
+            read: ReadSide {
+                readable: true,
+                ..ReadSide::default()
+            },
+            unparsed: false,
+            continue_sent: false,
+            deadline: 0,
+            timer_at: 0,
+            rbuf: None,
+            wbuf: None,
+            peer,
+            local,
+            head_at: 0,
+        }
+    }
+
+    /// Close once the output is written (at least; a lingering close stays).
+    pub(super) fn close_after(&mut self, how: Closing) {
+        self.closing = self.closing.max(how);
+    }
+
+    /// The body being fed to the app's reader.
+    pub(super) fn feed(&mut self) -> Option<&mut Feed> {
+        match &mut self.exchange {
+            Exchange::InApp { feed: Some(f) } => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Stop feeding the body (the feed is returned to be failed or dropped).
+    pub(super) fn take_feed(&mut self) -> Option<Box<Feed>> {
+        match &mut self.exchange {
+            Exchange::InApp { feed } => feed.take(),
+            _ => None,
+        }
+    }
+
+    /// Bytes are buffered (part of a request, or pipelined ones).
+    pub(super) fn has_input(&self) -> bool {
+        self.rbuf.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// No request in progress, nothing to write, nothing buffered.
+    pub(super) fn is_idle(&self) -> bool {
+        matches!(self.exchange, Exchange::Idle)
+            && self.closing == Closing::No
+            && self.wbuf.is_none()
+            && !self.has_input()
+    }
 }
 
 impl Server {
@@ -125,12 +239,11 @@ impl Server {
         self.free.push(idx as u32);
         self.nconns -= 1;
         self.connections_changed();
-        if let Some(feed) = &c.feed {
-            fail_feed(feed, BodyError::Aborted);
-        }
-        if c.stream.is_some() {
+        match &c.exchange {
+            Exchange::InApp { feed: Some(feed) } => fail_feed(feed, BodyError::Aborted),
             // A held stream: its request ends here.
-            self.request_finished();
+            Exchange::Streaming(_) => self.request_finished(),
+            _ => {}
         }
         if let Some(b) = c.rbuf {
             self.bufs.put(b);
@@ -160,8 +273,9 @@ impl Server {
             if let Some(w) = c.wbuf.as_mut() {
                 match w.flush(&mut c.sock) {
                     Ok(true) => {
-                        let w = c.wbuf.take().expect("some");
-                        self.bufs.put_head_vec(w.head);
+                        if let Some(w) = c.wbuf.take() {
+                            self.bufs.put_head_vec(w.head);
+                        }
                     }
                     Ok(false) => {
                         let low = w.remaining() < STREAM_LOW_WATER;
@@ -177,28 +291,30 @@ impl Server {
                     }
                 }
             }
-            let c = self.conns[idx].as_mut().expect("live");
-            if c.stream.is_some() {
-                self.pull(idx);
+            self.pull(idx);
+            let Some(c) = self.conns[idx].as_mut() else {
+                return;
+            };
+            match &c.exchange {
+                Exchange::Idle => {}
+                Exchange::InApp { feed: Some(_) } if c.read.readable => match self.read_body(idx) {
+                    Step::Continue => continue,
+                    Step::Stop => return,
+                },
+                _ => return,
             }
-            let c = self.conns[idx].as_mut().expect("live");
-            if c.flags & (IN_APP | PULLING) != 0 || c.stream.is_some() {
-                if c.feed.is_some() && c.flags & READABLE != 0 {
-                    match self.read_body(idx) {
-                        Step::Continue => continue,
-                        Step::Stop => return,
-                    }
+            match c.closing {
+                Closing::No => {}
+                Closing::Lingering => {
+                    self.linger(idx);
+                    return;
                 }
-                return;
-            }
-            if c.flags & LINGER != 0 {
-                self.linger(idx);
-                return;
-            }
-            if c.flags & CLOSE_AFTER != 0 {
-                let unread = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
-                if c.flags & LINGER_ON_CLOSE != 0 || unread {
-                    c.flags |= LINGER;
+                Closing::AfterWrite if !c.has_input() => {
+                    self.close(idx);
+                    return;
+                }
+                Closing::AfterWrite | Closing::LingerAfterWrite => {
+                    c.closing = Closing::Lingering;
                     c.sock.shutdown_write();
                     if let Some(b) = c.rbuf.take() {
                         self.bufs.put(b);
@@ -207,8 +323,6 @@ impl Server {
                     self.set_deadline(idx, d);
                     continue;
                 }
-                self.close(idx);
-                return;
             }
             match self.next_request(idx) {
                 Step::Continue => continue,
@@ -222,13 +336,13 @@ impl Server {
         let Some(c) = self.conns[idx].as_mut() else {
             return;
         };
-        if c.flags & PULLING != 0 {
+        if !matches!(c.exchange, Exchange::Streaming(_)) {
             return;
         }
-        let Some(stream) = c.stream.take() else {
+        let Exchange::Streaming(stream) = std::mem::replace(&mut c.exchange, Exchange::Pulling)
+        else {
             return;
         };
-        c.flags |= PULLING;
         self.shared.submit(Task::Pull(Pull {
             token: idx as u32,
             generation: c.generation,
@@ -240,7 +354,9 @@ impl Server {
         let mut scratch = [0u8; 4096];
         let mut total = 0;
         loop {
-            let c = self.conns[idx].as_mut().expect("live");
+            let Some(c) = self.conns[idx].as_mut() else {
+                return;
+            };
             match c.sock.read(&mut scratch) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -250,7 +366,7 @@ impl Server {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !READABLE;
+                    c.read.readable = false;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -283,8 +399,8 @@ impl Server {
         let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
         reject::record(&self.shared, arrived, c.peer, status, &out, took);
         WriteBuf::queue(&mut c.wbuf, WriteBuf::new(out));
-        c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
-        c.flags &= !(TIMER_HEAD | TIMER_IDLE);
+        c.close_after(Closing::LingerAfterWrite);
+        c.timer = HeadTimer::None;
         if let Some(b) = c.rbuf.take() {
             self.bufs.put(b);
         }
@@ -307,11 +423,12 @@ impl Server {
 
     /// Parse and dispatch the next request, reading as needed.
     pub(super) fn next_request(&mut self, idx: usize) -> Step {
-        let c = self.conns[idx].as_mut().expect("live");
-        let has_data = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
-        if has_data && c.flags & NEW_DATA != 0 {
-            c.flags &= !NEW_DATA;
-            let rbuf = c.rbuf.as_ref().expect("has data");
+        let Some(c) = self.conns[idx].as_mut() else {
+            return Step::Stop;
+        };
+        let has_data = c.has_input();
+        if let Some(rbuf) = c.rbuf.as_ref().filter(|_| has_data && c.unparsed) {
+            c.unparsed = false;
             let have = rbuf.len();
             match parse_head(rbuf.filled(), &self.limits, &mut self.scratch) {
                 Ok(Some(head)) if !self.holds_body(&head, have) => {
@@ -319,9 +436,11 @@ impl Server {
                 }
                 Ok(Some(head)) => {
                     // Held: a client waiting for `100 Continue` gets it, once.
-                    let c = self.conns[idx].as_mut().expect("live");
-                    if head.expect_continue && c.flags & CONTINUE_SENT == 0 {
-                        c.flags |= CONTINUE_SENT;
+                    if let Some(c) = self.conns[idx].as_mut()
+                        && head.expect_continue
+                        && !c.continue_sent
+                    {
+                        c.continue_sent = true;
                         WriteBuf::queue(&mut c.wbuf, WriteBuf::from_static(CONTINUE));
                         return Step::Continue;
                     }
@@ -333,8 +452,10 @@ impl Server {
                 }
             }
         }
-        let c = self.conns[idx].as_mut().expect("live");
-        if c.flags & READ_EOF != 0 {
+        let Some(c) = self.conns[idx].as_mut() else {
+            return Step::Stop;
+        };
+        if c.read.eof {
             if has_data {
                 // Part of a request, then EOF: not a request.
                 self.shared.metrics.closed_early();
@@ -342,12 +463,12 @@ impl Server {
             self.close(idx);
             return Step::Stop;
         }
-        if c.flags & READABLE == 0 {
+        if !c.read.readable {
             // Wait for bytes.
             let now = self.now;
             if has_data {
-                if c.flags & TIMER_HEAD == 0 {
-                    c.flags = (c.flags | TIMER_HEAD) & !TIMER_IDLE;
+                if c.timer != HeadTimer::Head {
+                    c.timer = HeadTimer::Head;
                     let d = self.head_deadline();
                     self.set_deadline(idx, d);
                 }
@@ -355,8 +476,8 @@ impl Server {
                 if let Some(b) = c.rbuf.take() {
                     self.bufs.put(b);
                 }
-                if c.flags & TIMER_IDLE == 0 {
-                    c.flags = (c.flags | TIMER_IDLE) & !TIMER_HEAD;
+                if c.timer != HeadTimer::Idle {
+                    c.timer = HeadTimer::Idle;
                     let d = match self.drain_deadline {
                         // Idle during a graceful stop: a short grace period.
                         Some(_) => self.drain_idle_deadline().min(now + self.keepalive_ms),
@@ -367,12 +488,9 @@ impl Server {
             }
             return Step::Stop;
         }
-        if c.rbuf.is_none() {
-            c.rbuf = Some(self.bufs.get());
-        }
         // Room for the longest head, and for a held body after it.
         let max = self.max_head + 2 + HOLD_BODY_MAX as usize;
-        let rbuf = c.rbuf.as_mut().expect("some");
+        let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
         let spare = rbuf.spare(max);
         if spare.is_empty() {
             self.error(idx, 431, "request header fields too large");
@@ -381,7 +499,7 @@ impl Server {
         let want = spare.len();
         match c.sock.read(spare) {
             Ok(0) => {
-                c.flags = (c.flags | READ_EOF) & !READABLE;
+                c.read.got(0, want);
                 Step::Continue
             }
             Ok(n) => {
@@ -389,16 +507,12 @@ impl Server {
                     c.head_at = self.now;
                 }
                 rbuf.advance(n);
-                c.flags |= NEW_DATA;
-                if n < want && c.flags & PEER_HUP == 0 {
-                    // A short read drained the socket; the next arrival
-                    // brings a new edge.
-                    c.flags &= !READABLE;
-                }
+                c.unparsed = true;
+                c.read.got(n, want);
                 Step::Continue
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.flags &= !READABLE;
+                c.read.readable = false;
                 Step::Continue
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
@@ -415,8 +529,12 @@ impl Server {
 
     pub(super) fn dispatch(&mut self, idx: usize, head: Head) -> Step {
         let limit = self.config.limit_request_body;
-        let c = self.conns[idx].as_mut().expect("live");
-        let rbuf = c.rbuf.as_mut().expect("has data");
+        let Some(c) = self.conns[idx].as_mut() else {
+            return Step::Stop;
+        };
+        let Some(rbuf) = c.rbuf.as_mut() else {
+            return Step::Stop;
+        };
         let mut hb = self.bufs.head_vec();
         hb.extend_from_slice(&rbuf.filled()[..head.len]);
         let spans = std::mem::replace(&mut self.scratch, self.spans.pop().unwrap_or_default());
@@ -471,6 +589,7 @@ impl Server {
             }
         };
         let generation = c.generation;
+        let mut fed = None;
         let body = match feed {
             None => body,
             Some((data, kind, received)) => {
@@ -484,7 +603,7 @@ impl Server {
                     token: idx as u32,
                     generation,
                 });
-                c.feed = Some(Box::new(Feed {
+                fed = Some(Box::new(Feed {
                     chan: chan.clone(),
                     kind,
                     received,
@@ -494,15 +613,16 @@ impl Server {
                 Body::stream(chan)
             }
         };
-        if c.rbuf.as_ref().is_some_and(|b| b.is_empty()) {
-            let b = c.rbuf.take().expect("some");
-            self.bufs.put(b);
-        } else {
+        if c.has_input() {
             // Pipelined bytes wait in the buffer.
-            c.flags |= NEW_DATA;
+            c.unparsed = true;
+        } else if let Some(b) = c.rbuf.take() {
+            self.bufs.put(b);
         }
-        c.flags = (c.flags | IN_APP | SERVED) & !(TIMER_HEAD | TIMER_IDLE | CONTINUE_SENT);
-        let streaming = c.feed.is_some();
+        let streaming = fed.is_some();
+        c.exchange = Exchange::InApp { feed: fed };
+        c.timer = HeadTimer::None;
+        c.continue_sent = false;
         let (peer, local) = (c.peer, c.local);
         self.dispatched += 1;
         if self.max_requests > 0
@@ -558,12 +678,4 @@ impl Server {
         }))
         .unwrap_or(false)
     }
-}
-
-/// No request in progress, nothing to write, nothing buffered.
-pub(super) fn is_idle(c: &Conn) -> bool {
-    c.flags & (IN_APP | PULLING | CLOSE_AFTER | LINGER) == 0
-        && c.stream.is_none()
-        && c.wbuf.is_none()
-        && c.rbuf.as_ref().is_none_or(|b| b.is_empty())
 }

@@ -4,8 +4,8 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use super::conn::{CLOSE_AFTER, LINGER_ON_CLOSE, NEW_DATA, PEER_HUP, READ_EOF, READABLE};
-use super::{Server, Step};
+use super::Server;
+use super::conn::{Closing, Exchange, Step};
 use crate::buf::BUF_SIZE;
 use crate::parse::ChunkedDecoder;
 use crate::pool::lock;
@@ -30,8 +30,12 @@ impl Server {
     pub(super) fn read_body(&mut self, idx: usize) -> Step {
         let limit = self.config.limit_request_body;
         let stall = self.stall_deadline();
-        let c = self.conns[idx].as_mut().expect("live");
-        let feed = c.feed.as_mut().expect("feed");
+        let Some(c) = self.conns[idx].as_mut() else {
+            return Step::Stop;
+        };
+        let Exchange::InApp { feed: Some(feed) } = &mut c.exchange else {
+            return Step::Stop;
+        };
         {
             let mut st = lock(&feed.chan.state);
             if st.closed {
@@ -42,28 +46,25 @@ impl Server {
                 return Step::Stop;
             }
         }
-        if c.rbuf.is_none() {
-            c.rbuf = Some(self.bufs.get());
-        }
-        let rbuf = c.rbuf.as_mut().expect("some");
+        let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
         if rbuf.is_empty() {
             let spare = rbuf.spare(BUF_SIZE);
             let want = spare.len();
             match c.sock.read(spare) {
                 Ok(0) => {
-                    c.flags = (c.flags | READ_EOF | CLOSE_AFTER) & !READABLE;
-                    let feed = c.feed.take().expect("feed");
-                    fail_feed(&feed, BodyError::Eof);
+                    c.read.got(0, want);
+                    c.close_after(Closing::AfterWrite);
+                    if let Some(feed) = c.take_feed() {
+                        fail_feed(&feed, BodyError::Eof);
+                    }
                     return Step::Stop;
                 }
                 Ok(n) => {
                     rbuf.advance(n);
-                    if n < want && c.flags & PEER_HUP == 0 {
-                        c.flags &= !READABLE;
-                    }
+                    c.read.got(n, want);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.flags &= !READABLE;
+                    c.read.readable = false;
                     return Step::Stop;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Continue,
@@ -114,8 +115,8 @@ impl Server {
             feed.chan.cond.notify_all();
         }
         if failed.is_some() {
-            c.feed = None;
-            c.flags |= CLOSE_AFTER | LINGER_ON_CLOSE;
+            c.take_feed();
+            c.close_after(Closing::LingerAfterWrite);
             if let Some(b) = c.rbuf.take() {
                 self.bufs.put(b);
             }
@@ -123,12 +124,11 @@ impl Server {
             return Step::Stop;
         }
         if done {
-            c.feed = None;
-            if c.rbuf.as_ref().is_some_and(|b| b.is_empty()) {
-                let b = c.rbuf.take().expect("some");
+            c.take_feed();
+            if c.has_input() {
+                c.unparsed = true;
+            } else if let Some(b) = c.rbuf.take() {
                 self.bufs.put(b);
-            } else {
-                c.flags |= NEW_DATA;
             }
             self.set_deadline(idx, 0);
             return Step::Stop;
