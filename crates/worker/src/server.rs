@@ -811,26 +811,4 @@ impl Server {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_state_stays_small() {
-        // An idle keep-alive connection costs its slab slot and nothing
-        // else (no buffers): keep the slot well under the 512-byte goal.
-        let size = std::mem::size_of::<Option<Conn>>();
-        assert!(size <= 256, "Option<Conn> is {size} bytes");
-        eprintln!("Option<Conn>: {size} bytes");
-    }
-
-    #[test]
-    fn jitter_is_in_range() {
-        assert_eq!(jitter(0), 0);
-        for _ in 0..100 {
-            assert!(jitter(3) <= 3);
-        }
-        // The largest value neither divides by zero nor overflows (issue 19).
-        let _ = jitter(u64::MAX);
-        assert!(jitter(u64::MAX - 1) < u64::MAX);
-    }
-}
+mod tests;

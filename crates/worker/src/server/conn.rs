@@ -104,6 +104,9 @@ impl ReadSide {
 pub(super) enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// In-memory bytes for the state machine's unit tests.
+    #[cfg(test)]
+    Mem(super::tests::MemIo),
 }
 
 impl Read for Sock {
@@ -111,6 +114,8 @@ impl Read for Sock {
         match self {
             Sock::Tcp(s) => s.read(buf),
             Sock::Unix(s) => s.read(buf),
+            #[cfg(test)]
+            Sock::Mem(s) => s.read(buf),
         }
     }
 }
@@ -120,12 +125,16 @@ impl Write for Sock {
         match self {
             Sock::Tcp(s) => s.write(buf),
             Sock::Unix(s) => s.write(buf),
+            #[cfg(test)]
+            Sock::Mem(s) => s.write(buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Sock::Tcp(s) => s.write_vectored(bufs),
             Sock::Unix(s) => s.write_vectored(bufs),
+            #[cfg(test)]
+            Sock::Mem(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -138,6 +147,11 @@ impl Sock {
         let _ = match self {
             Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Sock::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            #[cfg(test)]
+            Sock::Mem(s) => {
+                s.shutdown_write();
+                Ok(())
+            }
         };
     }
 }
