@@ -1304,7 +1304,11 @@ impl Layer {
                 );
             }
         };
-        let v = r.take("prefix", self.prefix, "gunicorn".to_owned());
+        let v = r.take(
+            "prefix",
+            self.prefix,
+            ferrocorn_log::DEFAULT_PREFIX.to_owned(),
+        );
         if !is_metric_name(&v.value) {
             return bad(
                 "prefix",

@@ -2,18 +2,23 @@
 //! loop): calling it, turning its answer into bytes ([`crate::encode`]),
 //! pulling the pieces of a streamed response, and finishing the request
 //! (access log, request metrics).
+//!
+//! The access line of a request is written on the thread that produced
+//! its response: a pool thread (one write per line), or the event loop for
+//! `App::nonblocking` requests (lines held and written together at most
+//! 10 ms after the first, see `Server::run`).
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use crate::access::Record;
 use crate::encode;
 use crate::pool::{Chunk, Done, Job, Msg, Pull, Shared};
 use crate::request::{OwnedHead, Request};
 use crate::response::{BodyStream, Response, header_lines, reason};
 use crate::write_buf::WriteBuf;
+use ferrocorn_log::AccessRecord;
 
 /// A streamed response in progress.
 pub(crate) struct StreamResp {
@@ -257,7 +262,7 @@ fn finish_request(
         } else {
             &[]
         };
-        access.log(&Record {
+        access.log(&AccessRecord {
             remote: peer,
             method: head.method(),
             target: head.target(),

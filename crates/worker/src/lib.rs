@@ -107,7 +107,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod access;
 mod buf;
 mod date;
 mod dispatch;
@@ -357,7 +356,7 @@ pub struct Worker {
     waker: Arc<mio::Waker>,
     control: Arc<AtomicU8>,
     logger: slog::Logger,
-    access: Option<access::AccessSink>,
+    access: Option<ferrocorn_log::AccessLog>,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
     on_recycle: Option<Callback>,
@@ -413,7 +412,7 @@ impl Worker {
             #[cfg(feature = "metrics")]
             metrics: None,
             #[cfg(feature = "metrics")]
-            metrics_prefix: "gunicorn".to_owned(),
+            metrics_prefix: ferrocorn_log::DEFAULT_PREFIX.to_owned(),
             #[cfg(feature = "metrics")]
             accept_queue_wait: true,
         })

@@ -12,7 +12,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::App;
-use crate::access::AccessSink;
 pub(crate) use crate::dispatch::StreamResp;
 use crate::dispatch::{run_call, run_pull};
 use crate::metrics::Metrics;
@@ -20,6 +19,7 @@ use crate::parse::HeaderSpan;
 use crate::request::{Body, BodyEvent, OwnedHead};
 use crate::stats::WorkerStats;
 use crate::write_buf::WriteBuf;
+use ferrocorn_log::AccessLog;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -79,7 +79,7 @@ pub(crate) struct Shared {
     pub(crate) app: Arc<dyn App>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) logger: slog::Logger,
-    pub(crate) access: Option<AccessSink>,
+    pub(crate) access: Option<AccessLog>,
     pub(crate) metrics: Metrics,
     msgs: Mutex<Vec<Msg>>,
     waker: Arc<mio::Waker>,
@@ -168,7 +168,7 @@ impl Shared {
         app: Arc<dyn App>,
         stats: Arc<WorkerStats>,
         logger: slog::Logger,
-        access: Option<AccessSink>,
+        access: Option<AccessLog>,
         metrics: Metrics,
         waker: Arc<mio::Waker>,
         threads: usize,

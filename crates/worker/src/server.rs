@@ -20,7 +20,7 @@ mod accept;
 mod conn;
 mod feed;
 
-use accept::{ListenerState, Lst};
+use accept::{ListenSocket, ListenerState};
 use conn::{Closing, Conn, Exchange, HeadTimer};
 use feed::fail_feed;
 
@@ -198,11 +198,15 @@ impl Server {
                     l.set_nonblocking(true)?;
                     let local = l.local_addr().ok();
                     let set_nodelay = !accept::nodelay_inherited(&l);
-                    (Lst::Tcp(TcpListener::from_std(l)), local, set_nodelay)
+                    (
+                        ListenSocket::Tcp(TcpListener::from_std(l)),
+                        local,
+                        set_nodelay,
+                    )
                 }
                 Listener::Unix(l) => {
                     l.set_nonblocking(true)?;
-                    (Lst::Unix(UnixListener::from_std(l)), None, false)
+                    (ListenSocket::Unix(UnixListener::from_std(l)), None, false)
                 }
             };
             // Labelled as the supervisor labels the listener's other series.

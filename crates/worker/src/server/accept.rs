@@ -22,13 +22,15 @@ use crate::metrics::AcceptWait;
 /// and twice the p99 of 1 (81/181 to 132/130).
 pub(super) const ACCEPT_BATCH: usize = 1;
 
-pub(super) enum Lst {
+/// A listener registered with the poll (a [`crate::Listener`], non-blocking).
+pub(super) enum ListenSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
+/// A listener and what the loop knows of it.
 pub(super) struct ListenerState {
-    pub(super) sock: Lst,
+    pub(super) sock: ListenSocket,
     pub(super) local: Option<SocketAddr>,
     pub(super) wildcard: bool,
     /// Set TCP_NODELAY on each accepted connection: false when the
@@ -58,14 +60,16 @@ impl Server {
         for (i, l) in self.listeners.iter_mut().enumerate() {
             let token = Token(LISTENER_BASE + i);
             match &mut l.sock {
-                Lst::Tcp(s) => self
-                    .poll
-                    .registry()
-                    .register(s, token, Interest::READABLE)?,
-                Lst::Unix(s) => self
-                    .poll
-                    .registry()
-                    .register(s, token, Interest::READABLE)?,
+                ListenSocket::Tcp(s) => {
+                    self.poll
+                        .registry()
+                        .register(s, token, Interest::READABLE)?
+                }
+                ListenSocket::Unix(s) => {
+                    self.poll
+                        .registry()
+                        .register(s, token, Interest::READABLE)?
+                }
             }
             l.ready = true;
         }
@@ -80,8 +84,8 @@ impl Server {
         }
         for l in &mut self.listeners {
             let _ = match &mut l.sock {
-                Lst::Tcp(s) => self.poll.registry().deregister(s),
-                Lst::Unix(s) => self.poll.registry().deregister(s),
+                ListenSocket::Tcp(s) => self.poll.registry().deregister(s),
+                ListenSocket::Unix(s) => self.poll.registry().deregister(s),
             };
             l.ready = false;
         }
@@ -170,7 +174,7 @@ impl Server {
     pub(super) fn accept_one(&mut self, i: usize) -> bool {
         let l = &mut self.listeners[i];
         let accepted = match &l.sock {
-            Lst::Tcp(s) => s.accept().map(|(sock, peer)| {
+            ListenSocket::Tcp(s) => s.accept().map(|(sock, peer)| {
                 if let Some(wait) = &l.wait {
                     observe_accept_wait(wait, &sock);
                 }
@@ -184,7 +188,7 @@ impl Server {
                 };
                 (Sock::Tcp(sock), Some(peer), local)
             }),
-            Lst::Unix(s) => s.accept().map(|(sock, _)| (Sock::Unix(sock), None, None)),
+            ListenSocket::Unix(s) => s.accept().map(|(sock, _)| (Sock::Unix(sock), None, None)),
         };
         match accepted {
             Ok((sock, peer, local)) => {
