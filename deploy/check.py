@@ -312,6 +312,14 @@ def cmd_kubernetes(_args):
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         port = c[probe]["httpGet"]["port"]
         check(port in ports, f"{probe} names port {port}")
+    # Readiness and startup ask the workers' own health endpoint.
+    health = arg_value(c["args"], "--health-path")
+    for probe in ("readinessProbe", "startupProbe"):
+        get = c[probe]["httpGet"]
+        check(
+            (get["path"], get["port"]) == (health, "http"),
+            f"{probe} asks {get['path']} on {get['port']}, not --health-path {health} on http",
+        )
 
     # The metrics directory is on a memory-backed emptyDir.
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}

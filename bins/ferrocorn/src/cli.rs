@@ -131,6 +131,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub stall_timeout: Option<Seconds>,
 
+    /// A path (e.g. /healthz) each worker answers itself, never the app: 200
+    /// while it serves, 503 once it stops; "" = off. [default: off]
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+
     /// Requests a worker serves before it restarts; 0 = never. [default: 0]
     #[arg(long, value_name = "INT")]
     pub max_requests: Option<u64>,
@@ -218,6 +223,10 @@ pub struct ServeArgs {
     /// Import the app in the supervisor before forking the workers.
     #[arg(long = "preload")]
     pub preload: bool,
+
+    /// Send the app's stdout and stderr (print()) to the error log.
+    #[arg(long = "capture-output")]
+    pub capture_output: bool,
 
     /// gunicorn's worker class: sync or gthread (both run ferrocorn's
     /// worker: processes with a thread pool each); others are refused.

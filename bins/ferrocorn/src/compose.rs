@@ -67,6 +67,7 @@ pub fn worker_config(c: &Config) -> WorkerConfig {
         limit_request_body: c.limit_request_body,
         header_timeout: c.header_timeout,
         stall_timeout: c.stall_timeout,
+        health_path: c.health_path.clone(),
         ..WorkerConfig::default()
     }
 }

@@ -252,6 +252,8 @@ layer! {
     header_timeout: Seconds,
     /// Seconds a body or a response write may stall.
     stall_timeout: Seconds,
+    /// A path the workers answer themselves (a health probe); empty = off.
+    health_path: String,
     /// Requests before a worker restarts (0 = never).
     max_requests: u64,
     /// Random extra requests before a restart.
@@ -306,6 +308,8 @@ layer! {
     virtualenv: PathBuf,
     /// Import the app in the supervisor before forking.
     preload_app: bool,
+    /// The app's stdout and stderr (print()) to the error log.
+    capture_output: bool,
     /// gunicorn's worker class: sync or gthread.
     worker_class: String,
     /// Peers trusted to set the scheme through secure_scheme_headers.
@@ -355,7 +359,6 @@ const GUNICORN_ONLY: &[&str] = &[
     "proc_name",
     "default_proc_name",
     "paste",
-    "capture_output",
     "disable_redirect_access_to_syslog",
     "sendfile",
     "strip_header_spaces",
@@ -508,6 +511,7 @@ impl Layer {
             keepalive: cli(&args.keep_alive, "--keep-alive"),
             header_timeout: cli(&args.header_timeout, "--header-timeout"),
             stall_timeout: cli(&args.stall_timeout, "--stall-timeout"),
+            health_path: cli(&args.health_path, "--health-path"),
             max_requests: cli(&args.max_requests, "--max-requests"),
             max_requests_jitter: cli(&args.max_requests_jitter, "--max-requests-jitter"),
             limit_request_line: cli(&args.limit_request_line, "--limit-request-line"),
@@ -541,6 +545,7 @@ impl Layer {
             }),
             virtualenv: cli(&args.virtualenv, "--virtualenv"),
             preload_app: cli(&args.preload.then_some(true), "--preload"),
+            capture_output: cli(&args.capture_output.then_some(true), "--capture-output"),
             worker_class: cli(&args.worker_class, "--worker-class"),
             forwarded_allow_ips: cli(&args.forwarded_allow_ips, "--forwarded-allow-ips"),
             secure_scheme_headers: None,
@@ -802,6 +807,8 @@ pub struct Config {
     /// A request body or a response write stalled this long is cut (zero =
     /// no limit).
     pub stall_timeout: Duration,
+    /// The path each worker answers itself as a health probe; `None` = off.
+    pub health_path: Option<String>,
     /// Requests before a worker restarts (0 = never).
     pub max_requests: u64,
     /// Random extra requests before a restart.
@@ -915,6 +922,9 @@ impl Config {
         t.insert("keepalive".into(), secs(self.keepalive));
         t.insert("header_timeout".into(), secs(self.header_timeout));
         t.insert("stall_timeout".into(), secs(self.stall_timeout));
+        if let Some(p) = &self.health_path {
+            t.insert("health_path".into(), V::String(p.clone()));
+        }
         t.insert("max_requests".into(), int(self.max_requests));
         t.insert("max_requests_jitter".into(), int(self.max_requests_jitter));
         t.insert(
@@ -1067,6 +1077,36 @@ fn duration(
     Ok(d)
 }
 
+/// `health_path`: empty is off; else an origin-form path, matched byte for
+/// byte against a request's path (without its query).
+fn health_path(v: &Sourced<String>) -> Result<Option<String>, ConfigError> {
+    let p = v.value.as_str();
+    if p.is_empty() {
+        return Ok(None);
+    }
+    if !p.starts_with('/') {
+        return bad(
+            "health_path",
+            &v.source,
+            format_args!("{p:?} does not start with `/`"),
+        );
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || !c.is_ascii_graphic())
+    {
+        return bad(
+            "health_path",
+            &v.source,
+            format_args!("{p:?} has {c:?}: a path without query, fragment, spaces or non-ASCII"),
+        );
+    }
+    if p.len() > 1024 {
+        return bad("health_path", &v.source, "longer than 1024 bytes");
+    }
+    Ok(Some(p.to_owned()))
+}
+
 fn one_of<'a>(
     name: &'static str,
     v: &Sourced<String>,
@@ -1183,6 +1223,13 @@ impl Layer {
         // write that pauses for a millisecond fail.
         let v = r.take("stall_timeout", self.stall_timeout, Seconds(30.0));
         let stall_timeout = duration("stall_timeout", &v, false)?;
+        let health_path = match self.health_path {
+            Some(v) => {
+                r.explicit.push(("health_path", v.source.clone()));
+                health_path(&v)?
+            }
+            None => None,
+        };
 
         // TOML integers are i64: a larger value would not load back from
         // `--print-config` (issue 19), and no worker serves that many.
@@ -1402,6 +1449,7 @@ impl Layer {
                 raw_env: self.raw_env,
                 virtualenv: self.virtualenv,
                 preload_app: self.preload_app,
+                capture_output: self.capture_output,
                 worker_class: self.worker_class,
                 forwarded_allow_ips: self.forwarded_allow_ips,
                 secure_scheme_headers: self.secure_scheme_headers,
@@ -1436,6 +1484,7 @@ impl Layer {
             keepalive,
             header_timeout,
             stall_timeout,
+            health_path,
             max_requests,
             max_requests_jitter,
             limit_request_line,
@@ -1520,6 +1569,34 @@ mod tests {
             assert_eq!(m.dir, None);
         } else {
             assert_eq!(c.metrics, None);
+        }
+    }
+
+    #[test]
+    fn health_path_is_off_by_default_and_validated() {
+        assert_eq!(load(&[], &[]).unwrap().health_path, None);
+        let f = file("health_path = \"/healthz\"\n");
+        let path = f.path().to_str().unwrap();
+        let c = load(&["-c", path], &[]).unwrap();
+        assert_eq!(c.health_path.as_deref(), Some("/healthz"));
+        // Printed so that `-c` reads it back, and turned off by "".
+        let printed = file(&c.to_toml());
+        let again = load(&["-c", printed.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(again.health_path.as_deref(), Some("/healthz"));
+        let c = load(&["-c", path, "--health-path", ""], &[]).unwrap();
+        assert_eq!(c.health_path, None);
+        assert!(!c.to_toml().contains("health_path"));
+        for (bad, why) in [
+            ("healthz", "does not start with `/`"),
+            ("/healthz?x=1", "'?'"),
+            ("/a b", "' '"),
+            ("/é", "'é'"),
+        ] {
+            let e = load(&["--health-path", bad], &[]).unwrap_err();
+            assert!(
+                e.0.contains("`health_path`") && e.0.contains("--health-path") && e.0.contains(why),
+                "{bad:?}: {e}"
+            );
         }
     }
 

@@ -116,7 +116,7 @@ fn check_app(config: &Config) -> Result<(), Failure> {
         ));
     };
     let discard = slog::Logger::root(slog::Discard, slog::o!());
-    match python::load(config, &discard) {
+    match python::load(config, None, &discard, None) {
         Ok(_) => {
             println!("app OK: {spec}");
             Ok(())

@@ -1,6 +1,7 @@
 //! The settings of a Python WSGI app, gunicorn's names: `wsgi_app`,
 //! `chdir`, `pythonpath`, `raw_env` (`--env`), `virtualenv`, `preload_app`,
-//! `worker_class`, `forwarded_allow_ips`, `secure_scheme_headers`.
+//! `worker_class`, `forwarded_allow_ips`, `secure_scheme_headers`,
+//! `capture_output`.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ pub(super) struct PythonLayer {
     pub raw_env: Option<Sourced<Vec<String>>>,
     pub virtualenv: Option<Sourced<PathBuf>>,
     pub preload_app: Option<Sourced<bool>>,
+    pub capture_output: Option<Sourced<bool>>,
     pub worker_class: Option<Sourced<String>>,
     pub forwarded_allow_ips: Option<Sourced<String>>,
     pub secure_scheme_headers: Option<Sourced<HeaderPairs>>,
@@ -37,6 +39,8 @@ pub struct PythonSettings {
     pub virtualenv: Option<PathBuf>,
     /// Import the app in the supervisor before forking.
     pub preload: bool,
+    /// The app's `sys.stdout`/`sys.stderr` to the error log.
+    pub capture_output: bool,
     /// The worker class given (sync or gthread), if any.
     pub worker_class: Option<String>,
     /// Peers trusted to set the scheme (gunicorn's syntax).
@@ -141,6 +145,7 @@ impl PythonSettings {
             None => None,
         };
         let preload = r.take("preload_app", l.preload_app, false).value;
+        let capture_output = r.take("capture_output", l.capture_output, false).value;
         let worker_class = match l.worker_class {
             Some(v) => {
                 r.explicit.push(("worker_class", v.source.clone()));
@@ -186,6 +191,7 @@ impl PythonSettings {
             raw_env,
             virtualenv,
             preload,
+            capture_output,
             worker_class,
             forwarded_allow_ips,
             secure_scheme_headers,
@@ -225,6 +231,7 @@ impl PythonSettings {
             t.insert("virtualenv".into(), path(v));
         }
         t.insert("preload_app".into(), V::Boolean(self.preload));
+        t.insert("capture_output".into(), V::Boolean(self.capture_output));
         if let Some(w) = &self.worker_class {
             t.insert("worker_class".into(), V::String(w.clone()));
         }

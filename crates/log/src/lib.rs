@@ -226,6 +226,16 @@ impl Logs {
         )
     }
 
+    /// A logger named exactly `name` (a Python logger's name, say),
+    /// writing to the error log's destination at its level.
+    pub fn logger_named(&self, name: &str) -> slog::Logger {
+        let config = &self.inner.config;
+        slog::Logger::root(
+            drain_for(config, name, config.level, &self.inner.error_sink, false),
+            slog::o!(),
+        )
+    }
+
     /// The settings these logs were built from.
     pub fn config(&self) -> &LogConfig {
         &self.inner.config

@@ -116,8 +116,14 @@ pub(crate) fn is_folded(kind: Kind) -> bool {
 /// after waiting 2 s for it the call fails with `TimedOut` rather than
 /// hang its caller. Unreadable files of the pid, and names of it that are
 /// not regular files, are deleted (nothing in them can be recovered).
+///
+/// The files of a process are those whose id is its pid (`counter_1234.db`)
+/// or its pid, a dot and a tag (`counter_1234.py.db`): a second writer in
+/// the same process (prometheus_client in a Python worker, whose
+/// `process_identifier` ferrocorn-wsgi sets to `{pid}.py`) must not share
+/// the pid's files, and its files are handled exactly like the pid's.
 pub fn mark_process_dead(dir: &Path, pid: u32) -> io::Result<()> {
-    mark_id_dead(dir, &pid.to_string())
+    mark_ids_dead(dir, &pid.to_string(), true)
 }
 
 /// The lock file serializing folds (taken exclusively) against each other
@@ -215,7 +221,16 @@ pub(crate) fn open_lock(dir: &Path, name: &str, create: bool) -> io::Result<Opti
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-pub(crate) fn mark_id_dead(dir: &Path, id: &str) -> io::Result<()> {
+/// Whether the file id `id` is `pid.{tag}` (a tag: not empty, no `_`).
+fn is_tagged_id_of(id: &str, pid: &str) -> bool {
+    id.strip_prefix(pid)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|tag| !tag.is_empty())
+}
+
+/// Marks `id` dead, and with `tagged` every `{id}.{tag}` found in `dir`
+/// too, under one hold of the lock.
+fn mark_ids_dead(dir: &Path, id: &str, tagged: bool) -> io::Result<()> {
     let _lock = match lock_dir(dir, true, FOLD_LOCK_WAIT)? {
         Locked::Held(lock) => lock,
         Locked::NoLockFile => {
@@ -234,27 +249,41 @@ pub(crate) fn mark_id_dead(dir: &Path, id: &str) -> io::Result<()> {
             ));
         }
     };
-    for mode in GaugeMode::ALL
-        .into_iter()
-        .filter(|m| m.is_live() || *m == GaugeMode::All)
-    {
-        remove_if_present(&dir.join(Kind::Gauge(mode).file_name(id)))?;
-    }
     // Folds a crash interrupted first: their files are under hidden names.
+    // And the tagged ids of the process (`1234.py`).
     let mut hidden: Vec<(Kind, String)> = Vec::new();
+    let mut ids: Vec<String> = vec![id.to_string()];
     for entry in fs::read_dir(dir)? {
-        if let Some(name) = entry?.file_name().to_str()
-            && let Some(n) = file::FileName::parse_folding(name)
-            && is_folded(n.kind)
+        let Some(name) = entry?.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if let Some(n) = file::FileName::parse_folding(&name) {
+            if is_folded(n.kind) {
+                hidden.push((n.kind, n.id));
+            }
+        } else if tagged
+            && let Some(n) = file::FileName::parse(&name)
+            && is_tagged_id_of(&n.id, id)
+            && !ids.contains(&n.id)
         {
-            hidden.push((n.kind, n.id));
+            ids.push(n.id);
+        }
+    }
+    for id in &ids {
+        for mode in GaugeMode::ALL
+            .into_iter()
+            .filter(|m| m.is_live() || *m == GaugeMode::All)
+        {
+            remove_if_present(&dir.join(Kind::Gauge(mode).file_name(id)))?;
         }
     }
     for kind in FOLDED {
         for (_, hid) in hidden.iter().filter(|(k, _)| *k == kind) {
             fold_hidden(dir, kind, hid)?;
         }
-        fold(dir, kind, id)?;
+        for id in &ids {
+            fold(dir, kind, id)?;
+        }
     }
     Ok(())
 }

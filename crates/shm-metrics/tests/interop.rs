@@ -209,6 +209,49 @@ fn mark_process_dead_folds_into_aggregates_python_can_read() {
     assert_same_exposition(&churned, &python_expose(dir.path()));
 }
 
+/// A second writer in a process names its files `{pid}.{tag}` (as
+/// ferrocorn-wsgi has prometheus_client do, `{pid}.py`): both readers
+/// understand them, and `mark_process_dead(pid)` handles them as the pid's
+/// own, but not those of another pid with the same digits in front.
+#[test]
+fn mark_process_dead_handles_the_tagged_ids_of_the_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = rust_write(dir.path(), 0);
+    let tagged = |id: String, index: u32| {
+        let mut cmd = Command::new(python());
+        cmd.arg(script("write.py"))
+            .arg(index.to_string())
+            .env("PROMETHEUS_MULTIPROC_DIR", dir.path())
+            .env("FC_PY_ID", &id);
+        assert!(cmd.status().unwrap().success());
+    };
+    tagged(format!("{pid}.py"), 1);
+    tagged(format!("{pid}0.py"), 2);
+    let before = ours(dir.path());
+    assert_same_exposition(&before, &python_expose(dir.path()));
+    assert!(before.contains(&format!("pid=\"{pid}.py\"")), "{before}");
+    mark_process_dead(dir.path(), pid).unwrap();
+    let files = db_files(dir.path());
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with(&format!("_{pid}.db")) || f.ends_with(&format!("_{pid}.py.db"))),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&format!("gauge_liveall_{pid}0.py.db")),
+        "{files:?}"
+    );
+    let after = ours(dir.path());
+    // The dead process's `all`/`liveall` series went, the other's stayed.
+    assert!(!after.contains(&format!("pid=\"{pid}\"")), "{after}");
+    assert!(!after.contains(&format!("pid=\"{pid}.py\"")), "{after}");
+    assert!(after.contains(&format!("pid=\"{pid}0.py\"")), "{after}");
+    assert_same_exposition(&after, &python_expose(dir.path()));
+    // fc_plain_total: 1 (rust, index 0) + 2 + 3 (python, index 1 and 2).
+    assert!(after.contains("\nfc_plain_total 6.0\n"), "{after}");
+}
+
 #[test]
 fn concurrent_scrapes_during_folds_never_double_count_or_lose() {
     let dir = tempfile::tempdir().unwrap();

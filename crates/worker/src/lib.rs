@@ -111,6 +111,7 @@ mod buf;
 mod date;
 mod dispatch;
 mod encode;
+mod health;
 mod metrics;
 pub mod parse;
 mod pool;
@@ -225,6 +226,15 @@ pub struct WorkerConfig {
     /// Run the app on the event loop thread when the whole request is
     /// already read (for handlers that never block).
     pub inline: bool,
+    /// A path (`/healthz`, say) the event loop answers itself, never the
+    /// app: `GET`/`HEAD` get `200` while the worker serves, also when every
+    /// pool thread is busy, and `503` with `Connection: close` once it stops
+    /// (graceful stop, retire, `max_requests`); other methods get `405`
+    /// (counted and logged as the worker's other refusals).
+    /// Matched on the path without the query. Not counted as a request
+    /// (stats, metrics, `max_requests`) nor written to the access log.
+    /// `None`: off, the path goes to the app (the default).
+    pub health_path: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -244,6 +254,7 @@ impl Default for WorkerConfig {
             limit_request_body: 0,
             header_timeout: Duration::from_secs(30),
             inline: false,
+            health_path: None,
         }
     }
 }

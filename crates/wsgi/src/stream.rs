@@ -130,6 +130,10 @@ fn next_python(
     log: &slog::Logger,
     what: &str,
 ) -> Option<io::Result<Vec<u8>>> {
+    // The app's generator runs: a stuck one shows at a worker timeout.
+    let (method, target) = what.split_once(' ').unwrap_or(("", what));
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let _running = crate::stuck::InRequest::enter(method, path);
     Python::attach(|py| {
         let mut it = iter.bind(py).clone();
         loop {

@@ -30,17 +30,27 @@ pub fn apply_env(c: &Config) {
 }
 
 /// Fails: no Python.
-pub fn load(_: &Config, _: &slog::Logger) -> Result<Arc<dyn App>, String> {
+pub fn load(
+    _: &Config,
+    _: Option<&ferrocorn_log::Logs>,
+    _: &slog::Logger,
+    _: Option<&std::path::Path>,
+) -> Result<Arc<dyn App>, String> {
     Err(NOT_BUILT.into())
 }
 
 /// Fails: no Python.
-pub fn preload(_: &Config, _: &slog::Logger) -> Result<Preloaded, String> {
+pub fn preload(_: &Config, _: &ferrocorn_log::Logs) -> Result<Preloaded, String> {
     Err(NOT_BUILT.into())
 }
 
 /// Unreachable (no `Preloaded` exists).
-pub fn preloaded_app(p: &Preloaded, _: &slog::Logger) -> Arc<dyn App> {
+pub fn preloaded_app(
+    p: &Preloaded,
+    _: &Config,
+    _: &ferrocorn_log::Logs,
+    _: Option<&std::path::Path>,
+) -> Result<Arc<dyn App>, String> {
     match *p {}
 }
 

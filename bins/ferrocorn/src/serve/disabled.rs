@@ -142,7 +142,12 @@ pub fn serve(_args: ServeArgs, config: Config) -> Result<(), Failure> {
     };
     ignore_supervisor_signals();
     let built = match &config.python.wsgi_app {
-        Some(_) => match python::load(&config, &log) {
+        Some(_) => match python::load(
+            &config,
+            Some(&logs),
+            &log,
+            exporter.as_ref().map(|e| e.dir()),
+        ) {
             Ok(app) => compose::build_worker_serving(&config, listeners, &logs, app),
             Err(trace) => {
                 slog::error!(log, "Exception in worker process\n{}", trace);

@@ -89,9 +89,10 @@ impl Service for Ferrocorn {
             // The --env of the current config (re-read on HUP), as gunicorn
             // sets them in each worker before it loads the app.
             python::apply_env(&self.config);
+            let dir = ctx.metrics_dir.as_deref();
             let app = match &self.preloaded {
-                Some(p) => Ok(python::preloaded_app(p, &log)),
-                None => python::load(&self.config, &log),
+                Some(p) => python::preloaded_app(p, &self.config, &logs, dir),
+                None => python::load(&self.config, Some(&logs), &log, dir),
             };
             match app {
                 Ok(app) => compose::build_worker_serving(&self.config, listeners, &logs, app),
@@ -191,7 +192,7 @@ pub fn serve(args: ServeArgs, config: Config) -> Result<(), Failure> {
         );
     }
     let preloaded = if config.python.preload && config.python.wsgi_app.is_some() {
-        match python::preload(&config, logs.error()) {
+        match python::preload(&config, &logs) {
             Ok(p) => Some(p),
             Err(trace) => {
                 // Before any worker exists: the traceback once, exit 4.

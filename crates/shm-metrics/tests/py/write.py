@@ -1,10 +1,14 @@
 """Writes every metric type and gauge mode in multiprocess mode, the same
 series as tests/common/mod.rs's `write_everything`. Usage: write.py INDEX
-(PROMETHEUS_MULTIPROC_DIR must be set)."""
+(PROMETHEUS_MULTIPROC_DIR must be set). With FC_PY_ID set, files are named
+by that id (prometheus_client's `process_identifier`) instead of the pid."""
 import os
 import sys
 
-from prometheus_client import Counter, Gauge, Histogram, Summary
+from prometheus_client import Counter, Gauge, Histogram, Summary, values
+
+if os.environ.get('FC_PY_ID'):
+    values.ValueClass = values.MultiProcessValue(lambda: os.environ['FC_PY_ID'])
 
 i = int(sys.argv[1])
 MODES = ['all', 'liveall', 'min', 'livemin', 'max', 'livemax', 'sum', 'livesum', 'mostrecent', 'livemostrecent']

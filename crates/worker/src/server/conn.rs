@@ -18,9 +18,9 @@ use crate::dispatch::{self, StreamResp};
 use crate::encode::{self, CONTINUE};
 use crate::parse::{ChunkedDecoder, Framing, Head, parse_head};
 use crate::pool::{Job, Msg, Pull, Task};
-use crate::reject;
 use crate::request::{Body, BodyChan, BodyError, ChanState, OwnedHead};
 use crate::write_buf::WriteBuf;
+use crate::{health, reject};
 
 /// A streamed response is pulled again when less than this is unsent.
 pub(super) const STREAM_LOW_WATER: usize = 64 * 1024;
@@ -445,6 +445,15 @@ impl Server {
             c.unparsed = false;
             let have = rbuf.len();
             match parse_head(rbuf.filled(), &self.limits, &mut self.scratch) {
+                Ok(Some(head))
+                    if health::is_probe(
+                        self.config.health_path.as_deref(),
+                        &head,
+                        rbuf.filled(),
+                    ) =>
+                {
+                    return self.answer_probe(idx, head);
+                }
                 Ok(Some(head)) if !self.holds_body(&head, have) => {
                     return self.dispatch(idx, head);
                 }
@@ -681,6 +690,49 @@ impl Server {
             self.shared.submit(Task::Call(job));
             Step::Continue
         }
+    }
+
+    /// Answer a request for `health_path` here, on the loop (see
+    /// [`crate::WorkerConfig::health_path`]): it never reaches the pool, so
+    /// busy app threads cannot delay it, and it is not counted as a request
+    /// (no pending or served count, metrics, access line or `max_requests`).
+    /// Another method on the path gets a 405, counted and logged as the
+    /// loop's other refusals are ([`reject`]).
+    fn answer_probe(&mut self, idx: usize, head: Head) -> Step {
+        let stopping = self.drain_deadline.is_some() || self.restart_pending;
+        let keep_alive = head.keep_alive && self.keepalive_ms > 0;
+        let mut out = self.bufs.head_vec();
+        let Some(c) = self.conns[idx].as_mut() else {
+            return Step::Stop;
+        };
+        let Some(rbuf) = c.rbuf.as_mut() else {
+            return Step::Stop;
+        };
+        let (status, close) = health::answer(&head, rbuf.filled(), stopping, keep_alive, &mut out);
+        if status == 405 {
+            let took = Duration::from_millis(self.now.saturating_sub(c.head_at));
+            let arrived = &rbuf.filled()[..head.len];
+            reject::record(&self.shared, arrived, c.peer, status, &out, took);
+        }
+        rbuf.consume(head.len);
+        let body_unread = head.framing != Framing::None;
+        WriteBuf::queue(&mut c.wbuf, WriteBuf::new(out));
+        c.timer = HeadTimer::None;
+        c.continue_sent = false;
+        c.deadline = 0;
+        if close {
+            c.close_after(if stopping || body_unread {
+                Closing::LingerAfterWrite
+            } else {
+                Closing::AfterWrite
+            });
+        } else if c.has_input() {
+            // Pipelined bytes wait in the buffer.
+            c.unparsed = true;
+        } else if let Some(b) = c.rbuf.take() {
+            self.bufs.put(b);
+        }
+        Step::Continue
     }
 
     /// Whether the app promises not to block on this request (a panic in
