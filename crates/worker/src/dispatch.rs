@@ -14,29 +14,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::encode;
-use crate::pool::{Chunk, Done, Job, Msg, Pull, Shared};
+use crate::msg::{Chunk, Done, Job, LogCtx, Msg, Pull, StreamResp, Task};
+use crate::pool::Shared;
 use crate::request::{OwnedHead, Request};
-use crate::response::{BodyStream, Response, header_lines, reason};
+use crate::response::{Response, header_lines, reason};
 use crate::write_buf::WriteBuf;
 use ferrocorn_log::AccessRecord;
 
-/// A streamed response in progress.
-pub(crate) struct StreamResp {
-    iter: BodyStream,
-    chunked: bool,
-    remaining: Option<u64>,
-    sent: u64,
-    status: u16,
-    ctx: Box<LogCtx>,
+/// What a pool thread does with a task.
+pub(crate) fn run_task(shared: &Shared, task: Task) -> Msg {
+    match task {
+        Task::Call(job) => run_call(shared, job),
+        Task::Pull(pull) => run_pull(shared, pull),
+    }
 }
 
-/// What the access log and metrics need once a streamed response ends.
-struct LogCtx {
-    head: OwnedHead,
-    peer: Option<SocketAddr>,
-    resp_headers: Vec<u8>,
-    start: Instant,
-}
 fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
     if let Some(s) = p.downcast_ref::<&str>() {
         s

@@ -108,11 +108,13 @@
 #![deny(missing_docs)]
 
 mod buf;
+mod busy;
 mod date;
 mod dispatch;
 mod encode;
 mod health;
 mod metrics;
+mod msg;
 pub mod parse;
 mod pool;
 mod reject;

@@ -1,77 +1,24 @@
-//! The thread pool running the app, and the messages between it and the
-//! event loop (what a pool thread does with a task is in [`crate::dispatch`]).
-//! Requests go to the pool through a mutex-protected queue; results come back
+//! The thread pool running the app and the two queues between it and the
+//! event loop (the messages are in [`crate::msg`]; what a pool thread does
+//! with a task is in [`crate::dispatch`], handed to [`spawn`]). Requests go to the pool through a mutex-protected queue; results come back
 //! through a vector the loop swaps out after a [`mio::Waker`] wake (one wake
 //! per batch: only a push onto an empty vector wakes the loop).
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::App;
-pub(crate) use crate::dispatch::StreamResp;
-use crate::dispatch::{run_call, run_pull};
+use crate::busy::{BUSY_CLOCK, BusyClock, WAITING_FOR_CLIENT};
 use crate::metrics::Metrics;
-use crate::parse::HeaderSpan;
-use crate::request::{Body, BodyEvent, OwnedHead};
+use crate::msg::{Msg, Task};
 use crate::stats::WorkerStats;
-use crate::write_buf::WriteBuf;
 use ferrocorn_log::AccessLog;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A [`Shared::busy_since`] value: the thread waits for the client's bytes,
-/// which is no sign of a stuck app.
-const WAITING_FOR_CLIENT: u64 = u64::MAX;
-
-/// The busy clock of the pool thread running on this thread.
-struct BusyClock {
-    slots: Arc<[AtomicU64]>,
-    index: usize,
-    epoch: Instant,
-}
-
-thread_local! {
-    /// Set on pool threads (not on the loop thread, whose inline calls
-    /// never read a streamed body).
-    static BUSY_CLOCK: std::cell::RefCell<Option<BusyClock>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// While alive, the calling pool thread counts as waiting for the client
-/// (reading a request body), not as held by the app: the heartbeat's stuck
-/// check ([`Shared::pool_healthy`]) passes over it, and when the wait ends
-/// the app's time starts again. A slow upload is not a stuck worker (a
-/// chunked body trickled a byte every 2 s made the supervisor kill a
-/// 1-thread worker at `timeout`); a body that stalls is cut by
-/// `stall_timeout` instead.
-pub(crate) struct ClientWait(());
-
-impl ClientWait {
-    pub(crate) fn begin() -> ClientWait {
-        BUSY_CLOCK.with(|c| {
-            if let Some(c) = &*c.borrow() {
-                c.slots[c.index].store(WAITING_FOR_CLIENT, Relaxed);
-            }
-        });
-        ClientWait(())
-    }
-}
-
-impl Drop for ClientWait {
-    fn drop(&mut self) {
-        BUSY_CLOCK.with(|c| {
-            if let Some(c) = &*c.borrow() {
-                let now = c.epoch.elapsed().as_millis() as u64;
-                c.slots[c.index].store(now + 1, Relaxed);
-            }
-        });
-    }
 }
 
 /// State shared by the loop and the pool threads.
@@ -104,62 +51,6 @@ struct Tasks {
     /// only when some thread sleeps (a futex call saved per request when the
     /// pool is busy).
     idle: usize,
-}
-
-// A job moves through the queue by value: boxing it would cost an
-// allocation per request.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Task {
-    Call(Job),
-    Pull(Pull),
-}
-
-/// A request for the app.
-pub(crate) struct Job {
-    pub(crate) token: u32,
-    pub(crate) generation: u32,
-    pub(crate) head: OwnedHead,
-    pub(crate) body: Body,
-    pub(crate) peer: Option<SocketAddr>,
-    pub(crate) local: Option<SocketAddr>,
-    /// The loop allows keep-alive after this response.
-    pub(crate) keep_alive: bool,
-    /// An empty vector for the response head.
-    pub(crate) out: Vec<u8>,
-    pub(crate) start: Instant,
-}
-
-/// Fetch the next piece of a streamed response.
-pub(crate) struct Pull {
-    pub(crate) token: u32,
-    pub(crate) generation: u32,
-    pub(crate) stream: Box<StreamResp>,
-}
-
-pub(crate) enum Msg {
-    Done(Done),
-    Chunk(Chunk),
-    Body(BodyEvent),
-}
-
-/// A response produced by the app.
-pub(crate) struct Done {
-    pub(crate) token: u32,
-    pub(crate) generation: u32,
-    pub(crate) out: WriteBuf,
-    pub(crate) close: bool,
-    pub(crate) stream: Option<Box<StreamResp>>,
-    /// The request head, back for reuse.
-    pub(crate) recycle: Option<(Vec<u8>, Vec<HeaderSpan>)>,
-}
-
-/// A piece of a streamed response. `stream` is `None` when it ended.
-pub(crate) struct Chunk {
-    pub(crate) token: u32,
-    pub(crate) generation: u32,
-    pub(crate) data: Vec<u8>,
-    pub(crate) stream: Option<Box<StreamResp>>,
-    pub(crate) close: bool,
 }
 
 impl Shared {
@@ -259,18 +150,21 @@ impl Shared {
     }
 }
 
-/// Start `threads` pool threads.
-pub(crate) fn spawn(shared: &Arc<Shared>, threads: usize) -> io::Result<()> {
+/// What a pool thread does with a task ([`crate::dispatch::run_task`]).
+pub(crate) type RunTask = fn(&Shared, Task) -> Msg;
+
+/// Start `threads` pool threads running tasks with `run`.
+pub(crate) fn spawn(shared: &Arc<Shared>, threads: usize, run: RunTask) -> io::Result<()> {
     for i in 0..threads {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("ferrocorn-pool-{i}"))
-            .spawn(move || pool_thread(&shared, i))?;
+            .spawn(move || pool_thread(&shared, i, run))?;
     }
     Ok(())
 }
 
-fn pool_thread(shared: &Shared, i: usize) {
+fn pool_thread(shared: &Shared, i: usize, run: RunTask) {
     BUSY_CLOCK.with(|c| {
         *c.borrow_mut() = Some(BusyClock {
             slots: shared.busy_since.clone(),
@@ -282,10 +176,7 @@ fn pool_thread(shared: &Shared, i: usize) {
         shared.busy_since[i].store(shared.now_ms() + 1, Relaxed);
         let n = shared.stats.active_threads.fetch_add(1, Relaxed) + 1;
         shared.metrics.active_threads(n);
-        let msg = match task {
-            Task::Call(job) => run_call(shared, job),
-            Task::Pull(pull) => run_pull(shared, pull),
-        };
+        let msg = run(shared, task);
         let n = shared.stats.active_threads.fetch_sub(1, Relaxed) - 1;
         shared.metrics.active_threads(n);
         shared.busy_since[i].store(0, Relaxed);

@@ -19,16 +19,17 @@ use mio::{Events, Interest, Poll, Token};
 mod accept;
 mod conn;
 mod feed;
+mod state;
 
 use accept::{ListenSocket, ListenerState};
-use conn::{Closing, Conn, Exchange, HeadTimer};
-use feed::fail_feed;
+use state::{Closing, Conn, Exchange, HeadTimer};
 
 use crate::buf::BufPool;
 use crate::encode::CONTINUE;
 use crate::metrics::Metrics;
+use crate::msg::{Chunk, Done, Msg};
 use crate::parse::{HeaderSpan, Limits};
-use crate::pool::{self, Chunk, Done, Msg, Shared};
+use crate::pool::{self, Shared};
 use crate::request::{BodyError, BodyEvent};
 use crate::write_buf::WriteBuf;
 use crate::{
@@ -296,7 +297,7 @@ impl Server {
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             self.signals = Some(signals);
         }
-        pool::spawn(&self.shared, self.threads)?;
+        pool::spawn(&self.shared, self.threads, crate::dispatch::run_task)?;
         self.start_listening()?;
         let mut events = Events::with_capacity(1024);
         self.now = self.shared.now_ms();
@@ -467,7 +468,7 @@ impl Server {
             self.close(idx);
         } else if let Some(feed) = c.take_feed() {
             // The client stopped sending the body the app reads.
-            fail_feed(&feed, BodyError::TimedOut);
+            feed.fail(BodyError::TimedOut);
             c.close_after(Closing::LingerAfterWrite);
         } else if !matches!(c.exchange, Exchange::Idle) {
             // With the app: no deadline.
@@ -749,7 +750,7 @@ impl Server {
             // is not read, so the connection cannot be reused; drain what
             // the client still sends so that the close does not reset the
             // response away.
-            fail_feed(&feed, BodyError::Aborted);
+            feed.fail(BodyError::Aborted);
             c.close_after(Closing::LingerAfterWrite);
         }
         if d.close {

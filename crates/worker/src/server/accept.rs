@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use mio::net::{TcpListener, TcpStream, UnixListener};
 use mio::{Interest, Token};
 
-use super::conn::{Conn, Sock};
+use super::state::{Conn, Sock};
 use super::{CONN_BASE, LISTENER_BASE, Server};
 use crate::LEAVE_TO_SIBLING_MS;
 use crate::metrics::AcceptWait;

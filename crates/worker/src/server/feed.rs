@@ -2,28 +2,12 @@
 //! `limit_request_body`, with `100 Continue` owed until the first read.
 
 use std::io::{self, Read};
-use std::sync::Arc;
 
 use super::Server;
-use super::conn::{Closing, Exchange, Step};
+use super::state::{Closing, Exchange, FeedKind, Step};
 use crate::buf::BUF_SIZE;
-use crate::parse::ChunkedDecoder;
 use crate::pool::lock;
-use crate::request::{BODY_HIGH_WATER, BodyChan, BodyError};
-
-/// A streamed request body being fed to a reader.
-pub(super) struct Feed {
-    pub(super) chan: Arc<BodyChan>,
-    pub(super) kind: FeedKind,
-    pub(super) received: u64,
-    /// `100 Continue` is owed on the first read.
-    pub(super) expect: bool,
-}
-
-pub(super) enum FeedKind {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
+use crate::request::{BODY_HIGH_WATER, BodyError};
 
 impl Server {
     /// Read body bytes for the app's reader.
@@ -55,7 +39,7 @@ impl Server {
                     c.read.got(0, want);
                     c.close_after(Closing::AfterWrite);
                     if let Some(feed) = c.take_feed() {
-                        fail_feed(&feed, BodyError::Eof);
+                        feed.fail(BodyError::Eof);
                     }
                     return Step::Stop;
                 }
@@ -136,13 +120,4 @@ impl Server {
         self.set_deadline(idx, stall);
         Step::Continue
     }
-}
-
-pub(super) fn fail_feed(feed: &Feed, e: BodyError) {
-    let mut st = lock(&feed.chan.state);
-    if !st.eof && st.error.is_none() {
-        st.error = Some(e);
-    }
-    drop(st);
-    feed.chan.cond.notify_all();
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::Events;
 
-use super::conn::{Closing, Conn, Exchange, HeadTimer, Sock};
+use super::state::{Closing, Conn, Exchange, HeadTimer, Sock};
 use super::{Server, jitter};
 use crate::encode::CONTINUE;
 use crate::pool::{self, lock};
@@ -119,7 +119,7 @@ impl Harness {
     fn new(config: WorkerConfig, app: impl App) -> Harness {
         let w = Worker::new(config, Vec::new(), Arc::new(app)).expect("worker");
         let mut server = Server::new(w).expect("server");
-        pool::spawn(&server.shared, server.threads).expect("pool");
+        pool::spawn(&server.shared, server.threads, crate::dispatch::run_task).expect("pool");
         server.now = server.shared.now_ms();
         Harness {
             server,
