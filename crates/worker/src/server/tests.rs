@@ -531,3 +531,57 @@ fn jitter_is_in_range() {
     let _ = jitter(u64::MAX);
     assert!(jitter(u64::MAX - 1) < u64::MAX);
 }
+
+#[test]
+fn the_health_probe_is_answered_on_the_loop_while_the_pool_is_busy() {
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let mut h = Harness::new(
+        WorkerConfig {
+            health_path: Some("/healthz".into()),
+            ..WorkerConfig::default()
+        },
+        move |req: &mut Request<'_>| {
+            if req.path() == "/slow" {
+                let _ = lock(&release_rx).recv_timeout(Duration::from_secs(10));
+            }
+            Response::text(200, "app\n")
+        },
+    );
+    let (slow, slow_io) = h.connect();
+    h.send(slow, &slow_io, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.until("the pool thread to take the request", |h| {
+        h.server
+            .shared
+            .stats
+            .active_threads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    });
+    // The only pool thread is held: the probe and a request after it on
+    // one connection get the probe's answer at once, the request later.
+    let (idx, io) = h.connect();
+    h.send(
+        idx,
+        &io,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let out = io.take_output();
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(bodies(&out), ["ok\n"]);
+    assert!(matches!(
+        h.conn(idx).expect("open").exchange,
+        Exchange::InApp { feed: None }
+    ));
+    release_tx.send(()).unwrap();
+    h.until("both app responses", |_| {
+        bodies(&slow_io.output()).len() == 1 && bodies(&io.output()).len() == 1
+    });
+    assert_eq!(bodies(&io.take_output()), ["app\n"]);
+    // Once the worker stops: 503 and a close.
+    h.server.begin_drain("test", super::Backlog::Leave);
+    h.send(idx, &io, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let out = io.take_output();
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(out.contains("Connection: close\r\n"), "{out}");
+}
