@@ -22,6 +22,13 @@ bench *ARGS:
     cargo build --release -p ferrocorn -p ferrocorn-benches
     cargo run --release -p ferrocorn-benches --bin loadbench -- {{ARGS}}
 
+# One WSGI app (hello, Django, 50 ms sleep, 1 MiB stream and upload) on
+# ferrocorn, granian and gunicorn in the same run (needs wrk and
+# .venv-wsgibench; it says how to get them), written to benches/RESULTS-wsgi.md.
+bench-wsgi *ARGS:
+    cargo build --release -p ferrocorn -p ferrocorn-benches
+    cargo run --release -p ferrocorn-benches --bin wsgibench -- {{ARGS}}
+
 # End-to-end tests of the built binary (testing the ferrocorn package builds it first).
 e2e:
     cargo test -p ferrocorn -p ferrocorn-tests

@@ -10,6 +10,7 @@
 //! - [`http`] is a minimal blocking HTTP/1.1 client (readiness, one-shot GETs,
 //!   idle keep-alive connections);
 //! - [`procfs`] reads children, resident memory and socket owners from `/proc`;
+//! - [`server`] starts a server process, finds its workers and stops it;
 //! - [`stats`] computes medians and percentiles;
 //! - [`sys`] raises `RLIMIT_NOFILE` and sends signals.
 //!
@@ -26,6 +27,7 @@
 
 pub mod http;
 pub mod procfs;
+pub mod server;
 pub mod stats;
 pub mod sys;
 pub mod wrk;

@@ -81,6 +81,23 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS"))
 }
 
+/// Resident and proportional set size of `pid` in bytes (`Rss` and `Pss` of
+/// `/proc/PID/smaps_rollup`, Linux 4.14+). PSS divides every shared page by
+/// the number of processes mapping it, so the PSS of a supervisor and its
+/// workers adds up to the memory they take together, where RSS counts a
+/// page shared copy-on-write after a fork once per process.
+pub fn rss_pss_bytes(pid: u32) -> io::Result<(u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {name}")))
+    };
+    Ok((field("Rss:")?, field("Pss:")?))
+}
+
 /// The sum of [`rss_bytes`] over `pids` (processes that vanished count 0).
 pub fn rss_sum(pids: &[u32]) -> u64 {
     pids.iter().map(|&p| rss_bytes(p).unwrap_or(0)).sum()

@@ -15,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod load;
+
 /// How long a server may take to answer after it was started.
 pub const START_DEADLINE: Duration = Duration::from_secs(10);
 

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrocorn_benches::server::{Server, Workers, free_port};
 use ferrocorn_benches::{http, procfs, stats, sys, wrk};
 
 /// Connections held open for the idle keep-alive measurement.
@@ -110,7 +111,7 @@ fn run() -> Result<(), String> {
 
     // ferrocorn's own `/` answer: the bytes every peer serves.
     let (body, content_type) = {
-        let probe = Server::ferrocorn(&paths, "probe", &[], &[])?;
+        let probe = start_ferrocorn(&paths, "probe", &[], &[])?;
         let resp = http::get(probe.addr, "/", Duration::from_secs(2))
             .map_err(|e| format!("GET / on ferrocorn: {e}"))?;
         let content_type = resp
@@ -232,158 +233,41 @@ fn on_path(cmd: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
-/// A free loopback port (bound, then released: racy in principle, fine here).
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Which processes do the serving (whose memory counts).
-#[derive(Clone, Copy)]
-enum Workers {
-    /// The process itself (hyper).
-    Itself,
-    /// The children of the process we started (pre-fork servers).
-    Children,
-}
-
-/// A server process we started; killed (with its children) on drop.
-struct Server {
-    name: String,
-    addr: SocketAddr,
-    child: Child,
-    workers: Workers,
-    /// Exporter address, when it has one.
-    metrics: Option<SocketAddr>,
-    /// Its stdout and stderr (removed on drop).
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(
-        name: &str,
-        mut cmd: Command,
-        addr: SocketAddr,
-        workers: Workers,
-        expect_workers: usize,
-    ) -> Result<Server, String> {
-        let log = std::env::temp_dir().join(format!(
-            "loadbench-{}-{}.log",
-            name.replace([' ', '+'], "-"),
-            std::process::id()
-        ));
-        let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("starting {name} ({cmd:?}): {e}"))?;
-        let mut server = Server {
-            name: name.to_owned(),
-            addr,
-            child,
-            workers,
-            metrics: None,
-            log,
-        };
-        http::wait_ready(addr, "/", Duration::from_secs(20)).map_err(|e| {
-            format!(
-                "{name} did not answer on {addr}: {e}\n{}",
-                server.log_tail()
-            )
-        })?;
-        // Every worker up, so that memory and kill measurements see them all.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.worker_pids().len() < expect_workers {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{name}: expected {expect_workers} workers, found {:?}",
-                    server.worker_pids()
-                ));
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("{name} exited: {status}\n{}", server.log_tail()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
+/// Starts ferrocorn with `args` (2 workers unless `-w` is given; an exporter
+/// on a free port unless `--no-metrics`).
+fn start_ferrocorn(
+    paths: &Paths,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(&paths.ferrocorn);
+    cmd.arg("-b").arg(addr.to_string());
+    if !args.contains(&"-w") {
+        cmd.args(["-w", "2"]);
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+    let mut metrics = None;
+    if !args.contains(&"--no-metrics") {
+        let mport = free_port().map_err(|e| e.to_string())?;
+        metrics = Some(SocketAddr::from(([127, 0, 0, 1], mport)));
+        cmd.args([
+            "--metrics-bind",
+            "127.0.0.1",
+            "--metrics-port",
+            &mport.to_string(),
+        ]);
     }
-
-    /// The last lines the server printed.
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    fn worker_pids(&self) -> Vec<u32> {
-        match self.workers {
-            Workers::Itself => vec![self.pid()],
-            Workers::Children => procfs::children(self.pid()),
-        }
-    }
-
-    fn ferrocorn(
-        paths: &Paths,
-        name: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Result<Server, String> {
-        let port = free_port().map_err(|e| e.to_string())?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut cmd = Command::new(&paths.ferrocorn);
-        cmd.arg("-b").arg(addr.to_string());
-        if !args.contains(&"-w") {
-            cmd.args(["-w", "2"]);
-        }
-        let mut metrics = None;
-        if !args.contains(&"--no-metrics") {
-            let mport = free_port().map_err(|e| e.to_string())?;
-            metrics = Some(SocketAddr::from(([127, 0, 0, 1], mport)));
-            cmd.args([
-                "--metrics-bind",
-                "127.0.0.1",
-                "--metrics-port",
-                &mport.to_string(),
-            ]);
-        }
-        // Server::start sends stdout (the access log) and stderr to a file.
-        cmd.args(args).envs(env.iter().copied());
-        let workers = args
-            .windows(2)
-            .find(|w| w[0] == "-w")
-            .map_or(2, |w| w[1].parse().unwrap_or(2));
-        let mut s = Server::start(name, cmd, addr, Workers::Children, workers)?;
-        s.metrics = metrics;
-        Ok(s)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let workers = self.worker_pids();
-        let _ = sys::kill(self.pid(), libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for w in workers {
-            if procfs::alive(w) {
-                let _ = sys::kill(w, libc::SIGKILL);
-            }
-        }
-        let _ = fs::remove_file(&self.log);
-    }
+    // Server::start sends stdout (the access log) and stderr to a file.
+    cmd.args(args).envs(env.iter().copied());
+    let workers = args
+        .windows(2)
+        .find(|w| w[0] == "-w")
+        .map_or(2, |w| w[1].parse().unwrap_or(2));
+    let mut s = Server::start(name, cmd, addr, Workers::Children, workers)?;
+    s.metrics = metrics;
+    Ok(s)
 }
 
 fn start_nginx(paths: &Paths, body: &str, content_type: &str) -> Result<Server, String> {
@@ -538,7 +422,7 @@ fn throughput(
         ),
         (
             FERRO,
-            Box::new(|| Server::ferrocorn(paths, FERRO, &["--no-metrics"], &[])),
+            Box::new(|| start_ferrocorn(paths, FERRO, &["--no-metrics"], &[])),
         ),
         (
             FERRO_OBS,
@@ -547,7 +431,7 @@ fn throughput(
             // LOGGING_FORMATTER_NAME=json; stdout gets the JSON lines.
             Box::new(|| {
                 let dir = obs_dir.to_str().expect("utf-8 temp path");
-                Server::ferrocorn(
+                start_ferrocorn(
                     paths,
                     FERRO_OBS,
                     &["--access-logfile", "-", "--metrics-dir", dir],
@@ -686,13 +570,13 @@ fn accept_wait(opts: &Options, paths: &Paths, report: &mut Report) -> Result<(),
         fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     println!("== accept queue wait: on against off, a new connection per request");
-    let on = Server::ferrocorn(
+    let on = start_ferrocorn(
         paths,
         "ferrocorn+metrics (wait on)",
         &["--metrics-dir", on_dir.to_str().expect("utf-8 temp path")],
         &[],
     )?;
-    let off = Server::ferrocorn(
+    let off = start_ferrocorn(
         paths,
         "ferrocorn+metrics (wait off)",
         &[
@@ -783,7 +667,7 @@ fn idle(paths: &Paths, body: &str, content_type: &str, report: &mut Report) -> R
     let servers: Vec<(&str, Result<Server, String>)> = vec![
         (
             FERRO,
-            Server::ferrocorn(paths, FERRO, &["--worker-connections", &limit], &[]),
+            start_ferrocorn(paths, FERRO, &["--worker-connections", &limit], &[]),
         ),
         ("nginx", start_nginx(paths, body, content_type)),
         ("hyper", start_hyper(paths, body, content_type)),
@@ -845,7 +729,7 @@ fn respawn(paths: &Paths, report: &mut Report) -> Result<(), String> {
     println!(
         "== SIGKILL of a worker to its replacement serving (-w 1: every answer after the kill is the replacement's)"
     );
-    let server = Server::ferrocorn(paths, "ferrocorn -w 1", &["-w", "1"], &[])?;
+    let server = start_ferrocorn(paths, "ferrocorn -w 1", &["-w", "1"], &[])?;
     let mut times = Vec::new();
     for i in 0..7 {
         // Exactly one worker, serving.
@@ -1012,7 +896,7 @@ fn scrape(paths: &Paths, report: &mut Report) -> Result<(), String> {
     let dir = paths.tmp.path().join("ferrocorn-scrape");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let dir_s = dir.to_str().ok_or("utf-8 temp path")?.to_owned();
-    let server = Server::ferrocorn(paths, "ferrocorn scrape", &["--metrics-dir", &dir_s], &[])?;
+    let server = start_ferrocorn(paths, "ferrocorn scrape", &["--metrics-dir", &dir_s], &[])?;
     let maddr = server.metrics.ok_or("no metrics address")?;
     let (_, base_samples) = timed_scrape(maddr)?;
     for e in fs::read_dir(&files).map_err(|e| e.to_string())? {

@@ -139,13 +139,20 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether some pool thread is idle or started its task within `timeout`
-    /// (always, for a zero `timeout`).
-    pub(crate) fn pool_healthy(&self, now_ms: u64, timeout_ms: u64) -> bool {
+    /// Whether the pool made progress since `since_ms` (the previous
+    /// heartbeat's turn): some thread is idle, waits for a client, or
+    /// started its task at or after `since_ms` and within `timeout` of
+    /// `now_ms` (always, for a zero `timeout`). When every thread holds a
+    /// request it started before the previous turn, the heartbeat stops,
+    /// and the supervisor kills the worker `timeout` after the last of them
+    /// started (at most a loop turn later): every thread was then held for
+    /// `timeout`. Before, the beat went on until the newest request was
+    /// `timeout` old, and the kill came a second `timeout` later.
+    pub(crate) fn pool_healthy(&self, now_ms: u64, since_ms: u64, timeout_ms: u64) -> bool {
         timeout_ms == 0
             || self.busy_since.iter().any(|b| {
                 let v = b.load(Relaxed);
-                v == 0 || v == WAITING_FOR_CLIENT || v - 1 + timeout_ms > now_ms
+                v == 0 || v == WAITING_FOR_CLIENT || (v > since_ms && v - 1 + timeout_ms > now_ms)
             })
     }
 }

@@ -535,9 +535,10 @@ impl Server {
     }
 
     fn beat(&mut self) {
+        let since = self.last_beat;
         self.last_beat = self.now;
         if let Some(hb) = &self.heartbeat
-            && self.shared.pool_healthy(self.now, self.timeout_ms)
+            && self.shared.pool_healthy(self.now, since, self.timeout_ms)
         {
             hb();
         }

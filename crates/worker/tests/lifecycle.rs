@@ -312,6 +312,61 @@ fn stats_follow_requests() {
     });
 }
 
+/// A pool whose every thread holds a request started before the previous
+/// beat stops beating then, not once the newest request is `timeout` old:
+/// with 2 threads, `timeout` 3 s and two requests of 2.5 s, no beat from
+/// 1.2 s to 2.3 s after both started (beats come at least once a second),
+/// so a supervisor killing at `timeout` without a beat kills a fully held
+/// pool `timeout` after it filled. Before, the beats went on until the
+/// requests were 3 s old, and the kill came `timeout` after that: twice the
+/// timeout (a stuck Python worker with `--timeout 3` was replaced 5.8 s
+/// after its last thread got stuck).
+#[test]
+fn heartbeat_stops_once_every_thread_is_held() {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let b = beats.clone();
+    let s = TestServer::start_with(
+        WorkerConfig {
+            threads: 2,
+            timeout: Duration::from_secs(3),
+            ..WorkerConfig::default()
+        },
+        Arc::new(TestApp),
+        move |w| {
+            w.heartbeat(Arc::new(move || {
+                b.fetch_add(1, Ordering::SeqCst);
+            }))
+        },
+    );
+    let mut clients: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = Client::new(s.connect());
+            c.send(b"GET /sleep?2500 HTTP/1.1\r\nHost: x\r\n\r\n");
+            c
+        })
+        .collect();
+    wait_for(Duration::from_secs(2), "both requests to start", || {
+        s.stats.active_threads() == 2
+    });
+    let full = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = beats.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2300).saturating_sub(full.elapsed()));
+    assert_eq!(
+        beats.load(Ordering::SeqCst),
+        before,
+        "beat while both threads were held by requests started {:?} ago",
+        full.elapsed()
+    );
+    for c in &mut clients {
+        assert_eq!(c.response().status, 200);
+    }
+    let after = beats.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(2), "beats to resume", || {
+        beats.load(Ordering::SeqCst) > after
+    });
+}
+
 #[test]
 fn heartbeat_beats_and_stops_when_the_pool_is_stuck() {
     let beats = Arc::new(AtomicUsize::new(0));
