@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::{Seconds, parse_seconds};
+use crate::seconds::{Seconds, parse_seconds};
 
 const AFTER_HELP: &str = "\
 Environment (overrides the config file; flags override both):

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::ServeArgs;
+use crate::seconds::{Seconds, parse_seconds};
 
 // The Python (WSGI) settings, resolved in their own file.
 #[path = "pyconfig.rs"]
@@ -72,28 +73,6 @@ pub struct Sourced<T> {
     pub value: T,
     /// Where it came from.
     pub source: Source,
-}
-
-/// A duration in seconds as written in a setting (integer or decimal).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Seconds(pub f64);
-
-impl Seconds {
-    fn to_toml(self) -> toml::Value {
-        if self.0.fract() == 0.0 && self.0.abs() < 1e15 {
-            toml::Value::Integer(self.0 as i64)
-        } else {
-            toml::Value::Float(self.0)
-        }
-    }
-}
-
-/// Parses seconds (`15`, `0.5`): the value parser of every duration flag.
-pub fn parse_seconds(s: &str) -> Result<Seconds, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(Seconds(v)),
-        _ => Err(format!("expected a number of seconds, got {s:?}")),
-    }
 }
 
 /// How a setting's type reads from TOML and from an environment variable.
@@ -1351,7 +1330,11 @@ impl Layer {
                 );
             }
         };
-        let v = r.take("prefix", self.prefix, "gunicorn".to_owned());
+        let v = r.take(
+            "prefix",
+            self.prefix,
+            ferrocorn_log::DEFAULT_PREFIX.to_owned(),
+        );
         if !is_metric_name(&v.value) {
             return bad(
                 "prefix",

@@ -10,6 +10,7 @@ mod app;
 mod cli;
 mod compose;
 mod config;
+mod seconds;
 
 // Optional parts: a module each, with the same signatures whether built in
 // or not (ripgrep's pattern); the disabled variants fail clearly.

@@ -281,7 +281,7 @@ impl Default for LogConfig {
             error_log: Destination::Stderr,
             access_log: None,
             access_log_format: DEFAULT_ACCESS_LOG_FORMAT.to_string(),
-            logger_prefix: "gunicorn".to_string(),
+            logger_prefix: crate::DEFAULT_PREFIX.to_string(),
         }
     }
 }

@@ -121,6 +121,11 @@ use std::io;
 use std::sync::Arc;
 
 pub use access::{AccessLogFormat, AccessRecord};
+
+/// The default `prefix`: the first part of every metric name and logger
+/// name (`gunicorn_requests_total`, `gunicorn.error`), as gunicorn's. Every
+/// crate's default is this one.
+pub const DEFAULT_PREFIX: &str = "gunicorn";
 pub use config::{
     ColorChoice, DEFAULT_ACCESS_LOG_FORMAT, Destination, Format, Level, LogConfig, ParseError,
     STRUCTURED_NOT_BUILT,

@@ -103,6 +103,7 @@ mod aggregate;
 mod exporter;
 mod file;
 mod hash;
+mod own;
 mod pyfmt;
 mod reader;
 mod sys;
@@ -111,6 +112,7 @@ mod writer;
 
 pub use aggregate::mark_process_dead;
 pub use exporter::{Exporter, Source, TextSource};
+pub use own::{ListenQueueGauges, MetricsDir};
 pub use pyfmt::float_to_go_string;
 pub use reader::{MultiProcessCollector, Warning, render_dir};
 pub use text::{TEXT_CONTENT_TYPE, encode_text};

@@ -55,16 +55,16 @@ pub struct MultiProcessCollector {
 /// file goes what was parsed of it ([`Parsed`]).
 #[derive(Default)]
 struct FileCache {
-    files: FastMap<std::ffi::OsString, Kept>,
+    files: FastMap<std::ffi::OsString, OpenFile>,
     /// An empty map with room for as many files, for the next scrape.
-    spare: FastMap<std::ffi::OsString, Kept>,
+    spare: FastMap<std::ffi::OsString, OpenFile>,
     /// The read buffer and parse scratch, reused by every scrape.
     buf: Vec<u8>,
     entries: Vec<Entry>,
 }
 
 /// A file kept open: its inode number when opened, and what was parsed of it.
-struct Kept {
+struct OpenFile {
     ino: u64,
     file: std::fs::File,
     parsed: Option<Parsed>,
@@ -306,7 +306,7 @@ struct MetricInfo {
 
 /// Accumulated values of one key over all files.
 #[derive(Clone)]
-struct Acc {
+struct KeyTotals {
     seen: bool,
     sum: f64,
     min: f64,
@@ -318,8 +318,8 @@ struct Acc {
     per_pid: Vec<(u32, f64)>,
 }
 
-impl Acc {
-    const EMPTY: Acc = Acc {
+impl KeyTotals {
+    const EMPTY: KeyTotals = KeyTotals {
         seen: false,
         sum: 0.0,
         min: 0.0,
@@ -352,7 +352,7 @@ impl Acc {
         }
     }
 
-    fn merge(&mut self, o: &Acc) {
+    fn merge(&mut self, o: &KeyTotals) {
         if !o.seen {
             return;
         }
@@ -461,7 +461,7 @@ struct Merger {
     hints: FastMap<Kind, Vec<u32>>,
     hint_scratch: Vec<u32>,
     keys: Vec<Option<KeyInfo>>,
-    accs: Vec<Acc>,
+    accs: Vec<KeyTotals>,
     metric_ids: HashMap<String, u32>,
     metrics: Vec<MetricInfo>,
     file_ids: Vec<String>,
@@ -488,9 +488,9 @@ impl Merger {
             // Keeps the `per_pid` allocation for the next scrape.
             let mut per_pid = std::mem::take(&mut a.per_pid);
             per_pid.clear();
-            *a = Acc {
+            *a = KeyTotals {
                 per_pid,
-                ..Acc::EMPTY
+                ..KeyTotals::EMPTY
             };
         }
         for m in &mut self.metrics {
@@ -537,7 +537,7 @@ impl Merger {
         let info = self.parse_key(key);
         let id = self.keys.len() as u32;
         self.keys.push(info);
-        self.accs.push(Acc::EMPTY);
+        self.accs.push(KeyTotals::EMPTY);
         self.key_ids.insert(key.into(), id);
         // As in a file: the key's length, then the key.
         self.arena
@@ -852,7 +852,7 @@ impl Merger {
         ids: &[usize],
         suffix: Suffix,
         scratch: &mut Vec<(u32, u32)>,
-    ) -> Vec<(u32, u32, Acc)> {
+    ) -> Vec<(u32, u32, KeyTotals)> {
         scratch.clear();
         for &id in ids {
             let k = self.keys[id].as_ref().expect("grouped keys are valid");
@@ -861,7 +861,7 @@ impl Merger {
             }
         }
         scratch.sort_unstable();
-        let mut groups: Vec<(u32, u32, Acc)> = Vec::new();
+        let mut groups: Vec<(u32, u32, KeyTotals)> = Vec::new();
         let mut last_rank = u32::MAX;
         for &(rank, id) in scratch.iter() {
             let acc = &self.accs[id as usize];
@@ -873,7 +873,7 @@ impl Merger {
             }
             last_rank = rank;
             let k = self.keys[id as usize].as_ref().expect("valid");
-            let mut merged = Acc::EMPTY;
+            let mut merged = KeyTotals::EMPTY;
             merged.merge(acc);
             groups.push((k.set, k.set_nopid, merged));
         }
@@ -1001,12 +1001,12 @@ impl Merger {
             // set, then (in label order) per label set without `pid`.
             let mut groups = self.grouped(ids, Suffix::Bare, scratch);
             groups.sort_by_key(|g| self.rank[g.1 as usize]);
-            let mut merged: Vec<(u32, Acc)> = Vec::with_capacity(groups.len());
+            let mut merged: Vec<(u32, KeyTotals)> = Vec::with_capacity(groups.len());
             for (_, nopid, acc) in groups {
                 match merged.last_mut() {
                     Some(g) if g.0 == nopid => g.1.merge(&acc),
                     _ => {
-                        let mut a = Acc::EMPTY;
+                        let mut a = KeyTotals::EMPTY;
                         a.merge(&acc);
                         merged.push((nopid, a));
                     }
@@ -1416,7 +1416,7 @@ fn merge_dir(
                 use std::os::unix::fs::MetadataExt;
                 (
                     fname.clone(),
-                    Kept {
+                    OpenFile {
                         ino: meta.ino(),
                         file,
                         parsed: None,
@@ -1426,7 +1426,7 @@ fn merge_dir(
         };
     // Aggregates are replaced by renaming a new file over them (a new inode),
     // and read whole: their trailer lies past `used`.
-    let mut aggregates: Vec<Option<(std::ffi::OsString, Kept, Vec<u8>)>> =
+    let mut aggregates: Vec<Option<(std::ffi::OsString, OpenFile, Vec<u8>)>> =
         (0..names.len()).map(|_| None).collect();
     for (i, (name, fname, ino)) in names.iter().enumerate() {
         if name.id != "aggregate" {

@@ -48,8 +48,9 @@ const FAST_TICK: Duration = Duration::from_millis(20);
 /// connections waiting in the listen queue to the other workers.
 const RETIRE: i32 = libc::SIGHUP;
 
+/// Where a worker process is in its life, as the arbiter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WState {
+enum WorkerState {
     Running,
     /// Asked to stop with `sig` (TERM or QUIT), last `sent` then; SIGKILL
     /// after the deadline.
@@ -74,7 +75,7 @@ struct WorkerRec {
     spawned: Instant,
     generation: u64,
     booted: bool,
-    state: WState,
+    state: WorkerState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,13 +432,13 @@ impl Arbiter {
         }
         for w in self.workers.values() {
             match w.state {
-                WState::Stopping {
+                WorkerState::Stopping {
                     sent,
                     deadline,
                     killed: false,
                     ..
                 } => until(deadline.min(sent + RESEND)),
-                WState::Aborted { at, killed: false } => until(at + ABORT_GRACE),
+                WorkerState::Aborted { at, killed: false } => until(at + ABORT_GRACE),
                 _ => {}
             }
         }
@@ -532,7 +533,7 @@ impl Arbiter {
         let alive = self
             .workers
             .values()
-            .filter(|w| w.state == WState::Running)
+            .filter(|w| w.state == WorkerState::Running)
             .count();
         let busy: Vec<&str> = self
             .listeners
@@ -573,8 +574,12 @@ impl Arbiter {
         info!(self.log, "Shutting down: Master");
         for (&pid, w) in self.workers.iter_mut() {
             let _ = sys::kill(pid, sig);
-            if !matches!(w.state, WState::Stopping { .. } | WState::Aborted { .. }) || quick {
-                w.state = WState::Stopping {
+            if !matches!(
+                w.state,
+                WorkerState::Stopping { .. } | WorkerState::Aborted { .. }
+            ) || quick
+            {
+                w.state = WorkerState::Stopping {
                     sig,
                     sent: Instant::now(),
                     deadline,
@@ -815,7 +820,7 @@ impl Arbiter {
         let current: Vec<i32> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.generation == self.generation && w.state == WState::Running)
+            .filter(|(_, w)| w.generation == self.generation && w.state == WorkerState::Running)
             .map(|(&p, _)| p)
             .collect();
         if current.len() > self.num_workers {
@@ -836,7 +841,7 @@ impl Arbiter {
         let old: Vec<i32> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.generation != self.generation && w.state == WState::Running)
+            .filter(|(_, w)| w.generation != self.generation && w.state == WorkerState::Running)
             .map(|(&p, _)| p)
             .collect();
         if old.is_empty() {
@@ -846,7 +851,9 @@ impl Arbiter {
         let booted = self
             .workers
             .values()
-            .filter(|w| w.generation == self.generation && w.booted && w.state == WState::Running)
+            .filter(|w| {
+                w.generation == self.generation && w.booted && w.state == WorkerState::Running
+            })
             .count();
         let timed_out = self.reload_until.is_none_or(|t| Instant::now() >= t);
         if booted >= self.num_workers || timed_out {
@@ -871,7 +878,7 @@ impl Arbiter {
         if let Some(w) = self.workers.get_mut(&pid) {
             debug!(self.log, "Stopping worker (pid:{})", pid);
             let _ = sys::kill(pid, RETIRE);
-            w.state = WState::Stopping {
+            w.state = WorkerState::Stopping {
                 sig: RETIRE,
                 sent: Instant::now(),
                 deadline: Instant::now() + self.cfg.graceful_timeout,
@@ -924,7 +931,7 @@ impl Arbiter {
                         spawned: Instant::now(),
                         generation: self.generation,
                         booted: false,
-                        state: WState::Running,
+                        state: WorkerState::Running,
                     },
                 );
                 true
@@ -1006,11 +1013,11 @@ impl Arbiter {
             // cleanly is replaced as planned: not an unexpected restart.
             let recycled = self.slots.planned(w.slot).load(Ordering::SeqCst) != 0
                 && reason == ExitReason::Code(0)
-                && w.state == WState::Running;
+                && w.state == WorkerState::Running;
             self.slots.release(w.slot);
             self.free_slots.push(w.slot);
-            let expected = matches!(w.state, WState::Stopping { .. }) || recycled;
-            let timed_out = matches!(w.state, WState::Aborted { .. });
+            let expected = matches!(w.state, WorkerState::Stopping { .. }) || recycled;
+            let timed_out = matches!(w.state, WorkerState::Aborted { .. });
             let restart: Option<&'static str> = if expected {
                 None
             } else if timed_out {
@@ -1110,23 +1117,23 @@ impl Arbiter {
                 self.boot_deaths = 0;
             }
             match w.state {
-                WState::Running => {
+                WorkerState::Running => {
                     let last = if beat == 0 { w.spawned_ms } else { beat };
                     let last = last.max(self.resumed_ms);
                     if timeout_ms > 0 && now.saturating_sub(last) > timeout_ms {
                         crit!(self.log, "WORKER TIMEOUT (pid:{})", pid);
                         let _ = sys::kill(pid, libc::SIGABRT);
-                        w.state = WState::Aborted {
+                        w.state = WorkerState::Aborted {
                             at: Instant::now(),
                             killed: false,
                         };
                     }
                 }
-                WState::Aborted { at, killed: false } if at.elapsed() >= ABORT_GRACE => {
+                WorkerState::Aborted { at, killed: false } if at.elapsed() >= ABORT_GRACE => {
                     let _ = sys::kill(pid, libc::SIGKILL);
-                    w.state = WState::Aborted { at, killed: true };
+                    w.state = WorkerState::Aborted { at, killed: true };
                 }
-                WState::Stopping {
+                WorkerState::Stopping {
                     sig,
                     sent,
                     deadline,
@@ -1139,7 +1146,7 @@ impl Arbiter {
                             pid
                         );
                         let _ = sys::kill(pid, libc::SIGKILL);
-                        w.state = WState::Stopping {
+                        w.state = WorkerState::Stopping {
                             sig,
                             sent,
                             deadline,
@@ -1149,7 +1156,7 @@ impl Arbiter {
                         // A signal that arrived while the worker was still
                         // installing its handlers may have been lost.
                         let _ = sys::kill(pid, sig);
-                        w.state = WState::Stopping {
+                        w.state = WorkerState::Stopping {
                             sig,
                             sent: Instant::now(),
                             deadline,

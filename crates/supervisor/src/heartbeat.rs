@@ -225,7 +225,7 @@ impl std::fmt::Debug for Heartbeat {
 /// A worker's place on the supervisor's shared board of open connections.
 ///
 /// [`publish`](Self::publish) is one relaxed store into shared memory;
-/// [`least_sibling`](Self::least_sibling) reads the slots of the workers
+/// [`least_loaded`](Self::least_loaded) reads the slots of the workers
 /// started so far (a few words for a few workers).
 #[derive(Clone)]
 pub struct LoadBoard {
@@ -263,7 +263,7 @@ impl LoadBoard {
 
     /// The fewest open connections of another worker that accepts and whose
     /// heartbeat is fresh; `None` when there is none.
-    pub fn least_sibling(&self) -> Option<usize> {
+    pub fn least_loaded(&self) -> Option<usize> {
         let s = self.slots.as_ref()?;
         let n = (s.in_use().load(Ordering::Relaxed) as usize).min(s.len());
         let now = now_ms();
@@ -315,36 +315,36 @@ mod tests {
     }
 
     #[test]
-    fn least_sibling_skips_self_idle_and_released_slots() {
+    fn least_loaded_skips_self_idle_and_released_slots() {
         let slots = Slots::new(8).unwrap();
         for i in 0..4 {
             slots.prepare(i);
         }
         let boards: Vec<LoadBoard> = (0..4).map(|i| LoadBoard::new(slots.clone(), i)).collect();
         // Nobody accepts yet.
-        assert_eq!(boards[0].least_sibling(), None);
+        assert_eq!(boards[0].least_loaded(), None);
         boards[0].publish(Some(3));
         boards[1].publish(Some(7));
         boards[2].publish(Some(5));
-        assert_eq!(boards[0].least_sibling(), Some(5));
-        assert_eq!(boards[2].least_sibling(), Some(3));
-        assert_eq!(boards[3].least_sibling(), Some(3));
+        assert_eq!(boards[0].least_loaded(), Some(5));
+        assert_eq!(boards[2].least_loaded(), Some(3));
+        assert_eq!(boards[3].least_loaded(), Some(3));
         boards[0].publish(None);
-        assert_eq!(boards[3].least_sibling(), Some(5));
+        assert_eq!(boards[3].least_loaded(), Some(5));
         slots.release(2);
-        assert_eq!(boards[3].least_sibling(), Some(7));
+        assert_eq!(boards[3].least_loaded(), Some(7));
         // A sibling whose loop stopped beating is passed over.
         slots.slot(1).store(
             now_ms().saturating_sub(STALE_BEAT_MS + 1000).max(1),
             Ordering::Relaxed,
         );
-        assert_eq!(boards[3].least_sibling(), None);
+        assert_eq!(boards[3].least_loaded(), None);
         slots.slot(1).store(now_ms(), Ordering::Relaxed);
-        assert_eq!(boards[3].least_sibling(), Some(7));
+        assert_eq!(boards[3].least_loaded(), Some(7));
         // A slot handed out again starts as not accepting.
         slots.prepare(1);
-        assert_eq!(boards[3].least_sibling(), None);
-        assert_eq!(LoadBoard::alone().least_sibling(), None);
+        assert_eq!(boards[3].least_loaded(), None);
+        assert_eq!(LoadBoard::alone().least_loaded(), None);
         LoadBoard::alone().publish(Some(1));
     }
 }

@@ -63,7 +63,7 @@ fn each_slot_has_its_own_beat_and_load() {
     // Beating touches no load: each board sees its siblings' loads.
     for (i, b) in boards.iter().enumerate() {
         let want = if i == 0 { 11 } else { 10 };
-        assert_eq!(b.least_sibling(), Some(want), "board {i}");
+        assert_eq!(b.least_loaded(), Some(want), "board {i}");
     }
     for i in 0..4 {
         let want = if i == 2 { beat } else { 0 };
@@ -80,15 +80,15 @@ fn slot_2_publishing_0_is_a_sibling_with_no_connections() {
     let boards: Vec<LoadBoard> = (0..4).map(|i| LoadBoard::new(slots.clone(), i)).collect();
     boards[2].publish(Some(0));
     boards[3].publish(Some(4));
-    assert_eq!(boards[0].least_sibling(), Some(0));
-    assert_eq!(boards[1].least_sibling(), Some(0));
-    assert_eq!(boards[2].least_sibling(), Some(4));
+    assert_eq!(boards[0].least_loaded(), Some(0));
+    assert_eq!(boards[1].least_loaded(), Some(0));
+    assert_eq!(boards[2].least_loaded(), Some(4));
     // The largest count is still a count, not "not accepting".
     boards[2].publish(Some(usize::MAX));
-    assert_eq!(boards[2].least_sibling(), Some(4));
+    assert_eq!(boards[2].least_loaded(), Some(4));
     boards[3].publish(None);
     assert_eq!(
-        boards[0].least_sibling(),
+        boards[0].least_loaded(),
         Some((u64::MAX - 1).min(usize::MAX as u64) as usize)
     );
 }
@@ -101,22 +101,22 @@ fn only_the_last_slot_handed_out_publishing_is_seen() {
     slots.prepare(3);
     let first = LoadBoard::new(slots.clone(), 0);
     let last = LoadBoard::new(slots.clone(), 3);
-    assert_eq!(first.least_sibling(), None);
+    assert_eq!(first.least_loaded(), None);
     last.publish(Some(2));
-    assert_eq!(first.least_sibling(), Some(2));
-    assert_eq!(last.least_sibling(), None);
+    assert_eq!(first.least_loaded(), Some(2));
+    assert_eq!(last.least_loaded(), None);
     first.publish(Some(5));
-    assert_eq!(last.least_sibling(), Some(5));
+    assert_eq!(last.least_loaded(), Some(5));
     // Slots past the highest handed out are not looked at.
     LoadBoard::new(slots.clone(), 6).publish(Some(1));
-    assert_eq!(first.least_sibling(), Some(2));
+    assert_eq!(first.least_loaded(), Some(2));
     slots.prepare(6);
     LoadBoard::new(slots.clone(), 6).publish(Some(1));
-    assert_eq!(first.least_sibling(), Some(1));
+    assert_eq!(first.least_loaded(), Some(1));
     // A slot handed out again is at "not accepting" until it publishes.
     slots.prepare(3);
     slots.prepare(6);
-    assert_eq!(first.least_sibling(), None);
+    assert_eq!(first.least_loaded(), None);
 }
 
 #[test]

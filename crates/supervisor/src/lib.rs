@@ -199,7 +199,7 @@ impl Supervisor {
             bind_attempts: 5,
             bind_retry_delay: Duration::from_secs(1),
             unix_socket_mode: 0o777,
-            metrics_prefix: "gunicorn".to_string(),
+            metrics_prefix: ferrocorn_log::DEFAULT_PREFIX.to_string(),
         }
     }
 

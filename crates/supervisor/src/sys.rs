@@ -186,6 +186,7 @@ pub(crate) fn close_sockets_with_local_port(port: u16, keep: &[RawFd]) {
 /// under `dir`. The supervisor's metrics collector keeps the workers' metric
 /// files open between scrapes; a worker must not inherit them (it would keep
 /// deleted files alive on disk for its whole life).
+#[cfg(feature = "metrics")]
 pub(crate) fn close_files_under(dir: &std::path::Path, keep: &[RawFd]) {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return;

@@ -84,7 +84,9 @@ impl BufPool {
         self.heads.pop().unwrap_or_else(|| Vec::with_capacity(1024))
     }
     pub(crate) fn put_head_vec(&mut self, mut v: Vec<u8>) {
-        if self.heads.len() < POOL_MAX && v.capacity() <= 64 * 1024 {
+        // An empty one (a `100 Continue` queued as a static body) is not
+        // worth keeping.
+        if self.heads.len() < POOL_MAX && (1..=64 * 1024).contains(&v.capacity()) {
             v.clear();
             self.heads.push(v);
         }

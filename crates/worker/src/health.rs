@@ -5,8 +5,8 @@
 //! to `503` as soon as the worker stops.
 
 use crate::Response;
+use crate::encode;
 use crate::parse::{Framing, Head};
-use crate::pool;
 
 /// Whether the request with `head` (parsed from `buf`) is for the health
 /// path `path` (the path of the target, without the query, compared byte
@@ -45,6 +45,6 @@ pub(crate) fn answer(
     let status = resp.status();
     let resp = resp.header("Cache-Control", "no-store");
     let keep_alive = keep_alive && status == 200 && head.framing == Framing::None;
-    let close = pool::serialize(resp, is_head, head.version, keep_alive, out).close;
+    let close = encode::serialize(resp, is_head, head.version, keep_alive, out).close;
     (status, close)
 }

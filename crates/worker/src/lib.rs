@@ -107,11 +107,14 @@
 //! ```
 #![deny(missing_docs)]
 
-mod access;
 mod buf;
+mod busy;
 mod date;
+mod dispatch;
+mod encode;
 mod health;
 mod metrics;
+mod msg;
 pub mod parse;
 mod pool;
 mod reject;
@@ -120,6 +123,7 @@ mod response;
 mod server;
 mod stats;
 mod sys;
+mod write_buf;
 
 use std::io;
 use std::sync::Arc;
@@ -365,7 +369,7 @@ pub struct Worker {
     waker: Arc<mio::Waker>,
     control: Arc<AtomicU8>,
     logger: slog::Logger,
-    access: Option<access::AccessSink>,
+    access: Option<ferrocorn_log::AccessLog>,
     heartbeat: Option<Callback>,
     on_reopen_logs: Option<Callback>,
     on_recycle: Option<Callback>,
@@ -421,7 +425,7 @@ impl Worker {
             #[cfg(feature = "metrics")]
             metrics: None,
             #[cfg(feature = "metrics")]
-            metrics_prefix: "gunicorn".to_owned(),
+            metrics_prefix: ferrocorn_log::DEFAULT_PREFIX.to_owned(),
             #[cfg(feature = "metrics")]
             accept_queue_wait: true,
         })

@@ -13,9 +13,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::access::Record;
 use crate::pool::Shared;
 use crate::response::header_lines;
+use ferrocorn_log::AccessRecord;
 
 /// The request line of a refused request, as far as it can be read.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub(crate) fn record(
     if access.format().uses_response_headers() {
         resp_headers.extend(header_lines(resp_head));
     }
-    access.log(&Record {
+    access.log(&AccessRecord {
         remote: peer,
         method: line.method,
         target: line.target,

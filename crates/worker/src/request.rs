@@ -351,7 +351,7 @@ fn read_chan(chan: &BodyChan, buf: &mut [u8]) -> io::Result<usize> {
             continue;
         }
         st.waiting = true;
-        let wait = crate::pool::ClientWait::begin();
+        let wait = crate::busy::ClientWait::begin();
         st = chan.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         drop(wait);
         st.waiting = false;

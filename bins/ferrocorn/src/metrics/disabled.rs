@@ -28,6 +28,7 @@ impl Exporter {
     /// Fails: the config never asks for it in this build.
     pub fn start(
         _settings: &MetricsSettings,
+        _prefix: &str,
         _listeners: Vec<(String, std::net::TcpListener)>,
     ) -> Result<Exporter, String> {
         Err(NOT_BUILT.to_string())

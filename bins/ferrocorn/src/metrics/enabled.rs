@@ -35,34 +35,34 @@ pub fn attach(worker: Worker, dir: &Path, prefix: &str, accept_queue_wait: bool)
 /// (the process never forks afterwards, so a thread is fine).
 #[cfg(not(feature = "supervisor"))]
 pub struct Exporter {
-    dir: std::path::PathBuf,
-    private: bool,
+    dir: Option<ferrocorn_shm_metrics::MetricsDir>,
 }
 
 #[cfg(not(feature = "supervisor"))]
 impl Exporter {
     /// Binds `settings.bind` and serves the merged files of the metrics
-    /// directory (the given one, or a private one removed at exit).
-    /// `listeners` (a label and a duplicate of each TCP listener) get the
-    /// listen-backlog gauges when the `tcpinfo` feature is built.
+    /// directory (the given one, or a private one removed at exit), as the
+    /// supervisor does. `listeners` (a label and a duplicate of each TCP
+    /// listener) get the listen-queue gauges, named with `prefix`, when the
+    /// `tcpinfo` feature is built.
     pub fn start(
         settings: &MetricsSettings,
+        prefix: &str,
         listeners: Vec<(String, std::net::TcpListener)>,
     ) -> Result<Exporter, String> {
-        let (dir, private) = match &settings.dir {
-            Some(d) => (d.clone(), false),
-            None => (
-                std::env::temp_dir().join(format!("ferrocorn-metrics-{}", std::process::id())),
-                true,
-            ),
+        let dir = match &settings.dir {
+            Some(d) => ferrocorn_shm_metrics::MetricsDir::given(d)
+                .map_err(|e| format!("cannot create the metrics directory {}: {e}", d.display()))?,
+            None => ferrocorn_shm_metrics::MetricsDir::private()
+                .map_err(|e| format!("cannot create a private metrics directory: {e}"))?,
         };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create the metrics directory {}: {e}", dir.display()))?;
+        let mut backlog = backlog::Gauges::new(prefix, listeners)
+            .map_err(|e| format!("metric prefix {prefix:?}: {e}"))?;
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| format!("can't serve metrics on {}: {e}", settings.bind))?;
         let seen = std::sync::Mutex::new(std::collections::HashSet::new());
         let collector =
-            ferrocorn_shm_metrics::MultiProcessCollector::new(&dir).on_warning(move |w| {
+            ferrocorn_shm_metrics::MultiProcessCollector::new(dir.path()).on_warning(move |w| {
                 // Each file once: a bad file stays bad scrape after scrape.
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 if seen.len() >= 4096 {
@@ -72,7 +72,6 @@ impl Exporter {
                     eprintln!("ferrocorn: warning: metric file {w}");
                 }
             });
-        let mut backlog = backlog::Gauges::new(listeners);
         ferrocorn_shm_metrics::Exporter::spawn_thread(
             listener,
             Box::new(move |out: &mut Vec<u8>| {
@@ -81,74 +80,60 @@ impl Exporter {
             }),
         )
         .map_err(|e| format!("cannot start the metrics exporter: {e}"))?;
-        Ok(Exporter { dir, private })
+        Ok(Exporter { dir: Some(dir) })
     }
 
     /// The directory the worker writes into.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.as_ref().map_or(Path::new(""), |d| d.path())
     }
 }
 
 #[cfg(not(feature = "supervisor"))]
 impl Drop for Exporter {
     fn drop(&mut self) {
-        if self.private {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            let _ = ferrocorn_shm_metrics::mark_process_dead(&self.dir, std::process::id());
+        if let Some(dir) = self.dir.take() {
+            if !dir.is_private() {
+                let _ = ferrocorn_shm_metrics::mark_process_dead(dir.path(), std::process::id());
+            }
+            dir.finish();
         }
     }
 }
 
 /// The listen queue of every TCP listener, read with TCP_INFO at scrape
-/// time: the supervisor's `gunicorn_pending_connections` and
-/// `gunicorn_listen_backlog`, for the single process.
+/// time: the supervisor's gauges (`PREFIX_pending_connections`, its peak,
+/// `PREFIX_listen_backlog`), for the single process. Without a sampler
+/// between scrapes, the peak is the length read at the scrape.
 #[cfg(all(feature = "tcpinfo", not(feature = "supervisor")))]
 mod backlog {
-    use prometheus::core::Collector;
+    use ferrocorn_shm_metrics::ListenQueueGauges;
     use prometheus::proto::MetricFamily;
-    use prometheus::{GaugeVec, Opts};
 
     pub struct Gauges {
         listeners: Vec<(String, std::net::TcpListener)>,
-        pending: GaugeVec,
-        capacity: GaugeVec,
+        gauges: ListenQueueGauges,
     }
 
     impl Gauges {
-        pub fn new(listeners: Vec<(String, std::net::TcpListener)>) -> Gauges {
-            let gauge = |name: &str, help: &str| {
-                GaugeVec::new(Opts::new(name, help), &["listener"]).expect("a valid metric name")
-            };
-            Gauges {
+        pub fn new(
+            prefix: &str,
+            listeners: Vec<(String, std::net::TcpListener)>,
+        ) -> prometheus::Result<Gauges> {
+            Ok(Gauges {
                 listeners,
-                pending: gauge(
-                    "gunicorn_pending_connections",
-                    "Connections waiting in the listen queue (TCP_INFO), read at scrape time.",
-                ),
-                capacity: gauge(
-                    "gunicorn_listen_backlog",
-                    "Listen queue capacity (the backlog after the kernel's somaxconn clamp).",
-                ),
-            }
+                gauges: ListenQueueGauges::new(prefix)?,
+            })
         }
 
         pub fn collect(&mut self) -> Vec<MetricFamily> {
+            self.gauges.reset();
             for (label, listener) in &self.listeners {
                 if let Ok(q) = ferrocorn_tcpinfo::listen_queue(listener) {
-                    let labels = [label.as_str()];
-                    self.pending
-                        .with_label_values(&labels)
-                        .set(f64::from(q.queued));
-                    self.capacity
-                        .with_label_values(&labels)
-                        .set(f64::from(q.capacity));
+                    self.gauges.set(label, q.queued, q.queued, q.capacity);
                 }
             }
-            let mut families = self.pending.collect();
-            families.extend(self.capacity.collect());
-            families
+            self.gauges.families()
         }
     }
 }
@@ -161,8 +146,11 @@ mod backlog {
     pub struct Gauges;
 
     impl Gauges {
-        pub fn new(_listeners: Vec<(String, std::net::TcpListener)>) -> Gauges {
-            Gauges
+        pub fn new(
+            _prefix: &str,
+            _listeners: Vec<(String, std::net::TcpListener)>,
+        ) -> prometheus::Result<Gauges> {
+            Ok(Gauges)
         }
 
         pub fn collect(&mut self) -> Vec<MetricFamily> {

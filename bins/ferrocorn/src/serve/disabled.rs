@@ -133,7 +133,8 @@ pub fn serve(_args: ServeArgs, config: Config) -> Result<(), Failure> {
     }
     let exporter = match &config.metrics {
         Some(m) => {
-            let e = metrics::Exporter::start(m, std::mem::take(&mut watched)).map_err(fail)?;
+            let e = metrics::Exporter::start(m, &config.prefix, std::mem::take(&mut watched))
+                .map_err(fail)?;
             slog::info!(log, "Serving metrics at: http://{}/metrics", m.bind);
             Some(e)
         }

@@ -50,7 +50,7 @@ impl Siblings for Board {
     }
 
     fn least_loaded(&self) -> Option<usize> {
-        self.0.least_sibling()
+        self.0.least_loaded()
     }
 }
 

@@ -52,7 +52,7 @@ fn parse() -> Opts {
     let mut mode = "serve".to_string();
     let mut bind_retries = 1;
     let mut reload_file = None;
-    let mut metrics_prefix = "gunicorn".to_string();
+    let mut metrics_prefix = ferrocorn_log::DEFAULT_PREFIX.to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));

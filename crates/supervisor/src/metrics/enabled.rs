@@ -12,13 +12,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ferrocorn_shm_metrics::{Exporter, MultiProcessCollector, mark_process_dead};
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use ferrocorn_shm_metrics::{
+    Exporter, ListenQueueGauges, MetricsDir, MultiProcessCollector, mark_process_dead,
+};
+use prometheus::{IntCounterVec, IntGauge, Opts};
 use slog::{Logger, info, warn};
 
 use crate::config::MetricsConfig;
@@ -54,8 +55,7 @@ struct State {
 
 /// The supervisor's side of the metrics.
 pub(crate) struct Metrics {
-    dir: PathBuf,
-    private: bool,
+    dir: MetricsDir,
     exporter: Exporter,
     port: u16,
     listener_fd: RawFd,
@@ -75,9 +75,7 @@ const RESTART_REASONS: [&str; 5] = ["timeout", "killed", "signal", "error", "exi
 /// The supervisor's own families, built with the `prometheus` crate.
 struct Families {
     registry: prometheus::Registry,
-    pending: IntGaugeVec,
-    peak: IntGaugeVec,
-    capacity: IntGaugeVec,
+    queues: ListenQueueGauges,
     alive: IntGauge,
     target: IntGauge,
     restarts: IntCounterVec,
@@ -87,27 +85,7 @@ impl Families {
     fn new(prefix: &str) -> prometheus::Result<Families> {
         let name = |suffix: &str| format!("{prefix}_{suffix}");
         let registry = prometheus::Registry::new();
-        let pending = IntGaugeVec::new(
-            Opts::new(
-                name("pending_connections"),
-                "Connections waiting in the listen queue (TCP_INFO; sock_diag for unix sockets), read at scrape time.",
-            ),
-            &["listener"],
-        )?;
-        let peak = IntGaugeVec::new(
-            Opts::new(
-                name("pending_connections_peak"),
-                "Highest listen-queue length sampled since the previous scrape.",
-            ),
-            &["listener"],
-        )?;
-        let capacity = IntGaugeVec::new(
-            Opts::new(
-                name("listen_backlog"),
-                "Listen queue capacity (the backlog after the kernel's somaxconn clamp).",
-            ),
-            &["listener"],
-        )?;
+        let queues = ListenQueueGauges::new(prefix)?;
         let alive = IntGauge::new(name("workers"), "Worker processes alive.")?;
         let target = IntGauge::new(name("workers_target"), "Worker processes wanted.")?;
         let restarts = IntCounterVec::new(
@@ -121,17 +99,13 @@ impl Families {
         for reason in RESTART_REASONS {
             restarts.with_label_values(&[reason]);
         }
-        registry.register(Box::new(pending.clone()))?;
-        registry.register(Box::new(peak.clone()))?;
-        registry.register(Box::new(capacity.clone()))?;
+        queues.register(&registry)?;
         registry.register(Box::new(alive.clone()))?;
         registry.register(Box::new(target.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         Ok(Families {
             registry,
-            pending,
-            peak,
-            capacity,
+            queues,
             alive,
             target,
             restarts,
@@ -139,18 +113,12 @@ impl Families {
     }
 
     fn gather(&self, st: &mut State) -> Vec<prometheus::proto::MetricFamily> {
-        self.pending.reset();
-        self.peak.reset();
-        self.capacity.reset();
+        self.queues.reset();
         for l in st.listeners.iter_mut() {
             if let Some((queued, cap)) = l.queue() {
                 let peak = l.peak.max(queued);
                 l.peak = queued;
-                self.pending
-                    .with_label_values(&[&l.label])
-                    .set(queued.into());
-                self.peak.with_label_values(&[&l.label]).set(peak.into());
-                self.capacity.with_label_values(&[&l.label]).set(cap.into());
+                self.queues.set(&l.label, queued, peak, cap);
             }
         }
         self.alive.set(st.alive as i64);
@@ -175,21 +143,17 @@ impl Metrics {
         prefix: &str,
         log: &Logger,
     ) -> Result<Metrics, SupervisorError> {
-        let (dir, private) = match &cfg.dir {
+        let dir = match &cfg.dir {
             Some(d) => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(d)
-                    .map_err(|e| {
-                        SupervisorError::Config(format!("metrics directory {}: {e}", d.display()))
-                    })?;
+                let dir = MetricsDir::given(d).map_err(|e| {
+                    SupervisorError::Config(format!("metrics directory {}: {e}", d.display()))
+                })?;
                 if !keep_files {
                     clear_stale(d, log)?;
                 }
-                (d.clone(), false)
+                dir
             }
-            None => (private_dir()?, true),
+            None => MetricsDir::private().map_err(SupervisorError::Io)?,
         };
         let std_listener = match inherited {
             // A supervisor re-executed by USR2 takes over the exporter's socket.
@@ -206,7 +170,8 @@ impl Metrics {
         let families = Families::new(prefix)
             .map_err(|e| SupervisorError::Config(format!("metric prefix {prefix:?}: {e}")))?;
         let state = Arc::new(Mutex::new(State::default()));
-        let collector = MultiProcessCollector::new(dir.clone()).on_warning(warn_once(log));
+        let collector =
+            MultiProcessCollector::new(dir.path().to_path_buf()).on_warning(warn_once(log));
         let source_state = state.clone();
         // The workers' files as text straight from the merge (no families
         // built), then the supervisor's own families.
@@ -220,11 +185,10 @@ impl Metrics {
             log,
             "Serving metrics at http://{}/metrics from {}",
             std::net::SocketAddr::new(cfg.bind.ip(), port),
-            dir.display()
+            dir.path().display()
         );
         Ok(Metrics {
             dir,
-            private,
             exporter,
             port,
             listener_fd,
@@ -241,7 +205,7 @@ impl Metrics {
     }
 
     pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub(crate) fn register(&mut self, reg: &mio::Registry, first: usize) -> io::Result<()> {
@@ -303,12 +267,12 @@ impl Metrics {
     /// A worker was reaped: drop its live series, fold its counters; count
     /// the restart when it is going to be replaced.
     pub(crate) fn worker_exited(&self, pid: u32, restart: Option<&'static str>) {
-        if let Err(e) = mark_process_dead(&self.dir, pid) {
+        if let Err(e) = mark_process_dead(self.dir.path(), pid) {
             warn!(
                 self.log,
                 "marking worker {} dead in {}: {}",
                 pid,
-                self.dir.display(),
+                self.dir.path().display(),
                 e
             );
         }
@@ -323,15 +287,14 @@ impl Metrics {
         lock(&self.state).listeners.clear();
         sys::close_sockets_with_local_port(self.port, keep);
         // /proc/self/fd shows resolved paths.
-        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let dir = std::fs::canonicalize(self.dir.path())
+            .unwrap_or_else(|_| self.dir.path().to_path_buf());
         sys::close_files_under(&dir, keep);
     }
 
     /// At exit: remove a private directory.
     pub(crate) fn finish(self) {
-        if self.private {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        self.dir.finish();
     }
 }
 
@@ -377,28 +340,4 @@ fn warn_once(log: &Logger) -> impl Fn(&ferrocorn_shm_metrics::Warning) + Send + 
             warn!(log, "metric file {}: {}", w.path.display(), w.reason);
         }
     }
-}
-
-/// A fresh 0700 directory under the temp dir.
-fn private_dir() -> Result<PathBuf, SupervisorError> {
-    let base = std::env::temp_dir();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    for i in 0..100u32 {
-        let p = base.join(format!(
-            "ferrocorn-metrics-{}-{:x}{}",
-            std::process::id(),
-            nanos,
-            i
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => return Ok(p),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(SupervisorError::Io(e)),
-        }
-    }
-    Err(SupervisorError::Config(
-        "cannot create a private metrics directory".into(),
-    ))
 }

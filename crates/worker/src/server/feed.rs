@@ -1,0 +1,123 @@
+//! Feeding a request body to the app's reader as it arrives, within
+//! `limit_request_body`, with `100 Continue` owed until the first read.
+
+use std::io::{self, Read};
+
+use super::Server;
+use super::state::{Closing, Exchange, FeedKind, Step};
+use crate::buf::BUF_SIZE;
+use crate::pool::lock;
+use crate::request::{BODY_HIGH_WATER, BodyError};
+
+impl Server {
+    /// Read body bytes for the app's reader.
+    pub(super) fn read_body(&mut self, idx: usize) -> Step {
+        let limit = self.config.limit_request_body;
+        let stall = self.stall_deadline();
+        let Some(c) = self.conns[idx].as_mut() else {
+            return Step::Stop;
+        };
+        let Exchange::InApp { feed: Some(feed) } = &mut c.exchange else {
+            return Step::Stop;
+        };
+        {
+            let mut st = lock(&feed.chan.state);
+            if st.closed {
+                return Step::Stop;
+            }
+            if st.buffered() >= BODY_HIGH_WATER {
+                st.loop_paused = true;
+                return Step::Stop;
+            }
+        }
+        let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
+        if rbuf.is_empty() {
+            let spare = rbuf.spare(BUF_SIZE);
+            let want = spare.len();
+            match c.sock.read(spare) {
+                Ok(0) => {
+                    c.read.got(0, want);
+                    c.close_after(Closing::AfterWrite);
+                    if let Some(feed) = c.take_feed() {
+                        feed.fail(BodyError::Eof);
+                    }
+                    return Step::Stop;
+                }
+                Ok(n) => {
+                    rbuf.advance(n);
+                    c.read.got(n, want);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.read.readable = false;
+                    return Step::Stop;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Continue,
+                Err(_) => {
+                    self.close(idx);
+                    return Step::Stop;
+                }
+            }
+        }
+        // Decode what is buffered into the reader's buffer.
+        let mut st = lock(&feed.chan.state);
+        if st.pos > 0 && st.pos * 2 >= st.data.len() {
+            let pos = st.pos;
+            st.data.drain(..pos);
+            st.pos = 0;
+        }
+        let before = st.data.len();
+        let mut failed = None;
+        let mut done = false;
+        match &mut feed.kind {
+            FeedKind::Length(rem) => {
+                let take = (rbuf.len() as u64).min(*rem) as usize;
+                st.data.extend_from_slice(&rbuf.filled()[..take]);
+                rbuf.consume(take);
+                *rem -= take as u64;
+                done = *rem == 0;
+            }
+            FeedKind::Chunked(dec) => match dec.decode(rbuf.filled(), &mut st.data) {
+                Ok(d) => {
+                    rbuf.consume(d.consumed);
+                    done = d.done;
+                }
+                Err(e) => failed = Some(BodyError::Framing(e.reason)),
+            },
+        }
+        feed.received += (st.data.len() - before) as u64;
+        if failed.is_none() && limit > 0 && feed.received > limit {
+            failed = Some(BodyError::TooLarge);
+        }
+        if let Some(e) = failed {
+            st.error = Some(e);
+        } else if done {
+            st.eof = true;
+        }
+        let wake = st.waiting;
+        drop(st);
+        if wake {
+            feed.chan.cond.notify_all();
+        }
+        if failed.is_some() {
+            c.take_feed();
+            c.close_after(Closing::LingerAfterWrite);
+            if let Some(b) = c.rbuf.take() {
+                self.bufs.put(b);
+            }
+            self.set_deadline(idx, 0);
+            return Step::Stop;
+        }
+        if done {
+            c.take_feed();
+            if c.has_input() {
+                c.unparsed = true;
+            } else if let Some(b) = c.rbuf.take() {
+                self.bufs.put(b);
+            }
+            self.set_deadline(idx, 0);
+            return Step::Stop;
+        }
+        self.set_deadline(idx, stall);
+        Step::Continue
+    }
+}
