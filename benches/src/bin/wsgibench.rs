@@ -861,9 +861,31 @@ impl Report {
             )
         };
         let _ = writeln!(o, "# WSGI benchmark results\n");
+        let root = paths.root.to_str().unwrap_or(".");
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let _ = writeln!(
             o,
-            "`just bench-wsgi` (benches/src/bin/wsgibench.rs), {date}. {} CPUs; {}; ferrocorn {}, granian {}, gunicorn {} (gthread, the seed config), Django {}; {}.\n",
+            "`just bench-wsgi` (benches/src/bin/wsgibench.rs), {date}, commit {}{}; load average at the end {} (the machine is shared). {} CPUs; {}; {}, granian {}, gunicorn {} (gthread, the seed config), Django {}; {}.\n",
+            git(&["rev-parse", "--short", "HEAD"]),
+            if dirty {
+                " with uncommitted changes"
+            } else {
+                " (clean working tree)"
+            },
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             command_output(Path::new("uname"), &["-sr"]),
             command_output(&paths.ferrocorn, &["--version"]),
