@@ -264,6 +264,11 @@ impl Ferrocorn {
         children(self.pid())
     }
 
+    /// All of its stderr so far.
+    pub fn stderr_all(&self) -> String {
+        fs::read_to_string(self.tmp.path().join("stderr.log")).unwrap_or_default()
+    }
+
     /// The last 40 lines of its stderr.
     pub fn stderr(&self) -> String {
         let text = fs::read_to_string(self.tmp.path().join("stderr.log")).unwrap_or_default();

@@ -400,7 +400,13 @@ fn a_stuck_worker_leaves_the_stack_of_its_requests_in_the_error_log() {
                 .is_ok_and(|r| r.status == 200 && r.text().parse::<u32>().is_ok_and(|p| p != pid))
         });
         assert!(new, "no new worker after {path}: {}", server.stderr());
-        assert!(!children(server.pid()).contains(&pid));
+        // (The old worker may still be exiting, or a zombie not yet reaped,
+        // when its replacement answers.)
+        assert!(
+            wait_for(Duration::from_secs(10), || !children(server.pid())
+                .contains(&pid)),
+            "worker {pid} still a child after {path}"
+        );
         // It died of its SIGABRT, inside the supervisor's grace: not of
         // the SIGKILL that follows it (the kill is on time).
         let died = format!("Worker (pid:{pid}) was sent SIGABRT");
