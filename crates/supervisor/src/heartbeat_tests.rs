@@ -137,3 +137,56 @@ fn debug_says_which_slot() {
     let lb = format!("{:?}", LoadBoard::alone());
     assert!(lb.contains("shared: false"), "{lb}");
 }
+
+#[test]
+fn planned_exit_marks_are_words_of_their_own() {
+    // The planned-exit marks follow the beats, the loads and the in-use
+    // word: a mark must touch none of them, nor another slot's mark.
+    let slots = Slots::new(4).unwrap();
+    for i in 0..4 {
+        slots.prepare(i);
+    }
+    let snapshot = |slots: &Slots| -> Vec<u64> {
+        (0..4)
+            .flat_map(|j| {
+                [
+                    slots.slot(j).load(Ordering::SeqCst),
+                    slots.load(j).load(Ordering::SeqCst),
+                ]
+            })
+            .collect()
+    };
+    for j in 0..4 {
+        LoadBoard::new(slots.clone(), j).publish(Some(10 + j));
+    }
+    let before = snapshot(&slots);
+    // Slot 0's siblings are slots 1 to 3 (the in-use word); the least
+    // loaded of them holds 11.
+    let siblings_seen = LoadBoard::new(slots.clone(), 0).least_loaded();
+    assert_eq!(siblings_seen, Some(11));
+    for i in 0..4 {
+        Heartbeat::new(slots.clone(), i).planned_exit();
+        for j in 0..4 {
+            let want = u64::from(j <= i);
+            assert_eq!(slots.planned(j).load(Ordering::SeqCst), want, "{i} {j}");
+        }
+        assert_eq!(snapshot(&slots), before, "mark {i}");
+        assert_eq!(
+            LoadBoard::new(slots.clone(), 0).least_loaded(),
+            siblings_seen,
+            "mark {i}"
+        );
+    }
+    // And beats and loads leave the marks alone.
+    for i in 0..4 {
+        Heartbeat::new(slots.clone(), i).beat();
+        LoadBoard::new(slots.clone(), i).publish(Some(7));
+    }
+    for j in 0..4 {
+        assert_eq!(slots.planned(j).load(Ordering::SeqCst), 1, "{j}");
+    }
+    // A new worker in a slot starts unmarked.
+    slots.prepare(1);
+    assert_eq!(slots.planned(1).load(Ordering::SeqCst), 0);
+    assert_eq!(slots.planned(2).load(Ordering::SeqCst), 1);
+}
