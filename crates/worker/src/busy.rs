@@ -25,6 +25,17 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// The calling pool thread's current task starts again now (a streamed
+/// response's next piece, pulled by the same task).
+pub(crate) fn restart() {
+    BUSY_CLOCK.with(|c| {
+        if let Some(c) = &*c.borrow() {
+            let now = c.epoch.elapsed().as_millis() as u64;
+            c.slots[c.index].store(now + 1, Relaxed);
+        }
+    });
+}
+
 /// While alive, the calling pool thread counts as waiting for the client
 /// (reading a request body), not as held by the app: the heartbeat's stuck
 /// check ([`Shared::pool_healthy`](crate::pool::Shared::pool_healthy)) passes over it, and when the wait ends

@@ -10,9 +10,10 @@
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
 
+use crate::busy;
 use crate::encode;
 use crate::msg::{Chunk, Done, Job, LogCtx, Msg, Pull, StreamResp, Task};
 use crate::pool::Shared;
@@ -108,6 +109,7 @@ pub(crate) fn run_call(shared: &Shared, mut job: Job) -> Msg {
                 sent: 0,
                 status,
                 ctx,
+                window: Default::default(),
             });
             (Some(stream), None)
         }
@@ -134,10 +136,66 @@ pub(crate) fn run_call(shared: &Shared, mut job: Job) -> Msg {
     })
 }
 
-/// Produce the next piece of a streamed response.
+/// A pull goes on producing pieces while less than this is produced and
+/// not yet written to the client (in pieces on their way to the loop and in
+/// the connection's write buffer), and for at most this much per task: a
+/// fast stream costs a round trip between the loop and the pool per
+/// quarter MiB, not per piece, while a slow client still stops the pulling
+/// (the stream goes back to the loop, pulled again when its write buffer
+/// runs low) and other requests still get their turn between tasks.
+pub(crate) const PULL_AHEAD: usize = 256 * 1024;
+
+/// Produce the next pieces of a streamed response: each is sent to the
+/// loop as soon as it is made (a slow generator's piece reaches the client
+/// before the next one is asked for); the last one, which ends the stream
+/// or hands it back to the loop, is returned.
 pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
+    let mut produced = 0;
+    loop {
+        let (data, ended) = next_piece(shared, &mut pull.stream);
+        if let Some(close) = ended {
+            end_stream(shared, &pull.stream);
+            return Msg::Chunk(Chunk {
+                token: pull.token,
+                generation: pull.generation,
+                data,
+                stream: None,
+                close,
+                more: false,
+            });
+        }
+        produced += data.len();
+        let w = &pull.stream.window;
+        let ahead = w.in_flight.load(SeqCst) + w.unsent.load(SeqCst) + data.len();
+        if produced >= PULL_AHEAD || ahead >= PULL_AHEAD || w.gone.load(SeqCst) {
+            return Msg::Chunk(Chunk {
+                token: pull.token,
+                generation: pull.generation,
+                data,
+                stream: Some(pull.stream),
+                close: false,
+                more: false,
+            });
+        }
+        w.in_flight.fetch_add(data.len(), SeqCst);
+        shared.send(Msg::Chunk(Chunk {
+            token: pull.token,
+            generation: pull.generation,
+            data,
+            stream: None,
+            close: false,
+            more: true,
+        }));
+        // Each piece is a new start for the heartbeat's stuck check, as
+        // when each piece was a task of its own.
+        busy::restart();
+    }
+}
+
+/// The next piece of a stream, framed, and `Some(close)` when the stream
+/// ended with it (close the connection after it if `close`).
+fn next_piece(shared: &Shared, stream: &mut StreamResp) -> (Vec<u8>, Option<bool>) {
     let mut data = Vec::new();
-    let stream = &mut pull.stream;
     // Skip empty items (an empty chunk would end a chunked body).
     let item = loop {
         match catch_unwind(AssertUnwindSafe(|| stream.iter.next())) {
@@ -150,8 +208,6 @@ pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
             }
         }
     };
-    // None: the stream goes on; Some(close): it ended (close the connection
-    // after this chunk if `close`).
     let ended = match item {
         Ok(Some(Ok(mut v))) => {
             let mut close = false;
@@ -168,6 +224,7 @@ pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
             }
             stream.sent += v.len() as u64;
             if stream.chunked {
+                data = shared.take_spare();
                 encode::chunk(&v, &mut data);
             } else {
                 data = v;
@@ -197,20 +254,7 @@ pub(crate) fn run_pull(shared: &Shared, mut pull: Pull) -> Msg {
             Some(true)
         }
     };
-    let (stream, close) = match ended {
-        None => (Some(pull.stream), false),
-        Some(close) => {
-            end_stream(shared, &pull.stream);
-            (None, close)
-        }
-    };
-    Msg::Chunk(Chunk {
-        token: pull.token,
-        generation: pull.generation,
-        data,
-        stream,
-        close,
-    })
+    (data, ended)
 }
 
 fn end_stream(shared: &Shared, stream: &StreamResp) {

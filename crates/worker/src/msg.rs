@@ -3,6 +3,8 @@
 //! comes back (a response, a piece, a reader's wish for body bytes).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Instant;
 
 use crate::parse::HeaderSpan;
@@ -57,13 +59,30 @@ pub(crate) struct Done {
     pub(crate) recycle: Option<(Vec<u8>, Vec<HeaderSpan>)>,
 }
 
-/// A piece of a streamed response. `stream` is `None` when it ended.
+/// A piece of a streamed response. `stream` is `None` when it ended, or,
+/// with `more`, while the pool thread goes on pulling it.
 pub(crate) struct Chunk {
     pub(crate) token: u32,
     pub(crate) generation: u32,
     pub(crate) data: Vec<u8>,
     pub(crate) stream: Option<Box<StreamResp>>,
     pub(crate) close: bool,
+    /// The pool thread still holds the stream: more pieces follow.
+    pub(crate) more: bool,
+}
+
+/// How far a pool thread may pull a stream ahead of its client: shared by
+/// the pull and the connection while the pool holds the stream.
+#[derive(Default)]
+pub(crate) struct Window {
+    /// Bytes in pieces sent to the loop and not yet queued on the
+    /// connection (the pool adds, the loop takes away).
+    pub(crate) in_flight: AtomicUsize,
+    /// What the connection's write buffer still holds, as the loop last
+    /// saw it.
+    pub(crate) unsent: AtomicUsize,
+    /// The connection closed: stop pulling.
+    pub(crate) gone: AtomicBool,
 }
 
 /// A streamed response in progress.
@@ -76,6 +95,7 @@ pub(crate) struct StreamResp {
     pub(crate) sent: u64,
     pub(crate) status: u16,
     pub(crate) ctx: Box<LogCtx>,
+    pub(crate) window: Arc<Window>,
 }
 
 /// What the access log and metrics need once a streamed response ends.

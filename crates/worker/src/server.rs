@@ -10,7 +10,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU8,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixListener};
@@ -91,6 +94,8 @@ pub(crate) struct Server {
     shared: Arc<Shared>,
     notify: Arc<dyn Fn(BodyEvent) + Send + Sync>,
     msgs: Vec<Msg>,
+    /// Scratch for `process_msgs`.
+    streamed: Vec<usize>,
     control: Arc<AtomicU8>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     handle_signals: bool,
@@ -250,6 +255,7 @@ impl Server {
             shared,
             notify,
             msgs: Vec::new(),
+            streamed: Vec::new(),
             control: w.control,
             signals: None,
             handle_signals: w.handle_signals,
@@ -679,6 +685,10 @@ impl Server {
     fn process_msgs(&mut self) {
         let mut msgs = std::mem::take(&mut self.msgs);
         self.shared.take_msgs(&mut msgs);
+        // Connections with new pieces of a streamed response: driven once
+        // all messages are in, so that the pieces of one stream that came
+        // together are written together (one writev).
+        let mut streamed = std::mem::take(&mut self.streamed);
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Done(d) => {
@@ -687,8 +697,10 @@ impl Server {
                     }
                 }
                 Msg::Chunk(ch) => {
-                    if let Some(idx) = self.apply_chunk(ch) {
-                        self.drive(idx);
+                    if let Some(idx) = self.apply_chunk(ch)
+                        && !streamed.contains(&idx)
+                    {
+                        streamed.push(idx);
                     }
                 }
                 Msg::Body(ev) => {
@@ -705,6 +717,10 @@ impl Server {
             }
         }
         self.msgs = msgs;
+        for idx in streamed.drain(..) {
+            self.drive(idx);
+        }
+        self.streamed = streamed;
     }
 
     /// The connection a message is for, unless it was closed since (and
@@ -774,26 +790,39 @@ impl Server {
     }
 
     fn apply_chunk(&mut self, ch: Chunk) -> Option<usize> {
-        let ended = ch.stream.is_none();
+        // Handed back with the stream, or the end: this request's last
+        // message (a `more` piece is followed by one of those).
+        let ended = ch.stream.is_none() && !ch.more;
         if ended {
             self.request_finished();
         }
         let Some((idx, c)) = self.live_conn(ch.token, ch.generation) else {
-            if !ended {
+            if ch.stream.is_some() {
                 self.request_finished();
             }
             return None;
         };
-        if !ch.data.is_empty() {
+        let n = ch.data.len();
+        if n > 0 {
             WriteBuf::queue(&mut c.wbuf, WriteBuf::new(ch.data));
         }
         if ch.close {
             c.close_after(Closing::AfterWrite);
         }
-        c.exchange = match ch.stream {
-            Some(s) => Exchange::Streaming(s),
-            None => Exchange::Idle,
-        };
+        if ch.more {
+            if let Exchange::Pulling(w) = &c.exchange {
+                // What the buffer holds first, then what left the flight:
+                // the pool thread never sees the piece in neither.
+                let unsent = c.wbuf.as_ref().map_or(0, WriteBuf::remaining);
+                w.unsent.store(unsent, SeqCst);
+                w.in_flight.fetch_sub(n, SeqCst);
+            }
+        } else {
+            c.exchange = match ch.stream {
+                Some(s) => Exchange::Streaming(s),
+                None => Exchange::Idle,
+            };
+        }
         Some(idx)
     }
 

@@ -860,3 +860,111 @@ fn accepted_connections_have_tcp_nodelay() {
         );
     }
 }
+
+/// A streamed response of 64 KiB pieces, `limit` bytes in all, that
+/// counts what it made and when it was dropped.
+struct EndlessApp {
+    made: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+struct Endless {
+    made: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Iterator for Endless {
+    type Item = std::io::Result<Vec<u8>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.made.load(Ordering::SeqCst) >= self.limit {
+            return None;
+        }
+        self.made.fetch_add(65536, Ordering::SeqCst);
+        Some(Ok(vec![b'x'; 65536]))
+    }
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl ferrocorn_worker::App for EndlessApp {
+    fn call(&self, _req: &mut Request<'_>) -> Response {
+        Response::new(200).stream(Box::new(Endless {
+            made: self.made.clone(),
+            dropped: self.dropped.clone(),
+            limit: self.limit,
+        }))
+    }
+}
+
+/// The largest a TCP buffer of this kind may grow to (`tcp_rmem` or
+/// `tcp_wmem`'s third field).
+fn tcp_buf_max(which: &str) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{which}")).unwrap();
+    s.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_client_that_stops_reading_stops_the_pulling_of_a_stream() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    // What the kernel's buffers may hold, and the worker's window.
+    let bound = tcp_buf_max("tcp_rmem") + tcp_buf_max("tcp_wmem") + (1 << 20);
+    let s = TestServer::start(
+        WorkerConfig {
+            threads: 2,
+            ..WorkerConfig::default()
+        },
+        EndlessApp {
+            made: made.clone(),
+            dropped: dropped.clone(),
+            // Enough to go on after the stop, an end for a failing test.
+            limit: bound + (16 << 20),
+        },
+    );
+    let mut c = s.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // The client reads nothing: the pulling stops once the socket buffers
+    // and the pull-ahead window are full (it did not stop for 100 polls
+    // of 20 ms: a stream pulled without bound fills 2 s of a thread).
+    let mut last = 0;
+    let mut same = 0;
+    let start = Instant::now();
+    while same < 100 {
+        assert!(start.elapsed() < Duration::from_secs(60), "still pulling");
+        std::thread::sleep(Duration::from_millis(20));
+        let now = made.load(Ordering::SeqCst);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    assert!(
+        last <= bound,
+        "{last} bytes made for a client that reads none (bound {bound})"
+    );
+    assert_eq!(dropped.load(Ordering::SeqCst), 0);
+    // Reading resumes the pulling.
+    let mut buf = vec![0; 1 << 16];
+    let mut read = 0;
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while read < last + (4 << 20) {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {read} bytes");
+        read += n;
+    }
+    assert!(made.load(Ordering::SeqCst) > last);
+    // The client goes away mid-stream: the stream is dropped once and the
+    // request counted as finished.
+    drop(c);
+    wait_for(Duration::from_secs(10), "the stream to be dropped", || {
+        dropped.load(Ordering::SeqCst) == 1
+    });
+    wait_for(Duration::from_secs(10), "no connection left", || {
+        s.stats.active_connections() == 0
+    });
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ impl Server {
             Exchange::InApp { feed: Some(feed) } => feed.fail(BodyError::Aborted),
             // A held stream: its request ends here.
             Exchange::Streaming(_) => self.request_finished(),
+            // The pool thread stops pulling and hands the stream back (to
+            // be dropped, its request finished, in apply_chunk).
+            Exchange::Pulling(w) => w.gone.store(true, SeqCst),
             _ => {}
         }
         if let Some(b) = c.rbuf {
@@ -63,13 +66,28 @@ impl Server {
                 return;
             };
             if let Some(w) = c.wbuf.as_mut() {
-                match w.flush(&mut c.sock) {
+                let res = w.flush(&mut c.sock);
+                if let Some(spent) = w.take_spent() {
+                    self.shared.put_spare(spent);
+                }
+                match res {
                     Ok(true) => {
+                        if let Exchange::Pulling(win) = &c.exchange {
+                            win.unsent.store(0, SeqCst);
+                        }
                         if let Some(w) = c.wbuf.take() {
-                            self.bufs.put_head_vec(w.head);
+                            if w.head.capacity() > 64 * 1024 {
+                                // A streamed piece's buffer.
+                                self.shared.put_spare([w.head]);
+                            } else {
+                                self.bufs.put_head_vec(w.head);
+                            }
                         }
                     }
                     Ok(false) => {
+                        if let Exchange::Pulling(win) = &c.exchange {
+                            win.unsent.store(w.remaining(), SeqCst);
+                        }
                         let low = w.remaining() < STREAM_LOW_WATER;
                         self.set_deadline(idx, stall);
                         if low {
@@ -128,10 +146,15 @@ impl Server {
         let Some(c) = self.conns[idx].as_mut() else {
             return;
         };
-        if !matches!(c.exchange, Exchange::Streaming(_)) {
-            return;
-        }
-        let Exchange::Streaming(stream) = std::mem::replace(&mut c.exchange, Exchange::Pulling)
+        let window = match &c.exchange {
+            Exchange::Streaming(stream) => stream.window.clone(),
+            _ => return,
+        };
+        window
+            .unsent
+            .store(c.wbuf.as_ref().map_or(0, WriteBuf::remaining), SeqCst);
+        let Exchange::Streaming(stream) =
+            std::mem::replace(&mut c.exchange, Exchange::Pulling(window))
         else {
             return;
         };

@@ -9,6 +9,10 @@ use crate::buf::BUF_SIZE;
 use crate::pool::lock;
 use crate::request::{BODY_HIGH_WATER, BodyError};
 
+/// A reader waiting for body bytes is woken when this much is buffered,
+/// even while the socket has more.
+const BODY_WAKE: usize = 64 * 1024;
+
 impl Server {
     /// Read body bytes for the app's reader.
     pub(super) fn read_body(&mut self, idx: usize) -> Step {
@@ -49,6 +53,13 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.read.readable = false;
+                    // Bytes held back from a waiting reader go now.
+                    let st = lock(&feed.chan.state);
+                    let wake = st.waiting && st.buffered() > 0;
+                    drop(st);
+                    if wake {
+                        feed.chan.cond.notify_all();
+                    }
                     return Step::Stop;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Continue,
@@ -93,7 +104,17 @@ impl Server {
         } else if done {
             st.eof = true;
         }
-        let wake = st.waiting;
+        // A waiting reader is woken once per batch of reads, not per read
+        // of BUF_SIZE: when a read comes short (the socket is drained for
+        // now, no more reads follow until the next event), at BODY_WAKE,
+        // at the end, on an error, or when output waits (`100 Continue`:
+        // drive may stop at its write before reading on).
+        let wake = st.waiting
+            && (done
+                || failed.is_some()
+                || !c.read.readable
+                || c.wbuf.is_some()
+                || st.buffered() >= BODY_WAKE);
         drop(st);
         if wake {
             feed.chan.cond.notify_all();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mio::net::{TcpStream, UnixStream};
 
 use crate::buf::Buf;
-use crate::msg::StreamResp;
+use crate::msg::{StreamResp, Window};
 use crate::parse::ChunkedDecoder;
 use crate::pool::lock;
 use crate::request::{BodyChan, BodyError};
@@ -32,8 +32,9 @@ pub(super) enum Exchange {
     /// The app answered with a streamed response: its next piece is to be
     /// pulled when the written bytes run low.
     Streaming(Box<StreamResp>),
-    /// The pool pulls the next piece of the streamed response.
-    Pulling,
+    /// The pool pulls the next pieces of the streamed response, as far
+    /// ahead of the client as the window lets it.
+    Pulling(Arc<Window>),
 }
 
 /// What happens once the pending output is written. The order matters: a
