@@ -260,3 +260,30 @@ fn a_dead_file_with_nothing_readable_is_deleted() {
     assert_eq!(db_files(d), ["counter_aggregate.db"]);
     assert_eq!(jobs(d), Some(1.0));
 }
+
+#[test]
+fn a_lock_file_name_taken_by_a_link_or_a_directory_stops_the_fold() {
+    // The fold's lock file is opened without following a link: a symbolic
+    // link planted at its name is an error, and its target is not created.
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("created-through-the-link");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    counter(d, 901, 3.0);
+    std::os::unix::fs::symlink(&target, d.join(".ferrocorn-aggregate.lock")).unwrap();
+    let e = mark_process_dead(d, 901).unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(!target.exists(), "the lock was opened through the link");
+    assert!(d.join("counter_901.db").is_file());
+    std::fs::remove_file(d.join(".ferrocorn-aggregate.lock")).unwrap();
+
+    // A directory at its name is refused, not locked in its place.
+    std::fs::create_dir(d.join(".ferrocorn-aggregate.lock")).unwrap();
+    assert!(mark_process_dead(d, 901).is_err());
+    assert!(d.join("counter_901.db").is_file());
+    std::fs::remove_dir(d.join(".ferrocorn-aggregate.lock")).unwrap();
+
+    // With the name free again the fold runs.
+    mark_process_dead(d, 901).unwrap();
+    assert_eq!(jobs(d), Some(3.0));
+}
