@@ -1,9 +1,9 @@
-//! The test binary run as a server, for tests outside `e2e.rs`: start it,
-//! read its stderr, watch its children, signal it.
+//! The test binary run as a server, for the tests of this folder: start
+//! it, read its stderr, watch its children, signal it, send it requests.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -15,14 +15,19 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ferrocorn-supervisor-testbin");
 pub struct Server {
     pub child: Child,
     pub pid: i32,
-    labels: Vec<String>,
-    stderr: Arc<Mutex<String>>,
+    pub labels: Vec<String>,
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Server::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -44,9 +49,11 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else {
+        let line = rx.recv_timeout(Duration::from_secs(10));
+        let Ok(line) = line else {
             let _ = child.kill();
             let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
             panic!("no READY line; stderr:\n{}", stderr.lock().unwrap());
         };
         let mut parts = line.split_whitespace();
@@ -70,6 +77,10 @@ impl Server {
         children(self.pid)
     }
 
+    pub fn signal(&self, sig: i32) {
+        send(self.pid, sig);
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -87,7 +98,8 @@ impl Server {
         }
     }
 
-    /// The stderr once it contains every needle (within 10 s).
+    /// The stderr once it contains every needle (waits up to 10 s: the
+    /// reader thread lags the process a little).
     pub fn stderr_with(&self, needles: &[&str]) -> String {
         let mut err = String::new();
         wait_for("stderr lines", Duration::from_secs(10), || {
@@ -100,15 +112,20 @@ impl Server {
 
     /// Wait until these workers have installed their signal handlers.
     pub fn wait_ready(&self, workers: &[i32]) {
-        let needles: Vec<String> = workers
-            .iter()
-            .map(|p| format!("WORKER_READY {p}\n"))
-            .collect();
-        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
-        self.stderr_with(&needles);
+        wait_for(
+            "the workers' signal handlers",
+            Duration::from_secs(10),
+            || {
+                let err = self.stderr();
+                workers
+                    .iter()
+                    .all(|p| err.contains(&format!("WORKER_READY {p}\n")))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", self.stderr()));
     }
 
-    /// Wait until the worker set satisfies `f` (within 10 s); returns it.
+    /// Wait until the worker set satisfies `f`; returns it.
     pub fn wait_workers(&self, what: &str, f: impl Fn(&[i32]) -> bool) -> Vec<i32> {
         let mut last = Vec::new();
         wait_for(what, Duration::from_secs(10), || {
@@ -152,12 +169,6 @@ pub fn children(pid: i32) -> Vec<i32> {
     v
 }
 
-/// The state letter of `/proc/PID/stat` (`T` stopped, `Z` zombie, ...).
-pub fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + within;
     while !f() {
@@ -169,10 +180,7 @@ pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Re
     Ok(())
 }
 
-/// GET `path`; the body (the worker's pid).
-pub fn get(addr: &str, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+pub fn request(mut s: impl Read + Write, path: &str) -> std::io::Result<String> {
     write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -185,6 +193,27 @@ pub fn get(addr: &str, path: &str) -> std::io::Result<String> {
         .unwrap_or("")
         .trim()
         .to_string())
+}
+
+/// GET `path`; the body (the worker's pid).
+pub fn get(addr: &str, path: &str) -> std::io::Result<String> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    request(s, path)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The state letter of `/proc/PID/stat` (`T` stopped, `Z` zombie, ...).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// Wakes the supervisor's loop every 20 ms until dropped, with SIGCHLD
