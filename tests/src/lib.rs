@@ -111,6 +111,33 @@ pub fn free_port() -> u16 {
 pub fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
+/// promtool's verdict on an exposition (`promtool check metrics`): parse
+/// errors fail the test; lint warnings, which make it exit 1 too, do not.
+pub fn promtool_parses(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed by this test; scripts/test installs it");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !report.contains("error while linting") && !report.contains("text format parsing error"),
+        "{report}\n{text}"
+    );
+}
 
 /// Polls `cond` every 20 ms until it holds (true) or `within` passed (false).
 pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {

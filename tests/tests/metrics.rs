@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferrocorn_tests::{
-    Server, children, ferrocorn, run_to_end, sample, samples, wait_for, write_file,
+    Server, children, ferrocorn, promtool_parses, run_to_end, sample, samples, wait_for, write_file,
 };
 
 /// Python with prometheus_client: `FERROCORN_TEST_PYTHON` (scripts/test sets
@@ -30,32 +30,7 @@ fn python() -> String {
 fn promtool_accepts_the_scrape() {
     let s = Server::builder().args(["-w", "2"]).start();
     assert_eq!(s.get("/status/404").status, 404);
-    let text = s.scrape();
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is needed by this test; scripts/test installs it");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // promtool exits 1 for lint warnings too; only parse errors matter here.
-    assert!(
-        !report.contains("error while linting") && !report.contains("text format parsing error"),
-        "{report}\n{text}"
-    );
+    promtool_parses(&s.scrape());
 }
 
 #[test]

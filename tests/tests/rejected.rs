@@ -5,11 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrocorn_tests::{
-    Server, assert_clean_failure, children, ferrocorn, run_to_end, sample, wait_for,
+    Server, assert_clean_failure, children, ferrocorn, promtool_parses, run_to_end, sample,
+    wait_for,
 };
 
 /// Sends `raw` on a new connection and returns the response's status (0
@@ -25,34 +26,6 @@ fn status_of(s: &Server, raw: &[u8]) -> u16 {
         .and_then(|t| t.get(..3))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
-}
-
-/// promtool's verdict on an exposition: parse errors fail (lint warnings,
-/// which make it exit 1 too, do not).
-fn promtool_parses(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is needed by this test; scripts/test installs it");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !report.contains("error while linting") && !report.contains("text format parsing error"),
-        "{report}\n{text}"
-    );
 }
 
 #[test]

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use ferrocorn_tests::{Server, children, wait_for};
+use ferrocorn_tests::{Server, children, promtool_parses, wait_for};
 
 /// The test apps (tests/wsgi).
 fn apps() -> PathBuf {
@@ -133,34 +133,6 @@ fn value(families: &BTreeMap<String, Vec<String>>, family: &str, series: &str) -
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn promtool_accepts(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is needed by this test; scripts/test installs it");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // promtool exits 1 for lint warnings too; only parse errors matter.
-    assert!(
-        out.status.success() || !report.contains("error while linting"),
-        "promtool: {report}\n{text}"
-    );
-}
-
 /// The `.db` files in `dir`.
 fn db_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -247,7 +219,7 @@ fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_python() {
             text.contains("app_hits_total{path=\"/hit\"} 4.0\n"),
             "{text}"
         );
-        promtool_accepts(&text);
+        promtool_parses(&text);
         // No file of the app is a file of ferrocorn's writer.
         let files = db_files(&dir);
         assert!(
@@ -309,7 +281,7 @@ fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_python() {
             "{files:?}"
         );
         let text = server.scrape();
-        promtool_accepts(&text);
+        promtool_parses(&text);
         assert!(
             text.contains("gunicorn_requests_total{method=\"GET\",status=\"200\"}"),
             "ferrocorn's own series beside the app's: {text}"
