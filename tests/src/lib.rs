@@ -111,6 +111,41 @@ pub fn free_port() -> u16 {
 pub fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
+/// The WSGI test apps (`tests/wsgi`).
+pub fn wsgi_apps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("wsgi")
+}
+
+/// The tests' Python: `FERROCORN_TEST_PYTHON` (scripts/test sets it to its
+/// venv's) or `python3`.
+pub fn test_python() -> String {
+    std::env::var("FERROCORN_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The virtualenv of the tests' Python, checked to import `modules` (a
+/// comma-separated list); panics with what to do otherwise.
+pub fn test_venv(modules: &str) -> PathBuf {
+    let py = PathBuf::from(test_python());
+    let venv = py
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .filter(|v| v.join("pyvenv.cfg").is_file())
+        .unwrap_or_else(|| {
+            panic!("FERROCORN_TEST_PYTHON must be a virtualenv's python (run ./scripts/test)")
+        });
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import {modules}: run ./scripts/test (scripts/requirements-test.txt)",
+        py.display()
+    );
+    venv
+}
+
 /// promtool's verdict on an exposition (`promtool check metrics`): parse
 /// errors fail the test; lint warnings, which make it exit 1 too, do not.
 pub fn promtool_parses(text: &str) {

@@ -12,52 +12,19 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrocorn_tests::{
-    Server, assert_clean_failure, children, curl, ferrocorn, request, run_to_end, wait_for,
+    Server, assert_clean_failure, children, curl, ferrocorn, request, run_to_end, test_python,
+    test_venv, wait_for, wsgi_apps,
 };
-
-/// The test apps (tests/wsgi).
-fn apps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("wsgi")
-}
-
-/// The tests' Python (with Flask, Django): FERROCORN_TEST_PYTHON or python3.
-fn python() -> String {
-    std::env::var("FERROCORN_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// The virtualenv of the tests' Python; panics with what to do when it is
-/// not one or lacks the frameworks.
-fn test_venv() -> PathBuf {
-    let py = PathBuf::from(python());
-    let venv = py
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .filter(|v| v.join("pyvenv.cfg").is_file())
-        .unwrap_or_else(|| {
-            panic!("FERROCORN_TEST_PYTHON must be a virtualenv's python (run ./scripts/test)")
-        });
-    let ok = Command::new(&py)
-        .args(["-c", "import flask, django"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} lacks Flask or Django: run ./scripts/test (scripts/requirements-test.txt)",
-        py.display()
-    );
-    venv
-}
 
 /// A server for the validated test app, its state directory in the
 /// environment as FERROCORN_TEST_STATE.
 fn validated_server(state: &Path, extra: &[&str]) -> Server {
-    let chdir = apps();
+    let chdir = wsgi_apps();
     let mut args = vec![
         "--chdir",
         chdir.to_str().unwrap(),
@@ -92,7 +59,7 @@ fn lines_of(path: &Path) -> Vec<String> {
 
 /// Runs a Python http.client script with HOST and PORT set; its stdout.
 fn http_client(addr: SocketAddr, script: &str) -> String {
-    let out = Command::new(python())
+    let out = Command::new(test_python())
         .args([
             "-c",
             script,
@@ -217,7 +184,7 @@ fn forwarded_allow_ips_decides_who_sets_the_scheme() {
             "-b",
             &addr,
             "--chdir",
-            apps().to_str().unwrap(),
+            wsgi_apps().to_str().unwrap(),
             "--no-metrics",
             "validated:application",
         ])
@@ -777,8 +744,8 @@ fn the_app_runs_in_the_virtualenv_of_virtual_env() {
 
 /// A server for a framework app of tests/wsgi, in the test venv.
 fn framework_server(spec: &str, extra: &[&str]) -> Server {
-    let venv = test_venv();
-    let chdir = apps();
+    let venv = test_venv("flask, django");
+    let chdir = wsgi_apps();
     let mut args = vec!["--chdir", chdir.to_str().unwrap(), "--no-metrics"];
     args.extend_from_slice(extra);
     args.push(spec);

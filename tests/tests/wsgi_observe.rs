@@ -5,45 +5,18 @@
 //! MultiProcessCollector and promtool.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ferrocorn_tests::{Server, children, promtool_parses, wait_for};
-
-/// The test apps (tests/wsgi).
-fn apps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("wsgi")
-}
-
-/// The tests' Python: FERROCORN_TEST_PYTHON or python3.
-fn python() -> String {
-    std::env::var("FERROCORN_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// The virtualenv of the tests' Python (it has prometheus_client).
-fn test_venv() -> PathBuf {
-    let py = PathBuf::from(python());
-    let venv = py
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .filter(|v| v.join("pyvenv.cfg").is_file())
-        .unwrap_or_else(|| {
-            panic!("FERROCORN_TEST_PYTHON must be a virtualenv's python (run ./scripts/test)")
-        });
-    let ok = Command::new(&py)
-        .args(["-c", "import prometheus_client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{} lacks prometheus_client", py.display());
-    venv
-}
+use ferrocorn_tests::{
+    Server, children, promtool_parses, test_python, test_venv, wait_for, wsgi_apps,
+};
 
 /// A server for tests/wsgi/observed.py in the test venv.
 fn observed_server(extra: &[&str]) -> Server {
-    let venv = test_venv();
-    let chdir = apps();
+    let venv = test_venv("prometheus_client");
+    let chdir = wsgi_apps();
     let mut args = vec!["--chdir", chdir.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push("observed:application");
@@ -55,7 +28,7 @@ fn observed_server(extra: &[&str]) -> Server {
 
 /// prometheus_client's MultiProcessCollector over `dir`, as text.
 fn python_exposition(dir: &Path) -> String {
-    let out = Command::new(python())
+    let out = Command::new(test_python())
         .args([
             "-c",
             "import sys\n\
@@ -158,7 +131,7 @@ fn hit(server: &Server, n: u32) -> u32 {
 /// request counter is in the same scrape; promtool accepts it. Run
 /// with and without --preload (the app imported before the fork).
 #[test]
-fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_python() {
+fn the_apps_prometheus_client_metrics_in_the_scrape_agreeing_with_test_python() {
     for preload in [false, true] {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path().join("metrics");
@@ -416,8 +389,8 @@ fn record(server: &Server, event: &str) -> serde_json::Value {
 fn the_apps_logging_comes_out_as_ferrocorns_json_with_the_seeds_keys() {
     let state = tempfile::tempdir().unwrap();
     let own = state.path().join("own.log");
-    let venv = test_venv();
-    let chdir = apps();
+    let venv = test_venv("prometheus_client");
+    let chdir = wsgi_apps();
     let server = Server::builder()
         .env("VIRTUAL_ENV", &venv)
         .env("OBSERVED_LOG_FILE", &own)
@@ -526,8 +499,8 @@ fn the_apps_logging_comes_out_as_ferrocorns_json_with_the_seeds_keys() {
 /// (loggers `stdout` and `stderr`), in the plain format too.
 #[test]
 fn capture_output_and_the_level_in_the_plain_format() {
-    let venv = test_venv();
-    let chdir = apps();
+    let venv = test_venv("prometheus_client");
+    let chdir = wsgi_apps();
     let server = Server::builder()
         .env("VIRTUAL_ENV", &venv)
         .args([
