@@ -5,7 +5,9 @@
 //! Installs nothing: it checks for wrk, nginx and a gunicorn venv and says how
 //! to get them. Flags: `--quick` (1 round of 2 s, for trying the harness),
 //! `--rounds N`, `--duration SECS`, `--only throughput|idle|respawn|scrape`
-//! (repeatable), `--no-write` (do not touch RESULTS.md).
+//! (repeatable), `--no-write` (do not touch RESULTS.md), `--baseline BIN`
+//! (another ferrocorn build, e.g. the commit before a change, measured in
+//! the same interleaved rounds as `ferrocorn baseline`, with its ratios).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +41,8 @@ struct Options {
     connections: Vec<usize>,
     only: Vec<String>,
     write: bool,
+    /// Another ferrocorn binary measured beside this one.
+    baseline: Option<PathBuf>,
 }
 
 impl Options {
@@ -49,6 +53,7 @@ impl Options {
             connections: vec![32, 256],
             only: Vec::new(),
             write: true,
+            baseline: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -72,9 +77,10 @@ impl Options {
                 }
                 "--only" => o.only.push(value("--only")?),
                 "--no-write" => o.write = false,
+                "--baseline" => o.baseline = Some(PathBuf::from(value("--baseline")?)),
                 "-h" | "--help" => {
                     println!(
-                        "loadbench [--quick] [--rounds N] [--duration SECS] [--only throughput|idle|respawn|scrape|acceptwait]... [--no-write]"
+                        "loadbench [--quick] [--rounds N] [--duration SECS] [--only throughput|idle|respawn|scrape|acceptwait]... [--no-write] [--baseline BIN]"
                     );
                     std::process::exit(0);
                 }
@@ -209,6 +215,9 @@ fn locate(opts: &Options) -> Result<Paths, String> {
             ));
         }
     }
+    if let Some(b) = opts.baseline.as_ref().filter(|b| !b.is_file()) {
+        missing.push(format!("the --baseline binary {}", b.display()));
+    }
     if !missing.is_empty() {
         return Err(format!("missing:\n  {}", missing.join("\n  ")));
     }
@@ -241,9 +250,19 @@ fn start_ferrocorn(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Server, String> {
+    start_ferrocorn_bin(&paths.ferrocorn, name, args, env)
+}
+
+/// [`start_ferrocorn`] with another binary.
+fn start_ferrocorn_bin(
+    bin: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut cmd = Command::new(&paths.ferrocorn);
+    let mut cmd = Command::new(bin);
     cmd.arg("-b").arg(addr.to_string());
     if !args.contains(&"-w") {
         cmd.args(["-w", "2"]);
@@ -397,6 +416,8 @@ struct Cell {
 
 const FERRO: &str = "ferrocorn";
 const FERRO_OBS: &str = "ferrocorn+metrics+jsonlog";
+/// `--baseline BIN`: another build, with the same flags as [`FERRO`].
+const FERRO_BASE: &str = "ferrocorn baseline";
 
 fn throughput(
     opts: &Options,
@@ -413,7 +434,7 @@ fn throughput(
     println!("== starting servers");
     let mut servers: Vec<Server> = Vec::new();
     type Start<'a> = Box<dyn Fn() -> Result<Server, String> + 'a>;
-    let starts: Vec<(&str, Start<'_>)> = vec![
+    let mut starts: Vec<(&str, Start<'_>)> = vec![
         ("nginx", Box::new(|| start_nginx(paths, body, content_type))),
         ("hyper", Box::new(|| start_hyper(paths, body, content_type))),
         (
@@ -440,6 +461,12 @@ fn throughput(
             }),
         ),
     ];
+    if let Some(bin) = &opts.baseline {
+        starts.push((
+            FERRO_BASE,
+            Box::new(move || start_ferrocorn_bin(bin, FERRO_BASE, &["--no-metrics"], &[])),
+        ));
+    }
     for (name, start) in &starts {
         match start() {
             Ok(s) => {
@@ -1172,6 +1199,14 @@ impl Report {
                 &["--version"]
             )
         );
+        if let Some(b) = &opts.baseline {
+            let _ = writeln!(
+                o,
+                "- ferrocorn baseline: {} ({}), the same flags as ferrocorn",
+                command_output(b.to_str().unwrap_or("ferrocorn"), &["--version"]),
+                b.display()
+            );
+        }
         let _ = writeln!(o, "- nginx: {}", command_output(NGINX, &["-v"]));
         let _ = writeln!(
             o,
@@ -1287,6 +1322,27 @@ impl Report {
                         f.p99_ms,
                         h.p99_ms,
                         goal(f.p99_ms <= h.p99_ms)
+                    );
+                }
+                if let Some(b) = self.cell(FERRO_BASE, c) {
+                    let _ = writeln!(
+                        o,
+                        "| throughput ferrocorn / baseline | {c} | {:.2}x{} | | |",
+                        f.rps / b.rps,
+                        round_spread(&f.rps_rounds, &b.rps_rounds)
+                    );
+                    let _ = writeln!(
+                        o,
+                        "| requests per CPU-second ferrocorn / baseline | {c} | {:.2}x{} | | |",
+                        f.per_cpu / b.per_cpu,
+                        round_spread(&f.per_cpu_rounds, &b.per_cpu_rounds)
+                    );
+                    let _ = writeln!(
+                        o,
+                        "| user CPU per request ferrocorn / baseline | {c} | {:.2}x ({:.2} vs {:.2} µs) | | |",
+                        f.user_us / b.user_us,
+                        f.user_us,
+                        b.user_us
                     );
                 }
                 if let Some(m) = self.cell(FERRO_OBS, c) {
