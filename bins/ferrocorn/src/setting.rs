@@ -502,7 +502,7 @@ impl<T: Print> Print for Option<T> {
 /// What the README's settings tables say about one setting (read by the
 /// test that keeps the README's tables in step with the list).
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct SettingDoc {
     /// The TOML key.
     pub key: &'static str,

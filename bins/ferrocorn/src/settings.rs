@@ -782,3 +782,134 @@ fn check_ip(name: &'static str, v: &Sourced<String>) -> Result<IpAddr, ConfigErr
         )
     })
 }
+
+/// The README's settings tables are rendered from the list: this test fails
+/// when README.md's differ, printing the tables to paste (or writing them
+/// with `FERROCORN_WRITE_README=1`).
+#[cfg(test)]
+mod readme {
+    use clap::CommandFactory;
+
+    use super::{CORE_DOCS, METRICS_DOCS, PYTHON_DOCS};
+    use crate::cli::Cli;
+    use crate::setting::SettingDoc;
+
+    /// The README's tables: the marker line before each, its header, its rows.
+    const TABLES: &[(&str, &str, &[&[SettingDoc]])] = &[
+        (
+            "<!-- settings table: server -->",
+            "| TOML key | flag | env | default |",
+            &[CORE_DOCS, METRICS_DOCS],
+        ),
+        (
+            "<!-- settings table: python -->",
+            "| setting | flag | env | what |",
+            &[PYTHON_DOCS],
+        ),
+    ];
+
+    /// The line after each table.
+    const END: &str =
+        "<!-- end of settings table (generated from bins/ferrocorn/src/settings.rs) -->";
+
+    /// The flag's cell: `-b`, `--bind` (repeatable); `APP_MODULE` (positional).
+    fn flag_cell(cmd: &clap::Command, doc: &SettingDoc) -> String {
+        let Some((label, id)) = doc.flag else {
+            return String::new();
+        };
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .unwrap_or_else(|| panic!("no flag {id} for `{}`", doc.key));
+        if arg.is_positional() {
+            return format!("`{label}` (positional)");
+        }
+        let mut cell = String::new();
+        if let Some(short) = arg.get_short() {
+            cell.push_str(&format!("`-{short}`, "));
+        }
+        cell.push_str(&format!("`{label}`"));
+        if matches!(arg.get_action(), clap::ArgAction::Append) {
+            cell.push_str(" (repeatable)");
+        }
+        cell
+    }
+
+    fn render(header: &str, parts: &[&[SettingDoc]]) -> String {
+        let cmd = Cli::command();
+        let mut out = format!("{header}\n|---|---|---|---|\n");
+        for doc in parts.iter().flat_map(|p| p.iter()) {
+            let cells = [
+                format!("`{}`", doc.key),
+                flag_cell(&cmd, doc),
+                doc.env.map(|v| format!("`{v}`")).unwrap_or_default(),
+                doc.readme.to_owned(),
+            ];
+            for cell in cells {
+                match cell.is_empty() {
+                    true => out.push_str("| "),
+                    false => out.push_str(&format!("| {cell} ")),
+                }
+            }
+            out.push_str("|\n");
+        }
+        out
+    }
+
+    /// README.md with its settings tables rendered from the list.
+    fn rendered_readme(readme: &str) -> String {
+        let mut out = readme.to_owned();
+        for (marker, header, parts) in TABLES {
+            let start = out
+                .find(marker)
+                .unwrap_or_else(|| panic!("README.md lacks the line {marker}"))
+                + marker.len()
+                + 1;
+            let end = start
+                + out[start..]
+                    .find(END)
+                    .unwrap_or_else(|| panic!("README.md lacks {END} after {marker}"));
+            out.replace_range(start..end, &render(header, parts));
+        }
+        out
+    }
+
+    #[test]
+    fn readme_settings_tables_are_the_lists() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let expected = rendered_readme(&readme);
+        if expected == readme {
+            return;
+        }
+        if std::env::var_os("FERROCORN_WRITE_README").is_some() {
+            std::fs::write(&path, &expected).expect("write README.md");
+            return;
+        }
+        let tables: Vec<String> = TABLES
+            .iter()
+            .map(|(marker, header, parts)| format!("{marker}\n{}{END}", render(header, parts)))
+            .collect();
+        panic!(
+            "README.md's settings tables differ from settings.rs; replace them with (or run with FERROCORN_WRITE_README=1):\n\n{}",
+            tables.join("\n\n")
+        );
+    }
+
+    #[test]
+    fn each_flag_label_is_its_flag() {
+        // Errors name a flag by its label (`command line --keep-alive`).
+        let cmd = Cli::command();
+        for doc in [CORE_DOCS, METRICS_DOCS, PYTHON_DOCS].concat() {
+            let Some((label, id)) = doc.flag else {
+                continue;
+            };
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+            let named = match arg.get_long() {
+                Some(long) => format!("--{long}"),
+                None => arg.get_value_names().unwrap()[0].to_string(),
+            };
+            assert_eq!(label, named, "`{}`", doc.key);
+        }
+    }
+}
