@@ -605,7 +605,8 @@ pub(crate) use printer;
 /// - `Taken`, the stacked layers with the defaults applied, and its checks
 ///   into the typed values: `Settings` (the `core` part), `MetricsValues`
 ///   (the `metrics` part) and `PythonSettings` (the `python` part);
-/// - the `print` of each part for `--print-config`;
+/// - the `print` of each part for `--print-config`, and `to_worker`, which
+///   sets the worker's settings (`WorkerConfig`) from them;
 /// - `CORE_DOCS`, `METRICS_DOCS`, `PYTHON_DOCS` for the README's tables.
 ///
 /// A flag that is no setting is `/// help` `name: Type = flag [clap attributes];`.
@@ -616,6 +617,7 @@ pub(crate) use printer;
 /// field (core|metrics|python) {
 ///     flag: "--label" arg_field: ArgType = opt|list|on|off [clap attributes],  // optional
 ///     key: "toml_key",                    // optional: when it is not the field's name
+///     worker: field,                      // optional: the WorkerConfig field it sets
 ///     type: Raw => Checked,               // as read (SettingValue) => as used
 ///     env: (Default|Override "VAR" [, read_fn, "expected"]),   // optional
 ///     default: none | literal | { expression },
@@ -721,6 +723,7 @@ macro_rules! declare_settings {
         $(#[doc = $doc:literal])* $field:ident {
             $(cli: ($label:literal, $cfield:ident, $how:ident),)?
             $(key: $key:literal,)?
+            $(worker: $wfield:ident,)?
             type: $raw:ty => $out:ty,
             $(env: ($stage:ident $var:literal $(, $read:expr, $expected:literal)?),)?
             default: $default:tt,
@@ -814,6 +817,7 @@ macro_rules! declare_settings {
         $(#[doc = $doc:literal])* $field:ident {
             $(cli: ($label:literal, $cfield:ident, $how:ident),)?
             $(key: $key:literal,)?
+            $(worker: $wfield:ident,)?
             type: $raw:ty => $out:ty,
             $(env: ($stage:ident $var:literal $(, $read:expr, $expected:literal)?),)?
             default: $default:tt,
@@ -848,6 +852,12 @@ macro_rules! declare_settings {
                         t.insert($crate::setting::key_of!($($key)? $field).into(), v);
                     }
                 )*
+            }
+
+            /// Sets the worker's settings of this part (those with `worker:`).
+            pub fn to_worker(&self, w: &mut ::ferrocorn_worker::WorkerConfig) {
+                $($( w.$wfield = self.$field.clone(); )?)*
+                let _ = w;
             }
 
             /// Each setting of this part and where it came from (`None`: unset).

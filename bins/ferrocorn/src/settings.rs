@@ -7,8 +7,9 @@
 //! README's tables from this list; `config.rs` adds the checks that involve
 //! several settings.
 //!
-//! Adding a setting is adding an entry here (and reading its value where it
-//! is used: `compose.rs` for the worker's); the README's tables follow
+//! Adding a setting is adding an entry here (`worker: field` hands its value
+//! to the worker's `WorkerConfig`; other parts read it from `Config`); the
+//! README's tables follow
 //! (`cargo test -p ferrocorn readme` says what to paste, or writes it with
 //! `FERROCORN_WRITE_README=1`).
 
@@ -68,6 +69,7 @@ declare_settings! {
     /// Threads per worker handling requests. [default: 1]
     threads (core) {
         flag: "--threads" threads: Option<u64> = opt [long, value_name = "INT"],
+        worker: threads,
         type: u64 => usize,
         default: 1,
         check: range(1, 10_000, ""),
@@ -77,6 +79,7 @@ declare_settings! {
     /// Maximum open connections per worker. [default: 1000]
     worker_connections (core) {
         flag: "--worker-connections" worker_connections: Option<u64> = opt [long, value_name = "INT"],
+        worker: worker_connections,
         type: u64 => usize,
         default: 1000,
         check: range(1, 1_000_000, ""),
@@ -96,6 +99,7 @@ declare_settings! {
     /// killed and restarted; 0 disables. [default: 30]
     timeout (core) {
         flag: "--timeout" timeout: Option<Seconds> = opt [short = 't', long, value_name = "SECONDS", value_parser = parse_seconds],
+        worker: timeout,
         type: Seconds => Duration,
         default: { Seconds(30.0) },
         check: secs(false),
@@ -105,6 +109,7 @@ declare_settings! {
     /// Seconds a graceful stop waits for in-flight requests. [default: 30]
     graceful_timeout (core) {
         flag: "--graceful-timeout" graceful_timeout: Option<Seconds> = opt [long, value_name = "SECONDS", value_parser = parse_seconds],
+        worker: graceful_timeout,
         type: Seconds => Duration,
         default: { Seconds(30.0) },
         check: secs(false),
@@ -116,6 +121,7 @@ declare_settings! {
     /// Seconds to wait for requests on a keep-alive connection. [default: 120]
     keepalive (core) {
         flag: "--keep-alive" keep_alive: Option<Seconds> = opt [long, value_name = "SECONDS", value_parser = parse_seconds],
+        worker: keepalive,
         type: Seconds => Duration,
         default: { Seconds(120.0) },
         check: secs(false),
@@ -126,6 +132,7 @@ declare_settings! {
     /// of its body). [default: 30]
     header_timeout (core) {
         flag: "--header-timeout" header_timeout: Option<Seconds> = opt [long, value_name = "SECONDS", value_parser = parse_seconds],
+        worker: header_timeout,
         type: Seconds => Duration,
         default: { Seconds(30.0) },
         check: secs(false),
@@ -140,6 +147,7 @@ declare_settings! {
     /// no limit. [default: 30]
     stall_timeout (core) {
         flag: "--stall-timeout" stall_timeout: Option<Seconds> = opt [long, value_name = "SECONDS", value_parser = parse_seconds],
+        worker: stall_timeout,
         type: Seconds => Duration,
         default: { Seconds(30.0) },
         check: secs(false),
@@ -150,6 +158,7 @@ declare_settings! {
     /// while it serves, 503 once it stops; "" = off. [default: off]
     health_path (core) {
         flag: "--health-path" health_path: Option<String> = opt [long, value_name = "PATH"],
+        worker: health_path,
         type: String => Option<String>,
         default: none,
         check: check_health_path,
@@ -161,6 +170,7 @@ declare_settings! {
     /// Requests a worker serves before it restarts; 0 = never. [default: 0]
     max_requests (core) {
         flag: "--max-requests" max_requests: Option<u64> = opt [long, value_name = "INT"],
+        worker: max_requests,
         type: u64 => u64,
         default: 0,
         check: range(0, I64_MAX, ""),
@@ -170,6 +180,7 @@ declare_settings! {
     /// Random extra requests (0..=N) added to --max-requests per worker. [default: 0]
     max_requests_jitter (core) {
         flag: "--max-requests-jitter" max_requests_jitter: Option<u64> = opt [long, value_name = "INT"],
+        worker: max_requests_jitter,
         type: u64 => u64,
         default: 0,
         check: range(0, I64_MAX, ""),
@@ -179,6 +190,7 @@ declare_settings! {
     /// Maximum size of the request line in bytes; 0 = the maximum, 8190. [default: 4094]
     limit_request_line (core) {
         flag: "--limit-request-line" limit_request_line: Option<u64> = opt [long, value_name = "INT"],
+        worker: limit_request_line,
         type: u64 => usize,
         default: 4094,
         check: range(0, 8190, " (0 = 8190)"),
@@ -188,6 +200,7 @@ declare_settings! {
     /// Maximum number of header fields (max 32768). [default: 100]
     limit_request_fields (core) {
         flag: "--limit-request-fields" limit_request_fields: Option<u64> = opt [long, value_name = "INT"],
+        worker: limit_request_fields,
         type: u64 => usize,
         default: 100,
         check: range(0, 32768, ""),
@@ -198,6 +211,7 @@ declare_settings! {
     /// Maximum size of a header field line in bytes, its CRLF included, as gunicorn counts; 0 = 8190, at most 65536. [default: 8190]
     limit_request_field_size (core) {
         flag: "--limit-request-field-size" limit_request_field_size: Option<u64> = opt [long, value_name = "INT"],
+        worker: limit_request_field_size,
         type: u64 => usize,
         default: 8190,
         check: range(0, ferrocorn_worker::parse::MAX_FIELD_SIZE as u64, " (0 = 8190)"),
@@ -207,6 +221,7 @@ declare_settings! {
     /// Maximum size of a request body in bytes; 0 = unlimited. [default: 1073741824]
     limit_request_body (core) {
         flag: "--limit-request-body" limit_request_body: Option<u64> = opt [long, value_name = "INT"],
+        worker: limit_request_body,
         type: u64 => u64,
         default: DEFAULT_LIMIT_REQUEST_BODY,
         check: range(0, I64_MAX, " (0 = unlimited)"),
