@@ -795,7 +795,7 @@ macro_rules! declare_settings {
                             )?;
                         }
                     )?
-                    let _ = key;
+                    let _ = key; // for the settings read from no variable
                 })*
                 Ok(layer)
             }

@@ -912,6 +912,22 @@ mod readme {
     }
 
     #[test]
+    fn each_environment_variable_is_in_the_help() {
+        // The help's environment section is written by hand in cli.rs.
+        let cmd = Cli::command();
+        let help = cmd
+            .get_after_help()
+            .expect("the help's environment section")
+            .to_string();
+        for doc in [CORE_DOCS, METRICS_DOCS, PYTHON_DOCS].concat() {
+            if let Some(var) = doc.env {
+                let line = help.lines().find(|l| l.trim_start().starts_with(var));
+                assert!(line.is_some(), "--help does not list {var} (`{}`)", doc.key);
+            }
+        }
+    }
+
+    #[test]
     fn each_flag_label_is_its_flag() {
         // Errors name a flag by its label (`command line --keep-alive`).
         let cmd = Cli::command();
