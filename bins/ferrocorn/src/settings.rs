@@ -45,9 +45,15 @@ declare_settings! {
     /// Print the effective configuration as TOML and exit.
     print_config: bool = flag [long];
 
-    /// Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]
+    /// Addresses to listen on (repeatable).
     binds (core) {
-        flag: "--bind" bind: Vec<String> = list [short = 'b', long, value_name = "ADDRESS", action = ArgAction::Append],
+        flag: "--bind" bind: Vec<String> = list [
+            short = 'b',
+            long,
+            value_name = "ADDRESS",
+            action = ArgAction::Append,
+            help = "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N. Repeatable. [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]"
+        ],
         key: "bind",
         type: Vec<String> => Vec<Bind>,
         env: (Default "PORT", port_bind, "a port number 1-65535"),
