@@ -51,25 +51,11 @@ pub fn open_logs(c: &Config) -> Result<Logs, String> {
     })
 }
 
-/// The worker's settings.
+/// The worker's settings: those whose entry in `settings.rs` says `worker:`.
 pub fn worker_config(c: &Config) -> WorkerConfig {
-    WorkerConfig {
-        threads: c.threads,
-        worker_connections: c.worker_connections,
-        keepalive: c.keepalive,
-        timeout: c.timeout,
-        graceful_timeout: c.graceful_timeout,
-        max_requests: c.max_requests,
-        max_requests_jitter: c.max_requests_jitter,
-        limit_request_line: c.limit_request_line,
-        limit_request_fields: c.limit_request_fields,
-        limit_request_field_size: c.limit_request_field_size,
-        limit_request_body: c.limit_request_body,
-        header_timeout: c.header_timeout,
-        stall_timeout: c.stall_timeout,
-        health_path: c.health_path.clone(),
-        ..WorkerConfig::default()
-    }
+    let mut worker = WorkerConfig::default();
+    c.settings.to_worker(&mut worker);
+    worker
 }
 
 /// A worker serving the configured built-in app on `listeners`, logging to
@@ -100,4 +86,54 @@ pub fn build_worker_serving(
         worker = worker.access_log(access.clone());
     }
     Ok(worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn every_worker_setting_reaches_the_worker() {
+        let argv = [
+            "ferrocorn",
+            "--threads=3",
+            "--worker-connections=7",
+            "--keep-alive=11",
+            "--timeout=13",
+            "--graceful-timeout=17",
+            "--max-requests=19",
+            "--max-requests-jitter=23",
+            "--limit-request-line=29",
+            "--limit-request-fields=31",
+            "--limit-request-field-size=37",
+            "--limit-request-body=41",
+            "--header-timeout=43",
+            "--stall-timeout=47",
+            "--health-path=/hz",
+        ];
+        let args = crate::cli::Cli::try_parse_from(argv).unwrap().serve;
+        let c = Config::load(&args, &|_| None).unwrap();
+        let w = worker_config(&c);
+        let secs = Duration::from_secs;
+        assert_eq!(w.threads, 3);
+        assert_eq!(w.worker_connections, 7);
+        assert_eq!(w.keepalive, secs(11));
+        assert_eq!(w.timeout, secs(13));
+        assert_eq!(w.graceful_timeout, secs(17));
+        assert_eq!(w.max_requests, 19);
+        assert_eq!(w.max_requests_jitter, 23);
+        assert_eq!(w.limit_request_line, 29);
+        assert_eq!(w.limit_request_fields, 31);
+        assert_eq!(w.limit_request_field_size, 37);
+        assert_eq!(w.limit_request_body, 41);
+        assert_eq!(w.header_timeout, secs(43));
+        assert_eq!(w.stall_timeout, secs(47));
+        assert_eq!(w.health_path.as_deref(), Some("/hz"));
+        // What no setting sets keeps the worker's default.
+        assert_eq!(w.inline, WorkerConfig::default().inline);
+    }
 }

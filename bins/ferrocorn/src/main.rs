@@ -10,7 +10,10 @@ mod app;
 mod cli;
 mod compose;
 mod config;
+mod pyconfig;
 mod seconds;
+mod setting;
+mod settings;
 
 // Optional parts: a module each, with the same signatures whether built in
 // or not (ripgrep's pattern); the disabled variants fail clearly.
