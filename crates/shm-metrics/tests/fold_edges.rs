@@ -516,3 +516,47 @@ fn a_directory_that_may_not_be_written_is_scraped_under_its_lock_file() {
     assert_eq!(jobs(d), Some(7.0));
     set_mode(d, 0o755);
 }
+
+/// Takes `dir`'s fold lock as a scrape does (shared), until dropped.
+fn hold_shared(dir: &Path) -> std::fs::File {
+    let f = std::fs::File::open(dir.join(".ferrocorn-aggregate.lock")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: flock on a descriptor `f` owns.
+    let rc = unsafe { libc::flock(fd, libc::LOCK_SH) };
+    assert_eq!(rc, 0);
+    f
+}
+
+#[test]
+fn a_fold_waits_for_a_scrape_holding_the_lock_then_gives_up_after_2s() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mark_process_dead(d, 1).unwrap(); // makes the lock file
+    counter(d, 970, 1.0);
+    counter(d, 971, 2.0);
+
+    // A scrape holding the lock for a moment: the fold waits for it.
+    let held = hold_shared(d);
+    let start = std::time::Instant::now();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+    });
+    mark_process_dead(d, 970).unwrap();
+    assert!(start.elapsed() >= std::time::Duration::from_millis(200));
+    release.join().unwrap();
+    assert_eq!(db_files(d), ["counter_971.db", "counter_aggregate.db"]);
+
+    // Held for longer than the fold waits: it gives up, changing nothing.
+    let held = hold_shared(d);
+    let start = std::time::Instant::now();
+    let e = mark_process_dead(d, 971).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(e.to_string().contains("held by others for 2s"), "{e}");
+    assert!(start.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(db_files(d), ["counter_971.db", "counter_aggregate.db"]);
+    drop(held);
+    mark_process_dead(d, 971).unwrap();
+    assert_eq!(db_files(d), ["counter_aggregate.db"]);
+    assert_eq!(jobs(d), Some(3.0));
+}
