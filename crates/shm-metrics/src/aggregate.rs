@@ -198,12 +198,7 @@ pub(crate) fn open_lock(dir: &Path, name: &str, create: bool) -> io::Result<Opti
         .open(&path);
     let file = match rw {
         Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EACCES | libc::EROFS | libc::EPERM | libc::ENOENT)
-            ) =>
-        {
+        Err(e) if falls_back_to_read_only(&e) => {
             match OpenOptions::new()
                 .read(true)
                 .custom_flags(flags)
@@ -219,6 +214,18 @@ pub(crate) fn open_lock(dir: &Path, name: &str, create: bool) -> io::Result<Opti
     file::regular(Ok(file))
         .map(|(f, _)| Some(f))
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Whether [`open_lock`], failing to open a lock file read-write, tries
+/// read-only: when the directory or the file may not be written (a
+/// read-only mount, another owner, an immutable file) or when there is no
+/// file and `create` was not allowed. Any other error (no room to create
+/// it, a directory at its name, a link) is the caller's to see.
+fn falls_back_to_read_only(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES | libc::EROFS | libc::EPERM | libc::ENOENT)
+    )
 }
 
 /// Whether the file id `id` is `pid.{tag}` (a tag: not empty, no `_`).
@@ -480,4 +487,31 @@ fn fold_hidden(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
     };
     replace(dir, kind, &values.encode(Some(&absorbed)))?;
     remove_if_present(&hidden_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lack_of_write_access_or_of_the_file_falls_back_to_read_only() {
+        for errno in [libc::EACCES, libc::EROFS, libc::EPERM, libc::ENOENT] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(falls_back_to_read_only(&e), "{e}");
+        }
+        // No room for a new lock file is not a read-only directory: the
+        // error is reported, not taken for "no lock file here".
+        for errno in [
+            libc::ENOSPC,
+            libc::EDQUOT,
+            libc::EISDIR,
+            libc::ELOOP,
+            libc::EMFILE,
+            libc::EIO,
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(!falls_back_to_read_only(&e), "{e}");
+        }
+        assert!(!falls_back_to_read_only(&io::Error::other("no errno")));
+    }
 }

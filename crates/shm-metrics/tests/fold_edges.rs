@@ -1,7 +1,9 @@
 //! `mark_process_dead` at its edges, without Python or sockets: a fold
 //! interrupted after the aggregate was replaced and before the dead file was
 //! deleted (counted once, finished by the next call, a reused pid left
-//! alone), gauges folded by mode, and I/O errors returned, not swallowed.
+//! alone), gauges folded by mode, I/O errors returned, not swallowed, links
+//! and FIFOs at the hidden names removed, and a directory the process may
+//! not write (a forked child, not root) scraped under a read-only lock file.
 //!
 //! These are the fast tests `just mutants` runs against `src/aggregate.rs`.
 
@@ -10,7 +12,9 @@ mod common;
 use std::path::Path;
 
 use common::{db_files, ours, value_of};
-use ferrocorn_shm_metrics::{GaugeMode, Registry, mark_process_dead};
+use ferrocorn_shm_metrics::{
+    GaugeMode, MultiProcessCollector, Registry, encode_text, mark_process_dead,
+};
 
 /// Files as process `pid` would leave them: written by this process in a
 /// scratch directory, then renamed to `pid`'s names in `dir`.
@@ -69,6 +73,71 @@ fn an_interrupted_fold_counts_once_and_the_next_call_finishes_it() {
     mark_process_dead(d, 779).unwrap();
     assert_eq!(db_files(d), ["counter_aggregate.db"]);
     assert_eq!(jobs(d), Some(7.0));
+
+    // The same crash as this version of the fold leaves it: the dead file
+    // under its hidden name, claimed by the aggregate.
+    counter(d, 780, 1.0);
+    std::fs::hard_link(d.join("counter_780.db"), d.join("aside")).unwrap();
+    mark_process_dead(d, 780).unwrap();
+    let hidden = d.join(".counter_780.folding");
+    assert!(!hidden.exists());
+    std::fs::rename(d.join("aside"), &hidden).unwrap();
+    assert_eq!(jobs(d), Some(8.0));
+    // The next call deletes it without folding it again.
+    mark_process_dead(d, 781).unwrap();
+    assert!(!hidden.exists());
+    assert_eq!(db_files(d), ["counter_aggregate.db"]);
+    assert_eq!(jobs(d), Some(8.0));
+}
+
+#[test]
+fn a_reused_pid_folded_right_after_the_old_one_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    counter(d, 777, 5.0);
+    mark_process_dead(d, 777).unwrap();
+    // The aggregate now claims file 777 (its inode and mtime). A new
+    // process 777 writes a new file (another inode or mtime) and dies
+    // before any other fold: its file is not the claimed one.
+    counter(d, 777, 3.0);
+    let f = std::fs::File::options()
+        .write(true)
+        .open(d.join("counter_777.db"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    mark_process_dead(d, 777).unwrap();
+    assert_eq!(db_files(d), ["counter_aggregate.db"]);
+    assert_eq!(jobs(d), Some(8.0));
+}
+
+#[test]
+fn a_name_at_a_hidden_folding_name_that_is_not_a_file_is_removed() {
+    // A link or a FIFO at `.KIND_PID.folding` (nothing a fold made) is
+    // removed, a link's target neither read nor changed, and the fold of
+    // another process goes on.
+    let outside = tempfile::tempdir().unwrap();
+    counter(outside.path(), 805, 4.0);
+    let target = outside.path().join("counter_805.db");
+    let before = std::fs::read(&target).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::os::unix::fs::symlink(&target, d.join(".counter_805.folding")).unwrap();
+    let fifo = std::ffi::CString::new(
+        d.join(".histogram_805.folding")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: `fifo` is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    counter(d, 806, 1.0);
+    mark_process_dead(d, 806).unwrap();
+    assert!(!d.join(".counter_805.folding").is_symlink());
+    assert!(!d.join(".histogram_805.folding").exists());
+    assert_eq!(db_files(d), ["counter_aggregate.db"]);
+    assert_eq!(jobs(d), Some(1.0));
+    assert_eq!(std::fs::read(&target).unwrap(), before);
 }
 
 #[test]
@@ -285,5 +354,209 @@ fn a_lock_file_name_taken_by_a_link_or_a_directory_stops_the_fold() {
 
     // With the name free again the fold runs.
     mark_process_dead(d, 901).unwrap();
+    assert_eq!(jobs(d), Some(3.0));
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs `f` in a forked child process that may write only where the
+/// files' modes let it: as root (whose writes ignore the modes) it first
+/// becomes uid and gid 65534. What `f` returns comes back through a pipe.
+fn unprivileged(f: impl FnOnce() -> String) -> String {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the child only drops its privileges, runs `f` (file I/O and
+    // allocation, which glibc keeps usable after a fork), writes to the
+    // pipe and leaves with _exit, running no destructor of the parent's.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: set*id and close have no memory-safety preconditions;
+        // fds[1] is the pipe's write end, owned by this File alone.
+        unsafe {
+            libc::close(fds[0]);
+            let out = if libc::geteuid() == 0
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0)
+            {
+                format!("cannot leave root: {}", std::io::Error::last_os_error())
+            } else {
+                f()
+            };
+            let mut w = std::fs::File::from_raw_fd(fds[1]);
+            let ok = w.write_all(out.as_bytes()).is_ok();
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+    }
+    // SAFETY: fds[1] is the write end, not used again here; fds[0] the
+    // read end, owned by this File alone.
+    let mut r = unsafe {
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(fds[0])
+    };
+    let mut out = String::new();
+    r.read_to_string(&mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is an int for waitpid to fill.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: status {status:#x}, {out}"
+    );
+    out
+}
+
+/// A scrape of `dir`: `jobs_total` on the first line, then the reason of
+/// each warning, one a line.
+fn scrape_report(dir: &Path) -> String {
+    let (families, warnings) = MultiProcessCollector::new(dir).collect_with_warnings();
+    let mut text = Vec::new();
+    encode_text(&families, &mut text);
+    let mut out = format!(
+        "{:?}",
+        value_of(&String::from_utf8_lossy(&text), "jobs_total")
+    );
+    for w in warnings {
+        out.push('\n');
+        out.push_str(&w.reason);
+    }
+    out
+}
+
+/// `mark_process_dead(dir, pid)`'s result, as text.
+fn fold_report(dir: &Path, pid: u32) -> String {
+    match mark_process_dead(dir, pid) {
+        Ok(()) => "Ok".into(),
+        Err(e) => format!("{:?}: {e}", e.kind()),
+    }
+}
+
+#[test]
+fn a_directory_that_may_not_be_written_is_scraped_under_its_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    counter(d, 960, 5.0);
+    set_mode(&d.join("counter_960.db"), 0o444);
+    set_mode(d, 0o555);
+
+    // No lock file, and none can be made (so no fold can run here either):
+    // the scrape reads without one, and does not warn.
+    assert_eq!(unprivileged(|| scrape_report(d)), "Some(5.0)");
+    let r = unprivileged(|| fold_report(d, 960));
+    assert!(
+        r.starts_with("NotFound:") && r.contains("cannot create"),
+        "{r}"
+    );
+
+    // A lock file (left by an earlier fold) that may not be written is
+    // opened read-only and locked: the scrape waits for a fold holding it.
+    set_mode(d, 0o755);
+    mark_process_dead(d, 1).unwrap();
+    let lock = d.join(".ferrocorn-aggregate.lock");
+    for name in [".ferrocorn-aggregate.lock", ".ferrocorn-aggregate.turn"] {
+        set_mode(&d.join(name), 0o444);
+    }
+    set_mode(d, 0o555);
+    let held = std::fs::File::open(&lock).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    // SAFETY: flock on a descriptor `held` owns.
+    let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(rc, 0);
+    let r = unprivileged(|| scrape_report(d));
+    assert_eq!(
+        r.lines().collect::<Vec<_>>(),
+        ["Some(5.0)", "held by others for 500ms; read without it"],
+        "{r}"
+    );
+    drop(held);
+    assert_eq!(unprivileged(|| scrape_report(d)), "Some(5.0)");
+
+    // A fold cannot set the dead file aside: the error is returned, the
+    // file left as it was.
+    let r = unprivileged(|| fold_report(d, 960));
+    assert!(r.starts_with("PermissionDenied:"), "{r}");
+    assert!(d.join("counter_960.db").is_file());
+
+    // A lock file that cannot be opened at all: read without it, saying so.
+    set_mode(&lock, 0o000);
+    let r = unprivileged(|| scrape_report(d));
+    assert_eq!(
+        r.lines().collect::<Vec<_>>(),
+        [
+            "Some(5.0)",
+            "cannot lock: Permission denied (os error 13); read without it"
+        ],
+        "{r}"
+    );
+    set_mode(&lock, 0o444);
+
+    // A dead file the fold may set aside but not read: an error, and the
+    // file kept (set aside, the next fold folds it), not deleted.
+    set_mode(d, 0o777);
+    counter(d, 961, 2.0);
+    set_mode(&d.join("counter_961.db"), 0o000);
+    let r = unprivileged(|| fold_report(d, 961));
+    assert!(r.starts_with("PermissionDenied:"), "{r}");
+    assert!(dead_file_kept(d, 961));
+    let hidden = d.join(".counter_961.folding");
+    if hidden.exists() {
+        set_mode(&hidden, 0o644);
+    } else {
+        set_mode(&d.join("counter_961.db"), 0o644);
+    }
+    mark_process_dead(d, 961).unwrap();
+    assert_eq!(db_files(d), ["counter_960.db", "counter_aggregate.db"]);
+    assert_eq!(jobs(d), Some(7.0));
+    set_mode(d, 0o755);
+}
+
+/// Takes `dir`'s fold lock as a scrape does (shared), until dropped.
+fn hold_shared(dir: &Path) -> std::fs::File {
+    let f = std::fs::File::open(dir.join(".ferrocorn-aggregate.lock")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: flock on a descriptor `f` owns.
+    let rc = unsafe { libc::flock(fd, libc::LOCK_SH) };
+    assert_eq!(rc, 0);
+    f
+}
+
+#[test]
+fn a_fold_waits_for_a_scrape_holding_the_lock_then_gives_up_after_2s() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mark_process_dead(d, 1).unwrap(); // makes the lock file
+    counter(d, 970, 1.0);
+    counter(d, 971, 2.0);
+
+    // A scrape holding the lock for a moment: the fold waits for it.
+    let held = hold_shared(d);
+    let start = std::time::Instant::now();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+    });
+    mark_process_dead(d, 970).unwrap();
+    assert!(start.elapsed() >= std::time::Duration::from_millis(200));
+    release.join().unwrap();
+    assert_eq!(db_files(d), ["counter_971.db", "counter_aggregate.db"]);
+
+    // Held for longer than the fold waits: it gives up, changing nothing.
+    let held = hold_shared(d);
+    let start = std::time::Instant::now();
+    let e = mark_process_dead(d, 971).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(e.to_string().contains("held by others for 2s"), "{e}");
+    assert!(start.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(db_files(d), ["counter_971.db", "counter_aggregate.db"]);
+    drop(held);
+    mark_process_dead(d, 971).unwrap();
+    assert_eq!(db_files(d), ["counter_aggregate.db"]);
     assert_eq!(jobs(d), Some(3.0));
 }
