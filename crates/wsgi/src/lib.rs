@@ -683,6 +683,12 @@ impl App for WsgiApp {
             }
         }
     }
+
+    /// A Python call holds the GIL: more threads than the one keeping up
+    /// with the queue only take turns holding it.
+    fn serial(&self) -> bool {
+        true
+    }
 }
 
 impl WsgiApp {
