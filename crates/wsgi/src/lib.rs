@@ -251,6 +251,19 @@ fn helper(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
+static KNOWN_KEYS: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+
+/// [`environ::KNOWN_KEYS`] as interned Python strings, made once: a new
+/// string per key per request was an allocation and a hash each.
+fn known_keys(py: Python<'_>) -> &[Py<PyString>] {
+    KNOWN_KEYS.get_or_init(py, || {
+        environ::KNOWN_KEYS
+            .iter()
+            .map(|k| PyString::intern(py, k).unbind())
+            .collect()
+    })
+}
+
 /// The traceback of an exception as the `traceback` module prints it.
 fn format_exception(py: Python<'_>, e: &PyErr) -> String {
     helper(py)
@@ -447,15 +460,25 @@ impl WsgiApp {
         }
         let result = (|| -> PyResult<(Outcome, Py<Input>)> {
             let environ = self.base.bind(py).copy()?;
+            let known = known_keys(py);
             for (k, v) in &parts.vars {
-                environ.set_item(k, latin1(py, v))?;
+                match k {
+                    environ::Key::Known(i) => {
+                        environ.set_item(known[*i].bind(py), latin1(py, v))?
+                    }
+                    environ::Key::Other(k) => environ.set_item(k, latin1(py, v))?,
+                }
             }
             environ.set_item(
-                "wsgi.url_scheme",
-                if parts.https { "https" } else { "http" },
+                pyo3::intern!(py, "wsgi.url_scheme"),
+                if parts.https {
+                    pyo3::intern!(py, "https")
+                } else {
+                    pyo3::intern!(py, "http")
+                },
             )?;
             let input = Py::new(py, Input::new(body))?;
-            environ.set_item("wsgi.input", &input)?;
+            environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
             let state = Arc::new(Mutex::new(ResponseState::default()));
             let start = Py::new(
                 py,
