@@ -165,7 +165,7 @@ use std::sync::{Arc, Mutex};
 use ferrocorn_worker::{App, Body, Request, Response};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
 
 pub use environ::{ForwardedAllow, default_secure_scheme_headers};
 pub use interp::{InitError, PYTHON_VERSION, check_virtualenv, fork, initialize};
@@ -249,6 +249,20 @@ fn helper(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
                 .map(Bound::unbind)
         })
         .map(|m| m.bind(py))
+}
+
+static IN_MEMORY_ITERS: PyOnceLock<[Py<PyType>; 2]> = PyOnceLock::new();
+
+/// `iter` is a list's or a tuple's iterator: its items exist already.
+fn in_memory_iter(py: Python<'_>, iter: &Bound<'_, PyIterator>) -> bool {
+    let types = IN_MEMORY_ITERS.get_or_try_init(py, || -> PyResult<[Py<PyType>; 2]> {
+        Ok([
+            PyList::empty(py).try_iter()?.get_type().unbind(),
+            PyTuple::empty(py).try_iter()?.get_type().unbind(),
+        ])
+    });
+    let t = iter.get_type();
+    types.is_ok_and(|ts| ts.iter().any(|x| t.is(x.bind(py))))
 }
 
 static KNOWN_KEYS: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
@@ -587,6 +601,20 @@ impl WsgiApp {
                 Some(Err(e)) => return fail(&e, &iterable),
             }
             first.extend(std::mem::take(&mut lock(state).pending).concat());
+        }
+        // An iterator over a list or tuple (Django's HttpResponse iterates
+        // its list of content pieces) is all in memory: the rest is taken
+        // now, and the response goes to the loop whole, with a
+        // Content-Length when the app set none, in one hand-off instead of
+        // a head and then a pull of its pieces from the pool.
+        if !ended && in_memory_iter(py, &iter) {
+            for item in iter.by_ref() {
+                match item.and_then(|i| item_bytes(&i)) {
+                    Ok(b) => first.extend_from_slice(&b),
+                    Err(e) => return fail(&e, &iterable),
+                }
+            }
+            ended = true;
         }
         let resp = match self.head(state, what) {
             Ok(r) => r,
