@@ -311,6 +311,15 @@ fn responses_streamed_framed_and_closed_once() {
         Some("chunked")
     );
     assert_eq!(r.text(), "one two three");
+    // An iterable whose iterator is a list's (Django's HttpResponse) is
+    // taken whole: a Content-Length, close() once.
+    let r = request(server.addr, "GET", "/raw/listbacked", &[], b"").unwrap();
+    assert_eq!(
+        r.headers.get("content-length").map(String::as_str),
+        Some("7")
+    );
+    assert_eq!(r.text(), "one two");
+    assert_eq!(lines_of(&state.path().join("listbacked")), vec!["closed"]);
     let out = curl(&["-i", &format!("{base}/reason")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 299 My Own Reason\r\n"), "{text}");

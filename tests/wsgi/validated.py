@@ -52,6 +52,20 @@ class Closing:
         note(self.name, "closed")
 
 
+class ListBacked:
+    """Iterates a list, as Django's HttpResponse does; records close()."""
+
+    def __init__(self, name, items):
+        self.name = name
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def close(self):
+        note(self.name, "closed")
+
+
 def read_body(environ, how):
     inp = environ["wsgi.input"]
     raw = getattr(inp, "input", inp)  # the validator's wrapper allows read(n) only
@@ -119,6 +133,9 @@ def app(environ, start_response):
     if path == "/list":
         start_response("200 OK", text)
         return [b"one ", b"two ", b"three"]
+    if path == "/listbacked":
+        start_response("200 OK", text)
+        return ListBacked("listbacked", [b"one ", b"", b"two"])
     if path == "/write":
         write = start_response("200 OK", text)
         write(b"written ")

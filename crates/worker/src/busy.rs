@@ -16,6 +16,8 @@ pub(crate) struct BusyClock {
     pub(crate) slots: Arc<[AtomicU64]>,
     pub(crate) index: usize,
     pub(crate) epoch: Instant,
+    /// The pool, woken for queued tasks while this thread waits.
+    pub(crate) pool: Arc<crate::pool::Shared>,
 }
 
 thread_local! {
@@ -50,6 +52,8 @@ impl ClientWait {
         BUSY_CLOCK.with(|c| {
             if let Some(c) = &*c.borrow() {
                 c.slots[c.index].store(WAITING_FOR_CLIENT, Relaxed);
+                // This thread may have been the one serving the queue.
+                c.pool.wake_if_queued();
             }
         });
         ClientWait(())

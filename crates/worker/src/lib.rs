@@ -160,6 +160,22 @@ pub trait App: Send + Sync + 'static {
         let _ = (method, path);
         false
     }
+
+    /// Whether calls of this app take turns on the CPU whatever the number
+    /// of threads running them (a Python app's calls hold the GIL while
+    /// they run Python code).
+    ///
+    /// `true` lets the worker serve its queue of requests with one pool
+    /// thread while that thread keeps taking them, the others asleep:
+    /// another thread is woken only when none took a request for a
+    /// millisecond (the awake ones blocked, slept, or wait for a client) or
+    /// when a thread starts waiting for a request body. An app whose calls
+    /// block still gets every thread, a millisecond of latency later. The
+    /// default, `false`, wakes a thread for every queued request while
+    /// some sleep (calls run in parallel on several cores).
+    fn serial(&self) -> bool {
+        false
+    }
 }
 
 impl<F> App for F

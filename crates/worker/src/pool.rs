@@ -29,6 +29,8 @@ pub(crate) const SPARE_CAP: usize = 256 * 1024;
 /// State shared by the loop and the pool threads.
 pub(crate) struct Shared {
     pub(crate) app: Arc<dyn App>,
+    /// [`App::serial`], asked once.
+    serial: bool,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) logger: slog::Logger,
     pub(crate) access: Option<AccessLog>,
@@ -41,6 +43,12 @@ pub(crate) struct Shared {
     tasks: Mutex<Tasks>,
     task_cond: Condvar,
     pub(crate) queued: AtomicUsize,
+    /// Pool threads asleep on the condition variable (a copy of
+    /// `Tasks::idle` for the loop's lock-free look in [`Shared::nudge`]).
+    idle: AtomicUsize,
+    /// Nanoseconds since `epoch` when a pool thread last took a task: the
+    /// pool's progress, see [`Shared::stalled`].
+    last_take: AtomicU64,
     /// Set during a graceful stop: every response gets `Connection: close`.
     pub(crate) draining: AtomicBool,
     /// Per pool thread: 1 + the loop-epoch millisecond its current task
@@ -55,11 +63,17 @@ pub(crate) struct Shared {
 struct Tasks {
     q: VecDeque<Task>,
     stop: bool,
-    /// Pool threads waiting on the condition variable: a submit wakes one
+    /// Pool threads waiting on the condition variable: the loop wakes one
     /// only when some thread sleeps (a futex call saved per request when the
-    /// pool is busy).
+    /// pool is busy), and for a serial app only when no thread serves the
+    /// queue (see [`Shared::nudge`]).
     idle: usize,
 }
+
+/// The pool counts as stalled when no thread took a task for this long
+/// while tasks wait: a sleeping thread is then woken for them (see
+/// [`Shared::nudge`]).
+pub(crate) const STALL_NS: u64 = 1_000_000;
 
 impl Shared {
     #[allow(clippy::too_many_arguments)]
@@ -74,6 +88,7 @@ impl Shared {
         epoch: Instant,
     ) -> Shared {
         Shared {
+            serial: app.serial(),
             app,
             stats,
             logger,
@@ -85,6 +100,8 @@ impl Shared {
             tasks: Mutex::new(Tasks::default()),
             task_cond: Condvar::new(),
             queued: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            last_take: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             busy_since: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             epoch,
@@ -131,11 +148,65 @@ impl Shared {
         }
     }
 
+    /// Queue a task for the pool; the loop wakes a thread for it at the
+    /// end of its turn ([`Shared::nudge`]), once for all the tasks of the
+    /// turn: a pool thread that ran out of tasks while the loop read the
+    /// next request was woken for each request, two futex calls and two
+    /// thread switches per request.
     pub(crate) fn submit(&self, task: Task) {
         let mut t = lock(&self.tasks);
         t.q.push_back(task);
         self.queued.store(t.q.len(), Relaxed);
-        let wake = t.idle > 0;
+    }
+
+    /// No pool thread took a task for [`STALL_NS`].
+    fn stalled(&self) -> bool {
+        self.now_ns().saturating_sub(self.last_take.load(Relaxed)) >= STALL_NS
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Wake sleeping pool threads for the queued tasks: one per task, or,
+    /// for an [`App::serial`] app, one when no thread serves the queue:
+    /// every thread sleeps, or none took a task for
+    /// [`STALL_NS`] (the ones awake are held by their apps: blocked,
+    /// sleeping, waiting for a client, or one long request). While one
+    /// thread keeps taking tasks, it serves the queue alone: with the GIL,
+    /// more threads of a Python app that does not block only take turns
+    /// holding it, a thread wake-up and a GIL hand-over (futex calls on
+    /// both sides) per request. Called by the loop before each poll; true
+    /// while tasks wait with a thread asleep: the loop then looks again
+    /// within a millisecond, so that tasks behind a thread that blocks wait
+    /// about [`STALL_NS`] and a loop turn at most for another one.
+    pub(crate) fn nudge(&self) -> bool {
+        if self.queued.load(Relaxed) == 0 || self.idle.load(Relaxed) == 0 {
+            return false;
+        }
+        let t = lock(&self.tasks);
+        let wake = if !self.serial {
+            t.q.len().min(t.idle)
+        } else if !t.q.is_empty()
+            && t.idle > 0
+            && (t.idle == self.busy_since.len() || self.stalled())
+        {
+            1
+        } else {
+            0
+        };
+        drop(t);
+        for _ in 0..wake {
+            self.task_cond.notify_one();
+        }
+        true
+    }
+
+    /// Wake a sleeping pool thread if tasks wait: the calling pool thread
+    /// stops serving the queue for a while (it waits for a client's body).
+    pub(crate) fn wake_if_queued(&self) {
+        let t = lock(&self.tasks);
+        let wake = t.idle > 0 && !t.q.is_empty();
         drop(t);
         if wake {
             self.task_cond.notify_one();
@@ -158,11 +229,14 @@ impl Shared {
             }
             if let Some(task) = t.q.pop_front() {
                 self.queued.store(t.q.len(), Relaxed);
+                self.last_take.store(self.now_ns(), Relaxed);
                 return Some(task);
             }
             t.idle += 1;
+            self.idle.store(t.idle, Relaxed);
             t = self.task_cond.wait(t).unwrap_or_else(|e| e.into_inner());
             t.idle -= 1;
+            self.idle.store(t.idle, Relaxed);
         }
     }
 
@@ -202,12 +276,13 @@ pub(crate) fn spawn(shared: &Arc<Shared>, threads: usize, run: RunTask) -> io::R
     Ok(())
 }
 
-fn pool_thread(shared: &Shared, i: usize, run: RunTask) {
+fn pool_thread(shared: &Arc<Shared>, i: usize, run: RunTask) {
     BUSY_CLOCK.with(|c| {
         *c.borrow_mut() = Some(BusyClock {
             slots: shared.busy_since.clone(),
             index: i,
             epoch: shared.epoch,
+            pool: shared.clone(),
         });
     });
     while let Some(task) = shared.next_task() {

@@ -323,6 +323,12 @@ impl Server {
                 held_since = None;
             }
             let mut timeout = self.poll_timeout();
+            // Wake the pool for this turn's tasks; while tasks wait with
+            // pool threads asleep, look again within a millisecond whether
+            // the pool stalled (see `Shared::nudge`).
+            if self.shared.nudge() {
+                timeout = timeout.min(Duration::from_millis(1));
+            }
             if let Some(since) = held_since {
                 timeout = timeout.min(Duration::from_millis(
                     (since + HOLD_LINES_MS).saturating_sub(self.now),

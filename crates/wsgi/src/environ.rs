@@ -124,10 +124,88 @@ fn refuse(status: u16, why: impl Into<String>) -> Refused {
 /// Everything of the environ that is text, computed without the GIL.
 pub(crate) struct Parts {
     /// `(key, value)` with values as latin-1 bytes.
-    pub(crate) vars: Vec<(String, Vec<u8>)>,
+    pub(crate) vars: Vec<(Key, Vec<u8>)>,
     pub(crate) https: bool,
     /// Names of headers dropped for their `_`.
     pub(crate) dropped: Vec<String>,
+}
+
+/// The environ keys every request has, and the common headers': their
+/// Python strings are made once (interned, hash cached), not per request.
+pub(crate) const KNOWN_KEYS: [&str; 22] = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "HTTP_HOST",
+    "HTTP_USER_AGENT",
+    "HTTP_ACCEPT",
+    "HTTP_ACCEPT_ENCODING",
+    "HTTP_ACCEPT_LANGUAGE",
+    "HTTP_CONNECTION",
+    "HTTP_COOKIE",
+    "HTTP_REFERER",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+];
+
+/// The index of `name` in [`KNOWN_KEYS`] (a compile-time error if it is
+/// not there, in a const context).
+const fn known(name: &str) -> usize {
+    let mut i = 0;
+    while i < KNOWN_KEYS.len() {
+        if str_eq(KNOWN_KEYS[i], name) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("not a known environ key")
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// An environ key: one of [`KNOWN_KEYS`] (by index) or another header's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Key {
+    Known(usize),
+    Other(String),
+}
+
+impl Key {
+    fn new(name: String) -> Key {
+        match KNOWN_KEYS.iter().position(|k| *k == name) {
+            Some(i) => Key::Known(i),
+            None => Key::Other(name),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Key::Known(i) => KNOWN_KEYS[*i],
+            Key::Other(s) => s,
+        }
+    }
 }
 
 fn percent_decode(s: &[u8]) -> Vec<u8> {
@@ -158,12 +236,12 @@ pub(crate) fn parts(
 ) -> Result<Parts, Refused> {
     let peer = req.peer_addr();
     let trusted = allow.trusts(peer.map(|p| p.ip()));
-    let mut vars: Vec<(String, Vec<u8>)> = Vec::with_capacity(24);
+    let mut vars: Vec<(Key, Vec<u8>)> = Vec::with_capacity(24);
     let mut dropped = Vec::new();
     let mut script_name = script_name.as_bytes().to_vec();
 
     // Headers: HTTP_*, CONTENT_TYPE, CONTENT_LENGTH; repeats joined by ",".
-    let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(16);
+    let mut headers: Vec<(Key, Vec<u8>)> = Vec::with_capacity(16);
     for (name, value) in req.headers() {
         if name.contains('_') {
             if trusted && name == "SCRIPT_NAME" {
@@ -174,10 +252,10 @@ pub(crate) fn parts(
             continue;
         }
         let upper = name.to_ascii_uppercase().replace('-', "_");
-        let key = match upper.as_str() {
+        let key = Key::new(match upper.as_str() {
             "CONTENT_TYPE" | "CONTENT_LENGTH" => upper,
             _ => format!("HTTP_{upper}"),
-        };
+        });
         match headers.iter_mut().find(|(k, _)| *k == key) {
             Some(_)
                 if matches!(
@@ -219,14 +297,15 @@ pub(crate) fn parts(
     } else {
         return Err(refuse(400, "Request path does not start with SCRIPT_NAME"));
     };
-    let mut push = |k: &str, v: &[u8]| vars.push((k.to_owned(), v.to_vec()));
-    push("REQUEST_METHOD", req.method().as_bytes());
-    push("SCRIPT_NAME", &script_name);
-    push("PATH_INFO", &percent_decode(rest));
-    push("QUERY_STRING", req.query().as_bytes());
-    push("RAW_URI", req.target().as_bytes());
+    // Known keys, looked up at compile time.
+    let mut push = |k: usize, v: &[u8]| vars.push((Key::Known(k), v.to_vec()));
+    push(const { known("REQUEST_METHOD") }, req.method().as_bytes());
+    push(const { known("SCRIPT_NAME") }, &script_name);
+    push(const { known("PATH_INFO") }, &percent_decode(rest));
+    push(const { known("QUERY_STRING") }, req.query().as_bytes());
+    push(const { known("RAW_URI") }, req.target().as_bytes());
     push(
-        "SERVER_PROTOCOL",
+        const { known("SERVER_PROTOCOL") },
         match req.version() {
             Version::Http10 => b"HTTP/1.0",
             _ => b"HTTP/1.1",
@@ -234,14 +313,20 @@ pub(crate) fn parts(
     );
     match peer {
         Some(p) => {
-            push("REMOTE_ADDR", p.ip().to_string().as_bytes());
-            push("REMOTE_PORT", p.port().to_string().as_bytes());
+            push(
+                const { known("REMOTE_ADDR") },
+                p.ip().to_string().as_bytes(),
+            );
+            push(
+                const { known("REMOTE_PORT") },
+                p.port().to_string().as_bytes(),
+            );
         }
-        None => push("REMOTE_ADDR", b""),
+        None => push(const { known("REMOTE_ADDR") }, b""),
     }
     let (name, port) = server_name(req.local_addr(), req.header("host"), https);
-    push("SERVER_NAME", name.as_bytes());
-    push("SERVER_PORT", port.as_bytes());
+    push(const { known("SERVER_NAME") }, name.as_bytes());
+    push(const { known("SERVER_PORT") }, port.as_bytes());
     vars.extend(headers);
     Ok(Parts {
         vars,

@@ -165,7 +165,7 @@ use std::sync::{Arc, Mutex};
 use ferrocorn_worker::{App, Body, Request, Response};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
 
 pub use environ::{ForwardedAllow, default_secure_scheme_headers};
 pub use interp::{InitError, PYTHON_VERSION, check_virtualenv, fork, initialize};
@@ -249,6 +249,33 @@ fn helper(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
                 .map(Bound::unbind)
         })
         .map(|m| m.bind(py))
+}
+
+static IN_MEMORY_ITERS: PyOnceLock<[Py<PyType>; 2]> = PyOnceLock::new();
+
+/// `iter` is a list's or a tuple's iterator: its items exist already.
+fn in_memory_iter(py: Python<'_>, iter: &Bound<'_, PyIterator>) -> bool {
+    let types = IN_MEMORY_ITERS.get_or_try_init(py, || -> PyResult<[Py<PyType>; 2]> {
+        Ok([
+            PyList::empty(py).try_iter()?.get_type().unbind(),
+            PyTuple::empty(py).try_iter()?.get_type().unbind(),
+        ])
+    });
+    let t = iter.get_type();
+    types.is_ok_and(|ts| ts.iter().any(|x| t.is(x.bind(py))))
+}
+
+static KNOWN_KEYS: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+
+/// [`environ::KNOWN_KEYS`] as interned Python strings, made once: a new
+/// string per key per request was an allocation and a hash each.
+fn known_keys(py: Python<'_>) -> &[Py<PyString>] {
+    KNOWN_KEYS.get_or_init(py, || {
+        environ::KNOWN_KEYS
+            .iter()
+            .map(|k| PyString::intern(py, k).unbind())
+            .collect()
+    })
 }
 
 /// The traceback of an exception as the `traceback` module prints it.
@@ -447,15 +474,25 @@ impl WsgiApp {
         }
         let result = (|| -> PyResult<(Outcome, Py<Input>)> {
             let environ = self.base.bind(py).copy()?;
+            let known = known_keys(py);
             for (k, v) in &parts.vars {
-                environ.set_item(k, latin1(py, v))?;
+                match k {
+                    environ::Key::Known(i) => {
+                        environ.set_item(known[*i].bind(py), latin1(py, v))?
+                    }
+                    environ::Key::Other(k) => environ.set_item(k, latin1(py, v))?,
+                }
             }
             environ.set_item(
-                "wsgi.url_scheme",
-                if parts.https { "https" } else { "http" },
+                pyo3::intern!(py, "wsgi.url_scheme"),
+                if parts.https {
+                    pyo3::intern!(py, "https")
+                } else {
+                    pyo3::intern!(py, "http")
+                },
             )?;
             let input = Py::new(py, Input::new(body))?;
-            environ.set_item("wsgi.input", &input)?;
+            environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
             let state = Arc::new(Mutex::new(ResponseState::default()));
             let start = Py::new(
                 py,
@@ -564,6 +601,20 @@ impl WsgiApp {
                 Some(Err(e)) => return fail(&e, &iterable),
             }
             first.extend(std::mem::take(&mut lock(state).pending).concat());
+        }
+        // An iterator over a list or tuple (Django's HttpResponse iterates
+        // its list of content pieces) is all in memory: the rest is taken
+        // now, and the response goes to the loop whole, with a
+        // Content-Length when the app set none, in one hand-off instead of
+        // a head and then a pull of its pieces from the pool.
+        if !ended && in_memory_iter(py, &iter) {
+            for item in iter.by_ref() {
+                match item.and_then(|i| item_bytes(&i)) {
+                    Ok(b) => first.extend_from_slice(&b),
+                    Err(e) => return fail(&e, &iterable),
+                }
+            }
+            ended = true;
         }
         let resp = match self.head(state, what) {
             Ok(r) => r,
@@ -682,6 +733,12 @@ impl App for WsgiApp {
                 error_500()
             }
         }
+    }
+
+    /// A Python call holds the GIL: more threads than the one keeping up
+    /// with the queue only take turns holding it.
+    fn serial(&self) -> bool {
+        true
     }
 }
 

@@ -192,6 +192,9 @@ impl Harness {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done(self) {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            // As the loop does before each poll: wake the pool for the
+            // tasks of the turn.
+            self.server.shared.nudge();
             let _ = self
                 .server
                 .poll
@@ -584,4 +587,82 @@ fn the_health_probe_is_answered_on_the_loop_while_the_pool_is_busy() {
     let out = io.take_output();
     assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
     assert!(out.contains("Connection: close\r\n"), "{out}");
+}
+
+/// A [`App::serial`] app: `/block` holds its thread until released.
+struct SerialApp {
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl App for SerialApp {
+    fn call(&self, req: &mut Request<'_>) -> Response {
+        if req.path() == "/block" {
+            let _ = lock(&self.release).recv_timeout(Duration::from_secs(10));
+        }
+        let _ = req.body().read_all();
+        Response::text(200, "app\n")
+    }
+
+    fn serial(&self) -> bool {
+        true
+    }
+}
+
+/// A serial app's queue is served by one thread while it keeps taking
+/// requests; one that blocks (or waits for a body) must not hold the
+/// others' requests behind it: a sleeping thread is woken for them.
+#[test]
+fn a_serial_apps_requests_behind_a_blocked_or_waiting_thread_get_another() {
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let mut h = Harness::new(
+        WorkerConfig {
+            threads: 3,
+            ..WorkerConfig::default()
+        },
+        SerialApp {
+            release: Mutex::new(release_rx),
+        },
+    );
+    let active = |h: &Harness| {
+        h.server
+            .shared
+            .stats
+            .active_threads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (blocked, blocked_io) = h.connect();
+    h.send(
+        blocked,
+        &blocked_io,
+        b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    h.until("a thread to take /block", |h| active(h) == 1);
+    // A request whose body has not all arrived (too long to be held until
+    // it has) holds a second thread in the app's read.
+    let (waiting, waiting_io) = h.connect();
+    let hold = crate::HOLD_BODY_MAX as usize;
+    let mut head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        hold + 1
+    )
+    .into_bytes();
+    head.resize(head.len() + hold, b'x');
+    h.send(waiting, &waiting_io, &head);
+    h.until("a thread to take /upload", |h| active(h) == 2);
+    let mut fast = Vec::new();
+    for _ in 0..3 {
+        let (idx, io) = h.connect();
+        h.send(idx, &io, b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+        fast.push(io);
+    }
+    h.until("the requests behind the held threads", |_| {
+        fast.iter().all(|io| bodies(&io.output()) == ["app\n"])
+    });
+    assert!(blocked_io.output().is_empty());
+    assert!(waiting_io.output().is_empty());
+    h.send(waiting, &waiting_io, b"x");
+    release_tx.send(()).unwrap();
+    h.until("/block and /upload", |_| {
+        bodies(&blocked_io.output()) == ["app\n"] && bodies(&waiting_io.output()) == ["app\n"]
+    });
 }
