@@ -232,6 +232,7 @@ fn wsgi_input_every_way_content_length_and_chunked() {
     for how in [
         "read",
         "readn",
+        "readbig",
         "readline",
         "readlinen",
         "readlines",

@@ -78,6 +78,14 @@ def read_body(environ, how):
             if not b:
                 return out
             out += b
+    if how == "readbig":
+        # Reads larger than what one wait brings: pieces joined.
+        out = b""
+        while True:
+            b = inp.read(100_000)
+            if not b:
+                return out
+            out += b
     if how == "readline":
         out = b""
         while True:

@@ -47,6 +47,13 @@ impl Buf {
         }
         &mut self.data[self.end..]
     }
+    /// Let the buffer hold `len` bytes in all (a body read in larger
+    /// pieces); [`BufPool::put`] shrinks it back.
+    pub(crate) fn grow_to(&mut self, len: usize) {
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+    }
     pub(crate) fn advance(&mut self, n: usize) {
         self.end += n;
         debug_assert!(self.end <= self.data.len());

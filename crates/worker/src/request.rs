@@ -288,32 +288,73 @@ impl Body {
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.transfer(buf.len(), |data, pos| {
+            let n = (data.len() - pos).min(buf.len());
+            buf[..n].copy_from_slice(&data[pos..pos + n]);
+            n
+        })
+    }
+}
+
+impl Body {
+    /// Appends up to `max` body bytes (at least one, 0 at the end) to `out`,
+    /// blocking as [`Read::read`] does. Where `out` is empty and all the
+    /// bytes waiting fit, the two vectors are swapped instead of copied:
+    /// the reader gets the loop's buffer and the loop fills the reader's.
+    pub fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.transfer(max, |data, pos| {
+            if pos == 0 && out.is_empty() && data.len() <= max {
+                std::mem::swap(out, data);
+                return out.len();
+            }
+            let n = (data.len() - pos).min(max);
+            out.extend_from_slice(&data[pos..pos + n]);
+            n
+        })
+    }
+
+    /// Hands the unread bytes, `data[pos..]` (never empty), to `take`,
+    /// which returns how many it took; it may swap `data` for an empty
+    /// vector when it takes them all.
+    fn transfer(
+        &mut self,
+        max: usize,
+        take: impl FnOnce(&mut Vec<u8>, usize) -> usize,
+    ) -> io::Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
         match &mut self.inner {
             BodyInner::Empty => Ok(0),
             BodyInner::Full { data, pos } => {
-                let n = buf.len().min(data.len() - *pos);
-                buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+                if *pos >= data.len() {
+                    return Ok(0);
+                }
+                let n = take(data, *pos);
                 *pos += n;
+                if *pos >= data.len() {
+                    data.clear();
+                    *pos = 0;
+                }
                 Ok(n)
             }
-            BodyInner::Stream(chan) => read_chan(chan, buf),
+            BodyInner::Stream(chan) => read_chan(chan, take),
         }
     }
 }
 
-fn read_chan(chan: &BodyChan, buf: &mut [u8]) -> io::Result<usize> {
-    if buf.is_empty() {
-        return Ok(0);
-    }
+fn read_chan(
+    chan: &BodyChan,
+    take: impl FnOnce(&mut Vec<u8>, usize) -> usize,
+) -> io::Result<usize> {
     let mut st = chan.state.lock().unwrap_or_else(|e| e.into_inner());
     let mut notified = false;
     loop {
-        let buffered = st.buffered();
-        if buffered > 0 {
-            let n = buf.len().min(buffered);
-            buf[..n].copy_from_slice(&st.data[st.pos..st.pos + n]);
+        if st.buffered() > 0 {
+            let pos = st.pos;
+            let n = take(&mut st.data, pos);
             st.pos += n;
-            if st.pos == st.data.len() {
+            if st.pos >= st.data.len() {
                 st.data.clear();
                 st.pos = 0;
             }
@@ -355,5 +396,84 @@ fn read_chan(chan: &BodyChan, buf: &mut [u8]) -> io::Result<usize> {
         st = chan.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         drop(wait);
         st.waiting = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streamed body whose loop side is `state` (started, so that a read
+    /// does not ask the loop for `100 Continue`).
+    fn stream(data: &[u8], eof: bool) -> (Body, Arc<BodyChan>) {
+        let chan = Arc::new(BodyChan {
+            state: Mutex::new(ChanState {
+                data: data.to_vec(),
+                eof,
+                started: true,
+                ..ChanState::default()
+            }),
+            cond: Condvar::new(),
+            notify: Arc::new(|_| {}),
+            token: 0,
+            generation: 0,
+        });
+        (Body::stream(chan.clone()), chan)
+    }
+
+    #[test]
+    fn read_append_swaps_all_that_waits_into_an_empty_vector() {
+        let (mut body, chan) = stream(b"hello world", true);
+        let mut mine = Vec::with_capacity(4096);
+        let mine_ptr = mine.as_ptr();
+        let mut out = Vec::new();
+        std::mem::swap(&mut out, &mut mine);
+        assert_eq!(body.read_append(&mut out, 1 << 20).unwrap(), 11);
+        assert_eq!(out, b"hello world");
+        // The loop now fills the reader's old vector.
+        let st = chan.state.lock().unwrap();
+        assert_eq!((st.data.len(), st.pos), (0, 0));
+        assert_eq!(st.data.as_ptr(), mine_ptr);
+        drop(st);
+        let mut more = Vec::new();
+        assert_eq!(body.read_append(&mut more, 1 << 20).unwrap(), 0);
+    }
+
+    #[test]
+    fn read_append_copies_into_a_vector_holding_bytes_and_up_to_max() {
+        let (mut body, chan) = stream(b"0123456789", true);
+        let mut out = b"ab".to_vec();
+        assert_eq!(body.read_append(&mut out, 4).unwrap(), 4);
+        assert_eq!(out, b"ab0123");
+        // Into an empty vector, but more waits than `max`: copied, not swapped.
+        let mut out = Vec::new();
+        assert_eq!(body.read_append(&mut out, 4).unwrap(), 4);
+        assert_eq!(out, b"4567");
+        assert_eq!(chan.state.lock().unwrap().pos, 8);
+        // The rest, from a position past 0: copied.
+        let mut out = Vec::new();
+        assert_eq!(body.read_append(&mut out, 100).unwrap(), 2);
+        assert_eq!(out, b"89");
+        let st = chan.state.lock().unwrap();
+        assert_eq!((st.data.len(), st.pos), (0, 0));
+        drop(st);
+        let mut buf = [0u8; 8];
+        assert_eq!(body.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn read_append_of_a_body_in_memory() {
+        let mut body = Body::from_bytes(b"abcdef".to_vec());
+        let mut out = b"x".to_vec();
+        assert_eq!(body.read_append(&mut out, 2).unwrap(), 2);
+        let mut rest = Vec::new();
+        assert_eq!(body.read_append(&mut rest, 100).unwrap(), 4);
+        assert_eq!(
+            (out.as_slice(), rest.as_slice()),
+            (&b"xab"[..], &b"cdef"[..])
+        );
+        assert_eq!(body.read_append(&mut rest, 100).unwrap(), 0);
+        assert_eq!(body.read_append(&mut Vec::new(), 0).unwrap(), 0);
+        assert_eq!(Body::empty().read_append(&mut rest, 100).unwrap(), 0);
     }
 }

@@ -1,23 +1,27 @@
 //! `wsgi.input`: the request body as a Python file-like object, read from
 //! the connection with the GIL released.
 
-use std::io::Read;
-
 use ferrocorn_worker::Body;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// Bytes asked of the connection per read: a bound on what one read holds.
-const READ_BLOCK: usize = 64 * 1024;
+/// Bytes taken from the connection at most per read.
+const MAX_FILL: usize = 1024 * 1024;
 
 /// `wsgi.input` (read, readline, readlines, iteration).
 #[pyclass(module = "ferrocorn", name = "Input")]
 pub(crate) struct Input {
     /// The body; taken back by the server when the response starts.
     pub(crate) body: Option<Body>,
+    /// `buf[pos..]`, then `next`, are read and not yet taken. Bytes come
+    /// from the connection as whole vectors (no copy, see
+    /// [`Body::read_append`]) into `buf` when it is used up, else into
+    /// `next`; a read spanning both copies each byte once, into its bytes
+    /// object.
     buf: Vec<u8>,
     pos: usize,
+    next: Vec<u8>,
     eof: bool,
 }
 
@@ -27,42 +31,49 @@ impl Input {
             body: Some(body),
             buf: Vec::new(),
             pos: 0,
+            next: Vec::new(),
             eof: false,
         }
     }
 
     fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len() - self.pos + self.next.len()
     }
 
-    /// Reads one more block from the connection, the GIL released while it
-    /// waits. False at the end of the body.
-    fn fill(&mut self, py: Python<'_>, want: usize) -> PyResult<bool> {
+    /// Everything unread in `buf` alone (a copy of `next` into it).
+    fn join(&mut self) {
+        if !self.next.is_empty() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.buf.append(&mut self.next);
+        }
+    }
+
+    /// Reads more from the connection, the GIL released while it waits:
+    /// what is there, up to 1 MiB, however little the caller asked for (a
+    /// read returns as soon as some bytes are there, and small reads, say
+    /// read(1) in a loop, then cost no wait each). False at the end of the
+    /// body.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
         if self.eof {
             return Ok(false);
         }
+        self.join();
         let Some(body) = self.body.as_mut() else {
             return Err(PyOSError::new_err(
                 "wsgi.input cannot be read once the response has started",
             ));
         };
-        if self.pos > 0 && self.pos == self.buf.len() {
+        let into = if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
-        } else if self.pos > READ_BLOCK {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        // Ask for a whole block whatever the caller wants: a read returns
-        // as soon as some bytes are there, and small reads (read(1) in a
-        // loop) then cost no wait each; a huge read(n) fills 1 MiB at a time.
-        let want = want.clamp(READ_BLOCK, 16 * READ_BLOCK);
-        let start = self.buf.len();
-        self.buf.resize(start + want, 0);
-        let target = &mut self.buf[start..];
+            &mut self.buf
+        } else {
+            &mut self.next
+        };
         let result = py.detach(|| {
             loop {
-                match body.read(target) {
+                match body.read_append(into, MAX_FILL) {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     r => break r,
                 }
@@ -70,55 +81,75 @@ impl Input {
         });
         match result {
             Ok(n) => {
-                self.buf.truncate(start + n);
                 if n == 0 {
                     self.eof = true;
                 }
                 Ok(n > 0)
             }
-            Err(e) => {
-                self.buf.truncate(start);
-                Err(PyOSError::new_err(format!("reading the request body: {e}")))
-            }
+            Err(e) => Err(PyOSError::new_err(format!("reading the request body: {e}"))),
         }
     }
 
-    fn take(&mut self, n: usize) -> Vec<u8> {
+    /// The next `n` unread bytes (fewer at the end) as a Python bytes
+    /// object, each byte copied once.
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
         let n = n.min(self.buffered());
-        let out = self.buf[self.pos..self.pos + n].to_vec();
-        self.pos += n;
-        out
+        let front = self.buf.len() - self.pos;
+        if n <= front {
+            let out = PyBytes::new(py, &self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(out);
+        }
+        let from_next = n - front;
+        let out = PyBytes::new_with(py, n, |out| {
+            out[..front].copy_from_slice(&self.buf[self.pos..]);
+            out[front..].copy_from_slice(&self.next[..from_next]);
+            Ok(())
+        })?;
+        std::mem::swap(&mut self.buf, &mut self.next);
+        self.next.clear();
+        self.pos = from_next;
+        Ok(out)
     }
 
-    fn read_bytes(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Vec<u8>> {
+    fn read_bytes<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         match size {
             None => {
-                while self.fill(py, READ_BLOCK)? {}
-                Ok(self.take(usize::MAX))
+                while self.fill(py)? {}
+                self.take(py, usize::MAX)
             }
             Some(n) => {
-                while self.buffered() < n && self.fill(py, n - self.buffered())? {}
-                Ok(self.take(n))
+                while self.buffered() < n && self.fill(py)? {}
+                self.take(py, n)
             }
         }
     }
 
-    fn line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<u8>> {
+    fn line<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
+            self.join();
             let avail = &self.buf[self.pos..];
             if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + i + 1;
-                return Ok(self.take(limit.map_or(end, |l| l.min(end))));
+                return self.take(py, limit.map_or(end, |l| l.min(end)));
             }
             scanned = avail.len();
             if let Some(l) = limit
                 && scanned >= l
             {
-                return Ok(self.take(l));
+                return self.take(py, l);
             }
-            if !self.fill(py, READ_BLOCK)? {
-                return Ok(self.take(usize::MAX));
+            if !self.fill(py)? {
+                return self.take(py, usize::MAX);
             }
         }
     }
@@ -133,8 +164,7 @@ fn size_arg(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.read_bytes(py, size_arg(size))?;
-        Ok(PyBytes::new(py, &data))
+        self.read_bytes(py, size_arg(size))
     }
 
     #[pyo3(signature = (size=None))]
@@ -143,8 +173,7 @@ impl Input {
         py: Python<'py>,
         size: Option<isize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.line(py, size_arg(size))?;
-        Ok(PyBytes::new(py, &data))
+        self.line(py, size_arg(size))
     }
 
     /// The hint is ignored, as gunicorn does.
@@ -158,10 +187,10 @@ impl Input {
         let mut lines = Vec::new();
         loop {
             let line = self.line(py, None)?;
-            if line.is_empty() {
+            if line.as_bytes().is_empty() {
                 return Ok(lines);
             }
-            lines.push(PyBytes::new(py, &line));
+            lines.push(line);
         }
     }
 
@@ -171,6 +200,6 @@ impl Input {
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let line = self.line(py, None)?;
-        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
+        Ok((!line.as_bytes().is_empty()).then_some(line))
     }
 }

@@ -11,7 +11,11 @@ use crate::request::{BODY_HIGH_WATER, BodyError};
 
 /// A reader waiting for body bytes is woken when this much is buffered,
 /// even while the socket has more.
-const BODY_WAKE: usize = 64 * 1024;
+const BODY_WAKE: usize = 128 * 1024;
+
+/// A body's bytes are read from the socket up to this much at a time
+/// (a head's at most [`BUF_SIZE`]): a 1 MiB upload in 16 reads, not 64.
+const BODY_READ: usize = 64 * 1024;
 
 impl Server {
     /// Read body bytes for the app's reader.
@@ -36,7 +40,14 @@ impl Server {
         }
         let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
         if rbuf.is_empty() {
-            let spare = rbuf.spare(BUF_SIZE);
+            let more = match &feed.kind {
+                FeedKind::Length(rem) => *rem > BUF_SIZE as u64,
+                FeedKind::Chunked(_) => feed.received > BUF_SIZE as u64,
+            };
+            if more {
+                rbuf.grow_to(BODY_READ);
+            }
+            let spare = rbuf.spare(BODY_READ);
             let want = spare.len();
             match c.sock.read(spare) {
                 Ok(0) => {
