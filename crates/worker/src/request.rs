@@ -1,5 +1,6 @@
 //! What an [`App`](crate::App) sees of a request: the head and a body reader.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
@@ -183,13 +184,20 @@ pub(crate) struct BodyEvent {
 
 #[derive(Default)]
 pub(crate) struct ChanState {
-    pub(crate) data: Vec<u8>,
-    pub(crate) pos: usize,
+    /// The bytes read and not yet taken: `chunks[0][pos..]`, then the
+    /// other chunks whole. A large read is a chunk of its own, which the
+    /// reader takes without a copy; smaller ones are appended to the last.
+    chunks: VecDeque<Vec<u8>>,
+    pos: usize,
+    /// Bytes in `chunks` not yet taken.
+    len: usize,
+    /// An emptied chunk's vector, for the loop's next read.
+    pub(crate) spare: Vec<u8>,
     pub(crate) eof: bool,
     pub(crate) error: Option<BodyError>,
     /// The reader has started reading (100-continue may be sent).
     pub(crate) started: bool,
-    /// The loop stopped reading because `data` is full.
+    /// The loop stopped reading because the buffer is full.
     pub(crate) loop_paused: bool,
     /// The app returned: nobody reads any more.
     pub(crate) closed: bool,
@@ -201,10 +209,78 @@ pub(crate) struct ChanState {
 pub(crate) const BODY_HIGH_WATER: usize = 256 * 1024;
 /// Bytes left in the buffer when a paused loop is asked to read again.
 pub(crate) const BODY_LOW_WATER: usize = 64 * 1024;
+/// A read of at least this many bytes becomes a chunk of its own (taken
+/// by the reader without a copy); a smaller one is copied to the end of
+/// the last chunk, so that a client sending in small pieces costs no more
+/// than [`BODY_HIGH_WATER`] / this many chunks' capacity.
+pub(crate) const CHUNK_MIN: usize = 32 * 1024;
 
 impl ChanState {
+    /// A channel holding `data` already.
+    pub(crate) fn with(data: Vec<u8>) -> ChanState {
+        let mut st = ChanState::default();
+        st.push(data);
+        st
+    }
+
     pub(crate) fn buffered(&self) -> usize {
-        self.data.len() - self.pos
+        self.len
+    }
+
+    /// Adds bytes read: `v` becomes a chunk if it holds at least
+    /// [`CHUNK_MIN`] bytes or nothing is buffered, else it is copied to the
+    /// last chunk and handed back empty for the next read.
+    pub(crate) fn push(&mut self, mut v: Vec<u8>) -> Vec<u8> {
+        self.len += v.len();
+        match self.chunks.back_mut() {
+            Some(last) if v.len() < CHUNK_MIN => {
+                last.extend_from_slice(&v);
+                v.clear();
+                v
+            }
+            _ if v.is_empty() => v,
+            _ => {
+                self.chunks.push_back(v);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Lets `f` append bytes to the last chunk (a decoder's output).
+    pub(crate) fn append<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        if self.chunks.is_empty() {
+            self.chunks.push_back(std::mem::take(&mut self.spare));
+        }
+        let last = self.chunks.back_mut().expect("pushed above");
+        let before = last.len();
+        let r = f(last);
+        self.len += last.len() - before;
+        if self.len == 0 {
+            // Nothing was added to an empty chunk.
+            self.spare = self.chunks.pop_back().unwrap_or_default();
+        }
+        r
+    }
+
+    /// Hands the unread part of the first chunk, `chunk[pos..]`, to
+    /// `take`, which returns how many bytes it took; it may swap the
+    /// chunk for an empty vector when it takes them all.
+    fn take(&mut self, take: impl FnOnce(&mut Vec<u8>, usize) -> usize) -> usize {
+        let Some(front) = self.chunks.front_mut() else {
+            return 0;
+        };
+        let n = take(front, self.pos);
+        self.pos += n;
+        self.len -= n;
+        if self.pos >= front.len() {
+            let mut done = self.chunks.pop_front().expect("front");
+            self.pos = 0;
+            if done.capacity() > self.spare.capacity() {
+                done.clear();
+                self.spare = done;
+            }
+        }
+        n
     }
 }
 
@@ -351,13 +427,7 @@ fn read_chan(
     let mut notified = false;
     loop {
         if st.buffered() > 0 {
-            let pos = st.pos;
-            let n = take(&mut st.data, pos);
-            st.pos += n;
-            if st.pos >= st.data.len() {
-                st.data.clear();
-                st.pos = 0;
-            }
+            let n = st.take(take);
             let wake = st.loop_paused && st.buffered() < BODY_LOW_WATER;
             if wake {
                 st.loop_paused = false;
@@ -408,10 +478,9 @@ mod tests {
     fn stream(data: &[u8], eof: bool) -> (Body, Arc<BodyChan>) {
         let chan = Arc::new(BodyChan {
             state: Mutex::new(ChanState {
-                data: data.to_vec(),
                 eof,
                 started: true,
-                ..ChanState::default()
+                ..ChanState::with(data.to_vec())
             }),
             cond: Condvar::new(),
             notify: Arc::new(|_| {}),
@@ -430,10 +499,10 @@ mod tests {
         std::mem::swap(&mut out, &mut mine);
         assert_eq!(body.read_append(&mut out, 1 << 20).unwrap(), 11);
         assert_eq!(out, b"hello world");
-        // The loop now fills the reader's old vector.
+        // The reader's old vector is the loop's for its next read.
         let st = chan.state.lock().unwrap();
-        assert_eq!((st.data.len(), st.pos), (0, 0));
-        assert_eq!(st.data.as_ptr(), mine_ptr);
+        assert_eq!((st.buffered(), st.chunks.len()), (0, 0));
+        assert_eq!(st.spare.as_ptr(), mine_ptr);
         drop(st);
         let mut more = Vec::new();
         assert_eq!(body.read_append(&mut more, 1 << 20).unwrap(), 0);
@@ -450,15 +519,60 @@ mod tests {
         assert_eq!(body.read_append(&mut out, 4).unwrap(), 4);
         assert_eq!(out, b"4567");
         assert_eq!(chan.state.lock().unwrap().pos, 8);
+        assert_eq!(chan.state.lock().unwrap().buffered(), 2);
         // The rest, from a position past 0: copied.
         let mut out = Vec::new();
         assert_eq!(body.read_append(&mut out, 100).unwrap(), 2);
         assert_eq!(out, b"89");
         let st = chan.state.lock().unwrap();
-        assert_eq!((st.data.len(), st.pos), (0, 0));
+        assert_eq!((st.buffered(), st.chunks.len(), st.pos), (0, 0, 0));
         drop(st);
         let mut buf = [0u8; 8];
         assert_eq!(body.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn large_reads_are_chunks_of_their_own_small_ones_are_appended() {
+        let mut st = ChanState::default();
+        let back = st.push(vec![1; CHUNK_MIN]);
+        assert_eq!((back.capacity(), st.chunks.len()), (0, 1));
+        // A small read is copied to the last chunk; its vector comes back.
+        let back = st.push(vec![2; 100]);
+        assert_eq!((back.len(), back.capacity(), st.chunks.len()), (0, 100, 1));
+        // A client sending in small pieces adds no chunks.
+        for _ in 0..1000 {
+            st.push(vec![3; CHUNK_MIN - 1]);
+        }
+        assert_eq!(st.chunks.len(), 1);
+        st.push(vec![4; CHUNK_MIN]);
+        assert_eq!(st.chunks.len(), 2);
+        assert_eq!(st.buffered(), 2 * CHUNK_MIN + 100 + 1000 * (CHUNK_MIN - 1));
+        // A decoder's output goes to the last chunk; nothing added, nothing kept.
+        st.append(|v| v.extend_from_slice(b"xy"));
+        assert_eq!(
+            st.chunks.back().map(|c| &c[c.len() - 3..]),
+            Some(&[4, b'x', b'y'][..])
+        );
+        let mut empty = ChanState::default();
+        empty.append(|_| ());
+        assert_eq!((empty.chunks.len(), empty.buffered()), (0, 0));
+        // A reader with an empty vector takes a whole chunk at a time.
+        let (mut body, chan) = stream(b"", true);
+        *chan.state.lock().unwrap() = ChanState {
+            eof: true,
+            started: true,
+            ..st
+        };
+        let mut out = Vec::new();
+        let first = body.read_append(&mut out, usize::MAX).unwrap();
+        assert_eq!(first, CHUNK_MIN + 100 + 1000 * (CHUNK_MIN - 1));
+        assert_eq!((out[0], out[CHUNK_MIN], out[first - 1]), (1, 2, 3));
+        let mut out = Vec::new();
+        assert_eq!(
+            body.read_append(&mut out, usize::MAX).unwrap(),
+            CHUNK_MIN + 2
+        );
+        assert_eq!(body.read_append(&mut Vec::new(), usize::MAX).unwrap(), 0);
     }
 
     #[test]

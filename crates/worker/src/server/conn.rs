@@ -418,10 +418,7 @@ impl Server {
             None => body,
             Some((data, kind, received)) => {
                 let chan = Arc::new(BodyChan {
-                    state: Mutex::new(ChanState {
-                        data,
-                        ..ChanState::default()
-                    }),
+                    state: Mutex::new(ChanState::with(data)),
                     cond: Condvar::new(),
                     notify: self.notify.clone(),
                     token: idx as u32,
@@ -431,6 +428,7 @@ impl Server {
                     chan: chan.clone(),
                     kind,
                     received,
+                    incoming: Vec::new(),
                     // A client that already sends the body does not wait.
                     expect: head.expect_continue && received == 0,
                 }));

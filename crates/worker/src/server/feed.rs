@@ -14,7 +14,8 @@ use crate::request::{BODY_HIGH_WATER, BodyError};
 const BODY_WAKE: usize = 128 * 1024;
 
 /// A body's bytes are read from the socket up to this much at a time
-/// (a head's at most [`BUF_SIZE`]): a 1 MiB upload in 16 reads, not 64.
+/// (a head's at most [`BUF_SIZE`]): a 1 MiB upload in 16 reads, not 64;
+/// a large Content-Length body straight into the reader's buffer.
 const BODY_READ: usize = 64 * 1024;
 
 impl Server {
@@ -38,18 +39,38 @@ impl Server {
                 return Step::Stop;
             }
         }
-        let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
-        if rbuf.is_empty() {
-            let more = match &feed.kind {
-                FeedKind::Length(rem) => *rem > BUF_SIZE as u64,
-                FeedKind::Chunked(_) => feed.received > BUF_SIZE as u64,
-            };
-            if more {
-                rbuf.grow_to(BODY_READ);
+        // A large Content-Length body with nothing buffered: read straight
+        // into a vector the reader can take whole.
+        let direct = match feed.kind {
+            FeedKind::Length(rem) if rem > BUF_SIZE as u64 => {
+                c.rbuf.as_ref().is_none_or(|b| b.is_empty())
             }
-            let spare = rbuf.spare(BODY_READ);
-            let want = spare.len();
-            match c.sock.read(spare) {
+            _ => false,
+        };
+        let mut incoming = std::mem::take(&mut feed.incoming);
+        if direct || c.rbuf.as_ref().is_none_or(|b| b.is_empty()) {
+            let want = match feed.kind {
+                FeedKind::Length(rem) if direct => rem.min(BODY_READ as u64) as usize,
+                _ => {
+                    let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
+                    if matches!(feed.kind, FeedKind::Chunked(_)) && feed.received > BUF_SIZE as u64
+                    {
+                        rbuf.grow_to(BODY_READ);
+                    }
+                    rbuf.spare(BODY_READ).len()
+                }
+            };
+            let read = if direct {
+                c.sock.read_append(&mut incoming, want)
+            } else {
+                let rbuf = c.rbuf.as_mut().expect("made above");
+                let r = c.sock.read(rbuf.spare(BODY_READ));
+                if let Ok(n) = r {
+                    rbuf.advance(n);
+                }
+                r
+            };
+            match read {
                 Ok(0) => {
                     c.read.got(0, want);
                     c.close_after(Closing::AfterWrite);
@@ -58,11 +79,9 @@ impl Server {
                     }
                     return Step::Stop;
                 }
-                Ok(n) => {
-                    rbuf.advance(n);
-                    c.read.got(n, want);
-                }
+                Ok(n) => c.read.got(n, want),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    feed.incoming = incoming;
                     c.read.readable = false;
                     // Bytes held back from a waiting reader go now.
                     let st = lock(&feed.chan.state);
@@ -73,40 +92,51 @@ impl Server {
                     }
                     return Step::Stop;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    feed.incoming = incoming;
+                    return Step::Continue;
+                }
                 Err(_) => {
                     self.close(idx);
                     return Step::Stop;
                 }
             }
         }
-        // Decode what is buffered into the reader's buffer.
+        // Hand what was read to the reader's buffer.
         let mut st = lock(&feed.chan.state);
-        if st.pos > 0 && st.pos * 2 >= st.data.len() {
-            let pos = st.pos;
-            st.data.drain(..pos);
-            st.pos = 0;
-        }
-        let before = st.data.len();
+        let before = st.buffered();
         let mut failed = None;
         let mut done = false;
         match &mut feed.kind {
+            FeedKind::Length(rem) if direct => {
+                *rem -= incoming.len() as u64;
+                done = *rem == 0;
+                incoming = st.push(incoming);
+                if incoming.capacity() == 0 {
+                    incoming = std::mem::take(&mut st.spare);
+                }
+            }
             FeedKind::Length(rem) => {
+                let rbuf = c.rbuf.as_mut().expect("read above or holding bytes");
                 let take = (rbuf.len() as u64).min(*rem) as usize;
-                st.data.extend_from_slice(&rbuf.filled()[..take]);
+                st.append(|v| v.extend_from_slice(&rbuf.filled()[..take]));
                 rbuf.consume(take);
                 *rem -= take as u64;
                 done = *rem == 0;
             }
-            FeedKind::Chunked(dec) => match dec.decode(rbuf.filled(), &mut st.data) {
-                Ok(d) => {
-                    rbuf.consume(d.consumed);
-                    done = d.done;
+            FeedKind::Chunked(dec) => {
+                let rbuf = c.rbuf.as_mut().expect("read above or holding bytes");
+                match st.append(|v| dec.decode(rbuf.filled(), v)) {
+                    Ok(d) => {
+                        rbuf.consume(d.consumed);
+                        done = d.done;
+                    }
+                    Err(e) => failed = Some(BodyError::Framing(e.reason)),
                 }
-                Err(e) => failed = Some(BodyError::Framing(e.reason)),
-            },
+            }
         }
-        feed.received += (st.data.len() - before) as u64;
+        feed.incoming = incoming;
+        feed.received += (st.buffered() - before) as u64;
         if failed.is_none() && limit > 0 && feed.received > limit {
             failed = Some(BodyError::TooLarge);
         }

@@ -132,6 +132,24 @@ impl Write for Sock {
 }
 
 impl Sock {
+    /// Reads up to `max` bytes and appends them to `buf` (see
+    /// [`crate::sys::read_append`]).
+    pub(super) fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Sock::Tcp(s) => crate::sys::read_append(s.as_raw_fd(), buf, max),
+            Sock::Unix(s) => crate::sys::read_append(s.as_raw_fd(), buf, max),
+            #[cfg(test)]
+            Sock::Mem(s) => {
+                let start = buf.len();
+                buf.resize(start + max, 0);
+                let r = s.read(&mut buf[start..]);
+                buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                r
+            }
+        }
+    }
+
     pub(super) fn shutdown_write(&self) {
         let _ = match self {
             Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
@@ -239,6 +257,9 @@ pub(super) struct Feed {
     pub(super) chan: Arc<BodyChan>,
     pub(super) kind: FeedKind,
     pub(super) received: u64,
+    /// The loop's vector for bytes read straight from the socket, swapped
+    /// with the reader's when the reader has taken all before it.
+    pub(super) incoming: Vec<u8>,
     /// `100 Continue` is owed on the first read.
     pub(super) expect: bool,
 }

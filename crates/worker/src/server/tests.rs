@@ -325,6 +325,60 @@ fn expect_continue_for_a_held_body_is_answered_once() {
     assert_eq!(bodies(&io.take_output()), ["POST /v 3\n"]);
 }
 
+/// Answers `METHOD PATH BODY-LENGTH ok` when the body's byte `i` is
+/// `i % 251`, else `... corrupt at I`.
+fn check_pattern(req: &mut Request<'_>) -> Response {
+    let body = req.body().read_all().unwrap_or_default();
+    let verdict = match body
+        .iter()
+        .enumerate()
+        .find(|(i, b)| **b != (i % 251) as u8)
+    {
+        None => "ok".to_owned(),
+        Some((i, _)) => format!("corrupt at {i}"),
+    };
+    Response::text(
+        200,
+        &format!(
+            "{} {} {} {verdict}
+",
+            req.method(),
+            req.path(),
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn a_large_length_body_read_straight_for_the_app_stops_at_its_end() {
+    // Content-Length bodies over a read buffer go from the socket into the
+    // reader's vector, at most what the body has left: the request that
+    // follows in the same bytes is not read with it.
+    let mut h = Harness::inline(check_pattern);
+    let (idx, io) = h.connect();
+    let n = crate::HOLD_BODY_MAX as usize + 300_000;
+    let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let mut wire =
+        format!("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+    wire.extend_from_slice(&body);
+    let next = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+    wire.extend_from_slice(next);
+    // The last 30,000 bytes of the body (less than one read, more than a
+    // read buffer) arrive with the next request.
+    let last = wire.len() - next.len() - 30_000;
+    for part in wire[..last].chunks(100_000).chain([&wire[last..]]) {
+        h.send(idx, &io, part);
+        h.until("the bytes read", |h| {
+            io.unread() == 0 || h.conn(idx).is_some_and(|c| !c.read.readable)
+        });
+    }
+    h.until("both responses", |_| bodies(&io.output()).len() == 2);
+    assert_eq!(
+        bodies(&io.take_output()),
+        [format!("POST /big {n} ok\n"), "GET /next 0 ok\n".to_owned()]
+    );
+}
+
 #[test]
 fn expect_continue_for_a_streamed_body_waits_for_the_apps_first_read() {
     let mut h = Harness::inline(echo);
