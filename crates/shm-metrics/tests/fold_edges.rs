@@ -2,7 +2,8 @@
 //! interrupted after the aggregate was replaced and before the dead file was
 //! deleted (counted once, finished by the next call, a reused pid left
 //! alone), gauges folded by mode, I/O errors returned, not swallowed, links
-//! and FIFOs at the hidden names removed, a directory the process may not
+//! and FIFOs at the hidden names removed, a `live*` gauge under a hidden
+//! name not read, a directory the process may not
 //! write (a forked child, not root) scraped under a read-only lock file, and
 //! a full filesystem (a tmpfs with no inode left, in a forked child's own
 //! mount namespace) reported as such.
@@ -673,4 +674,25 @@ fn a_fold_waits_for_a_scrape_holding_the_lock_then_gives_up_after_2s() {
     mark_process_dead(d, 971).unwrap();
     assert_eq!(db_files(d), ["counter_aggregate.db"]);
     assert_eq!(jobs(d), Some(3.0));
+}
+
+#[test]
+fn a_live_gauge_under_a_hidden_folding_name_is_not_read() {
+    // A fold sets aside only the files it folds: a `live*` or `all` gauge
+    // file under a hidden `.folding` name is nothing a fold left, and a
+    // scrape does not count it (a folded kind's is counted, see
+    // `an_interrupted_fold_counts_once_and_the_next_call_finishes_it`).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    gauge(d, 990, GaugeMode::LiveSum, 3.0);
+    std::fs::rename(
+        d.join("gauge_livesum_990.db"),
+        d.join(".gauge_livesum_990.folding"),
+    )
+    .unwrap();
+    gauge(d, 991, GaugeMode::LiveSum, 1.0);
+    assert_eq!(value_of(&ours(d), "level"), Some(1.0));
+    mark_process_dead(d, 992).unwrap();
+    assert!(d.join(".gauge_livesum_990.folding").is_file());
+    assert_eq!(value_of(&ours(d), "level"), Some(1.0));
 }
