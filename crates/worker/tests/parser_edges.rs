@@ -336,6 +336,27 @@ fn a_field_of_exactly_the_field_size_is_accepted() {
 }
 
 #[test]
+fn each_field_line_is_measured_to_its_own_end() {
+    // A short field before one near the limit: each line is measured from
+    // its name to its own LF, not to a later line's.
+    let limits = Limits {
+        field_size: 50,
+        ..Limits::default()
+    };
+    for (short, long) in [(2, 45), (3, 50), (7, 50), (1, 50)] {
+        let mut buf = b"GET / HTTP/1.1\r\n".to_vec();
+        buf.extend_from_slice(&field("Host", 6 + short));
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(&field("X-Long", long - 2));
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(&field("X-Short", 12));
+        buf.extend_from_slice(b"\r\n\r\n");
+        let head = parse(&buf, &limits).unwrap().unwrap();
+        assert_eq!(head.len, buf.len(), "{short} {long}");
+    }
+}
+
+#[test]
 fn names_as_long_as_framing_names_are_just_fields() {
     // 4, 6, 10, 12, 14 and 17 bytes, as Host, Expect, Connection,
     // Content-Type, Content-Length and Transfer-Encoding.
