@@ -34,7 +34,7 @@ e2e:
     cargo test -p ferrocorn -p ferrocorn-tests
 
 # Mutation testing of the parser, the metrics fold and the heartbeat checks
-# (needs `cargo install --locked cargo-mutants`; ~30 min on two busy cores):
+# (needs `cargo install --locked cargo-mutants`; about an hour on two busy cores):
 # `just mutants`, `just mutants parse`, `just mutants aggregate --in-diff d.diff`.
 # Missed mutants must be listed as equivalent in the crate's tests/MUTANTS.md.
 mutants *ARGS:

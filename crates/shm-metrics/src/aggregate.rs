@@ -413,6 +413,8 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
             }
         }
     }
+    #[cfg(test)]
+    tests::at_step("lstat", &src_path);
     match fs::symlink_metadata(&src_path) {
         Ok(m) if !m.is_file() => {
             // Nothing we wrote: a link or a FIFO left at the name.
@@ -422,6 +424,8 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     }
+    #[cfg(test)]
+    tests::at_step("rename", &src_path);
     match fs::rename(&src_path, dir.join(folding_name(kind, id))) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -435,6 +439,8 @@ fn fold(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
 fn fold_hidden(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
     let agg_path = dir.join(kind.file_name(AGGREGATE));
     let hidden_path = dir.join(folding_name(kind, id));
+    #[cfg(test)]
+    tests::at_step("open hidden", &hidden_path);
     let (src, meta) = match file::open_regular_path(&hidden_path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -492,6 +498,115 @@ fn fold_hidden(dir: &Path, kind: Kind, id: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    type Hook = (&'static str, Box<dyn FnOnce(&Path)>);
+
+    thread_local! {
+        /// What a test does at one step of a fold on this thread: what a
+        /// process that ignores the fold lock (an operator's `rm`, a
+        /// script) could do at that moment, which no test can time from
+        /// outside (as fail points do in other projects).
+        static AT_STEP: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs the hook set for `step` (once), with the path the step is about
+    /// to use.
+    pub(super) fn at_step(step: &str, path: &Path) {
+        let hook = AT_STEP.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.as_ref().is_some_and(|(s, _)| *s == step) {
+                h.take()
+            } else {
+                None
+            }
+        });
+        if let Some((_, f)) = hook {
+            f(path);
+        }
+    }
+
+    /// Sets `f` to run at the fold's `step`.
+    fn at(step: &'static str, f: impl FnOnce(&Path) + 'static) {
+        AT_STEP.with(|h| *h.borrow_mut() = Some((step, Box::new(f))));
+    }
+
+    /// Whether the hook ran (a test that never reached its step proves
+    /// nothing).
+    fn hook_ran() -> bool {
+        AT_STEP.with(|h| h.borrow().is_none())
+    }
+
+    /// `dir/counter_777.db` holding 5 jobs, as process 777 leaves it.
+    fn dead_counter(dir: &Path) {
+        let scratch = tempfile::tempdir_in(dir).unwrap();
+        crate::Registry::new(scratch.path())
+            .counter("jobs", "Jobs.", &[])
+            .with_label_values(&[])
+            .unwrap()
+            .inc_by(5.0);
+        let me = std::process::id();
+        fs::rename(
+            scratch.path().join(format!("counter_{me}.db")),
+            dir.join("counter_777.db"),
+        )
+        .unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with(".ferrocorn"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_dead_file_deleted_before_the_folds_rename_is_taken_as_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        dead_counter(d);
+        // Deleted between the fold's lstat and its rename.
+        at("rename", |p| fs::remove_file(p).unwrap());
+        mark_process_dead(d, 777).unwrap();
+        assert!(hook_ran());
+        assert_eq!(names(d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_hidden_file_deleted_before_the_fold_opens_it_is_taken_as_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        dead_counter(d);
+        // Deleted between the rename to the hidden name and the open.
+        at("open hidden", |p| fs::remove_file(p).unwrap());
+        mark_process_dead(d, 777).unwrap();
+        assert!(hook_ran());
+        assert_eq!(names(d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_lstat_error_other_than_not_found_is_returned() {
+        let top = tempfile::tempdir().unwrap();
+        let d = top.path().join("metrics");
+        fs::create_dir(&d).unwrap();
+        dead_counter(&d);
+        // The directory is swapped for a regular file under the fold's
+        // feet: its lstat of `metrics/counter_777.db` fails with ENOTDIR.
+        let moved = top.path().join("moved");
+        let (from, to) = (d.clone(), moved.clone());
+        at("lstat", move |_: &Path| {
+            fs::rename(&from, &to).unwrap();
+            fs::write(&from, b"").unwrap();
+        });
+        let err = mark_process_dead(&d, 777).unwrap_err();
+        assert!(hook_ran());
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR), "{err}");
+        // Nothing was folded or deleted.
+        assert_eq!(names(&moved), ["counter_777.db"]);
+    }
 
     #[test]
     fn only_lack_of_write_access_or_of_the_file_falls_back_to_read_only() {

@@ -2,8 +2,11 @@
 //! interrupted after the aggregate was replaced and before the dead file was
 //! deleted (counted once, finished by the next call, a reused pid left
 //! alone), gauges folded by mode, I/O errors returned, not swallowed, links
-//! and FIFOs at the hidden names removed, and a directory the process may
-//! not write (a forked child, not root) scraped under a read-only lock file.
+//! and FIFOs at the hidden names removed, a `live*` gauge under a hidden
+//! name not read, a directory the process may not
+//! write (a forked child, not root) scraped under a read-only lock file, and
+//! a full filesystem (a tmpfs with no inode left, in a forked child's own
+//! mount namespace) reported as such.
 //!
 //! These are the fast tests `just mutants` runs against `src/aggregate.rs`.
 
@@ -366,30 +369,47 @@ fn set_mode(path: &Path, mode: u32) {
 /// files' modes let it: as root (whose writes ignore the modes) it first
 /// becomes uid and gid 65534. What `f` returns comes back through a pipe.
 fn unprivileged(f: impl FnOnce() -> String) -> String {
+    in_child(
+        || {
+            // SAFETY: set*id have no memory-safety preconditions.
+            let failed = unsafe {
+                libc::geteuid() == 0
+                    && (libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(65534) != 0
+                        || libc::setuid(65534) != 0)
+            };
+            if failed {
+                return Some(format!(
+                    "cannot leave root: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            None
+        },
+        f,
+    )
+}
+
+/// Runs `f` in a forked child process after `prepare` (which may say why
+/// `f` cannot run instead). What they return comes back through a pipe.
+fn in_child(prepare: impl FnOnce() -> Option<String>, f: impl FnOnce() -> String) -> String {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: the child only drops its privileges, runs `f` (file I/O and
-    // allocation, which glibc keeps usable after a fork), writes to the
-    // pipe and leaves with _exit, running no destructor of the parent's.
+    // SAFETY: the child only runs `prepare` and `f` (system calls, file
+    // I/O and allocation, which glibc keeps usable after a fork), writes
+    // to the pipe and leaves with _exit, running no destructor of the
+    // parent's.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        // SAFETY: set*id and close have no memory-safety preconditions;
-        // fds[1] is the pipe's write end, owned by this File alone.
+        // SAFETY: close has no memory-safety preconditions; fds[1] is the
+        // pipe's write end, owned by this File alone.
         unsafe {
             libc::close(fds[0]);
-            let out = if libc::geteuid() == 0
-                && (libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0)
-            {
-                format!("cannot leave root: {}", std::io::Error::last_os_error())
-            } else {
-                f()
-            };
+            let out = prepare().unwrap_or_else(f);
             let mut w = std::fs::File::from_raw_fd(fds[1]);
             let ok = w.write_all(out.as_bytes()).is_ok();
             libc::_exit(if ok { 0 } else { 1 });
@@ -411,6 +431,101 @@ fn unprivileged(f: impl FnOnce() -> String) -> String {
         "child: status {status:#x}, {out}"
     );
     out
+}
+
+/// Mounts a tmpfs of `nr_inodes` inodes over `dir` in a mount namespace of
+/// this (forked, single-threaded) process's own: as root, or as anyone in
+/// a user namespace of its own where the kernel allows that. `Err` says why
+/// it could not.
+fn own_tmpfs(dir: &Path, nr_inodes: u32) -> Result<(), String> {
+    use std::ffi::CString;
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain system calls on this process, with valid C strings.
+    unsafe {
+        let (uid, gid) = (libc::geteuid(), libc::getegid());
+        if uid == 0 {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(os("unshare(CLONE_NEWNS)"));
+            }
+        } else {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(os("unshare(CLONE_NEWUSER | CLONE_NEWNS)"));
+            }
+            for (file, text) in [
+                ("/proc/self/setgroups", "deny".to_string()),
+                ("/proc/self/uid_map", format!("{uid} {uid} 1")),
+                ("/proc/self/gid_map", format!("{gid} {gid} 1")),
+            ] {
+                std::fs::write(file, text).map_err(|e| format!("{file}: {e}"))?;
+            }
+        }
+        // Nothing mounted here may reach the parent's namespace.
+        let root = CString::new("/").unwrap();
+        let rec_private = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            rec_private,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(os("mount --make-rprivate /"));
+        }
+        let target = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let fstype = CString::new("tmpfs").unwrap();
+        let opts = CString::new(format!("size=1m,nr_inodes={nr_inodes},mode=0755")).unwrap();
+        if libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        ) != 0
+        {
+            return Err(os("mount -t tmpfs"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_full_filesystem_is_reported_not_taken_for_a_read_only_directory() {
+    // A dead process's file on a filesystem with no inode left: the lock
+    // file cannot be created, and not because the directory may not be
+    // written. The fold says the disk is full (not "no lock file"), and a
+    // scrape warns that it reads without the lock.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let r = in_child(
+        || own_tmpfs(d, 16).err().map(|e| format!("SKIP {e}")),
+        || {
+            counter(d, 777, 5.0);
+            let mut i = 0;
+            let full = loop {
+                match std::fs::File::create(d.join(format!("fill{i}"))) {
+                    Ok(_) => i += 1,
+                    Err(e) => break e,
+                }
+                assert!(i < 100, "a tmpfs of 16 inodes took 100 files");
+            };
+            assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+            format!("{}\n{}", fold_report(d, 777), scrape_report(d))
+        },
+    );
+    if let Some(why) = r.strip_prefix("SKIP ") {
+        eprintln!("skipped: no mount namespace of our own here ({why})");
+        return;
+    }
+    assert_eq!(
+        r.lines().collect::<Vec<_>>(),
+        [
+            "StorageFull: No space left on device (os error 28)",
+            "Some(5.0)",
+            "cannot lock: No space left on device (os error 28); read without it"
+        ],
+        "{r}"
+    );
 }
 
 /// A scrape of `dir`: `jobs_total` on the first line, then the reason of
@@ -559,4 +674,25 @@ fn a_fold_waits_for_a_scrape_holding_the_lock_then_gives_up_after_2s() {
     mark_process_dead(d, 971).unwrap();
     assert_eq!(db_files(d), ["counter_aggregate.db"]);
     assert_eq!(jobs(d), Some(3.0));
+}
+
+#[test]
+fn a_live_gauge_under_a_hidden_folding_name_is_not_read() {
+    // A fold sets aside only the files it folds: a `live*` or `all` gauge
+    // file under a hidden `.folding` name is nothing a fold left, and a
+    // scrape does not count it (a folded kind's is counted, see
+    // `an_interrupted_fold_counts_once_and_the_next_call_finishes_it`).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    gauge(d, 990, GaugeMode::LiveSum, 3.0);
+    std::fs::rename(
+        d.join("gauge_livesum_990.db"),
+        d.join(".gauge_livesum_990.folding"),
+    )
+    .unwrap();
+    gauge(d, 991, GaugeMode::LiveSum, 1.0);
+    assert_eq!(value_of(&ours(d), "level"), Some(1.0));
+    mark_process_dead(d, 992).unwrap();
+    assert!(d.join(".gauge_livesum_990.folding").is_file());
+    assert_eq!(value_of(&ours(d), "level"), Some(1.0));
 }

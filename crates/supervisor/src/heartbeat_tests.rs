@@ -1,8 +1,8 @@
 //! Unit tests of the heartbeat slots and the load board at their edges
 //! (beside `heartbeat.rs` so that file's own tests stay as they are): every
 //! slot's words are its own, siblings are looked at up to the highest slot
-//! handed out, a published 0 is a load, and the clock is the monotonic
-//! clock in milliseconds.
+//! handed out, a published 0 is a load, the clock is the monotonic clock
+//! in milliseconds, and the last handle's drop unmaps the slots.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -189,4 +189,43 @@ fn planned_exit_marks_are_words_of_their_own() {
     slots.prepare(1);
     assert_eq!(slots.planned(1).load(Ordering::SeqCst), 0);
     assert_eq!(slots.planned(2).load(Ordering::SeqCst), 1);
+}
+
+/// The mapping `[start, end)` with permissions `perms`, as
+/// `/proc/self/maps` lists it now.
+fn mapped(start: usize, end: usize, perms: &str) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let range = f.next().unwrap_or("");
+        let p = f.next().unwrap_or("");
+        let (a, b) = range.split_once('-').unwrap_or(("", ""));
+        usize::from_str_radix(a, 16) == Ok(start)
+            && usize::from_str_radix(b, 16) == Ok(end)
+            && p == perms
+    })
+}
+
+#[test]
+fn dropping_the_last_handle_unmaps_the_slots() {
+    // A size no other test maps (5000 slots: 120 008 bytes, 30 pages), so
+    // another test's mapping cannot take the freed range and look like it.
+    let slots = Slots::new(5000).unwrap();
+    let start = slots.slot(0) as *const _ as usize;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let end = start + ((3 * 5000 + 1) * 8usize).div_ceil(page) * page;
+    assert!(mapped(start, end, "rw-s"), "{start:#x}-{end:#x} not mapped");
+    let other = slots.clone();
+    drop(slots);
+    // Another handle keeps it mapped...
+    assert!(mapped(start, end, "rw-s"));
+    assert_eq!(other.slot(4999).load(Ordering::Relaxed), 0);
+    // ...and the last one unmaps it (a supervisor embedded in a longer-lived
+    // program leaks nothing per Arbiter).
+    drop(other);
+    assert!(
+        !mapped(start, end, "rw-s"),
+        "{start:#x}-{end:#x} still mapped"
+    );
 }

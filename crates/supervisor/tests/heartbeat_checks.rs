@@ -3,7 +3,8 @@
 //! follows a SIGABRT a worker ignores comes only after the grace; a worker
 //! alive through a check without ever beating did not boot; heartbeats
 //! count from when a stopped supervisor runs again; `--timeout 0` never
-//! kills. The supervisor is woken every 20 ms (SIGCHLD) where a check that
+//! kills; a lost SIGTERM is sent again a second later, once, not sooner.
+//! The supervisor is woken every 20 ms (SIGCHLD) where a check that
 //! came too early would otherwise hide behind its once-a-second tick.
 
 mod support;
@@ -108,4 +109,36 @@ fn timeout_zero_never_kills_a_stalled_worker() {
     }
     assert!(!s.stderr().contains("WORKER TIMEOUT"), "{}", s.stderr());
     get(&s.addr(0), "/").unwrap();
+}
+
+#[test]
+fn a_lost_term_is_sent_again_a_second_later_not_sooner() {
+    // The worker ignores the first SIGTERM (as one arriving while it
+    // installs its handlers can be lost); the supervisor, checked every
+    // 20 ms, sends it again once, RESEND (1 s) after the first.
+    let mut s = Server::start(&[
+        "--workers",
+        "1",
+        "--mode",
+        "deaf",
+        "--graceful-timeout",
+        "5",
+    ]);
+    let w = s.wait_workers("1 worker", |w| w.len() == 1);
+    s.wait_ready(&w);
+    let pid = w[0];
+    let _poker = poke(s.pid);
+    s.signal(libc::SIGTERM);
+    s.wait_exit(Duration::from_secs(15));
+    let err = s.stderr();
+    let lost = marks(&err, "LOST TERM", pid);
+    let again = marks(&err, "TERM", pid);
+    assert_eq!((lost.len(), again.len()), (1, 1), "{err}");
+    // The worker sees a signal at its next loop turn (every 50 ms).
+    let gap = again[0].saturating_sub(lost[0]);
+    assert!(
+        (900..2500).contains(&gap),
+        "TERM sent again {gap} ms after the first; stderr:\n{err}"
+    );
+    assert!(!err.contains("was sent SIGKILL"), "{err}");
 }

@@ -79,8 +79,8 @@ impl Limits {
         }
     }
 
-    /// The largest head these limits allow, in bytes: a buffer holding this
-    /// much without a complete head means the request is too large.
+    /// The largest head the limits allow, after any empty lines sent first: a
+    /// buffer holding more of it without a whole head is too large (bytes).
     pub fn max_head(&self) -> usize {
         let l = self.normalized();
         (l.request_line + 2) + l.fields * (l.field_size + 2) + 2
@@ -300,7 +300,7 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
             }
         }
     }
-    if buf.len() > limits.max_head() {
+    if buf.len() > start + limits.max_head() {
         return Err(ParseError {
             status: 431,
             reason: "request header fields too large",

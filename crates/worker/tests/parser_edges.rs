@@ -209,6 +209,40 @@ fn a_request_line_at_the_limit_may_get_the_rest_of_its_head_later() {
 }
 
 #[test]
+fn stray_crlfs_before_a_head_do_not_count_against_its_size() {
+    // A client may send a CRLF or two after a body (RFC 9112 2.2), which
+    // is skipped: with at most one field the largest head after them is
+    // longer than max_head() and is still read to its end, whatever the
+    // reads (before, its prefix one byte short was refused with a 431).
+    for fields in [0, 1] {
+        let limits = Limits {
+            request_line: 100,
+            fields,
+            field_size: 50,
+        };
+        let mut buf = b"\r\n\r\n".to_vec();
+        let mut line = request_line(100);
+        if fields == 0 {
+            // No Host: HTTP/1.0.
+            *line.last_mut().unwrap() = b'0';
+        }
+        buf.extend_from_slice(&line);
+        buf.extend_from_slice(b"\r\n");
+        if fields == 1 {
+            buf.extend_from_slice(&field("Host", 48));
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert!(buf.len() > limits.max_head(), "{fields} fields");
+        for end in 0..buf.len() {
+            partial(&buf[..end], &limits);
+        }
+        let head = parse(&buf, &limits).unwrap().unwrap();
+        assert_eq!(head.len, buf.len(), "{fields} fields");
+    }
+}
+
+#[test]
 fn exactly_the_field_limit_waits_for_the_final_crlf() {
     let limits = Limits::default();
     let mut buf = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
@@ -299,6 +333,27 @@ fn a_field_of_exactly_the_field_size_is_accepted() {
     partial(&over[..over.len() - 1], &limits);
     over.extend_from_slice(b"\r\n\r\n");
     assert_eq!(refused_with(&over, &limits), 431);
+}
+
+#[test]
+fn each_field_line_is_measured_to_its_own_end() {
+    // A short field before one near the limit: each line is measured from
+    // its name to its own LF, not to a later line's.
+    let limits = Limits {
+        field_size: 50,
+        ..Limits::default()
+    };
+    for (short, long) in [(2, 45), (3, 50), (7, 50), (1, 50)] {
+        let mut buf = b"GET / HTTP/1.1\r\n".to_vec();
+        buf.extend_from_slice(&field("Host", 6 + short));
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(&field("X-Long", long - 2));
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(&field("X-Short", 12));
+        buf.extend_from_slice(b"\r\n\r\n");
+        let head = parse(&buf, &limits).unwrap().unwrap();
+        assert_eq!(head.len, buf.len(), "{short} {long}");
+    }
 }
 
 #[test]

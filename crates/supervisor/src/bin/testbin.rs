@@ -127,7 +127,8 @@ impl Service for TestService {
             _ => {}
         }
         // "deaf": the first SIGTERM is lost, as one arriving while a worker
-        // installs its handlers can be. "abrtignore": SIGABRT is caught and
+        // installs its handlers can be (said as `LOST TERM pid ms`, the
+        // next as `TERM pid ms`). "abrtignore": SIGABRT is caught and
         // ignored (said as `ABRT pid ms`, then `ALIVE pid ms` on every loop
         // turn, ms since the worker started).
         serve(ctx, self.mode == "deaf", self.mode == "abrtignore")
@@ -249,10 +250,14 @@ fn serve(ctx: WorkerContext, deaf: bool, ignore_abrt: bool) -> i32 {
             return 0;
         }
         if term_signal.swap(false, Ordering::SeqCst) {
+            let ms = started.elapsed().as_millis();
             if deaf && terms_lost == 0 {
                 terms_lost += 1;
-                say!("LOST TERM {}", std::process::id());
+                say!("LOST TERM {} {ms}", std::process::id());
             } else {
+                if deaf {
+                    say!("TERM {} {ms}", std::process::id());
+                }
                 term.store(true, Ordering::SeqCst);
             }
         }
