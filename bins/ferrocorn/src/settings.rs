@@ -203,14 +203,14 @@ declare_settings! {
         readme: "4094 (at most 8190)",
     }
 
-    /// Maximum number of header fields (max 32768). [default: 100]
+    /// Maximum number of header fields; 0 = the maximum, 32768 (as gunicorn). [default: 100]
     limit_request_fields (core) {
         flag: "--limit-request-fields" limit_request_fields: Option<u64> = opt [long, value_name = "INT"],
         worker: limit_request_fields,
         type: u64 => usize,
         default: 100,
-        check: range(0, 32768, ""),
-        readme: "100 (at most 32768)",
+        check: range(0, 32768, " (0 = 32768)"),
+        readme: "100 (0 = 32768, at most 32768)",
     }
 
     // Honoured above 8190 as gunicorn does, up to the worker's maximum.

@@ -38,7 +38,7 @@ impl Version {
 pub struct Limits {
     /// Longest request line in bytes, without CRLF (0 = 8190, gunicorn's maximum).
     pub request_line: usize,
-    /// Most header fields.
+    /// Most header fields (0 = 32768, gunicorn's maximum).
     pub fields: usize,
     /// Longest header field line in bytes, counted as gunicorn counts it:
     /// the line as received (`name: value`) plus its CRLF (0 = 8190; at most
@@ -62,16 +62,24 @@ impl Default for Limits {
 /// buffer of one connection stays bounded.
 pub const MAX_FIELD_SIZE: usize = 65536;
 
+/// The most header fields honoured, gunicorn's `MAX_HEADERS`.
+pub const MAX_FIELDS: usize = 32768;
+
 impl Limits {
     /// The limits as applied: 0 and values above 8190 mean 8190 for the
     /// request line (gunicorn's maximum); 0 means 8190 for the field size,
     /// larger values are honoured as gunicorn does, up to
-    /// [`MAX_FIELD_SIZE`]; fields are capped at 32768.
+    /// [`MAX_FIELD_SIZE`]; 0 and values above 32768 mean 32768 fields
+    /// (gunicorn's maximum: a config file with `limit_request_fields = 0`
+    /// refuses no request for its header count).
     pub fn normalized(self) -> Limits {
         let clamp = |v: usize| if v == 0 || v > 8190 { 8190 } else { v };
         Limits {
             request_line: clamp(self.request_line),
-            fields: self.fields.min(32768),
+            fields: match self.fields {
+                0 => MAX_FIELDS,
+                v => v.min(MAX_FIELDS),
+            },
             field_size: match self.field_size {
                 0 => 8190,
                 v => v.min(MAX_FIELD_SIZE),

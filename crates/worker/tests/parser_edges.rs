@@ -211,35 +211,49 @@ fn a_request_line_at_the_limit_may_get_the_rest_of_its_head_later() {
 #[test]
 fn stray_crlfs_before_a_head_do_not_count_against_its_size() {
     // A client may send a CRLF or two after a body (RFC 9112 2.2), which
-    // is skipped: with at most one field the largest head after them is
+    // is skipped: with one field allowed the largest head after them is
     // longer than max_head() and is still read to its end, whatever the
     // reads (before, its prefix one byte short was refused with a 431).
-    for fields in [0, 1] {
-        let limits = Limits {
-            request_line: 100,
-            fields,
-            field_size: 50,
-        };
-        let mut buf = b"\r\n\r\n".to_vec();
-        let mut line = request_line(100);
-        if fields == 0 {
-            // No Host: HTTP/1.0.
-            *line.last_mut().unwrap() = b'0';
-        }
-        buf.extend_from_slice(&line);
-        buf.extend_from_slice(b"\r\n");
-        if fields == 1 {
-            buf.extend_from_slice(&field("Host", 48));
-            buf.extend_from_slice(b"\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
-        assert!(buf.len() > limits.max_head(), "{fields} fields");
-        for end in 0..buf.len() {
-            partial(&buf[..end], &limits);
-        }
-        let head = parse(&buf, &limits).unwrap().unwrap();
-        assert_eq!(head.len, buf.len(), "{fields} fields");
+    let limits = Limits {
+        request_line: 100,
+        fields: 1,
+        field_size: 50,
+    };
+    let mut buf = b"\r\n\r\n".to_vec();
+    buf.extend_from_slice(&request_line(100));
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(&field("Host", 48));
+    buf.extend_from_slice(b"\r\n\r\n");
+    assert!(buf.len() > limits.max_head());
+    for end in 0..buf.len() {
+        partial(&buf[..end], &limits);
     }
+    let head = parse(&buf, &limits).unwrap().unwrap();
+    assert_eq!(head.len, buf.len());
+}
+
+#[test]
+fn zero_fields_means_gunicorns_maximum() {
+    // gunicorn reads limit_request_fields <= 0 as its maximum, 32768:
+    // a config file carried over with 0 must not refuse every header.
+    let zero = Limits {
+        fields: 0,
+        ..Limits::default()
+    };
+    assert_eq!(zero.normalized().fields, 32768);
+    let mut buf = request_line(50);
+    buf.extend_from_slice(b"\r\n");
+    for i in 0..150 {
+        buf.extend_from_slice(format!("X-F{i}: v\r\n").as_bytes());
+    }
+    buf.extend_from_slice(b"Host: x\r\n\r\n");
+    assert_eq!(parse(&buf, &zero).unwrap().unwrap().len, buf.len());
+    // Above the maximum: the maximum.
+    let big = Limits {
+        fields: 1 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(big.normalized().fields, 32768);
 }
 
 #[test]
