@@ -66,26 +66,25 @@ class ListBacked:
         note(self.name, "closed")
 
 
+def read_in(inp, size):
+    out = b""
+    while True:
+        b = inp.read(size)
+        if not b:
+            return out
+        out += b
+
+
 def read_body(environ, how):
     inp = environ["wsgi.input"]
     raw = getattr(inp, "input", inp)  # the validator's wrapper allows read(n) only
     if how == "read":
         return raw.read()
     if how == "readn":
-        out = b""
-        while True:
-            b = inp.read(1000)
-            if not b:
-                return out
-            out += b
+        return read_in(inp, 1000)
     if how == "readbig":
         # Reads larger than what one wait brings: pieces joined.
-        out = b""
-        while True:
-            b = inp.read(100_000)
-            if not b:
-                return out
-            out += b
+        return read_in(inp, 100_000)
     if how == "readline":
         out = b""
         while True:
