@@ -46,6 +46,18 @@ fn counter(dir: &Path, pid: u32, v: f64) {
     });
 }
 
+/// A counter file of a new process reusing `pid` after a fold claimed the
+/// old one's file: another file, whose mtime differs from the claimed one.
+fn new_process_counter(dir: &Path, pid: u32, v: f64) {
+    counter(dir, pid, v);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join(format!("counter_{pid}.db")))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+}
+
 fn jobs(dir: &Path) -> Option<f64> {
     value_of(&ours(dir), "jobs_total")
 }
@@ -102,13 +114,7 @@ fn a_reused_pid_folded_right_after_the_old_one_is_counted() {
     // The aggregate now claims file 777 (its inode and mtime). A new
     // process 777 writes a new file (another inode or mtime) and dies
     // before any other fold: its file is not the claimed one.
-    counter(d, 777, 3.0);
-    let f = std::fs::File::options()
-        .write(true)
-        .open(d.join("counter_777.db"))
-        .unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
-        .unwrap();
+    new_process_counter(d, 777, 3.0);
     mark_process_dead(d, 777).unwrap();
     assert_eq!(db_files(d), ["counter_aggregate.db"]);
     assert_eq!(jobs(d), Some(8.0));
@@ -126,14 +132,7 @@ fn a_name_at_a_hidden_folding_name_that_is_not_a_file_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::os::unix::fs::symlink(&target, d.join(".counter_805.folding")).unwrap();
-    let fifo = std::ffi::CString::new(
-        d.join(".histogram_805.folding")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap();
-    // SAFETY: `fifo` is a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    common::mkfifo(&d.join(".histogram_805.folding"));
     counter(d, 806, 1.0);
     mark_process_dead(d, 806).unwrap();
     assert!(!d.join(".counter_805.folding").is_symlink());
@@ -150,13 +149,7 @@ fn a_new_file_under_a_folded_name_is_not_taken_for_the_folded_one() {
     counter(d, 777, 5.0);
     mark_process_dead(d, 777).unwrap();
     // A new process 777 (the same pid, another file).
-    counter(d, 777, 3.0);
-    let f = std::fs::File::options()
-        .write(true)
-        .open(d.join("counter_777.db"))
-        .unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
-        .unwrap();
+    new_process_counter(d, 777, 3.0);
     assert_eq!(jobs(d), Some(8.0));
     // Another process's fold leaves it alone.
     counter(d, 778, 1.0);

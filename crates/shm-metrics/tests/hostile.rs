@@ -195,11 +195,7 @@ fn a_nan_bucket_written_by_prometheus_client_is_skipped_with_a_warning() {
 fn a_fifo_is_skipped_without_blocking() {
     let dir = dir_with_a_good_file();
     for name in ["counter_2.db", "counter_aggregate.db"] {
-        let path =
-            std::ffi::CString::new(dir.path().join(name).into_os_string().into_encoded_bytes())
-                .unwrap();
-        // SAFETY: a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        common::mkfifo(&dir.path().join(name));
     }
     let s = scrape_in_child(dir.path(), None);
     assert_healthy(&s);

@@ -270,3 +270,11 @@ pub fn db_files(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Makes a FIFO at `path` (a file a scrape or a fold must not block on).
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path we own.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "{}", path.display());
+}
