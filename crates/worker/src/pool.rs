@@ -43,8 +43,11 @@ pub(crate) struct Shared {
     tasks: Mutex<Tasks>,
     task_cond: Condvar,
     pub(crate) queued: AtomicUsize,
-    /// Pool threads asleep on the condition variable (a copy of
-    /// `Tasks::idle` for the loop's lock-free look in [`Shared::nudge`]).
+    /// Pool threads asleep on the condition variable, changed only with
+    /// `tasks` locked (read without it for the loop's quick look in
+    /// [`Shared::nudge`]): the loop wakes one only when some thread sleeps
+    /// (a futex call saved per request when the pool is busy), and for a
+    /// serial app only when no thread serves the queue.
     idle: AtomicUsize,
     /// Nanoseconds since `epoch` when a pool thread last took a task: the
     /// pool's progress, see [`Shared::stalled`].
@@ -63,11 +66,6 @@ pub(crate) struct Shared {
 struct Tasks {
     q: VecDeque<Task>,
     stop: bool,
-    /// Pool threads waiting on the condition variable: the loop wakes one
-    /// only when some thread sleeps (a futex call saved per request when the
-    /// pool is busy), and for a serial app only when no thread serves the
-    /// queue (see [`Shared::nudge`]).
-    idle: usize,
 }
 
 /// The pool counts as stalled when no thread took a task for this long
@@ -185,12 +183,10 @@ impl Shared {
             return false;
         }
         let t = lock(&self.tasks);
+        let idle = self.idle.load(Relaxed);
         let wake = if !self.serial {
-            t.q.len().min(t.idle)
-        } else if !t.q.is_empty()
-            && t.idle > 0
-            && (t.idle == self.busy_since.len() || self.stalled())
-        {
+            t.q.len().min(idle)
+        } else if !t.q.is_empty() && idle > 0 && (idle == self.busy_since.len() || self.stalled()) {
             1
         } else {
             0
@@ -206,7 +202,7 @@ impl Shared {
     /// stops serving the queue for a while (it waits for a client's body).
     pub(crate) fn wake_if_queued(&self) {
         let t = lock(&self.tasks);
-        let wake = t.idle > 0 && !t.q.is_empty();
+        let wake = self.idle.load(Relaxed) > 0 && !t.q.is_empty();
         drop(t);
         if wake {
             self.task_cond.notify_one();
@@ -232,11 +228,9 @@ impl Shared {
                 self.last_take.store(self.now_ns(), Relaxed);
                 return Some(task);
             }
-            t.idle += 1;
-            self.idle.store(t.idle, Relaxed);
+            self.idle.fetch_add(1, Relaxed);
             t = self.task_cond.wait(t).unwrap_or_else(|e| e.into_inner());
-            t.idle -= 1;
-            self.idle.store(t.idle, Relaxed);
+            self.idle.fetch_sub(1, Relaxed);
         }
     }
 

@@ -41,34 +41,29 @@ impl Server {
         }
         // A large Content-Length body with nothing buffered: read straight
         // into a vector the reader can take whole.
-        let direct = match feed.kind {
-            FeedKind::Length(rem) if rem > BUF_SIZE as u64 => {
-                c.rbuf.as_ref().is_none_or(|b| b.is_empty())
-            }
-            _ => false,
-        };
-        let mut incoming = std::mem::take(&mut feed.incoming);
-        if direct || c.rbuf.as_ref().is_none_or(|b| b.is_empty()) {
-            let want = match feed.kind {
-                FeedKind::Length(rem) if direct => rem.min(BODY_READ as u64) as usize,
+        let nothing_buffered = c.rbuf.as_ref().is_none_or(|b| b.is_empty());
+        let direct =
+            nothing_buffered && matches!(feed.kind, FeedKind::Length(rem) if rem > BUF_SIZE as u64);
+        if nothing_buffered {
+            let (want, read) = match feed.kind {
+                FeedKind::Length(rem) if direct => {
+                    let want = rem.min(BODY_READ as u64) as usize;
+                    (want, c.sock.read_append(&mut feed.incoming, want))
+                }
                 _ => {
                     let rbuf = c.rbuf.get_or_insert_with(|| self.bufs.get());
                     if matches!(feed.kind, FeedKind::Chunked(_)) && feed.received > BUF_SIZE as u64
                     {
                         rbuf.grow_to(BODY_READ);
                     }
-                    rbuf.spare(BODY_READ).len()
+                    let spare = rbuf.spare(BODY_READ);
+                    let want = spare.len();
+                    let read = c.sock.read(spare);
+                    if let Ok(n) = read {
+                        rbuf.advance(n);
+                    }
+                    (want, read)
                 }
-            };
-            let read = if direct {
-                c.sock.read_append(&mut incoming, want)
-            } else {
-                let rbuf = c.rbuf.as_mut().expect("made above");
-                let r = c.sock.read(rbuf.spare(BODY_READ));
-                if let Ok(n) = r {
-                    rbuf.advance(n);
-                }
-                r
             };
             match read {
                 Ok(0) => {
@@ -81,7 +76,6 @@ impl Server {
                 }
                 Ok(n) => c.read.got(n, want),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    feed.incoming = incoming;
                     c.read.readable = false;
                     // Bytes held back from a waiting reader go now.
                     let st = lock(&feed.chan.state);
@@ -92,10 +86,7 @@ impl Server {
                     }
                     return Step::Stop;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    feed.incoming = incoming;
-                    return Step::Continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Continue,
                 Err(_) => {
                     self.close(idx);
                     return Step::Stop;
@@ -109,11 +100,11 @@ impl Server {
         let mut done = false;
         match &mut feed.kind {
             FeedKind::Length(rem) if direct => {
-                *rem -= incoming.len() as u64;
+                *rem -= feed.incoming.len() as u64;
                 done = *rem == 0;
-                incoming = st.push(incoming);
-                if incoming.capacity() == 0 {
-                    incoming = std::mem::take(&mut st.spare);
+                feed.incoming = st.push(std::mem::take(&mut feed.incoming));
+                if feed.incoming.capacity() == 0 {
+                    feed.incoming = std::mem::take(&mut st.spare);
                 }
             }
             FeedKind::Length(rem) => {
@@ -135,7 +126,6 @@ impl Server {
                 }
             }
         }
-        feed.incoming = incoming;
         feed.received += (st.buffered() - before) as u64;
         if failed.is_none() && limit > 0 && feed.received > limit {
             failed = Some(BodyError::TooLarge);
